@@ -1,0 +1,1 @@
+//! Build engine: the embedding API (Builder, BuildRequest, progress events) that executes a planned Dockerfile

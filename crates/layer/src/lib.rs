@@ -1,0 +1,1 @@
+//! Layer tars: deterministic writer, safe apply into a rootfs, compression

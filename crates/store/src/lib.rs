@@ -1,0 +1,1 @@
+//! Content store: blobs by digest with crash-safe ingestion, image references, locking
