@@ -1,1 +1,35 @@
-//! Build engine: the embedding API (Builder, BuildRequest, progress events) that executes a planned Dockerfile
+//! The build engine: the API a program embeds to build images from Dockerfiles.
+//!
+//! A build is compiled, then solved, as BuildKit does it: the Dockerfile front end (`dockerfile`)
+//! parses and plans stages; the engine runs only the stages the target needs, in dependency order,
+//! turning each filesystem-changing step into a layer in the content store and each metadata step
+//! into a history entry; the image crate commits and exports the result. The engine never prints:
+//! it reports typed [`Event`]s to a [`ProgressSink`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use engine::{Builder, BuilderOptions, BuildRequest, NoProgress};
+//! # async fn run() -> Result<(), engine::BuildError> {
+//! let builder = Builder::open(BuilderOptions { root: "/tmp/rbuild-store".into() })?;
+//! let req = BuildRequest { context: ".".into(), tags: vec!["app:1".into()], ..Default::default() };
+//! let out = builder.build(req, Arc::new(NoProgress)).await?;
+//! println!("{}", out.image.id);
+//! # Ok(()) }
+//! ```
+
+mod builder;
+mod error;
+mod fsutil;
+pub mod progress;
+mod request;
+mod stage;
+
+pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions};
+pub use error::BuildError;
+pub use progress::{CollectProgress, Event, NoProgress, ProgressSink, StepId};
+pub use request::{BuildRequest, Output, SecretFrom, SecretSource};
+
+/// Re-exported so embedders can list, tag, export and load images without naming more crates.
+pub use image;
+/// Re-exported for `rbuild build --check` and other front-end uses.
+pub use dockerfile;

@@ -1,0 +1,612 @@
+//! Argument parsing (clap) and the wiring of each subcommand to the library.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use engine::image::reference::Reference;
+use engine::{BuildError, BuildRequest, Builder, BuilderOptions, Output, SecretFrom, SecretSource};
+
+use crate::render::{Renderer, Style};
+
+/// Build OCI images from Dockerfiles, without a daemon and without root.
+///
+/// `rbuild [OPTIONS] PATH` is the same as `rbuild build [OPTIONS] PATH`, as with `docker build`.
+#[derive(Parser, Debug)]
+#[command(name = "rbuild", version, about, long_about = None)]
+pub struct Cli {
+    /// Image store directory (default: $RBUILD_ROOT, $XDG_DATA_HOME/rbuild, /var/lib/rbuild for root)
+    #[arg(long, global = true, env = "RBUILD_ROOT")]
+    root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build an image from a Dockerfile (the default command)
+    Build(BuildArgs),
+    /// List images in the store
+    Images(ImagesArgs),
+    /// Create a tag TARGET that refers to SOURCE
+    Tag {
+        /// Existing image (name, name:tag or id)
+        source: String,
+        /// New reference
+        target: String,
+    },
+    /// Remove one or more images
+    Rmi {
+        /// Remove even when the image has several tags
+        #[arg(short, long)]
+        force: bool,
+        /// Images to remove
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show the manifest and config of images as JSON
+    Inspect {
+        /// Images to inspect
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show the history of an image
+    History {
+        /// Image to show
+        image: String,
+        /// Do not truncate output
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Remove unreferenced data from the store
+    Prune,
+    /// Save images to a tar archive (docker-archive by default, as `docker save`)
+    Save {
+        /// Write to this file (required: archives are not written to a terminal)
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Archive format: docker or oci
+        #[arg(long, default_value = "docker")]
+        format: String,
+        /// Images to save
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Load images from a tar archive (docker, podman, skopeo or rbuild archives, or an OCI layout)
+    Load {
+        /// Read from this archive or OCI layout directory
+        #[arg(short, long)]
+        input: PathBuf,
+        /// Print only the loaded image ids
+        #[arg(short, long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct BuildArgs {
+    /// Build context directory
+    #[arg(value_name = "PATH")]
+    context: PathBuf,
+    /// Name of the Dockerfile (default: PATH/Dockerfile)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+    /// Name and optionally a tag in the name:tag format
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    tags: Vec<String>,
+    /// Set build-time variables (KEY=VALUE, or KEY to take it from the environment)
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    build_args: Vec<String>,
+    /// Set the target build stage to build
+    #[arg(long)]
+    target: Option<String>,
+    /// Set metadata for the image (KEY=VALUE)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Do not use cache when building the image
+    #[arg(long)]
+    no_cache: bool,
+    /// Always attempt to pull a newer version of the base images
+    #[arg(long)]
+    pull: bool,
+    /// Suppress the build output and print the image ID on success
+    #[arg(short, long)]
+    quiet: bool,
+    /// Write the image ID to the file
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+    /// Set target platform for build (os/arch[/variant])
+    #[arg(long)]
+    platform: Option<String>,
+    /// Output destination (format: type=local|oci|docker|tar,dest=path)
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    outputs: Vec<String>,
+    /// Type of progress output (auto, plain, tty, quiet, rawjson)
+    #[arg(long, default_value = "auto")]
+    progress: String,
+    /// Secret to expose to the build (id=mysecret[,src=/local/secret] or id=X,env=VAR)
+    #[arg(long = "secret", value_name = "SPEC")]
+    secrets: Vec<String>,
+    /// SSH agent socket or keys to expose to the build (default|<id>[=<socket>|<key>[,<key>]])
+    #[arg(long = "ssh", value_name = "SPEC")]
+    ssh: Vec<String>,
+    /// Set the networking mode for the RUN instructions during build (host, none)
+    #[arg(long)]
+    network: Option<String>,
+    /// External cache sources (accepted; the local store is always used)
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
+    /// Cache export destinations (accepted; the local store is always used)
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<String>,
+    /// Check the Dockerfile (parse, resolve stages and arguments, lint) without building
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Args, Debug)]
+struct ImagesArgs {
+    /// Only show image IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Do not truncate output
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+const VERBS: &[&str] = &[
+    "build", "images", "tag", "rmi", "inspect", "history", "prune", "save", "load", "help",
+];
+
+/// `rbuild -f X -t y .` means `rbuild build -f X -t y .`: insert the verb unless one is there.
+pub fn insert_default_verb(mut args: Vec<OsString>) -> Vec<OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--root" {
+            i += 2;
+            continue;
+        }
+        if a.starts_with("--root=") {
+            i += 1;
+            continue;
+        }
+        if matches!(a.as_ref(), "-h" | "--help" | "-V" | "--version") {
+            return args;
+        }
+        if VERBS.contains(&a.as_ref()) {
+            return args;
+        }
+        break;
+    }
+    if args.len() > 1 {
+        args.insert(1, "build".into());
+    }
+    args
+}
+
+fn builder(cli_root: &Option<PathBuf>) -> Result<Builder, BuildError> {
+    let opts = match cli_root {
+        Some(r) => BuilderOptions { root: r.clone() },
+        None => BuilderOptions::from_env(),
+    };
+    Builder::open(opts)
+}
+
+/// Runs the parsed command; `Err` is rendered by main with exit code 1.
+pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
+    match cli.command {
+        Command::Build(b) => build(&cli.root, b),
+        Command::Images(a) => {
+            let builder = builder(&cli.root)?;
+            let rows = builder.images().list()?;
+            let mut out = std::io::stdout().lock();
+            if a.quiet {
+                let mut seen = std::collections::BTreeSet::new();
+                for r in rows {
+                    let id = if a.no_trunc { r.id.to_string() } else { r.id.short() };
+                    if seen.insert(id.clone()) {
+                        let _ = writeln!(out, "{id}");
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let _ = writeln!(
+                out,
+                "{:<40} {:<20} {:<15} {:<20} {}",
+                "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+            );
+            for r in rows {
+                let id = if a.no_trunc { r.id.to_string() } else { r.id.short() };
+                let _ = writeln!(
+                    out,
+                    "{:<40} {:<20} {:<15} {:<20} {}",
+                    r.repository,
+                    r.tag,
+                    id,
+                    r.created,
+                    human_size(r.size)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tag { source, target } => {
+            let builder = builder(&cli.root)?;
+            let img = builder.images().resolve(&source)?;
+            let r = Reference::parse(&target)?;
+            builder.images().tag(&img, &r)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rmi { force, images } => {
+            let builder = builder(&cli.root)?;
+            let mut failed = false;
+            for i in images {
+                match builder.images().remove(&i, force) {
+                    Ok(lines) => {
+                        for l in lines {
+                            println!("{l}");
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("ERROR: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Inspect { images } => {
+            let builder = builder(&cli.root)?;
+            let mut all = Vec::new();
+            for i in images {
+                let img = builder.images().resolve(&i)?;
+                all.push(builder.images().inspect(&img)?);
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".into())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { image, no_trunc } => {
+            let builder = builder(&cli.root)?;
+            let rows = builder.images().history(&image)?;
+            println!("{:<15} {:<22} {:<60} {}", "IMAGE", "CREATED", "CREATED BY", "SIZE");
+            for r in rows {
+                let mut by = r.created_by.clone();
+                if !no_trunc && by.chars().count() > 57 {
+                    by = by.chars().take(57).collect::<String>() + "...";
+                }
+                println!(
+                    "{:<15} {:<22} {:<60} {}",
+                    r.id, r.created, by, human_size(r.size)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prune => {
+            let builder = builder(&cli.root)?;
+            let stats = builder.images().prune()?;
+            println!("Total reclaimed space: {}", human_size(stats.bytes_freed));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Save {
+            output,
+            format,
+            images,
+        } => {
+            let builder = builder(&cli.root)?;
+            let mut items = Vec::new();
+            for i in &images {
+                let img = builder.images().resolve(i)?;
+                let names = match Reference::parse(i) {
+                    Ok(r) if !looks_like_id(i) => vec![r],
+                    _ => Vec::new(),
+                };
+                items.push((img, names));
+            }
+            match format.as_str() {
+                "docker" | "docker-archive" => {
+                    let f = std::fs::File::create(&output).map_err(|e| BuildError::io(&output, e))?;
+                    let f = engine::image::export::docker_archive(builder.images(), &items, f)?;
+                    f.sync_all().map_err(|e| BuildError::io(&output, e))?;
+                }
+                "oci" | "oci-archive" => {
+                    engine::image::export::oci_layout(
+                        builder.images(),
+                        &items,
+                        &output,
+                        true,
+                        engine::image::export::ExportCompression::Gzip,
+                    )?;
+                }
+                other => {
+                    return Err(BuildError::Request(format!(
+                        "unknown --format {other:?}: use docker or oci"
+                    )))
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Load { input, quiet } => {
+            let builder = builder(&cli.root)?;
+            let loaded = engine::image::import::load(builder.images(), &input)?;
+            for l in loaded {
+                if quiet {
+                    println!("{}", l.image.id);
+                } else if l.names.is_empty() {
+                    println!("Loaded image ID: {}", l.image.id);
+                } else {
+                    for n in &l.names {
+                        println!("Loaded image: {}", n.familiar());
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn looks_like_id(s: &str) -> bool {
+    let s = s.strip_prefix("sha256:").unwrap_or(s);
+    s.len() >= 12 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.3}{}", UNITS[u])
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + ""
+    }
+}
+
+fn parse_kv(what: &str, s: &str) -> Result<(String, String), BuildError> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(BuildError::Request(format!(
+            "invalid {what} {s:?}: expected KEY=VALUE"
+        ))),
+    }
+}
+
+fn parse_secret(s: &str) -> Result<SecretSource, BuildError> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    for part in s.split(',') {
+        let (k, v) = parse_kv("--secret", part)?;
+        match k.as_str() {
+            "id" => id = Some(v),
+            "src" | "source" => src = Some(PathBuf::from(v)),
+            "env" => env = Some(v),
+            "type" => {}
+            other => {
+                return Err(BuildError::Request(format!(
+                    "invalid --secret {s:?}: unknown key {other:?}"
+                )))
+            }
+        }
+    }
+    let id = id.ok_or_else(|| BuildError::Request(format!("invalid --secret {s:?}: missing id=")))?;
+    let source = match (src, env) {
+        (Some(p), _) => SecretFrom::File(p),
+        (None, Some(e)) => SecretFrom::Env(e),
+        (None, None) => SecretFrom::Env(id.clone()),
+    };
+    Ok(SecretSource { id, source })
+}
+
+fn build(root: &Option<PathBuf>, b: BuildArgs) -> Result<ExitCode, BuildError> {
+    let mut build_args = BTreeMap::new();
+    for a in &b.build_args {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                build_args.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                // docker: `--build-arg KEY` takes the value from the environment, if set.
+                if let Ok(v) = std::env::var(a) {
+                    build_args.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    let mut labels = BTreeMap::new();
+    for l in &b.labels {
+        let (k, v) = parse_kv("--label", l)?;
+        labels.insert(k, v);
+    }
+    let mut outputs = Vec::new();
+    for o in &b.outputs {
+        outputs.push(Output::parse(o)?);
+    }
+    let secrets = b
+        .secrets
+        .iter()
+        .map(|s| parse_secret(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (dockerfile, dockerfile_text) = match &b.file {
+        Some(p) if p.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| BuildError::io("<stdin>", e))?;
+            (None, Some(s))
+        }
+        Some(p) => (Some(p.clone()), None),
+        None => (None, None),
+    };
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
+            BuildError::Request(format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))
+        })?),
+        _ => None,
+    };
+    let req = BuildRequest {
+        context: b.context.clone(),
+        dockerfile,
+        dockerfile_text,
+        build_args,
+        target: b.target.clone(),
+        tags: b.tags.clone(),
+        labels,
+        no_cache: b.no_cache,
+        pull: b.pull,
+        platform: b.platform.clone(),
+        outputs,
+        secrets,
+        network: b.network.clone(),
+        source_date_epoch,
+    };
+    if b.check {
+        return check(&req);
+    }
+    let style = if b.quiet {
+        Style::Quiet
+    } else {
+        match b.progress.as_str() {
+            "auto" | "plain" | "tty" => Style::Plain,
+            "quiet" => Style::Quiet,
+            "rawjson" => Style::Json,
+            other => {
+                return Err(BuildError::Request(format!(
+                    "invalid --progress {other:?}: use auto, plain, tty, quiet or rawjson"
+                )))
+            }
+        }
+    };
+    let builder = builder(root)?;
+    let renderer = Arc::new(Renderer::new(style));
+    let out = builder.build_blocking(&req, renderer.as_ref())?;
+    if let Some(p) = &b.iidfile {
+        std::fs::write(p, out.image.id.to_string()).map_err(|e| BuildError::io(p, e))?;
+    }
+    if b.quiet {
+        println!("{}", out.image.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--check`: parse, plan and lint without building, as `docker build --check`.
+fn check(req: &BuildRequest) -> Result<ExitCode, BuildError> {
+    let path = req
+        .dockerfile
+        .clone()
+        .unwrap_or_else(|| req.context.join("Dockerfile"));
+    let (name, text) = match &req.dockerfile_text {
+        Some(t) => ("Dockerfile".to_string(), t.clone()),
+        None => (
+            path.display().to_string(),
+            std::fs::read_to_string(&path).map_err(|source| BuildError::ReadDockerfile {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+    };
+    let df = engine::dockerfile::parse(&name, &text)?;
+    let opts = engine::dockerfile::PlanOptions {
+        build_args: req.build_args.clone(),
+        target: req.target.clone(),
+        build_platform: engine::host_platform(),
+        target_platform: match &req.platform {
+            Some(p) => engine::dockerfile::Platform::parse(p)
+                .map_err(|e| BuildError::Request(format!("invalid --platform {p:?}: {e}")))?,
+            None => engine::host_platform(),
+        },
+    };
+    engine::dockerfile::plan(&df, &opts)?;
+    let diags = engine::dockerfile::check(&df, &opts);
+    let mut out = std::io::stdout().lock();
+    for d in &diags {
+        let _ = writeln!(
+            out,
+            "WARNING: {} - {}:{}:{}: {}",
+            d.rule, d.file_name, d.line, d.column, d.message
+        );
+    }
+    if diags.is_empty() {
+        let _ = writeln!(out, "Check complete, no warnings found.");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let _ = writeln!(out, "Check complete, {} warning(s) found.", diags.len());
+        Ok(ExitCode::from(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn default_verb_is_build() {
+        let cases: &[(&[&str], &[&str])] = &[
+            (
+                &["rbuild", "-f", "D", "-t", "x:1", "."],
+                &["rbuild", "build", "-f", "D", "-t", "x:1", "."],
+            ),
+            (&["rbuild", "."], &["rbuild", "build", "."]),
+            (&["rbuild", "images"], &["rbuild", "images"]),
+            (&["rbuild", "build", "."], &["rbuild", "build", "."]),
+            (&["rbuild", "--help"], &["rbuild", "--help"]),
+            (&["rbuild"], &["rbuild"]),
+            (
+                &["rbuild", "--root", "/s", "save", "x"],
+                &["rbuild", "--root", "/s", "save", "x"],
+            ),
+            (
+                &["rbuild", "--root", "/s", "."],
+                &["rbuild", "build", "--root", "/s", "."],
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(insert_default_verb(v(input)), v(want), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_read_like_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1_500_000), "1.5MB");
+        assert_eq!(human_size(4_280_000), "4.28MB");
+    }
+
+    #[test]
+    fn secrets_parse() {
+        assert_eq!(
+            parse_secret("id=a,src=/x").unwrap(),
+            SecretSource {
+                id: "a".into(),
+                source: SecretFrom::File("/x".into())
+            }
+        );
+        assert_eq!(
+            parse_secret("id=tok").unwrap().source,
+            SecretFrom::Env("tok".into())
+        );
+        assert!(parse_secret("src=/x").is_err());
+        assert!(parse_secret("id=a,bogus=1").is_err());
+    }
+}

@@ -1,0 +1,346 @@
+//! The solver side of a build: runs a planned Dockerfile stage by stage and commits the image.
+//!
+//! Vocabulary: a *stage* is one `FROM` section; a *step* is one instruction of a stage that the build
+//! executes; a *layer* is the uncompressed tar of what a step changed, stored by its diff id.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use dockerfile::{Base, Instruction, InstructionKind, Plan, PlanOptions, Platform, Scope};
+use image::config::ImageConfig;
+use image::reference::Reference;
+use image::{Images, LayerDesc, LocalImage};
+use store::Store;
+
+use crate::progress::{Event, ProgressSink, StepId};
+use crate::request::{BuildRequest, Output};
+use crate::stage::{StageRun, StageState};
+use crate::BuildError;
+
+/// Where the builder keeps its state; no global state, so two builders in one process never interfere.
+#[derive(Debug, Clone)]
+pub struct BuilderOptions {
+    /// Store root (`Store::default_root()` when built from the environment).
+    pub root: PathBuf,
+}
+
+impl BuilderOptions {
+    /// Options from the environment (`$RBUILD_ROOT`, `$XDG_DATA_HOME`, ...), as the CLI uses them.
+    pub fn from_env() -> Self {
+        BuilderOptions {
+            root: Store::default_root(),
+        }
+    }
+}
+
+/// The result of a successful build.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    /// The image (config digest as id, manifest, layers).
+    pub image: LocalImage,
+    /// Normalized tags that were applied in the store.
+    pub tags: Vec<String>,
+}
+
+/// An image builder over one store; clone it freely (it is a handle).
+#[derive(Clone)]
+pub struct Builder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    images: Images,
+}
+
+impl Builder {
+    /// Opens (creating if needed) the store at `opts.root`.
+    pub fn open(opts: BuilderOptions) -> Result<Builder, BuildError> {
+        let store = Store::open(&opts.root)?;
+        Ok(Builder {
+            inner: Arc::new(Inner {
+                images: Images::new(store),
+            }),
+        })
+    }
+
+    /// The image store, for listing, tagging, exporting and loading images.
+    pub fn images(&self) -> &Images {
+        &self.inner.images
+    }
+
+    /// Builds on a blocking thread so async embedders keep their reactor free.
+    pub async fn build(
+        &self,
+        req: BuildRequest,
+        progress: Arc<dyn ProgressSink>,
+    ) -> Result<BuildOutcome, BuildError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.build_blocking(&req, progress.as_ref()))
+            .await
+            .map_err(|e| BuildError::Task(e.to_string()))?
+    }
+
+    /// Builds on the calling thread; for programs without an async runtime.
+    pub fn build_blocking(
+        &self,
+        req: &BuildRequest,
+        progress: &dyn ProgressSink,
+    ) -> Result<BuildOutcome, BuildError> {
+        let images = self.images();
+        let _lock = images.store().lock_shared()?;
+        let (file_name, text) = read_dockerfile(req)?;
+        let df = dockerfile::parse(&file_name, &text)?;
+        for w in &df.warnings {
+            progress.event(Event::Warning {
+                message: format!("{}:{}: {}", w.file_name, w.line, w.message),
+            });
+        }
+        let opts = plan_options(req)?;
+        let plan = dockerfile::plan(&df, &opts)?;
+        for arg in &plan.unused_build_args {
+            progress.event(Event::Warning {
+                message: format!("build argument {arg:?} was not consumed by any stage"),
+            });
+        }
+        let tags = req
+            .tags
+            .iter()
+            .map(|t| Reference::parse(t).map_err(BuildError::from))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let order = execution_order(&plan);
+        let total: usize = order
+            .iter()
+            .map(|&i| plan.stages[i].instructions.len())
+            .sum();
+        progress.event(Event::Planned {
+            steps: total,
+            stages: order.iter().map(|&i| stage_label(&plan, i)).collect(),
+        });
+
+        let ctx = context::Context::open(&req.context, dockerfile_path(req).as_deref())?;
+        let mut run = StageRun {
+            images,
+            plan: &plan,
+            opts: &opts,
+            file_name: &file_name,
+            context: &ctx,
+            progress,
+            source_date_epoch: req.source_date_epoch,
+            step_counter: 0,
+            total_steps: total,
+            finished: BTreeMap::new(),
+        };
+        for &i in &order {
+            let state = run.run_stage(i)?;
+            run.finished.insert(i, state);
+        }
+        let mut target: StageState = run
+            .finished
+            .remove(&plan.target)
+            .ok_or_else(|| BuildError::Task("target stage did not run".into()))?;
+        for (k, v) in &req.labels {
+            target.config.set_label(k, v);
+        }
+        let created = crate::stage::timestamp(req.source_date_epoch);
+        target.config.created = Some(created);
+        let image = images.commit(&target.config, &target.layers)?;
+        let mut applied = Vec::new();
+        for t in &tags {
+            images.tag(&image, t)?;
+            applied.push(t.to_string());
+        }
+        progress.event(Event::ImageWritten {
+            id: image.id.to_string(),
+            tags: applied.clone(),
+        });
+        export(images, &image, &tags, &req.outputs, progress)?;
+        Ok(BuildOutcome {
+            image,
+            tags: applied,
+        })
+    }
+}
+
+fn export(
+    images: &Images,
+    image: &LocalImage,
+    tags: &[Reference],
+    outputs: &[Output],
+    progress: &dyn ProgressSink,
+) -> Result<(), BuildError> {
+    for out in outputs {
+        let items = vec![(image.clone(), tags.to_vec())];
+        let (kind, dest) = match out {
+            Output::Store => continue,
+            Output::Oci { dest, tar } => {
+                image::export::oci_layout(
+                    images,
+                    &items,
+                    dest,
+                    *tar,
+                    image::export::ExportCompression::Gzip,
+                )?;
+                ("oci", dest)
+            }
+            Output::Docker { dest } => {
+                let f = create_file(dest)?;
+                let f = image::export::docker_archive(images, &items, f)?;
+                f.sync_all().map_err(|e| BuildError::io(dest, e))?;
+                ("docker", dest)
+            }
+            Output::Tar { dest } => {
+                let f = create_file(dest)?;
+                let f = image::export::rootfs_tar(images, image, f)?;
+                f.sync_all().map_err(|e| BuildError::io(dest, e))?;
+                ("tar", dest)
+            }
+        };
+        progress.event(Event::Exported {
+            kind: kind.into(),
+            dest: dest.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn create_file(path: &Path) -> Result<std::fs::File, BuildError> {
+    std::fs::File::create(path).map_err(|e| BuildError::io(path, e))
+}
+
+fn dockerfile_path(req: &BuildRequest) -> Option<PathBuf> {
+    if req.dockerfile_text.is_some() {
+        return None;
+    }
+    Some(
+        req.dockerfile
+            .clone()
+            .unwrap_or_else(|| req.context.join("Dockerfile")),
+    )
+}
+
+fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
+    if let Some(text) = &req.dockerfile_text {
+        return Ok(("Dockerfile".into(), text.clone()));
+    }
+    let path = dockerfile_path(req).unwrap_or_else(|| req.context.join("Dockerfile"));
+    let text = std::fs::read_to_string(&path).map_err(|source| BuildError::ReadDockerfile {
+        path: path.clone(),
+        source,
+    })?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".into());
+    Ok((name, text))
+}
+
+/// The platform of the machine we run on, in OCI terms.
+pub fn host_platform() -> Platform {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    };
+    Platform {
+        os: "linux".into(),
+        architecture: arch.into(),
+        variant: if arch == "arm64" {
+            Some("v8".into())
+        } else {
+            None
+        },
+    }
+}
+
+fn plan_options(req: &BuildRequest) -> Result<PlanOptions, BuildError> {
+    let build_platform = host_platform();
+    let target_platform = match &req.platform {
+        Some(p) => Platform::parse(p)
+            .map_err(|e| BuildError::Request(format!("invalid --platform {p:?}: {e}")))?,
+        None => build_platform.clone(),
+    };
+    Ok(PlanOptions {
+        build_args: req.build_args.clone(),
+        target: req.target.clone(),
+        build_platform,
+        target_platform,
+    })
+}
+
+/// Stages in an order where every stage runs after the stages it needs; only stages the target needs.
+fn execution_order(plan: &Plan) -> Vec<usize> {
+    fn visit(plan: &Plan, i: usize, seen: &mut Vec<bool>, out: &mut Vec<usize>) {
+        if seen.get(i).copied().unwrap_or(true) {
+            return;
+        }
+        seen[i] = true;
+        for &d in &plan.stages[i].deps {
+            visit(plan, d, seen, out);
+        }
+        out.push(i);
+    }
+    let mut seen = vec![false; plan.stages.len()];
+    let mut out = Vec::new();
+    visit(plan, plan.target, &mut seen, &mut out);
+    out
+}
+
+/// How progress names a stage: its name, else its index.
+pub(crate) fn stage_label(plan: &Plan, i: usize) -> String {
+    plan.stages[i]
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("stage-{i}"))
+}
+
+pub(crate) fn step_id(
+    plan: &Plan,
+    stage: usize,
+    index: usize,
+    total: usize,
+    instr: &Instruction,
+) -> StepId {
+    StepId {
+        index,
+        total,
+        stage: stage_label(plan, stage),
+        line: instr.line,
+        text: instr.original.clone(),
+    }
+}
+
+pub(crate) fn elapsed_since(t: Instant) -> std::time::Duration {
+    t.elapsed()
+}
+
+pub(crate) fn base_of(plan: &Plan, stage: usize) -> &Base {
+    &plan.stages[stage].base
+}
+
+pub(crate) fn new_scope(
+    plan: &Plan,
+    stage: usize,
+    opts: &PlanOptions,
+    base_env: &[String],
+) -> Scope {
+    Scope::new(plan, stage, opts, base_env)
+}
+
+pub(crate) fn is_kind(instr: &Instruction, f: impl Fn(&InstructionKind) -> bool) -> bool {
+    f(&instr.kind)
+}
+
+pub(crate) fn layer_desc(diff_id: digest::Digest, size: u64) -> LayerDesc {
+    LayerDesc { diff_id, size }
+}
+
+pub(crate) fn empty_config(platform: &Platform) -> ImageConfig {
+    ImageConfig::empty(&platform.os, &platform.architecture, platform.variant.as_deref())
+}

@@ -1,0 +1,124 @@
+//! Small filesystem operations the engine does inside a stage's rootfs, always resolved inside it.
+
+use std::fs::Permissions;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::BuildError;
+
+/// Normalizes an absolute container path lexically (`/a/./b/../c` → `/a/c`), never climbing above `/`.
+pub fn clean_abs(path: &str) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Joins a possibly relative container path onto the working directory, as WORKDIR and COPY do.
+pub fn join_workdir(workdir: &str, path: &str) -> PathBuf {
+    if path.starts_with('/') {
+        clean_abs(path)
+    } else {
+        clean_abs(&format!("{}/{}", if workdir.is_empty() { "/" } else { workdir }, path))
+    }
+}
+
+/// Creates `abs` and its missing parents inside `rootfs` (symlinks resolved inside the root), owned by
+/// `owner` when given, and returns the paths (relative to the root) it created, parents first.
+pub fn mkdir_all_in_root(
+    rootfs: &Path,
+    abs: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<Vec<PathBuf>, BuildError> {
+    let root = pathrs::Root::open(rootfs)
+        .map_err(|e| BuildError::io(rootfs, std::io::Error::other(e.to_string())))?;
+    let mut created = Vec::new();
+    let mut prefix = PathBuf::from("/");
+    for c in abs.components() {
+        if let Component::Normal(n) = c {
+            prefix.push(n);
+            if root.resolve(&prefix).is_ok() {
+                continue;
+            }
+            let handle = root
+                .mkdir_all(&prefix, &Permissions::from_mode(0o755))
+                .map_err(|e| BuildError::io(&prefix, std::io::Error::other(e.to_string())))?;
+            if let Some((uid, gid)) = owner {
+                let fd = handle.as_raw_fd();
+                // SAFETY: fchown on a valid fd we own; no memory is passed.
+                let rc = unsafe { libc::fchown(fd, uid, gid) };
+                if rc != 0 {
+                    return Err(BuildError::io(&prefix, std::io::Error::last_os_error()));
+                }
+            }
+            // The real location may differ from `prefix` when a parent was a symlink inside the root.
+            let real = std::fs::read_link(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+                .map_err(|e| BuildError::io(&prefix, e))?;
+            if let Ok(rel) = real.strip_prefix(rootfs) {
+                created.push(rel.to_path_buf());
+            }
+        }
+    }
+    Ok(created)
+}
+
+/// Resolves `abs` inside `rootfs` and returns its real host path, for APIs that need a plain path
+/// (the layer applier, which re-resolves safely itself).
+pub fn real_path_in_root(rootfs: &Path, abs: &Path) -> Result<PathBuf, BuildError> {
+    let root = pathrs::Root::open(rootfs)
+        .map_err(|e| BuildError::io(rootfs, std::io::Error::other(e.to_string())))?;
+    let handle = root
+        .resolve(abs)
+        .map_err(|e| BuildError::io(abs, std::io::Error::other(e.to_string())))?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+        .map_err(|e| BuildError::io(abs, e))?;
+    if !real.starts_with(rootfs) {
+        return Err(BuildError::io(
+            abs,
+            std::io::Error::other("resolved outside the root filesystem"),
+        ));
+    }
+    Ok(real)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workdir_joins() {
+        let cases = [
+            ("/", "app", "/app"),
+            ("/app", "sub", "/app/sub"),
+            ("/app", "/abs", "/abs"),
+            ("/app", "../..", "/"),
+            ("", "x/./y/../z", "/x/z"),
+        ];
+        for (wd, p, want) in cases {
+            assert_eq!(join_workdir(wd, p), PathBuf::from(want), "{wd} + {p}");
+        }
+    }
+
+    #[test]
+    fn mkdir_through_symlink_stays_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink("/", root.join("up")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("rel")).unwrap();
+        let made = mkdir_all_in_root(&root, Path::new("/up/a/b"), None).unwrap();
+        assert!(root.join("a/b").is_dir());
+        assert_eq!(made, vec![PathBuf::from("a"), PathBuf::from("a/b")]);
+        mkdir_all_in_root(&root, Path::new("/rel/c"), None).unwrap();
+        assert!(root.join("c").is_dir());
+        assert!(!dir.path().join("c").exists());
+    }
+}

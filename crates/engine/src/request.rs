@@ -1,0 +1,180 @@
+//! What a caller asks the engine to build: the typed equivalent of `docker build`'s flags.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::BuildError;
+
+/// One build: everything `docker build` takes, as data, so embedders need no command line.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile; `None` means `Dockerfile` in the context.
+    pub dockerfile: Option<PathBuf>,
+    /// Dockerfile text given directly (`-f -`); wins over `dockerfile`.
+    pub dockerfile_text: Option<String>,
+    /// `--build-arg` values.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target` stage.
+    pub target: Option<String>,
+    /// `-t` references, as typed by the user.
+    pub tags: Vec<String>,
+    /// `--label` values added to the final image.
+    pub labels: BTreeMap<String, String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--pull`: re-resolve base images even when they are local.
+    pub pull: bool,
+    /// `--platform` (one platform).
+    pub platform: Option<String>,
+    /// Where the result goes; empty means the local image store.
+    pub outputs: Vec<Output>,
+    /// `--secret id=..,src=..` (used by RUN --mount=type=secret).
+    pub secrets: Vec<SecretSource>,
+    /// `--network` default for RUN steps.
+    pub network: Option<String>,
+    /// Clamp for file and history timestamps, from `SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// A build secret source; the engine never copies its content into a layer, config or history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSource {
+    /// Secret id used by `RUN --mount=type=secret,id=...`.
+    pub id: String,
+    /// File to read it from, or the environment variable holding it.
+    pub source: SecretFrom,
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretFrom {
+    /// A file on the host.
+    File(PathBuf),
+    /// An environment variable of the calling process.
+    Env(String),
+}
+
+/// A destination for the built image, as `-o/--output` names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The local image store (the default), tagged with the request's tags.
+    Store,
+    /// An OCI image layout: a directory, or a tar of one when `tar` is set.
+    Oci {
+        /// Directory or file.
+        dest: PathBuf,
+        /// Write a tar instead of a directory.
+        tar: bool,
+    },
+    /// A docker-archive tar, as `docker save` writes and `docker load` reads.
+    Docker {
+        /// File to write.
+        dest: PathBuf,
+    },
+    /// The flattened root filesystem as one tar.
+    Tar {
+        /// File to write.
+        dest: PathBuf,
+    },
+}
+
+impl Output {
+    /// Parses docker's `-o` syntax (`type=oci,dest=out.tar`, or a bare path meaning a local directory
+    /// export, which we map to a rootfs tar when it ends in `.tar`).
+    pub fn parse(spec: &str) -> Result<Output, BuildError> {
+        let bad = |why: &str| BuildError::Request(format!("invalid --output {spec:?}: {why}"));
+        if !spec.contains('=') {
+            if spec == "-" {
+                return Err(bad("writing to standard output is not supported; give a file"));
+            }
+            return Ok(Output::Tar {
+                dest: PathBuf::from(spec),
+            });
+        }
+        let mut kind = None;
+        let mut dest = None;
+        let mut tar = None;
+        for part in spec.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| bad(&format!("{part:?} is not key=value")))?;
+            match k.trim() {
+                "type" => kind = Some(v.trim().to_string()),
+                "dest" => dest = Some(PathBuf::from(v.trim())),
+                "tar" => {
+                    tar = Some(match v.trim() {
+                        "true" => true,
+                        "false" => false,
+                        other => return Err(bad(&format!("tar={other} is not true or false"))),
+                    })
+                }
+                "name" | "compression" | "oci-mediatypes" | "force-compression" => {}
+                other => return Err(bad(&format!("unknown key {other:?}"))),
+            }
+        }
+        let kind = kind.ok_or_else(|| bad("missing type="))?;
+        let need_dest = || dest.clone().ok_or_else(|| bad("missing dest="));
+        match kind.as_str() {
+            "image" | "store" => Ok(Output::Store),
+            "oci" => {
+                let dest = need_dest()?;
+                let tar = tar.unwrap_or_else(|| dest.extension().is_some_and(|e| e == "tar"));
+                Ok(Output::Oci { dest, tar })
+            }
+            "docker" => Ok(Output::Docker { dest: need_dest()? }),
+            "tar" => Ok(Output::Tar { dest: need_dest()? }),
+            "local" => Err(bad("type=local is not supported yet; use type=tar")),
+            "registry" => Err(bad("type=registry needs the registry client, not available yet")),
+            other => Err(bad(&format!("unknown type {other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_specs() {
+        let cases: &[(&str, Option<Output>)] = &[
+            (
+                "type=oci,dest=out",
+                Some(Output::Oci {
+                    dest: "out".into(),
+                    tar: false,
+                }),
+            ),
+            (
+                "type=oci,dest=out.tar",
+                Some(Output::Oci {
+                    dest: "out.tar".into(),
+                    tar: true,
+                }),
+            ),
+            (
+                "type=docker,dest=x.tar",
+                Some(Output::Docker {
+                    dest: "x.tar".into(),
+                }),
+            ),
+            (
+                "type=tar,dest=fs.tar",
+                Some(Output::Tar {
+                    dest: "fs.tar".into(),
+                }),
+            ),
+            ("type=image", Some(Output::Store)),
+            ("type=oci", None),
+            ("type=bogus,dest=x", None),
+            ("dest=x", None),
+            ("type=oci,dest=x,tar=maybe", None),
+            ("-", None),
+        ];
+        for (spec, want) in cases {
+            let got = Output::parse(spec).ok();
+            assert_eq!(&got, want, "{spec}");
+        }
+    }
+}

@@ -1,0 +1,703 @@
+//! Dispatch of one stage's instructions: each step either changes the image config (an empty layer in
+//! the history) or changes the rootfs, whose changed paths become a layer in the content store.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use dockerfile::{Base, Command, Heredoc, Instruction, InstructionKind, Plan, PlanOptions, Scope};
+use image::config::{HealthConfig, History, ImageConfig};
+use image::{Images, LayerDesc};
+
+use crate::builder::{empty_config, host_platform, new_scope, stage_label, step_id};
+use crate::fsutil::{join_workdir, mkdir_all_in_root, real_path_in_root};
+use crate::progress::{Event, ProgressSink};
+use crate::BuildError;
+
+/// The default PATH BuildKit gives a stage whose base sets none.
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A stage while it runs and after it finished: its rootfs, config and layers so far.
+pub struct StageState {
+    /// The materialized root filesystem (removed when the state is dropped).
+    pub rootfs: store::TempDir,
+    /// The image config being built.
+    pub config: ImageConfig,
+    /// Layers of the image, base layers first.
+    pub layers: Vec<LayerDesc>,
+    /// Whether CMD was set in this stage (ENTRYPOINT resets an inherited CMD only).
+    cmd_set: bool,
+}
+
+impl StageState {
+    fn rootfs(&self) -> &Path {
+        self.rootfs.path()
+    }
+}
+
+/// Everything a stage needs from the build, borrowed for the build's duration.
+pub struct StageRun<'a> {
+    pub images: &'a Images,
+    pub plan: &'a Plan,
+    pub opts: &'a PlanOptions,
+    pub file_name: &'a str,
+    pub context: &'a context::Context,
+    pub progress: &'a dyn ProgressSink,
+    pub source_date_epoch: Option<i64>,
+    pub step_counter: usize,
+    pub total_steps: usize,
+    pub finished: BTreeMap<usize, StageState>,
+}
+
+/// RFC 3339 timestamp for history and config `created`: SOURCE_DATE_EPOCH when set, else now.
+pub fn timestamp(source_date_epoch: Option<i64>) -> String {
+    let t = match source_date_epoch {
+        Some(s) => time::OffsetDateTime::from_unix_timestamp(s)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        None => time::OffsetDateTime::now_utc(),
+    };
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+impl<'a> StageRun<'a> {
+    fn step_error(&self, instr: &Instruction, message: impl std::fmt::Display) -> BuildError {
+        BuildError::Step {
+            file: self.file_name.to_string(),
+            line: instr.line,
+            step: format!("{}/{}", self.step_counter, self.total_steps),
+            text: instr.original.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Runs stage `i` to completion.
+    pub fn run_stage(&mut self, i: usize) -> Result<StageState, BuildError> {
+        let stage = &self.plan.stages[i];
+        let mut state = self.base_state(i)?;
+        let base_env = state.config.env().to_vec();
+        let mut scope = new_scope(self.plan, i, self.opts, &base_env);
+        if !state.config.env().iter().any(|e| e.starts_with("PATH=")) {
+            state.config.env_mut().insert(0, DEFAULT_PATH.to_string());
+        }
+        // ONBUILD triggers of the base run first, then the image no longer carries them.
+        let triggers = state.config.take_onbuild();
+        for trigger in triggers {
+            let df = dockerfile::parse(self.file_name, &trigger)?;
+            for mut instr in df.instructions {
+                instr.line = stage.line;
+                self.step(i, &mut state, &mut scope, &instr, true)?;
+            }
+        }
+        for instr in &stage.instructions {
+            self.step(i, &mut state, &mut scope, instr, false)?;
+        }
+        Ok(state)
+    }
+
+    fn base_state(&mut self, i: usize) -> Result<StageState, BuildError> {
+        let stage = &self.plan.stages[i];
+        let rootfs = self.images.store().temp_dir(&format!("rootfs-{}", stage_label(self.plan, i)))?;
+        set_root_mode(rootfs.path())?;
+        match &stage.base {
+            Base::Scratch => {
+                let platform = match &stage.platform {
+                    Some(p) => dockerfile::Platform::parse(p).map_err(|e| BuildError::Request(format!("{}:{}: invalid platform {p:?}: {e}", self.file_name, stage.line)))?,
+                    None => self.opts.target_platform.clone(),
+                };
+                let _ = host_platform;
+                Ok(StageState {
+                    rootfs,
+                    config: empty_config(&platform),
+                    layers: Vec::new(),
+                    cmd_set: false,
+                })
+            }
+            Base::Stage(j) => {
+                let parent = self.finished.get(j).ok_or_else(|| {
+                    BuildError::Task(format!("stage {j} needed by stage {i} has not run"))
+                })?;
+                copy_tree(parent.rootfs(), rootfs.path())?;
+                let mut config = parent.config.clone();
+                config.reset_for_child();
+                Ok(StageState {
+                    rootfs,
+                    config,
+                    layers: parent.layers.clone(),
+                    cmd_set: false,
+                })
+            }
+            Base::Image(name) => {
+                let img = self.resolve_image(name).map_err(|why| BuildError::BaseImage {
+                    file: self.file_name.to_string(),
+                    line: stage.line,
+                    image: name.clone(),
+                    why,
+                })?;
+                self.unpack(&img.layers, rootfs.path())?;
+                let mut config = img.config.clone();
+                config.reset_for_child();
+                Ok(StageState {
+                    rootfs,
+                    config,
+                    layers: img.layers.clone(),
+                    cmd_set: false,
+                })
+            }
+        }
+    }
+
+    fn resolve_image(&self, name: &str) -> Result<image::LocalImage, String> {
+        if let Some(rest) = name.strip_prefix("oci-layout://") {
+            let (path, tag) = split_layout_ref(rest);
+            let loaded = image::import::load(self.images, Path::new(path)).map_err(|e| e.to_string())?;
+            let pick = loaded.iter().find(|l| match tag {
+                Some(t) => l.names.iter().any(|n| n.tag() == Some(t)),
+                None => true,
+            });
+            return pick
+                .map(|l| l.image.clone())
+                .ok_or_else(|| format!("no image tagged {:?} in the OCI layout {path}", tag.unwrap_or("")));
+        }
+        match self.images.resolve(name) {
+            Ok(img) => Ok(img),
+            Err(e) => Err(format!(
+                "{e}; it is not in the local store (load it with `rbuild load`; pulling from registries is not available yet)"
+            )),
+        }
+    }
+
+    fn unpack(&self, layers: &[LayerDesc], rootfs: &Path) -> Result<(), BuildError> {
+        let opts = layer::ApplyOptions {
+            same_owner: is_root(),
+            id_map: None,
+        };
+        for l in layers {
+            let f = self.images.store().open_blob(&l.diff_id)?;
+            let r = std::io::BufReader::with_capacity(1 << 20, f);
+            layer::apply_layer(rootfs, r, &opts)?;
+        }
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        stage: usize,
+        state: &mut StageState,
+        scope: &mut Scope,
+        raw: &Instruction,
+        trigger: bool,
+    ) -> Result<(), BuildError> {
+        self.step_counter += 1;
+        let id = step_id(self.plan, stage, self.step_counter, self.total_steps, raw);
+        self.progress.event(Event::StepStarted(id.clone()));
+        let started = Instant::now();
+        let instr = scope.expand(raw)?;
+        let _ = trigger;
+        self.dispatch(stage, state, scope, &instr)?;
+        scope.apply(&instr);
+        self.progress.event(Event::StepDone {
+            step: id,
+            elapsed: started.elapsed(),
+        });
+        Ok(())
+    }
+
+    fn history(&self, created_by: String, empty_layer: bool) -> History {
+        History {
+            created: Some(timestamp(self.source_date_epoch)),
+            created_by: Some(created_by),
+            author: None,
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer: if empty_layer { Some(true) } else { None },
+        }
+    }
+
+    fn meta(&self, state: &mut StageState, created_by: String) {
+        let h = self.history(created_by, true);
+        state.config.history.push(h);
+    }
+
+    fn dispatch(
+        &mut self,
+        stage: usize,
+        state: &mut StageState,
+        scope: &mut Scope,
+        instr: &Instruction,
+    ) -> Result<(), BuildError> {
+        let c = &mut state.config;
+        match &instr.kind {
+            InstructionKind::From(_) => {}
+            InstructionKind::Arg(args) => {
+                let text = args
+                    .iter()
+                    .map(|a| match &a.value {
+                        Some(v) => format!("{}={}", a.name, v),
+                        None => a.name.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.meta(state, format!("ARG {text}"));
+            }
+            InstructionKind::Env(kvs) => {
+                for kv in kvs {
+                    c.set_env(&kv.key, &kv.value);
+                }
+                let text = kvs
+                    .iter()
+                    .map(|kv| format!("{}={}", kv.key, kv.value))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.meta(state, format!("ENV {text}"));
+            }
+            InstructionKind::Label(kvs) => {
+                for kv in kvs {
+                    c.set_label(&kv.key, &kv.value);
+                }
+                let text = kvs
+                    .iter()
+                    .map(|kv| format!("{}={}", kv.key, kv.value))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.meta(state, format!("LABEL {text}"));
+            }
+            InstructionKind::Maintainer(m) => {
+                c.author = Some(m.clone());
+                self.meta(state, format!("MAINTAINER {m}"));
+            }
+            InstructionKind::Expose(ports) => {
+                let mut keys = Vec::new();
+                for p in ports {
+                    let key = if p.contains('/') {
+                        p.to_ascii_lowercase()
+                    } else {
+                        format!("{p}/tcp")
+                    };
+                    c.expose(&key);
+                    keys.push(key);
+                }
+                keys.sort();
+                keys.dedup();
+                let text = keys
+                    .iter()
+                    .map(|k| format!("{k}:{{}}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                self.meta(state, format!("EXPOSE map[{text}]"));
+            }
+            InstructionKind::Volume(vols) => {
+                for v in vols {
+                    c.add_volume(v);
+                }
+                self.meta(state, format!("VOLUME [{}]", vols.join(" ")));
+            }
+            InstructionKind::User(u) => {
+                c.config.user = Some(u.clone());
+                self.meta(state, format!("USER {u}"));
+            }
+            InstructionKind::StopSignal(s) => {
+                c.config.stop_signal = Some(s.clone());
+                self.meta(state, format!("STOPSIGNAL {s}"));
+            }
+            InstructionKind::Shell(sh) => {
+                c.config.shell = Some(sh.clone());
+                self.meta(state, format!("SHELL [{}]", sh.join(" ")));
+            }
+            InstructionKind::Cmd(cmd) => {
+                let (argv, escaped) = self.argv(c, cmd);
+                c.config.cmd = Some(argv.clone());
+                if escaped {
+                    c.config.args_escaped = Some(true);
+                }
+                state.cmd_set = true;
+                self.meta(state, format!("CMD {}", go_quoted_list(&argv)));
+            }
+            InstructionKind::Entrypoint(cmd) => {
+                let (argv, escaped) = self.argv(c, cmd);
+                c.config.entrypoint = Some(argv.clone());
+                if escaped {
+                    c.config.args_escaped = Some(true);
+                }
+                if !state.cmd_set {
+                    c.config.cmd = None;
+                }
+                self.meta(state, format!("ENTRYPOINT {}", go_quoted_list(&argv)));
+            }
+            InstructionKind::Healthcheck(hc) => {
+                let health = match hc {
+                    dockerfile::Healthcheck::None => HealthConfig {
+                        test: Some(vec!["NONE".into()]),
+                        ..Default::default()
+                    },
+                    dockerfile::Healthcheck::Check {
+                        command,
+                        interval,
+                        timeout,
+                        start_period,
+                        start_interval,
+                        retries,
+                    } => {
+                        let test = match command {
+                            Command::Exec(v) => {
+                                let mut t = vec!["CMD".to_string()];
+                                t.extend(v.iter().cloned());
+                                t
+                            }
+                            Command::Shell(s) => vec!["CMD-SHELL".into(), s.clone()],
+                        };
+                        HealthConfig {
+                            test: Some(test),
+                            interval: interval.map(nanos),
+                            timeout: timeout.map(nanos),
+                            start_period: start_period.map(nanos),
+                            start_interval: start_interval.map(nanos),
+                            retries: *retries,
+                        }
+                    }
+                };
+                let text = format!("HEALTHCHECK {}", go_quoted_list(health.test.as_deref().unwrap_or(&[])));
+                c.config.healthcheck = Some(health);
+                self.meta(state, text);
+            }
+            InstructionKind::Onbuild(inner) => {
+                c.add_onbuild(inner.original.trim());
+                self.meta(state, format!("ONBUILD {}", inner.original.trim()));
+            }
+            InstructionKind::Workdir(w) => {
+                let wd = join_workdir(c.working_dir(), w);
+                let wd_s = wd.display().to_string();
+                c.config.working_dir = Some(wd_s.clone());
+                let owner = self.user_ids(state)?;
+                let created = mkdir_all_in_root(state.rootfs(), &wd, owner)
+                    .map_err(|e| self.step_error(instr, e))?;
+                if created.is_empty() {
+                    self.meta(state, format!("WORKDIR {wd_s}"));
+                } else {
+                    let entries: Vec<layer::PathEntry> = created
+                        .into_iter()
+                        .map(|rel| layer::PathEntry {
+                            rel,
+                            recursive: false,
+                            whiteout: false,
+                        })
+                        .collect();
+                    self.commit_layer(state, &entries, format!("WORKDIR {wd_s}"))?;
+                }
+            }
+            InstructionKind::Copy(copy) => {
+                self.copy(stage, state, instr, copy, None)?;
+            }
+            InstructionKind::Add(add) => {
+                self.copy(stage, state, instr, &add.copy, Some(add))?;
+            }
+            InstructionKind::Run(_) => {
+                return Err(self.step_error(
+                    instr,
+                    "RUN needs the build sandbox, which this version of rbuild does not have yet",
+                ));
+            }
+        }
+        let _ = scope;
+        Ok(())
+    }
+
+    /// Shell form wraps the command in the stage's SHELL, as docker does.
+    fn argv(&self, c: &ImageConfig, cmd: &Command) -> (Vec<String>, bool) {
+        match cmd {
+            Command::Exec(v) => (v.clone(), false),
+            Command::Shell(s) => {
+                let mut argv = c
+                    .config
+                    .shell
+                    .clone()
+                    .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+                argv.push(s.clone());
+                (argv, true)
+            }
+        }
+    }
+
+    /// uid/gid of the stage's USER, for directories WORKDIR creates (as BuildKit chowns them).
+    fn user_ids(&self, state: &StageState) -> Result<Option<(u32, u32)>, BuildError> {
+        match state.config.config.user.as_deref() {
+            None | Some("") => Ok(None),
+            Some(u) => Ok(Some(context::passwd::resolve_chown(state.rootfs(), u)?)),
+        }
+    }
+
+    fn commit_layer(
+        &self,
+        state: &mut StageState,
+        entries: &[layer::PathEntry],
+        created_by: String,
+    ) -> Result<(), BuildError> {
+        let store = self.images.store();
+        let ingest = store.ingest()?;
+        let wopts = layer::WriteOptions {
+            source_date_epoch: self.source_date_epoch,
+        };
+        let (ingest, info) = layer::write_paths(state.rootfs(), entries, ingest, &wopts)?;
+        let (digest, size) = ingest.commit(Some(&info.diff_id))?;
+        state.layers.push(LayerDesc {
+            diff_id: digest,
+            size,
+        });
+        state.config.rootfs.diff_ids.push(digest);
+        let h = self.history(created_by, false);
+        state.config.history.push(h);
+        Ok(())
+    }
+
+    fn copy(
+        &mut self,
+        _stage: usize,
+        state: &mut StageState,
+        instr: &Instruction,
+        copy: &dockerfile::Copy,
+        add: Option<&dockerfile::Add>,
+    ) -> Result<(), BuildError> {
+        let verb = if add.is_some() { "ADD" } else { "COPY" };
+        let chown = match copy.chown.as_deref() {
+            Some(spec) => Some(
+                context::passwd::resolve_chown(state.rootfs(), spec)
+                    .map_err(|e| self.step_error(instr, e))?,
+            ),
+            None => None,
+        };
+        let workdir = state.config.working_dir().to_string();
+        let mut changed: Vec<context::Changed> = Vec::new();
+
+        // Heredoc sources become files in a scratch directory named after the heredoc.
+        let heredoc_dir;
+        let mut sources: Vec<String> = copy.sources.clone();
+        let mut from_root: Option<PathBuf> = None;
+        let mut from_image_state = None;
+        if !copy.heredocs.is_empty() {
+            heredoc_dir = self.images.store().temp_dir("heredoc")?;
+            write_heredocs(heredoc_dir.path(), &copy.heredocs)?;
+            from_root = Some(heredoc_dir.path().to_path_buf());
+            sources = copy.heredocs.iter().map(|h| h.name.clone()).collect();
+            let req = context::CopyRequest {
+                src_root: heredoc_dir.path(),
+                ignore: None,
+                sources: &sources,
+                dest: &copy.dest,
+                workdir: &workdir,
+                dest_root: state.rootfs.path(),
+                chown,
+                chmod: copy.chmod.as_deref(),
+                parents: false,
+                exclude: &copy.exclude,
+                keep_ownership: false,
+            };
+            let out = context::copy(&req).map_err(|e| self.step_error(instr, e))?;
+            changed.extend(out.changed);
+        } else {
+            if let Some(from) = &copy.from {
+                let idx = self.plan.stages.iter().position(|s| {
+                    s.name.as_deref() == Some(from.to_ascii_lowercase().as_str())
+                }).or_else(|| from.parse::<usize>().ok().filter(|&n| n < self.plan.stages.len()));
+                match idx {
+                    Some(j) => {
+                        let st = self.finished.get(&j).ok_or_else(|| {
+                            self.step_error(instr, format!("stage {from:?} has not been built"))
+                        })?;
+                        from_root = Some(st.rootfs().to_path_buf());
+                    }
+                    None => {
+                        let img = self
+                            .resolve_image(from)
+                            .map_err(|e| self.step_error(instr, e))?;
+                        let dir = self.images.store().temp_dir("copy-from")?;
+                        set_root_mode(dir.path())?;
+                        self.unpack(&img.layers, dir.path())?;
+                        from_root = Some(dir.path().to_path_buf());
+                        from_image_state = Some(dir);
+                    }
+                }
+            }
+            let (src_root, ignore): (&Path, Option<&context::ignore::IgnoreMatcher>) =
+                match &from_root {
+                    Some(r) => (r.as_path(), None),
+                    None => (self.context.root(), Some(self.context.ignore())),
+                };
+            // ADD: local archives are extracted, URLs fetched; everything else is a plain copy.
+            let mut plain = Vec::new();
+            for src in &sources {
+                if add.is_some() && (src.starts_with("http://") || src.starts_with("https://")) {
+                    return Err(self.step_error(
+                        instr,
+                        format!("ADD from a URL ({src}) is not supported yet"),
+                    ));
+                }
+                let unpack = add.map(|a| a.unpack.unwrap_or(true)).unwrap_or(false);
+                if unpack && from_root.is_none() && !src.contains(['*', '?', '[']) {
+                    let p = self.context.root().join(src.trim_start_matches('/'));
+                    if let Some(kind) = archive_kind(&p) {
+                        let _ = kind;
+                        let out = self
+                            .extract(state, instr, &p, &copy.dest, &workdir)
+                            .map_err(|e| self.step_error(instr, e))?;
+                        changed.extend(out);
+                        continue;
+                    }
+                }
+                plain.push(src.clone());
+            }
+            if !plain.is_empty() {
+                let req = context::CopyRequest {
+                    src_root,
+                    ignore,
+                    sources: &plain,
+                    dest: &copy.dest,
+                    workdir: &workdir,
+                    dest_root: state.rootfs.path(),
+                    chown,
+                    chmod: copy.chmod.as_deref(),
+                    parents: copy.parents,
+                    exclude: &copy.exclude,
+                    keep_ownership: copy.from.is_some() && chown.is_none(),
+                };
+                let out = context::copy(&req).map_err(|e| self.step_error(instr, e))?;
+                changed.extend(out.changed);
+            }
+        }
+        drop(from_image_state);
+        let entries: Vec<layer::PathEntry> = changed
+            .into_iter()
+            .map(|c| layer::PathEntry {
+                rel: c.rel,
+                recursive: c.recursive,
+                whiteout: false,
+            })
+            .collect();
+        let shown = if copy.heredocs.is_empty() {
+            format!("{} {} {}", verb, copy.sources.join(" "), copy.dest)
+        } else {
+            instr.original.lines().next().unwrap_or("").to_string()
+        };
+        self.commit_layer(state, &entries, format!("{shown} # buildkit"))
+    }
+
+    /// ADD of a local tar: extracted into a scratch dir, then copied with the archive's ownership.
+    fn extract(
+        &self,
+        state: &StageState,
+        _instr: &Instruction,
+        archive: &Path,
+        dest: &str,
+        workdir: &str,
+    ) -> Result<Vec<context::Changed>, BuildError> {
+        let scratch = self.images.store().temp_dir("add-extract")?;
+        set_root_mode(scratch.path())?;
+        let f = std::fs::File::open(archive).map_err(|e| BuildError::io(archive, e))?;
+        let r = layer::compress::decompress(f).map_err(|e| BuildError::io(archive, e))?;
+        layer::apply_layer(
+            scratch.path(),
+            r,
+            &layer::ApplyOptions {
+                same_owner: is_root(),
+                id_map: None,
+            },
+        )?;
+        let dest_abs = join_workdir(workdir, dest);
+        let _ = real_path_in_root;
+        let req = context::CopyRequest {
+            src_root: scratch.path(),
+            ignore: None,
+            sources: &[".".to_string()],
+            dest: &format!("{}/", dest_abs.display()),
+            workdir,
+            dest_root: state.rootfs.path(),
+            chown: None,
+            chmod: None,
+            parents: false,
+            exclude: &[],
+            keep_ownership: true,
+        };
+        Ok(context::copy(&req)?.changed)
+    }
+}
+
+/// Detects a tar archive (plain or compressed) by content, as ADD does.
+fn archive_kind(path: &Path) -> Option<layer::compress::Compression> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 8];
+    let mut f2 = std::fs::File::open(path).ok()?;
+    let n = f2.read(&mut head).ok()?;
+    let kind = layer::compress::detect(&head[..n]);
+    let mut r = layer::compress::decompress(f).ok()?;
+    let mut block = vec![0u8; 512];
+    r.read_exact(&mut block).ok()?;
+    if &block[257..262] == b"ustar" {
+        Some(kind)
+    } else {
+        None
+    }
+}
+
+fn write_heredocs(dir: &Path, docs: &[Heredoc]) -> Result<(), BuildError> {
+    for h in docs {
+        let p = dir.join(&h.name);
+        let mut f = std::fs::File::create(&p).map_err(|e| BuildError::io(&p, e))?;
+        f.write_all(h.content.as_bytes())
+            .map_err(|e| BuildError::io(&p, e))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| BuildError::io(&p, e))?;
+    }
+    Ok(())
+}
+
+fn split_layout_ref(rest: &str) -> (&str, Option<&str>) {
+    // oci-layout://PATH[:TAG] — the tag is after the last ':' that follows the last '/'.
+    let slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match rest[slash..].rfind(':') {
+        Some(i) => (&rest[..slash + i], Some(&rest[slash + i + 1..])),
+        None => (rest, None),
+    }
+}
+
+fn nanos(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Go's `%q`-list formatting used by BuildKit in history: `["a" "b"]`.
+fn go_quoted_list(items: &[String]) -> String {
+    let inner = items
+        .iter()
+        .map(|s| serde_json::to_string(s).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(" ");
+    format!("[{inner}]")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn set_root_mode(p: &Path) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).map_err(|e| BuildError::io(p, e))
+}
+
+/// Copies a stage's rootfs for a child stage, through a layer round trip so ownership, links and
+/// special files survive exactly as they would in the image.
+fn copy_tree(from: &Path, to: &Path) -> Result<(), BuildError> {
+    let (buf, _) = layer::write_tree(from, Vec::new(), &layer::WriteOptions::default())?;
+    layer::apply_layer(
+        to,
+        &buf[..],
+        &layer::ApplyOptions {
+            same_owner: is_root(),
+            id_map: None,
+        },
+    )?;
+    Ok(())
+}
