@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "$GREETING (busybox $(busybox | head -1 | cut -d' ' -f2))"
