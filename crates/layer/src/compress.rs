@@ -1,0 +1,224 @@
+//! Blob compression: what registries and `ADD` archives may hand us, and what we push.
+//!
+//! Reading sniffs the magic number, so callers never have to trust a media type. Writing offers
+//! gzip (parallel, via `gzp`, for the default `tar+gzip` media type) and zstd (multithreaded);
+//! bzip2 and xz are read-only because OCI layers never use them, only `ADD` of local archives does.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+/// A compression format of a blob or archive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// Plain, uncompressed bytes.
+    None,
+    /// gzip (RFC 1952), the default for OCI/Docker layers.
+    Gzip,
+    /// Zstandard, the `tar+zstd` layer media type.
+    Zstd,
+    /// bzip2, read-only (for `ADD`).
+    Bzip2,
+    /// xz, read-only (for `ADD`).
+    Xz,
+}
+
+impl Compression {
+    /// The suffix OCI adds to a layer media type for this compression (`+gzip`), so the image
+    /// crate can name layers without a second table.
+    pub fn media_type_suffix(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => "+gzip",
+            Compression::Zstd => "+zstd",
+            Compression::Bzip2 => "+bzip2",
+            Compression::Xz => "+xz",
+        }
+    }
+}
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+const BZIP2_MAGIC: &[u8] = b"BZh";
+const XZ_MAGIC: &[u8] = &[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00];
+
+/// Recognises a compression by the first bytes of a stream (at least 6 for certainty); anything
+/// unknown is treated as uncompressed, like Docker does.
+pub fn detect(magic: &[u8]) -> Compression {
+    if magic.starts_with(GZIP_MAGIC) {
+        Compression::Gzip
+    } else if magic.starts_with(ZSTD_MAGIC) {
+        Compression::Zstd
+    } else if magic.starts_with(XZ_MAGIC) {
+        Compression::Xz
+    } else if magic.starts_with(BZIP2_MAGIC) {
+        Compression::Bzip2
+    } else {
+        Compression::None
+    }
+}
+
+/// Wraps `r` in the right decoder for whatever it turns out to contain, so callers can read any
+/// layer blob or `ADD` archive as plain bytes.
+pub fn decompress<R: Read + Send + 'static>(r: R) -> io::Result<Box<dyn Read + Send>> {
+    let mut br = BufReader::with_capacity(64 * 1024, r);
+    // One fill may return fewer bytes than a magic number on a slow pipe; top up until we have
+    // enough or hit EOF.
+    let mut peek: Vec<u8> = Vec::with_capacity(8);
+    {
+        let buf = br.fill_buf()?;
+        peek.extend_from_slice(buf.get(..buf.len().min(8)).unwrap_or_default());
+    }
+    if peek.len() < 6 && !peek.is_empty() {
+        // Read the short prefix out and chain it back in front of the rest.
+        let mut head = Vec::new();
+        (&mut br).take(8).read_to_end(&mut head)?;
+        let chained = io::Cursor::new(head.clone()).chain(br);
+        return wrap(detect(&head), BufReader::new(chained));
+    }
+    wrap(detect(&peek), br)
+}
+
+fn wrap<R: BufRead + Send + 'static>(c: Compression, r: R) -> io::Result<Box<dyn Read + Send>> {
+    Ok(match c {
+        Compression::None => Box::new(r),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r)?),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(r)),
+        Compression::Xz => Box::new(xz2::bufread::XzDecoder::new_multi_decoder(r)),
+    })
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Compresses all of `r` into `w` and hands `w` back, so a layer can be streamed into the blob
+/// store in one pass. `level` is the format's own scale (gzip 0-9, zstd 1-22); `None` picks the
+/// format's default. Bzip2 and xz are refused: layers are never written in them.
+pub fn compress<R: Read, W: Write + Send + 'static>(
+    mut r: R,
+    mut w: W,
+    c: Compression,
+    level: Option<u32>,
+) -> io::Result<W> {
+    match c {
+        Compression::None => {
+            io::copy(&mut r, &mut w)?;
+            w.flush()?;
+            Ok(w)
+        }
+        Compression::Gzip => {
+            use gzp::ZWriter;
+            let level = flate2::Compression::new(level.unwrap_or(6).min(9));
+            let n = threads();
+            if n < 2 {
+                // gzp needs at least one compression thread besides the writer; a single-core
+                // box gets plain flate2.
+                let mut enc = flate2::write::GzEncoder::new(w, level);
+                io::copy(&mut r, &mut enc)?;
+                return enc.finish();
+            }
+            let mut enc = gzp::par::compress::ParCompressBuilder::<gzp::deflate::Gzip>::new()
+                .compression_level(level)
+                .num_threads(n)
+                .map_err(io::Error::other)?
+                .from_writer(w);
+            io::copy(&mut r, &mut enc)?;
+            enc.finish().map_err(io::Error::other)
+        }
+        Compression::Zstd => {
+            let level = level.map(|l| l.clamp(1, 22) as i32).unwrap_or(3);
+            let mut enc = zstd::stream::write::Encoder::new(w, level)?;
+            let n = threads();
+            if n > 1 {
+                enc.multithread(n as u32)?;
+            }
+            io::copy(&mut r, &mut enc)?;
+            enc.finish()
+        }
+        Compression::Bzip2 | Compression::Xz => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{c:?} is only supported for reading"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn round_trips_and_detects() {
+        let data = sample();
+        for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let packed = compress(&data[..], Vec::new(), c, None).unwrap();
+            assert_eq!(detect(&packed), c, "{c:?}");
+            let mut back = Vec::new();
+            decompress(io::Cursor::new(packed))
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn gzip_output_is_deterministic() {
+        let data = sample();
+        let a = compress(&data[..], Vec::new(), Compression::Gzip, Some(6)).unwrap();
+        let b = compress(&data[..], Vec::new(), Compression::Gzip, Some(6)).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn reads_bzip2_and_xz() {
+        let data = sample();
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(&data).unwrap();
+        let bz = bz.finish().unwrap();
+        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(&data).unwrap();
+        let xz = xz.finish().unwrap();
+        for (packed, c) in [(bz, Compression::Bzip2), (xz, Compression::Xz)] {
+            assert_eq!(detect(&packed), c);
+            let mut back = Vec::new();
+            decompress(io::Cursor::new(packed))
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, data, "{c:?}");
+            assert!(compress(&b"x"[..], Vec::new(), c, None).is_err());
+        }
+    }
+
+    #[test]
+    fn short_and_empty_inputs_are_plain() {
+        for input in [&b""[..], &b"ab"[..], &[0x1f][..]] {
+            let mut back = Vec::new();
+            decompress(io::Cursor::new(input.to_vec()))
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(back, input);
+        }
+        assert_eq!(detect(&[0x1f]), Compression::None);
+    }
+
+    #[test]
+    fn corrupt_gzip_is_an_error_not_a_panic() {
+        let mut bad = compress(&sample()[..], Vec::new(), Compression::Gzip, None).unwrap();
+        bad.truncate(bad.len() / 2);
+        let mut sink = Vec::new();
+        assert!(decompress(io::Cursor::new(bad))
+            .unwrap()
+            .read_to_end(&mut sink)
+            .is_err());
+    }
+}

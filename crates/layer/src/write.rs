@@ -1,0 +1,572 @@
+//! The deterministic layer tar writer.
+//!
+//! Headers are built field by field (ustar magic, numeric ids, empty user/group names, integer
+//! mtimes) and written by hand, so nothing from the host (user names, sub-second times, atime,
+//! sparse maps, walk order) leaks into the bytes. Anything ustar cannot hold goes into a PAX `x`
+//! record written just before the entry.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+
+use digest::{Digest, DigestWriter};
+use tar::{EntryType, Header};
+
+use crate::{LayerError, OPAQUE_MARKER, WHITEOUT_PREFIX};
+
+const BLOCK: usize = 512;
+/// Largest value a 8-byte octal ustar field can carry.
+const MAX_OCTAL_ID: u64 = 0o7777777;
+/// Largest value the 12-byte octal size field can carry.
+const MAX_OCTAL_SIZE: u64 = 0o77777777777;
+
+/// Knobs that change the bytes of a layer; kept tiny so equal options mean equal layers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// `SOURCE_DATE_EPOCH`: when set, every mtime later than it is clamped down to it, so a
+    /// rebuild at another time gives the same diff id.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// Identity of an uncompressed layer, which is what image configs list as `rootfs.diff_ids`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Length of the uncompressed tar in bytes.
+    pub size: u64,
+}
+
+/// One path for [`write_paths`]: lets a diff say "this changed", "this and everything below it
+/// changed" or "this was deleted".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathEntry {
+    /// Path relative to the root, without `..`.
+    pub rel: PathBuf,
+    /// For a directory: also write everything below it.
+    pub recursive: bool,
+    /// The path was deleted: write a `.wh.` whiteout instead of the file.
+    pub whiteout: bool,
+}
+
+/// One tar writer; hashes while writing so the diff id is known at finish.
+pub struct LayerWriter<W: Write> {
+    out: DigestWriter<W>,
+    opts: WriteOptions,
+    /// (dev, ino) of multiply-linked files already written, to the tar name they were written as.
+    links: HashMap<(u64, u64), Vec<u8>>,
+}
+
+/// Everything that goes into one header, gathered before any byte is written.
+struct Item {
+    name: Vec<u8>,
+    kind: EntryType,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+    size: u64,
+    link: Option<Vec<u8>>,
+    dev: Option<(u32, u32)>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Checks that `rel` is a plain relative path and returns its bytes joined with `/`.
+pub(crate) fn rel_bytes(rel: &Path) -> Result<Vec<u8>, LayerError> {
+    let bad = |reason| LayerError::BadSourcePath {
+        path: rel.to_path_buf(),
+        reason,
+    };
+    let mut out: Vec<u8> = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(n) => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(n.as_bytes());
+            }
+            Component::CurDir => {}
+            Component::ParentDir => return Err(bad("contains `..`")),
+            Component::RootDir | Component::Prefix(_) => return Err(bad("is absolute")),
+        }
+    }
+    if out.is_empty() {
+        return Err(bad("is empty (the root itself is never an entry)"));
+    }
+    Ok(out)
+}
+
+fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+    // "LEN KEY=VALUE\n" where LEN counts its own digits.
+    let rest = key.len() + value.len() + 3;
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    let mut rec = format!("{len} ").into_bytes();
+    rec.extend_from_slice(key);
+    rec.push(b'=');
+    rec.extend_from_slice(value);
+    rec.push(b'\n');
+    rec
+}
+
+fn fits_ustar_str(b: &[u8], max: usize) -> bool {
+    b.len() <= max && b.is_ascii() && !b.contains(&0)
+}
+
+fn copy_field(dst: &mut [u8], src: &[u8]) {
+    let n = src.len().min(dst.len());
+    if let (Some(d), Some(s)) = (dst.get_mut(..n), src.get(..n)) {
+        d.copy_from_slice(s);
+    }
+}
+
+impl<W: Write> LayerWriter<W> {
+    /// Starts an empty layer on `out`.
+    pub fn new(out: W, opts: WriteOptions) -> Self {
+        LayerWriter {
+            out: DigestWriter::new(out),
+            opts,
+            links: HashMap::new(),
+        }
+    }
+
+    fn clamp(&self, mtime: i64) -> i64 {
+        match self.opts.source_date_epoch {
+            Some(e) => mtime.min(e),
+            None => mtime,
+        }
+    }
+
+    fn werr(name: &[u8], e: io::Error) -> LayerError {
+        LayerError::Write {
+            path: String::from_utf8_lossy(name).into_owned(),
+            source: e,
+        }
+    }
+
+    /// Writes one header (plus PAX record if needed) and, for regular files, `data`.
+    fn write_item(&mut self, item: &Item, data: Option<(&Path, File)>) -> Result<(), LayerError> {
+        let mut pax: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut h = Header::new_ustar();
+        let werr = |e| Self::werr(&item.name, e);
+
+        if fits_ustar_str(&item.name, 100) {
+            copy_field(&mut h.as_old_mut().name, &item.name);
+        } else {
+            pax.insert(b"path".to_vec(), item.name.clone());
+            copy_field(&mut h.as_old_mut().name, &item.name);
+        }
+        if let Some(link) = &item.link {
+            if !fits_ustar_str(link, 100) {
+                pax.insert(b"linkpath".to_vec(), link.clone());
+            }
+            copy_field(&mut h.as_old_mut().linkname, link);
+        }
+        h.set_entry_type(item.kind);
+        h.set_mode(item.mode & 0o7777);
+        for (key, id, is_uid) in [
+            (&b"uid"[..], item.uid, true),
+            (&b"gid"[..], item.gid, false),
+        ] {
+            let v = if id > MAX_OCTAL_ID {
+                pax.insert(key.to_vec(), id.to_string().into_bytes());
+                0
+            } else {
+                id
+            };
+            if is_uid {
+                h.set_uid(v);
+            } else {
+                h.set_gid(v);
+            }
+        }
+        let mtime = self.clamp(item.mtime);
+        if mtime < 0 || mtime as u64 > MAX_OCTAL_SIZE {
+            pax.insert(b"mtime".to_vec(), mtime.to_string().into_bytes());
+            h.set_mtime(0);
+        } else {
+            h.set_mtime(mtime as u64);
+        }
+        if item.size > MAX_OCTAL_SIZE {
+            pax.insert(b"size".to_vec(), item.size.to_string().into_bytes());
+            h.set_size(0);
+        } else {
+            h.set_size(item.size);
+        }
+        let (major, minor) = item.dev.unwrap_or((0, 0));
+        h.set_device_major(major).map_err(werr)?;
+        h.set_device_minor(minor).map_err(werr)?;
+        for (k, v) in &item.xattrs {
+            let mut key = b"SCHILY.xattr.".to_vec();
+            key.extend_from_slice(k);
+            pax.insert(key, v.clone());
+        }
+        h.set_cksum();
+
+        if !pax.is_empty() {
+            let body: Vec<u8> = pax.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
+            let mut ph = Header::new_ustar();
+            // Named like Go's archive/tar does: DIR/PaxHeaders.0/BASE.
+            let trimmed = item.name.strip_suffix(b"/").unwrap_or(&item.name);
+            let (dir, base) = match trimmed.iter().rposition(|b| *b == b'/') {
+                Some(i) => (
+                    trimmed.get(..=i).unwrap_or_default(),
+                    trimmed.get(i + 1..).unwrap_or_default(),
+                ),
+                None => (&b""[..], trimmed),
+            };
+            let mut pname = dir.to_vec();
+            pname.extend_from_slice(b"PaxHeaders.0/");
+            pname.extend_from_slice(base);
+            copy_field(&mut ph.as_old_mut().name, &pname);
+            ph.set_entry_type(EntryType::XHeader);
+            ph.set_mode(0o644);
+            ph.set_uid(0);
+            ph.set_gid(0);
+            ph.set_mtime(0);
+            ph.set_size(body.len() as u64);
+            ph.set_device_major(0).map_err(werr)?;
+            ph.set_device_minor(0).map_err(werr)?;
+            ph.set_cksum();
+            self.out.write_all(ph.as_bytes()).map_err(werr)?;
+            self.out.write_all(&body).map_err(werr)?;
+            self.pad(body.len() as u64).map_err(werr)?;
+        }
+
+        self.out.write_all(h.as_bytes()).map_err(werr)?;
+        if let Some((path, file)) = data {
+            let got = io::copy(&mut file.take(item.size), &mut self.out).map_err(|e| {
+                LayerError::Read {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
+            })?;
+            if got != item.size {
+                return Err(LayerError::SourceChanged {
+                    path: path.to_path_buf(),
+                    expected: item.size,
+                    actual: got,
+                });
+            }
+            self.pad(item.size).map_err(werr)?;
+        }
+        Ok(())
+    }
+
+    fn pad(&mut self, len: u64) -> io::Result<()> {
+        let rem = (len % BLOCK as u64) as usize;
+        if rem != 0 {
+            self.out.write_all(&[0u8; BLOCK][rem..])?;
+        }
+        Ok(())
+    }
+
+    /// Adds the file at root/rel (lstat'ed, not followed) as one entry; rel is relative, no `..`.
+    /// Sockets are skipped, as Docker does. A file whose (dev, ino) was already written becomes a
+    /// hardlink entry to the first name.
+    pub fn append_path(&mut self, root: &Path, rel: &Path) -> Result<(), LayerError> {
+        let mut name = rel_bytes(rel)?;
+        let full = root.join(rel);
+        let rerr = |e| LayerError::Read {
+            path: full.clone(),
+            source: e,
+        };
+        let md = fs::symlink_metadata(&full).map_err(rerr)?;
+        let ft = md.file_type();
+        let mut item = Item {
+            name: Vec::new(),
+            kind: EntryType::Regular,
+            mode: md.mode() & 0o7777,
+            uid: u64::from(md.uid()),
+            gid: u64::from(md.gid()),
+            mtime: md.mtime(),
+            size: 0,
+            link: None,
+            dev: None,
+            xattrs: read_xattrs(&full).map_err(rerr)?,
+        };
+        let mut data = None;
+        if ft.is_dir() {
+            item.kind = EntryType::Directory;
+            name.push(b'/');
+        } else if ft.is_symlink() {
+            item.kind = EntryType::Symlink;
+            item.link = Some(
+                fs::read_link(&full)
+                    .map_err(rerr)?
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            );
+        } else if ft.is_file() {
+            let first = if md.nlink() > 1 {
+                match self.links.get(&(md.dev(), md.ino())) {
+                    Some(first) => Some(first.clone()),
+                    None => {
+                        self.links.insert((md.dev(), md.ino()), name.clone());
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(first) = first {
+                item.kind = EntryType::Link;
+                item.link = Some(first);
+            } else {
+                item.size = md.len();
+                data = Some((full.as_path(), File::open(&full).map_err(rerr)?));
+            }
+        } else if ft.is_fifo() {
+            item.kind = EntryType::Fifo;
+        } else if ft.is_char_device() || ft.is_block_device() {
+            item.kind = if ft.is_char_device() {
+                EntryType::Char
+            } else {
+                EntryType::Block
+            };
+            let rdev = md.rdev();
+            item.dev = Some((rustix::fs::major(rdev), rustix::fs::minor(rdev)));
+        } else {
+            // Sockets cannot be archived meaningfully.
+            return Ok(());
+        }
+        item.name = name;
+        self.write_item(&item, data)
+    }
+
+    fn marker(&mut self, name: Vec<u8>) -> Result<(), LayerError> {
+        let item = Item {
+            name,
+            kind: EntryType::Regular,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            size: 0,
+            link: None,
+            dev: None,
+            xattrs: Vec::new(),
+        };
+        self.write_item(&item, None)
+    }
+
+    /// Records that `rel` was deleted, as an empty `.wh.NAME` file next to where it was.
+    pub fn append_whiteout(&mut self, rel: &Path) -> Result<(), LayerError> {
+        self.marker(whiteout_name(&rel_bytes(rel)?))
+    }
+
+    /// Records that everything the lower layers had in `dir_rel` is hidden (`DIR/.wh..wh..opq`).
+    pub fn append_opaque(&mut self, dir_rel: &Path) -> Result<(), LayerError> {
+        let mut name = rel_bytes(dir_rel)?;
+        name.push(b'/');
+        name.extend_from_slice(OPAQUE_MARKER.as_bytes());
+        self.marker(name)
+    }
+
+    /// Writes the two zero blocks that end a tar and returns the output with the layer's diff id.
+    pub fn finish(mut self) -> Result<(W, LayerInfo), LayerError> {
+        let werr = |e| LayerError::Write {
+            path: String::from("<end of archive>"),
+            source: e,
+        };
+        self.out.write_all(&[0u8; 2 * BLOCK]).map_err(werr)?;
+        self.out.flush().map_err(werr)?;
+        let (w, diff_id, size) = self.out.finish();
+        Ok((w, LayerInfo { diff_id, size }))
+    }
+}
+
+fn whiteout_name(rel: &[u8]) -> Vec<u8> {
+    let (dir, base) = match rel.iter().rposition(|b| *b == b'/') {
+        Some(i) => (
+            rel.get(..=i).unwrap_or_default(),
+            rel.get(i + 1..).unwrap_or_default(),
+        ),
+        None => (&b""[..], rel),
+    };
+    let mut name = dir.to_vec();
+    name.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
+    name.extend_from_slice(base);
+    name
+}
+
+/// xattrs worth carrying in a layer, sorted by name. `security.selinux` is host policy, not image
+/// content, so it is left out (as Docker does).
+pub(crate) fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let unsupported = |e: rustix::io::Errno| e == rustix::io::Errno::OPNOTSUPP;
+    let mut names = vec![0u8; 1024];
+    let n = loop {
+        match rustix::fs::llistxattr(path, &mut names[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) if names.len() < (1 << 20) => {
+                let len = names.len() * 4;
+                names.resize(len, 0);
+            }
+            Err(e) if unsupported(e) => return Ok(Vec::new()),
+            Err(e) => return Err(io::Error::from_raw_os_error(e.raw_os_error())),
+        }
+    };
+    let mut out = Vec::new();
+    for name in names.get(..n).unwrap_or_default().split(|b| *b == 0) {
+        if name.is_empty() || name == b"security.selinux" {
+            continue;
+        }
+        let mut value = vec![0u8; 256];
+        let len = loop {
+            match rustix::fs::lgetxattr(path, OsStr::from_bytes(name), &mut value[..]) {
+                Ok(len) => break Some(len),
+                Err(rustix::io::Errno::RANGE) if value.len() < (1 << 20) => {
+                    let len = value.len() * 4;
+                    value.resize(len, 0);
+                }
+                // Removed between list and get: nothing to record.
+                Err(rustix::io::Errno::NODATA) => break None,
+                Err(e) => return Err(io::Error::from_raw_os_error(e.raw_os_error())),
+            }
+        };
+        if let Some(len) = len {
+            value.truncate(len);
+            out.push((name.to_vec(), value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Every path below `root` (relative, not including root), unsorted; directories are not
+/// followed through symlinks.
+pub(crate) fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), LayerError> {
+    let dir = root.join(rel);
+    let rerr = |e| LayerError::Read {
+        path: dir.clone(),
+        source: e,
+    };
+    for ent in fs::read_dir(&dir).map_err(rerr)? {
+        let ent = ent.map_err(rerr)?;
+        let child = rel.join(ent.file_name());
+        let is_dir = ent.file_type().map_err(rerr)?.is_dir();
+        out.push(child.clone());
+        if is_dir {
+            walk(root, &child, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn sort_key(p: &Path) -> Vec<u8> {
+    p.as_os_str().as_bytes().to_vec()
+}
+
+/// Whole tree below root (not including root itself), sorted.
+pub fn write_tree<W: Write>(
+    root: &Path,
+    out: W,
+    opts: &WriteOptions,
+) -> Result<(W, LayerInfo), LayerError> {
+    let mut paths = Vec::new();
+    walk(root, Path::new(""), &mut paths)?;
+    paths.sort_by_key(|p| sort_key(p));
+    let mut w = LayerWriter::new(out, opts.clone());
+    for p in &paths {
+        w.append_path(root, p)?;
+    }
+    w.finish()
+}
+
+enum Planned {
+    Path(PathBuf),
+    Whiteout(PathBuf),
+}
+
+/// Only the listed paths (relative to root) plus each one's parent directories, deduplicated and sorted;
+/// a listed directory is written as the directory entry alone unless `recursive` is set for it.
+pub fn write_paths<W: Write>(
+    root: &Path,
+    paths: &[PathEntry],
+    out: W,
+    opts: &WriteOptions,
+) -> Result<(W, LayerInfo), LayerError> {
+    let mut plan: BTreeMap<Vec<u8>, Planned> = BTreeMap::new();
+    for pe in paths {
+        let rel_b = rel_bytes(&pe.rel)?;
+        let rel = PathBuf::from(OsStr::from_bytes(&rel_b));
+        let mut parent = rel.parent();
+        while let Some(p) = parent {
+            if p.as_os_str().is_empty() {
+                break;
+            }
+            // A deleted path's parents may be gone too; only existing ones can be written.
+            if !pe.whiteout || fs::symlink_metadata(root.join(p)).is_ok() {
+                plan.insert(sort_key(p), Planned::Path(p.to_path_buf()));
+            }
+            parent = p.parent();
+        }
+        if pe.whiteout {
+            plan.insert(whiteout_name(&rel_b), Planned::Whiteout(rel));
+            continue;
+        }
+        let full = root.join(&rel);
+        let is_dir = fs::symlink_metadata(&full)
+            .map_err(|e| LayerError::Read {
+                path: full.clone(),
+                source: e,
+            })?
+            .is_dir();
+        if pe.recursive && is_dir {
+            let mut below = Vec::new();
+            walk(root, &rel, &mut below)?;
+            for p in below {
+                plan.insert(sort_key(&p), Planned::Path(p));
+            }
+        }
+        plan.insert(rel_b, Planned::Path(rel));
+    }
+    let mut w = LayerWriter::new(out, opts.clone());
+    for item in plan.values() {
+        match item {
+            Planned::Path(p) => w.append_path(root, p)?,
+            Planned::Whiteout(p) => w.append_whiteout(p)?,
+        }
+    }
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pax_record_length_counts_itself() {
+        for (k, v) in [
+            ("path", "a".repeat(5)),
+            ("path", "b".repeat(93)),
+            ("x", "y".repeat(994)),
+        ] {
+            let rec = pax_record(k.as_bytes(), v.as_bytes());
+            let s = String::from_utf8(rec.clone()).unwrap();
+            let (len, _) = s.split_once(' ').unwrap();
+            assert_eq!(len.parse::<usize>().unwrap(), rec.len(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn whiteout_names() {
+        assert_eq!(whiteout_name(b"a/b/c"), b"a/b/.wh.c");
+        assert_eq!(whiteout_name(b"top"), b".wh.top");
+    }
+
+    #[test]
+    fn rel_bytes_rejects_escapes() {
+        assert!(rel_bytes(Path::new("../x")).is_err());
+        assert!(rel_bytes(Path::new("/x")).is_err());
+        assert!(rel_bytes(Path::new("")).is_err());
+        assert_eq!(rel_bytes(Path::new("./a/b")).unwrap(), b"a/b");
+    }
+}
