@@ -1,0 +1,183 @@
+//! Shared set-up for tests that compare rbuild with real tools: the private dockerd started by
+//! scripts/test.sh, a busybox base image both builders have, and helpers to read image archives.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The docker CLI (Debian's 20.10) pointed at the test daemon; fails loudly when it is not running.
+pub fn docker() -> Command {
+    let host = std::env::var("RBUILD_TEST_DOCKER_HOST").unwrap_or_else(|_| {
+        panic!(
+            "RBUILD_TEST_DOCKER_HOST is not set: run the suite with scripts/test.sh, which starts the \
+             test dockerd (this test needs docker as its oracle and must not be skipped)"
+        )
+    });
+    let mut c = Command::new("/usr/bin/docker");
+    c.env("DOCKER_HOST", host).env("DOCKER_BUILDKIT", "1");
+    c
+}
+
+/// Runs a command and returns its output, panicking with both streams when it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The rbuild binary with its own store.
+pub fn rbuild(store: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    c.env("RBUILD_ROOT", store).env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+/// Name of the busybox base image in docker.
+pub const BUSYBOX: &str = "rbuild-test/busybox:latest";
+
+/// A busybox rootfs from Debian's busybox-static, with a few users and groups for --chown tests.
+pub fn busybox_rootfs(dir: &Path) {
+    let bb = Path::new("/bin/busybox");
+    assert!(
+        bb.exists(),
+        "/bin/busybox is missing: install Debian's busybox-static (scripts/install-deps.sh)"
+    );
+    for d in ["bin", "etc", "tmp", "root", "home/app"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy(bb, dir.join("bin/busybox")).unwrap();
+    let list = run_ok(Command::new(bb).arg("--list")).stdout;
+    for applet in String::from_utf8(list).unwrap().lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+        }
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\n\
+         app:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\ndaemon:x:1:\nstaff:x:50:app\napp:x:1000:\nnogroup:x:65534:\n",
+    )
+    .unwrap();
+}
+
+struct Base {
+    /// `docker save` of the busybox image, for `rbuild load`.
+    archive: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+static BASE: OnceLock<Base> = OnceLock::new();
+
+/// The busybox base: imported into docker once per test process, and saved for rbuild.
+pub fn base_archive() -> &'static Path {
+    &BASE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let rootfs = dir.path().join("rootfs");
+            busybox_rootfs(&rootfs);
+            let tar = dir.path().join("rootfs.tar");
+            run_ok(
+                Command::new("tar")
+                    .arg("-C")
+                    .arg(&rootfs)
+                    .arg("--numeric-owner")
+                    .arg("-cf")
+                    .arg(&tar)
+                    .arg("."),
+            );
+            run_ok(docker().arg("import").arg(&tar).arg(BUSYBOX));
+            let archive = dir.path().join("busybox.tar");
+            run_ok(docker().arg("save").arg("-o").arg(&archive).arg(BUSYBOX));
+            Base {
+                archive,
+                _dir: dir,
+            }
+        })
+        .archive
+}
+
+/// A fresh rbuild store with the busybox base loaded.
+pub fn store_with_base() -> tempfile::TempDir {
+    let store = tempfile::tempdir().unwrap();
+    run_ok(rbuild(store.path()).arg("load").arg("-i").arg(base_archive()));
+    store
+}
+
+/// An image read back from a docker-archive: its config and its flattened file tree.
+pub struct ArchiveImage {
+    pub config: serde_json::Value,
+    pub tree: Vec<layer::TreeEntry>,
+    pub layer_count: usize,
+}
+
+/// Reads the first image of a docker-archive (`docker save` / `rbuild save`) and flattens its layers.
+pub fn read_docker_archive(path: &Path) -> ArchiveImage {
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type().is_file() {
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut buf = Vec::new();
+            e.read_to_end(&mut buf).unwrap();
+            files.insert(name, buf);
+        }
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(files.get("manifest.json").expect("manifest.json")).unwrap();
+    let m = &manifest[0];
+    let config: serde_json::Value =
+        serde_json::from_slice(&files[m["Config"].as_str().unwrap()]).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let layers = m["Layers"].as_array().unwrap();
+    for l in layers {
+        let data = &files[l.as_str().unwrap()];
+        let r = layer::compress::decompress(std::io::Cursor::new(data.clone())).unwrap();
+        layer::apply_layer(
+            root.path(),
+            r,
+            &layer::ApplyOptions {
+                same_owner: true,
+                id_map: None,
+            },
+        )
+        .unwrap();
+    }
+    ArchiveImage {
+        config,
+        tree: layer::list_tree(root.path()).unwrap(),
+        layer_count: layers.len(),
+    }
+}
+
+/// The config fields the differential tests compare, as docker writes them.
+pub const CONFIG_FIELDS: &[&str] = &[
+    "Env",
+    "Cmd",
+    "Entrypoint",
+    "WorkingDir",
+    "User",
+    "ExposedPorts",
+    "Volumes",
+    "Labels",
+    "StopSignal",
+    "Healthcheck",
+    "OnBuild",
+    "Shell",
+];

@@ -1,0 +1,110 @@
+//! Differential tests: the same Dockerfile and context built by `docker build` (BuildKit in Debian's
+//! docker.io 20.10) and by rbuild must give the same config and the same flattened file tree.
+//!
+//! Each case is a folder under testdata/differential with a Dockerfile (docker's syntax of 20.10) and
+//! its context. Differences Docker itself does not define are not compared: mtimes (they depend on when
+//! the files were checked out and on BuildKit's own clamping) and the history's timestamps.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn case_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/differential")
+        .join(name)
+}
+
+/// Copies a case into a temp dir so files git cannot hold (empty dirs, fifos) can be added by `setup`.
+fn prepare(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", case_dir(name).display()))
+            .arg(dir.path()),
+    );
+    dir
+}
+
+fn compare(name: &str, extra_args: &[&str]) {
+    let ctx = prepare(name);
+    let store = store_with_base();
+    let work = tempfile::tempdir().unwrap();
+    let tag = format!("rbuild-diff/{name}:latest");
+
+    let mut d = docker();
+    d.args(["build", "--network", "host", "-q", "-t", &tag])
+        .args(extra_args)
+        .arg(ctx.path());
+    run_ok(&mut d);
+    let docker_tar = work.path().join("docker.tar");
+    run_ok(docker().arg("save").arg("-o").arg(&docker_tar).arg(&tag));
+
+    let mut r = rbuild(store.path());
+    r.args(["-q", "-t", &tag]).args(extra_args).arg(ctx.path());
+    run_ok(&mut r);
+    let ours_tar = work.path().join("rbuild.tar");
+    run_ok(rbuild(store.path()).arg("save").arg("-o").arg(&ours_tar).arg(&tag));
+
+    let theirs = read_docker_archive(&docker_tar);
+    let ours = read_docker_archive(&ours_tar);
+    for field in CONFIG_FIELDS {
+        assert_eq!(
+            ours.config["config"][field], theirs.config["config"][field],
+            "case {name}: config field {field} differs (left rbuild, right docker)"
+        );
+    }
+    assert_eq!(ours.config["author"], theirs.config["author"], "case {name}: author");
+    let created_by = |c: &serde_json::Value| -> Vec<(String, bool)> {
+        c["history"]
+            .as_array()
+            .map(|h| {
+                h.iter()
+                    .map(|e| {
+                        (
+                            e["created_by"].as_str().unwrap_or("").to_string(),
+                            e["empty_layer"].as_bool().unwrap_or(false),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        created_by(&ours.config),
+        created_by(&theirs.config),
+        "case {name}: history differs"
+    );
+    assert_eq!(ours.layer_count, theirs.layer_count, "case {name}: layer count");
+    let theirs_paths: Vec<_> = theirs.tree.iter().map(|e| &e.path).collect();
+    let ours_paths: Vec<_> = ours.tree.iter().map(|e| &e.path).collect();
+    assert_eq!(ours_paths, theirs_paths, "case {name}: file lists differ");
+    for (a, b) in ours.tree.iter().zip(theirs.tree.iter()) {
+        assert_eq!(a, b, "case {name}: entry differs (left rbuild, right docker)");
+    }
+}
+
+macro_rules! differential {
+    ($($test:ident => $case:literal $(, [$($arg:literal),*])?;)*) => {
+        $(
+            #[test]
+            fn $test() {
+                compare($case, &[$($($arg),*)?]);
+            }
+        )*
+    };
+}
+
+differential! {
+    metadata => "metadata";
+    copy_rules => "copy-rules";
+    dockerignore => "dockerignore";
+    multistage_target => "multistage", ["--target", "final"];
+    add_archives => "add-archives";
+    context_symlinks => "symlinks";
+    onbuild_trigger => "onbuild";
+    expansion => "expansion", ["--build-arg", "VERSION=2.5"];
+}
