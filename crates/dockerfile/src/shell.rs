@@ -193,6 +193,7 @@ impl Lexer {
             pos: start_pos(word),
             env,
             matches: Matches::default(),
+            depth: 0,
         };
         match sw.process_stop_on(None, self.raw_escapes) {
             Ok((result, words)) => Ok((result, words, sw.matches)),
@@ -275,7 +276,13 @@ struct ShellWord<'a> {
     pos: usize,
     env: &'a dyn Lookup,
     matches: Matches,
+    /// Current `${...}` nesting, bounded so hostile input cannot exhaust
+    /// the stack (Go's growable stacks make this a non-issue for BuildKit).
+    depth: usize,
 }
+
+/// Deepest `${...}` nesting accepted; real Dockerfiles use a handful.
+const MAX_NESTING: usize = 64;
 
 impl ShellWord<'_> {
     fn peek(&self) -> Option<char> {
@@ -449,6 +456,20 @@ impl ShellWord<'_> {
         }
 
         self.next();
+        if self.depth >= MAX_NESTING {
+            return err(
+                format!("syntax error: substitutions nested deeper than {MAX_NESTING} levels"),
+                dollar,
+            );
+        }
+        self.depth += 1;
+        let result = self.process_braced(dollar);
+        self.depth -= 1;
+        result
+    }
+
+    /// The `${...}` forms; the `${` has been consumed.
+    fn process_braced(&mut self, dollar: usize) -> Result<String, ShellError> {
         match self.peek() {
             None => return err("syntax error: missing '}'", dollar),
             Some('{' | '}' | ':') => return err("syntax error: bad substitution", self.pos),
@@ -1386,6 +1407,28 @@ mod tests {
                 "pattern {pattern:?} on {hay:?}"
             );
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // 512 KiB is a quarter of a default thread stack (debug build).
+        let handle = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(|| {
+                let lex = Lexer::new('\\');
+                let e = env(&[]);
+                let ok = format!("{}x{}", "${A:-\"".repeat(60), "\"}".repeat(60));
+                let ok = lex.process_word(&ok, &e);
+                let deep = format!("{}x{}", "${A:-\"".repeat(100_000), "\"}".repeat(100_000));
+                let deep = lex.process_word(&deep, &e);
+                (ok, deep)
+            })
+            .unwrap();
+        let (ok, deep) = handle.join().unwrap();
+        assert_eq!(ok.as_deref(), Ok("x"));
+        let deep = deep.unwrap_err();
+        assert!(deep.message.contains("nested deeper than 64"), "{deep}");
+        assert_eq!(deep.offset, 64 * "${A:-\"".len());
     }
 
     /// Small deterministic generator so the fuzz test needs no extra crate.
