@@ -1,1 +1,31 @@
-//! Images: OCI/Docker config and manifest types, canonical JSON, OCI layout and docker-archive import/export
+//! Images: the config, manifest and reference types of OCI/Docker images, the local image database
+//! ([`Images`]) over the content store, and the archive formats images enter and leave by
+//! (OCI layout, docker-archive, flattened rootfs tar).
+//!
+//! Use it after a build has produced layer blobs in a [`store::Store`]: commit them with a config to
+//! get an image id, tag it, then list/remove/export it, or load images that docker, podman or
+//! skopeo saved.
+//!
+//! ```no_run
+//! use image::{config::ImageConfig, reference::Reference, Images, LayerDesc};
+//! # fn main() -> Result<(), image::ImageError> {
+//! let images = Images::new(store::Store::open("/var/lib/rbuild")?);
+//! let config = ImageConfig { architecture: "amd64".into(), os: "linux".into(), ..Default::default() };
+//! let img = images.commit(&config, &[])?;
+//! images.tag(&img, &Reference::parse("detection:1.0")?)?;
+//! assert_eq!(images.resolve("detection:1.0")?.id, img.id);
+//! # Ok(()) }
+//! ```
+
+mod archive;
+pub mod config;
+mod error;
+pub mod export;
+mod images;
+pub mod import;
+pub mod manifest;
+pub mod reference;
+
+pub use error::ImageError;
+pub use images::{HistoryRow, ImageSummary, Images, Inspect, LayerDesc, LocalImage, PruneStats};
+pub use reference::Reference;

@@ -1,0 +1,337 @@
+//! Writing images out: OCI image layouts (directory or tar), docker-archives as `docker save`
+//! writes them, and flattened root filesystem tars.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use digest::Digest;
+use store::Variant;
+
+use crate::archive::{DirSink, Sink, TarSink};
+use crate::manifest::{
+    Descriptor, Index, Manifest, Platform, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME,
+    MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_GZIP,
+    MEDIA_TYPE_OCI_LAYER_ZSTD, MEDIA_TYPE_OCI_MANIFEST,
+};
+use crate::{ImageError, Images, LocalImage, Reference};
+
+/// How layers are compressed on export; local layers are always stored uncompressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayerCompression {
+    /// Plain tar (fastest, largest).
+    None,
+    /// gzip, the format every registry and runtime reads.
+    #[default]
+    Gzip,
+    /// zstd: smaller and faster to unpack, needs containerd 1.5+ / podman.
+    Zstd,
+}
+
+impl LayerCompression {
+    /// The name compressed variants are remembered under in the store.
+    pub fn variant_name(self) -> &'static str {
+        match self {
+            LayerCompression::None => "none",
+            LayerCompression::Gzip => "gzip",
+            LayerCompression::Zstd => "zstd",
+        }
+    }
+
+    /// The OCI layer media type for this compression.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            LayerCompression::None => MEDIA_TYPE_OCI_LAYER,
+            LayerCompression::Gzip => MEDIA_TYPE_OCI_LAYER_GZIP,
+            LayerCompression::Zstd => MEDIA_TYPE_OCI_LAYER_ZSTD,
+        }
+    }
+
+    fn codec(self) -> layer::compress::Compression {
+        match self {
+            LayerCompression::None => layer::compress::Compression::None,
+            LayerCompression::Gzip => layer::compress::Compression::Gzip,
+            LayerCompression::Zstd => layer::compress::Compression::Zstd,
+        }
+    }
+}
+
+/// Returns the descriptor of `diff_id` compressed with `c`, compressing into the store (and
+/// remembering the variant) only the first time.
+pub fn layer_variant(
+    images: &Images,
+    diff_id: &Digest,
+    c: LayerCompression,
+) -> Result<Descriptor, ImageError> {
+    let store = images.store();
+    if c == LayerCompression::None {
+        return Ok(Descriptor::new(
+            MEDIA_TYPE_OCI_LAYER,
+            *diff_id,
+            store.blob_size(diff_id)?,
+        ));
+    }
+    if let Some(v) = store.get_variant(diff_id, c.variant_name())? {
+        if store.contains(&v.digest) {
+            return Ok(Descriptor::new(&v.media_type, v.digest, v.size));
+        }
+    }
+    let src = store.open_blob(diff_id)?;
+    let ingest = store.ingest()?;
+    let blob_path = store.blob_path(diff_id);
+    let ingest = layer::compress::compress(src, ingest, c.codec(), None)
+        .map_err(|e| ImageError::io(&blob_path, e))?;
+    let (digest, size) = ingest.commit(None)?;
+    let variant = Variant {
+        digest,
+        size,
+        media_type: c.media_type().to_string(),
+    };
+    store.set_variant(diff_id, c.variant_name(), &variant)?;
+    Ok(Descriptor::new(c.media_type(), digest, size))
+}
+
+fn blob_name(d: &Digest) -> String {
+    format!("blobs/{}/{}", d.algorithm(), d.hex())
+}
+
+fn copy_blob(
+    images: &Images,
+    sink: &mut dyn Sink,
+    name: &str,
+    d: &Digest,
+) -> Result<(), ImageError> {
+    if sink.has(name) {
+        return Ok(());
+    }
+    let size = images.store().blob_size(d)?;
+    let mut f = images.store().open_blob(d)?;
+    sink.add_file(name, size, &mut f)
+}
+
+fn platform_of(img: &LocalImage) -> Option<Platform> {
+    (!img.config.os.is_empty()).then(|| Platform {
+        architecture: img.config.architecture.clone(),
+        os: img.config.os.clone(),
+        variant: (!img.config.variant.is_empty()).then(|| img.config.variant.clone()),
+    })
+}
+
+/// Writes the blobs of each image into `sink` and returns the index entries.
+fn write_layout_blobs(
+    images: &Images,
+    items: &[(LocalImage, Vec<Reference>)],
+    sink: &mut dyn Sink,
+    c: LayerCompression,
+) -> Result<Vec<Descriptor>, ImageError> {
+    let mut entries = Vec::new();
+    for (img, refs) in items {
+        let mut layers = Vec::with_capacity(img.layers.len());
+        for l in &img.layers {
+            let desc = layer_variant(images, &l.diff_id, c)?;
+            copy_blob(images, sink, &blob_name(&desc.digest), &desc.digest)?;
+            layers.push(desc);
+        }
+        copy_blob(images, sink, &blob_name(&img.id), &img.id)?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
+            config: Descriptor::new(
+                MEDIA_TYPE_OCI_CONFIG,
+                img.id,
+                images.store().blob_size(&img.id)?,
+            ),
+            layers,
+            annotations: BTreeMap::new(),
+        };
+        let bytes = manifest.to_canonical_json();
+        let digest = Digest::of(&bytes);
+        sink.add_bytes(&blob_name(&digest), &bytes)?;
+        let mut base = Descriptor::new(MEDIA_TYPE_OCI_MANIFEST, digest, bytes.len() as u64);
+        base.platform = platform_of(img);
+        if refs.is_empty() {
+            entries.push(base.clone());
+        }
+        for r in refs {
+            let mut d = base.clone();
+            d.annotations
+                .insert(ANNOTATION_CONTAINERD_NAME.into(), r.to_string());
+            if let Some(t) = r.tag() {
+                d.annotations
+                    .insert(ANNOTATION_REF_NAME.into(), t.to_string());
+            }
+            entries.push(d);
+        }
+    }
+    Ok(entries)
+}
+
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+fn index_bytes(manifests: Vec<Descriptor>) -> Vec<u8> {
+    Index {
+        schema_version: 2,
+        media_type: Some(MEDIA_TYPE_OCI_INDEX.into()),
+        manifests,
+        annotations: BTreeMap::new(),
+    }
+    .to_canonical_json()
+}
+
+/// Writes an OCI image layout that skopeo, umoci, podman and `docker load` (25+) read.
+///
+/// `dest` is a directory (created, or merged into when it already holds a layout: entries whose
+/// names are re-exported are replaced) or, with `as_tar`, a tar file of one. Each reference becomes
+/// an index entry annotated with `org.opencontainers.image.ref.name` (the tag) and
+/// `io.containerd.image.name` (the full name). Layers are compressed with `c`; compressed variants
+/// are kept in the store so exporting again does not recompress.
+pub fn oci_layout(
+    images: &Images,
+    items: &[(LocalImage, Vec<Reference>)],
+    dest: &Path,
+    as_tar: bool,
+    c: LayerCompression,
+) -> Result<(), ImageError> {
+    if as_tar {
+        let tmp = tmp_sibling(dest);
+        let file = File::create(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
+        let result = (|| {
+            let mut sink = TarSink::new(BufWriter::new(file), dest);
+            sink.add_bytes("oci-layout", OCI_LAYOUT)?;
+            let entries = write_layout_blobs(images, items, &mut sink, c)?;
+            sink.add_bytes("index.json", &index_bytes(entries))?;
+            let w = sink.finish()?;
+            let f = w
+                .into_inner()
+                .map_err(|e| ImageError::io(dest, e.into_error()))?;
+            f.sync_all().map_err(|e| ImageError::io(dest, e))
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        return std::fs::rename(&tmp, dest).map_err(|e| ImageError::io(dest, e));
+    }
+    let mut sink = DirSink::new(dest)?;
+    let index_path = dest.join("index.json");
+    let mut existing = match std::fs::read(&index_path) {
+        Ok(b) => Index::from_json(&b, format!("{}", index_path.display()))?.manifests,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(ImageError::io(&index_path, e)),
+    };
+    sink.add_bytes("oci-layout", OCI_LAYOUT)?;
+    let entries = write_layout_blobs(images, items, &mut sink, c)?;
+    let new_names: Vec<&String> = entries
+        .iter()
+        .filter_map(|d| d.annotations.get(ANNOTATION_REF_NAME))
+        .collect();
+    existing.retain(|d| match d.annotations.get(ANNOTATION_REF_NAME) {
+        Some(n) => !new_names.contains(&n),
+        None => !entries.iter().any(|e| e.digest == d.digest),
+    });
+    existing.extend(entries);
+    // index.json is rewritten, never appended to, so it is always a whole document.
+    let tmp = dest.join("index.json.rbuild-tmp");
+    std::fs::write(&tmp, index_bytes(existing)).map_err(|e| ImageError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &index_path).map_err(|e| ImageError::io(&index_path, e))
+}
+
+fn tmp_sibling(dest: &Path) -> PathBuf {
+    let mut name = dest
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".rbuild-tmp");
+    dest.with_file_name(name)
+}
+
+/// Writes a docker-archive (`docker save` format) holding several images, for `docker load`.
+///
+/// Layout as docker 20.10 writes it: `<v1id>/layer.tar` (uncompressed) with the legacy `VERSION`
+/// and `json` beside it, `<config hex>.json`, `manifest.json` (`Config`, `RepoTags`, `Layers`) and
+/// `repositories`. Layer directory ids are the layer chain ids, so shared base layers are written once.
+pub fn docker_archive<W: Write>(
+    images: &Images,
+    items: &[(LocalImage, Vec<Reference>)],
+    out: W,
+) -> Result<W, ImageError> {
+    let mut sink = TarSink::new(out, "docker-archive");
+    let mut manifest = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (img, refs) in items {
+        let mut layer_paths = Vec::new();
+        let mut parent: Option<String> = None;
+        let mut diff_ids = Vec::new();
+        for l in &img.layers {
+            diff_ids.push(l.diff_id);
+            let v1 = digest::chain_id(&diff_ids).unwrap_or(l.diff_id).hex();
+            let path = format!("{v1}/layer.tar");
+            if !sink.has(&path) {
+                sink.add_bytes(&format!("{v1}/VERSION"), b"1.0")?;
+                let mut json = serde_json::Map::new();
+                json.insert("id".into(), v1.clone().into());
+                if let Some(p) = &parent {
+                    json.insert("parent".into(), p.clone().into());
+                }
+                json.insert("created".into(), "1970-01-01T00:00:00Z".into());
+                let json = crate::config::canonical_json(&json).unwrap_or_default();
+                sink.add_bytes(&format!("{v1}/json"), &json)?;
+                copy_blob(images, &mut sink, &path, &l.diff_id)?;
+            }
+            layer_paths.push(path);
+            parent = Some(v1);
+        }
+        let config_name = format!("{}.json", img.id.hex());
+        copy_blob(images, &mut sink, &config_name, &img.id)?;
+        let mut repo_tags = Vec::new();
+        for r in refs {
+            if let Some(t) = r.tag() {
+                repo_tags.push(format!("{}:{t}", r.familiar_name()));
+                if let Some(top) = &parent {
+                    repositories
+                        .entry(r.familiar_name())
+                        .or_default()
+                        .insert(t.to_string(), top.clone());
+                }
+            }
+        }
+        manifest.push(serde_json::json!({
+            "Config": config_name,
+            "RepoTags": repo_tags,
+            "Layers": layer_paths,
+        }));
+    }
+    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|source| ImageError::Json {
+        what: "manifest.json".into(),
+        source,
+    })?;
+    sink.add_bytes("manifest.json", &manifest_bytes)?;
+    if !repositories.is_empty() {
+        let bytes = serde_json::to_vec(&repositories).map_err(|source| ImageError::Json {
+            what: "repositories".into(),
+            source,
+        })?;
+        sink.add_bytes("repositories", &bytes)?;
+    }
+    sink.finish()
+}
+
+/// Writes the image's merged root filesystem as one tar (`-o type=tar`): layers are applied in
+/// order into a store temp dir (whiteouts honoured), then written deterministically.
+pub fn rootfs_tar<W: Write>(images: &Images, image: &LocalImage, out: W) -> Result<W, ImageError> {
+    let tmp = images.store().temp_dir("rootfs")?;
+    let root = tmp.path().join("rootfs");
+    std::fs::create_dir(&root).map_err(|e| ImageError::io(&root, e))?;
+    for l in &image.layers {
+        let blob = images.store().open_blob(&l.diff_id)?;
+        layer::apply_layer(
+            &root,
+            std::io::BufReader::new(blob),
+            &layer::ApplyOptions::default(),
+        )?;
+    }
+    let opts = layer::WriteOptions::default();
+    let (out, _info) = layer::write_tree(&root, out, &opts)?;
+    Ok(out)
+}

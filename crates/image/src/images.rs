@@ -1,0 +1,514 @@
+//! [`Images`]: the local image database on top of the content store.
+//!
+//! An image is a manifest blob (pointing at a config blob and uncompressed layer blobs). Every
+//! committed image gets a private record ref `@image/<config hex>` so untagged (`<none>`) images are
+//! still listed and kept; tags are refs named by the normalised reference string
+//! (`docker.io/library/x:1.0`). Neither kind of name can be mistaken for the other, because a
+//! normalised reference never starts with `@`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use digest::Digest;
+use store::{RefTarget, Store};
+
+use crate::config::ImageConfig;
+use crate::manifest::{
+    Descriptor, Manifest, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_MANIFEST,
+};
+use crate::reference::Reference;
+use crate::ImageError;
+
+const RECORD_PREFIX: &str = "@image/";
+
+/// One layer of an image as committed: its uncompressed blob, already in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerDesc {
+    /// Digest of the uncompressed tar, which is both the blob name in the store and the diff_id.
+    pub diff_id: Digest,
+    /// Size of the uncompressed tar in bytes.
+    pub size: u64,
+}
+
+/// A local image with everything callers need to run, export or show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalImage {
+    /// The image id: the config digest, as docker defines it.
+    pub id: Digest,
+    /// Digest of the local (uncompressed-layer) OCI manifest.
+    pub manifest_digest: Digest,
+    /// The parsed config.
+    pub config: ImageConfig,
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// Layers bottom first, paired from manifest sizes and config diff_ids.
+    pub layers: Vec<LayerDesc>,
+}
+
+impl LocalImage {
+    /// Total uncompressed size, the SIZE column of `docker images`.
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
+}
+
+/// One row of `docker images`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSummary {
+    /// Familiar repository name, or `<none>` for an untagged image.
+    pub repository: String,
+    /// Tag, or `<none>`.
+    pub tag: String,
+    /// The image id (show `id.short()`).
+    pub id: Digest,
+    /// Config `created` time (RFC 3339), if the image records one.
+    pub created: Option<String>,
+    /// Uncompressed size in bytes.
+    pub size: u64,
+    /// The full reference behind the row, `None` for untagged images.
+    pub reference: Option<Reference>,
+}
+
+/// One row of `docker history`, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    /// The image id on the top row; `None` (docker prints `<missing>`) on the others.
+    pub id: Option<Digest>,
+    /// When the step ran.
+    pub created: Option<String>,
+    /// The instruction.
+    pub created_by: String,
+    /// Size of the layer this step produced (0 for metadata-only steps).
+    pub size: u64,
+    /// The step's comment.
+    pub comment: String,
+    /// True for metadata-only steps.
+    pub empty_layer: bool,
+}
+
+/// What `docker inspect` needs: the image, its names, and the exact stored JSON.
+#[derive(Debug, Clone)]
+pub struct Inspect {
+    /// The image.
+    pub image: LocalImage,
+    /// Tags pointing at it.
+    pub tags: Vec<Reference>,
+    /// Manifest bytes as stored.
+    pub manifest_json: Vec<u8>,
+    /// Config bytes as stored.
+    pub config_json: Vec<u8>,
+}
+
+/// What `prune` did.
+#[derive(Debug)]
+pub struct PruneStats {
+    /// Ids of dangling (untagged) images that were removed.
+    pub images_deleted: Vec<Digest>,
+    /// What the store's garbage collection reclaimed.
+    pub gc: store::GcStats,
+}
+
+/// Handle for image operations over one content store; cheap to pass around, holds no global state.
+pub struct Images {
+    store: Store,
+}
+
+fn record_name(id: &Digest) -> String {
+    format!("{RECORD_PREFIX}{}", id.hex())
+}
+
+fn is_hex(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Images {
+    /// Wraps a store; all image state lives in it.
+    pub fn new(store: Store) -> Self {
+        Images { store }
+    }
+
+    /// The underlying store, for callers that ingest layers before committing.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Records an image built from `config` and layer blobs already in the store, and returns it.
+    ///
+    /// `config.rootfs.diff_ids` is set from `layers` (the layer list is the truth), and the config is
+    /// written as canonical JSON, so the same build yields the same image id.
+    pub fn commit(
+        &self,
+        config: &ImageConfig,
+        layers: &[LayerDesc],
+    ) -> Result<LocalImage, ImageError> {
+        let mut config = config.clone();
+        config.rootfs.kind = "layers".into();
+        config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id).collect();
+        let bytes = config.to_canonical_json();
+        self.commit_raw(&bytes, config, layers)
+    }
+
+    /// Commits a config whose exact bytes must be kept (imports keep docker's image id).
+    pub(crate) fn commit_raw(
+        &self,
+        config_bytes: &[u8],
+        config: ImageConfig,
+        layers: &[LayerDesc],
+    ) -> Result<LocalImage, ImageError> {
+        if config.rootfs.diff_ids.len() != layers.len()
+            || config
+                .rootfs
+                .diff_ids
+                .iter()
+                .zip(layers)
+                .any(|(d, l)| *d != l.diff_id)
+        {
+            return Err(ImageError::InvalidImage(format!(
+                "config lists {} diff_ids but {} layers were given, or they differ",
+                config.rootfs.diff_ids.len(),
+                layers.len()
+            )));
+        }
+        let mut descs = Vec::with_capacity(layers.len());
+        let mut checked = Vec::with_capacity(layers.len());
+        for l in layers {
+            if !self.store.contains(&l.diff_id) {
+                return Err(ImageError::MissingBlob(l.diff_id));
+            }
+            let size = self.store.blob_size(&l.diff_id)?;
+            descs.push(Descriptor::new(MEDIA_TYPE_OCI_LAYER, l.diff_id, size));
+            checked.push(LayerDesc {
+                diff_id: l.diff_id,
+                size,
+            });
+        }
+        let id = self.store.put_bytes(config_bytes)?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
+            config: Descriptor::new(MEDIA_TYPE_OCI_CONFIG, id, config_bytes.len() as u64),
+            layers: descs,
+            annotations: BTreeMap::new(),
+        };
+        let manifest_bytes = manifest.to_canonical_json();
+        let manifest_digest = self.store.put_bytes(&manifest_bytes)?;
+        self.store.set_ref(
+            &record_name(&id),
+            &RefTarget {
+                digest: manifest_digest,
+                media_type: MEDIA_TYPE_OCI_MANIFEST.into(),
+                created: config.created.clone(),
+            },
+        )?;
+        Ok(LocalImage {
+            id,
+            manifest_digest,
+            config,
+            manifest,
+            layers: checked,
+        })
+    }
+
+    /// Points `reference` at `image`, moving the tag if it pointed elsewhere (as `docker tag`).
+    pub fn tag(&self, image: &LocalImage, reference: &Reference) -> Result<(), ImageError> {
+        self.store.set_ref(
+            &reference.to_string(),
+            &RefTarget {
+                digest: image.manifest_digest,
+                media_type: MEDIA_TYPE_OCI_MANIFEST.into(),
+                created: image.config.created.clone(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Removes a tag without touching the image; returns whether it existed.
+    pub fn untag(&self, reference: &Reference) -> Result<bool, ImageError> {
+        Ok(self.store.delete_ref(&reference.to_string())?)
+    }
+
+    /// Reads an image from its manifest digest.
+    pub fn load_manifest(&self, manifest_digest: &Digest) -> Result<LocalImage, ImageError> {
+        let bytes = self.store.read_blob(manifest_digest)?;
+        let manifest = Manifest::from_json(&bytes, format!("manifest {manifest_digest}"))?;
+        let id = manifest.config.digest;
+        let config_bytes = self.store.read_blob(&id)?;
+        let config = ImageConfig::from_json(&config_bytes).map_err(|e| match e {
+            ImageError::Json { source, .. } => ImageError::Json {
+                what: format!("image config {id}"),
+                source,
+            },
+            other => other,
+        })?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(ImageError::InvalidImage(format!(
+                "manifest {manifest_digest} has {} layers but config {id} lists {} diff_ids",
+                manifest.layers.len(),
+                config.rootfs.diff_ids.len()
+            )));
+        }
+        let layers = config
+            .rootfs
+            .diff_ids
+            .iter()
+            .zip(&manifest.layers)
+            .map(|(d, l)| LayerDesc {
+                diff_id: *d,
+                size: l.size,
+            })
+            .collect();
+        Ok(LocalImage {
+            id,
+            manifest_digest: *manifest_digest,
+            config,
+            manifest,
+            layers,
+        })
+    }
+
+    /// All tag refs: (reference, manifest digest). Refs that are not normalised references
+    /// (records, other crates' refs) are skipped.
+    fn tag_refs(&self) -> Result<Vec<(Reference, Digest)>, ImageError> {
+        let mut out = Vec::new();
+        for (name, target) in self.store.list_refs()? {
+            if name.starts_with(RECORD_PREFIX) || target.media_type != MEDIA_TYPE_OCI_MANIFEST {
+                continue;
+            }
+            if let Ok(r) = Reference::parse(&name) {
+                if r.to_string() == name {
+                    out.push((r, target.digest));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every image: id -> (manifest digest, tags). Records and tags both contribute.
+    fn all_images(&self) -> Result<BTreeMap<Digest, (Digest, Vec<Reference>)>, ImageError> {
+        let mut images: BTreeMap<Digest, (Digest, Vec<Reference>)> = BTreeMap::new();
+        let mut manifest_to_id: BTreeMap<Digest, Digest> = BTreeMap::new();
+        for (name, target) in self.store.list_refs()? {
+            let Some(hex) = name.strip_prefix(RECORD_PREFIX) else {
+                continue;
+            };
+            let Ok(id) = format!("sha256:{hex}").parse::<Digest>() else {
+                continue;
+            };
+            manifest_to_id.insert(target.digest, id);
+            images.entry(id).or_insert((target.digest, Vec::new()));
+        }
+        for (r, m) in self.tag_refs()? {
+            let id = match manifest_to_id.get(&m) {
+                Some(id) => *id,
+                None => {
+                    let Ok(bytes) = self.store.read_blob(&m) else {
+                        continue;
+                    };
+                    let Ok(manifest) = Manifest::from_json(&bytes, "manifest") else {
+                        continue;
+                    };
+                    manifest_to_id.insert(m, manifest.config.digest);
+                    manifest.config.digest
+                }
+            };
+            images.entry(id).or_insert((m, Vec::new())).1.push(r);
+        }
+        Ok(images)
+    }
+
+    /// Tags that point at the image with this id.
+    pub fn tags_of(&self, id: &Digest) -> Result<Vec<Reference>, ImageError> {
+        Ok(self
+            .all_images()?
+            .remove(id)
+            .map(|(_, t)| t)
+            .unwrap_or_default())
+    }
+
+    /// Finds an image by `name`, `name:tag`, `name@digest`, `sha256:<id>`, or an id prefix of at least
+    /// 4 hex digits, in docker's order (full id, then reference, then id prefix).
+    pub fn resolve(&self, name_or_id: &str) -> Result<LocalImage, ImageError> {
+        let s = name_or_id.trim();
+        let not_found = || ImageError::NotFound(name_or_id.to_string());
+        let id_part = s.strip_prefix("sha256:");
+        if let Some(hex) = id_part {
+            if !is_hex(hex) {
+                return Err(not_found());
+            }
+        } else if let Ok(r) = Reference::parse(s) {
+            if let Some(t) = self.store.get_ref(&r.to_string())? {
+                return self.load_manifest(&t.digest);
+            }
+            if let Some(d) = r.digest() {
+                for (_, (m, _)) in self.all_images()? {
+                    if &m == d {
+                        return self.load_manifest(&m);
+                    }
+                }
+            }
+        }
+        let hex = id_part.unwrap_or(s);
+        if hex.len() < 4 || hex.len() > 64 || !is_hex(hex) {
+            return Err(not_found());
+        }
+        let matches: Vec<(Digest, Digest)> = self
+            .all_images()?
+            .into_iter()
+            .filter(|(id, _)| id.hex().starts_with(hex))
+            .map(|(id, (m, _))| (id, m))
+            .collect();
+        match matches.as_slice() {
+            [] => Err(not_found()),
+            [(_, m)] => self.load_manifest(m),
+            many => Err(ImageError::Ambiguous {
+                input: name_or_id.to_string(),
+                matches: many.iter().map(|(id, _)| id.to_string()).collect(),
+            }),
+        }
+    }
+
+    /// Rows of `docker images`, newest first; an untagged image shows as `<none>`.
+    pub fn list(&self) -> Result<Vec<ImageSummary>, ImageError> {
+        let mut rows = Vec::new();
+        for (id, (m, tags)) in self.all_images()? {
+            let Ok(img) = self.load_manifest(&m) else {
+                continue;
+            };
+            let created = img.config.created.clone();
+            let size = img.size();
+            if tags.is_empty() {
+                rows.push(ImageSummary {
+                    repository: "<none>".into(),
+                    tag: "<none>".into(),
+                    id,
+                    created: created.clone(),
+                    size,
+                    reference: None,
+                });
+            }
+            for r in tags {
+                rows.push(ImageSummary {
+                    repository: r.familiar_name(),
+                    tag: r.tag().unwrap_or("<none>").to_string(),
+                    id,
+                    created: created.clone(),
+                    size,
+                    reference: Some(r),
+                });
+            }
+        }
+        rows.sort_by(|a, b| {
+            b.created
+                .cmp(&a.created)
+                .then_with(|| a.repository.cmp(&b.repository))
+                .then_with(|| a.tag.cmp(&b.tag))
+        });
+        Ok(rows)
+    }
+
+    /// `docker rmi`: by name, untags it and deletes the image if no tag is left; by id, untags all and
+    /// deletes, refusing (unless `force`) when tags from several repositories still use it.
+    /// Returns docker's lines (`Untagged: x:1`, `Deleted: sha256:...`). Blobs are reclaimed by
+    /// [`Images::prune`].
+    pub fn remove(&self, name_or_id: &str, force: bool) -> Result<Vec<String>, ImageError> {
+        let image = self.resolve(name_or_id)?;
+        let tags = self.tags_of(&image.id)?;
+        let mut out = Vec::new();
+        let by_ref = Reference::parse(name_or_id.trim())
+            .ok()
+            .filter(|r| tags.contains(r));
+        let remaining = match by_ref {
+            Some(r) => {
+                self.untag(&r)?;
+                out.push(format!("Untagged: {}", r.familiar()));
+                tags.into_iter().filter(|t| *t != r).collect::<Vec<_>>()
+            }
+            None => {
+                let repos: BTreeSet<String> = tags.iter().map(|t| t.name()).collect();
+                if repos.len() > 1 && !force {
+                    return Err(ImageError::Conflict {
+                        id: image.id.short(),
+                        tags: tags.iter().map(|t| t.familiar()).collect(),
+                    });
+                }
+                for t in &tags {
+                    self.untag(t)?;
+                    out.push(format!("Untagged: {}", t.familiar()));
+                }
+                Vec::new()
+            }
+        };
+        if remaining.is_empty() {
+            self.store.delete_ref(&record_name(&image.id))?;
+            out.push(format!("Deleted: {}", image.id));
+        }
+        Ok(out)
+    }
+
+    /// Rows of `docker history`, newest first; layers are matched to non-empty history entries.
+    pub fn history(&self, name_or_id: &str) -> Result<Vec<HistoryRow>, ImageError> {
+        let image = self.resolve(name_or_id)?;
+        let mut layers = image.layers.iter();
+        let mut rows: Vec<HistoryRow> = Vec::new();
+        if image.config.history.is_empty() {
+            for l in layers {
+                rows.push(HistoryRow {
+                    id: None,
+                    created: image.config.created.clone(),
+                    created_by: String::new(),
+                    size: l.size,
+                    comment: String::new(),
+                    empty_layer: false,
+                });
+            }
+        } else {
+            for h in &image.config.history {
+                let size = if h.empty_layer {
+                    0
+                } else {
+                    layers.next().map(|l| l.size).unwrap_or(0)
+                };
+                rows.push(HistoryRow {
+                    id: None,
+                    created: h.created.clone(),
+                    created_by: h.created_by.clone(),
+                    size,
+                    comment: h.comment.clone(),
+                    empty_layer: h.empty_layer,
+                });
+            }
+        }
+        rows.reverse();
+        if let Some(top) = rows.first_mut() {
+            top.id = Some(image.id);
+        }
+        Ok(rows)
+    }
+
+    /// `docker inspect`: the image, its tags and the exact stored manifest and config JSON.
+    pub fn inspect(&self, name_or_id: &str) -> Result<Inspect, ImageError> {
+        let image = self.resolve(name_or_id)?;
+        let tags = self.tags_of(&image.id)?;
+        let manifest_json = self.store.read_blob(&image.manifest_digest)?;
+        let config_json = self.store.read_blob(&image.id)?;
+        Ok(Inspect {
+            image,
+            tags,
+            manifest_json,
+            config_json,
+        })
+    }
+
+    /// `docker image prune`: forgets untagged images, then lets the store collect unreferenced blobs.
+    pub fn prune(&self) -> Result<PruneStats, ImageError> {
+        let mut images_deleted = Vec::new();
+        for (id, (_, tags)) in self.all_images()? {
+            if tags.is_empty() && self.store.delete_ref(&record_name(&id))? {
+                images_deleted.push(id);
+            }
+        }
+        let gc = self.store.gc()?;
+        Ok(PruneStats { images_deleted, gc })
+    }
+}

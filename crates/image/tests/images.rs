@@ -1,0 +1,215 @@
+//! The local image database: commit, tag, resolve, list, history, remove, prune.
+
+mod common;
+
+use common::*;
+use image::{ImageError, Reference};
+
+#[test]
+fn commit_is_deterministic_and_resolvable() {
+    let (_d, images) = setup();
+    let a = sample_image(&images, "a");
+    let again = sample_image(&images, "a");
+    assert_eq!(a.id, again.id);
+    assert_eq!(a.manifest_digest, again.manifest_digest);
+    assert_eq!(a.config.rootfs.diff_ids.len(), 2);
+    assert_eq!(
+        a.manifest.layers[0].media_type,
+        "application/vnd.oci.image.layer.v1.tar"
+    );
+    // image id is the digest of the stored config bytes
+    let stored = images.store().read_blob(&a.id).unwrap();
+    assert_eq!(digest::Digest::of(&stored), a.id);
+
+    images
+        .tag(&a, &Reference::parse("detection:1.0").unwrap())
+        .unwrap();
+    for name in [
+        "detection:1.0",
+        "docker.io/library/detection:1.0",
+        &a.id.to_string(),
+        &a.id.hex(),
+        &a.id.hex()[..4],
+        &a.id.short(),
+        &format!("detection@{}", a.manifest_digest),
+    ] {
+        assert_eq!(images.resolve(name).unwrap().id, a.id, "{name}");
+    }
+    for missing in ["detection", "detection:2.0", "abc", "zzzz", "sha256:0000"] {
+        match images.resolve(missing) {
+            Err(ImageError::NotFound(s)) => assert_eq!(s, missing),
+            other => panic!("{missing}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn list_shows_tags_and_dangling() {
+    let (_d, images) = setup();
+    let a = sample_image(&images, "a");
+    let b = sample_image(&images, "bb");
+    images
+        .tag(&a, &Reference::parse("detection:1.0").unwrap())
+        .unwrap();
+    images
+        .tag(&a, &Reference::parse("localhost:5000/x/y:t").unwrap())
+        .unwrap();
+    let rows = images.list().unwrap();
+    let mut view: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r.repository.clone(), r.tag.clone(), r.id.short()))
+        .collect();
+    view.sort();
+    let mut want = vec![
+        ("<none>".to_string(), "<none>".to_string(), b.id.short()),
+        ("detection".into(), "1.0".into(), a.id.short()),
+        ("localhost:5000/x/y".into(), "t".into(), a.id.short()),
+    ];
+    want.sort();
+    assert_eq!(view, want);
+    assert!(rows.iter().all(|r| r.size > 0));
+    // newest first
+    assert_eq!(rows[0].id, b.id);
+}
+
+#[test]
+fn history_matches_layers_newest_first() {
+    let (_d, images) = setup();
+    let a = sample_image(&images, "a");
+    let rows = images.history(&a.id.hex()).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0].id, Some(a.id));
+    assert_eq!(rows[0].created_by, "COPY hello a");
+    assert_eq!(rows[0].size, a.layers[1].size);
+    assert_eq!(rows[1].size, 0);
+    assert!(rows[1].empty_layer);
+    assert_eq!(rows[1].id, None);
+    assert_eq!(rows[2].size, a.layers[0].size);
+}
+
+#[test]
+fn remove_untags_then_deletes() {
+    let (_d, images) = setup();
+    let a = sample_image(&images, "a");
+    images.tag(&a, &Reference::parse("one:1").unwrap()).unwrap();
+    images.tag(&a, &Reference::parse("two:2").unwrap()).unwrap();
+
+    // by id with tags from two repositories: refused unless forced
+    match images.remove(&a.id.short(), false) {
+        Err(ImageError::Conflict { tags, .. }) => assert_eq!(tags.len(), 2),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        images.remove("one:1", false).unwrap(),
+        vec!["Untagged: one:1".to_string()]
+    );
+    assert_eq!(images.resolve("two:2").unwrap().id, a.id);
+    assert_eq!(
+        images.remove("two:2", false).unwrap(),
+        vec!["Untagged: two:2".to_string(), format!("Deleted: {}", a.id)]
+    );
+    assert!(matches!(
+        images.resolve(&a.id.hex()),
+        Err(ImageError::NotFound(_))
+    ));
+    assert!(images.list().unwrap().is_empty());
+
+    // forced removal by id removes every tag
+    let b = sample_image(&images, "b");
+    images.tag(&b, &Reference::parse("x:1").unwrap()).unwrap();
+    images.tag(&b, &Reference::parse("y:1").unwrap()).unwrap();
+    let out = images.remove(&b.id.to_string(), true).unwrap();
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert!(images.list().unwrap().is_empty());
+}
+
+#[test]
+fn ambiguous_prefix_is_an_error() {
+    let (_d, images) = setup();
+    // commit images until two ids share a first hex digit; 17 distinct ids guarantee it
+    let mut ids = Vec::new();
+    for i in 0..17 {
+        ids.push(sample_image(&images, &format!("s{i}")).id);
+    }
+    let first = ids
+        .iter()
+        .find(|a| ids.iter().filter(|b| b.hex()[..1] == a.hex()[..1]).count() > 1)
+        .unwrap();
+    // a 1-char prefix is below docker's minimum and is "not found", never a guess
+    assert!(matches!(
+        images.resolve(&first.hex()[..1]),
+        Err(ImageError::NotFound(_))
+    ));
+    let common = ids
+        .iter()
+        .filter(|b| *b != first)
+        .map(|b| {
+            first
+                .hex()
+                .chars()
+                .zip(b.hex().chars())
+                .take_while(|(x, y)| x == y)
+                .count()
+        })
+        .max()
+        .unwrap();
+    if common >= 4 {
+        assert!(matches!(
+            images.resolve(&first.hex()[..common]),
+            Err(ImageError::Ambiguous { .. })
+        ));
+    }
+    // the full id is never ambiguous
+    assert_eq!(images.resolve(&first.hex()).unwrap().id, *first);
+}
+
+#[test]
+fn prune_forgets_dangling_and_collects_blobs() {
+    let (_d, images) = setup();
+    let a = sample_image(&images, "a");
+    let b = sample_image(&images, "b");
+    images
+        .tag(&a, &Reference::parse("keep:1").unwrap())
+        .unwrap();
+    let stats = images.prune().unwrap();
+    assert_eq!(stats.images_deleted, vec![b.id]);
+    assert!(stats.gc.blobs_removed >= 3, "{:?}", stats.gc); // config, manifest, its own layer
+    assert!(!images.store().contains(&b.id));
+    assert!(images.store().contains(&a.id));
+    for l in &a.layers {
+        assert!(images.store().contains(&l.diff_id));
+    }
+    assert_eq!(images.resolve("keep:1").unwrap().id, a.id);
+}
+
+#[test]
+fn commit_refuses_missing_layer_blob() {
+    let (_d, images) = setup();
+    let missing = digest::Digest::of(b"not stored");
+    let err = images
+        .commit(
+            &Default::default(),
+            &[image::LayerDesc {
+                diff_id: missing,
+                size: 1,
+            }],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, ImageError::MissingBlob(d) if d == missing),
+        "{err}"
+    );
+}
+
+#[test]
+fn inspect_returns_stored_json() {
+    let (_d, images) = setup();
+    let a = sample_image(&images, "a");
+    images
+        .tag(&a, &Reference::parse("detection:1.0").unwrap())
+        .unwrap();
+    let i = images.inspect("detection:1.0").unwrap();
+    assert_eq!(digest::Digest::of(&i.config_json), a.id);
+    assert_eq!(digest::Digest::of(&i.manifest_json), a.manifest_digest);
+    assert_eq!(i.tags, vec![Reference::parse("detection:1.0").unwrap()]);
+}
