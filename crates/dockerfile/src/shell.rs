@@ -167,7 +167,9 @@ impl Lexer {
 
     /// Expands `word` and splits the result on unquoted whitespace (whitespace
     /// produced by a `$` expansion splits too), as Docker does for
-    /// instructions whose arguments may expand to several values.
+    /// instructions whose arguments may expand to several values (BuildKit
+    /// uses it for `EXPOSE`, so `EXPOSE $PORTS` can open several ports).
+    /// Empty quotes (`""`) never produce an empty word.
     pub fn process_words(&self, word: &str, env: &dyn Lookup) -> Result<Vec<String>, ShellError> {
         self.process(word, env).map(|r| r.1)
     }
@@ -498,6 +500,13 @@ impl ShellWord<'_> {
                     chs.push(rune_str(op));
                 }
                 let raw_escapes = matches!(op, Some('#' | '%'));
+                if null_is_unset && raw_escapes {
+                    // `${v:#p}` / `${v:%p}` are not shell syntax.
+                    return err(
+                        format!("unsupported modifier ({chs}) in substitution"),
+                        modifier_at,
+                    );
+                }
                 let word = match self.process_stop_on(Some('}'), raw_escapes) {
                     Ok((w, _)) => w,
                     Err(_) if self.peek().is_none() => {
@@ -1200,7 +1209,8 @@ mod tests {
             ("${FOO+a}${FOO:+b}", &[("FOO", "")], Some("a")),
             ("${FOO?a}", &[("FOO", "")], Some("")),
             ("${FOO:?a}", &[("FOO", "")], None),
-            ("${FOO:#x}", &[("FOO", "xy")], Some("y")),
+            ("${FOO:#x}", &[("FOO", "xy")], None),
+            ("${FOO:%x}", &[("FOO", "xy")], None),
         ];
         let lex = Lexer::new('\\');
         for (input, pairs, expected) in cases {
@@ -1320,6 +1330,7 @@ mod tests {
             ("x${}", "failed to process \"x${}\": syntax error: bad substitution", 3),
             ("x${A.}", "failed to process \"x${A.}\": unsupported modifier (.) in substitution", 4),
             ("${A:=b}", "failed to process \"${A:=b}\": unsupported modifier (:=) in substitution", 3),
+            ("${A:#b}", "failed to process \"${A:#b}\": unsupported modifier (:#) in substitution", 3),
             ("${A//b", "failed to process \"${A//b\": syntax error: missing '/' in ${}", 0),
             ("a ${A?}", "failed to process \"a ${A?}\": A: is not allowed to be unset", 2),
             ("${E:?}", "failed to process \"${E:?}\": E: is not allowed to be empty", 0),
