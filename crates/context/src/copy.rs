@@ -258,6 +258,11 @@ pub fn copy(req: &CopyRequest) -> Result<CopyOutcome, ContextError> {
         changed: Vec::new(),
         is_root: rustix::process::geteuid().is_root(),
     };
+    if dest_is_dir {
+        // BuildKit creates a slash-terminated destination up front (0755,
+        // --chown owner), so a directory source does not lend it its metadata.
+        w.mkdir_all(Path::new(&dest_clean))?;
+    }
     for (source, m) in &matches {
         w.copy_match(source, m, &dest_clean, dest_is_dir)?;
     }
