@@ -54,7 +54,7 @@ impl RawTar {
     pub fn data(&mut self, d: &[u8]) -> &mut Self {
         self.bytes.extend_from_slice(d);
         let pad = (512 - d.len() % 512) % 512;
-        self.bytes.extend(std::iter::repeat(0u8).take(pad));
+        self.bytes.resize(self.bytes.len() + pad, 0);
         self
     }
     pub fn file(&mut self, name: &str, d: &[u8]) -> &mut Self {
