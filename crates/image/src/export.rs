@@ -193,6 +193,7 @@ pub fn oci_layout(
     as_tar: bool,
     c: LayerCompression,
 ) -> Result<(), ImageError> {
+    let _lock = images.store().lock_shared()?;
     if as_tar {
         let tmp = tmp_sibling(dest);
         let file = File::create(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
@@ -256,6 +257,7 @@ pub fn docker_archive<W: Write>(
     items: &[(LocalImage, Vec<Reference>)],
     out: W,
 ) -> Result<W, ImageError> {
+    let _lock = images.store().lock_shared()?;
     let mut sink = TarSink::new(out, "docker-archive");
     let mut manifest = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -320,6 +322,7 @@ pub fn docker_archive<W: Write>(
 /// Writes the image's merged root filesystem as one tar (`-o type=tar`): layers are applied in
 /// order into a store temp dir (whiteouts honoured), then written deterministically.
 pub fn rootfs_tar<W: Write>(images: &Images, image: &LocalImage, out: W) -> Result<W, ImageError> {
+    let _lock = images.store().lock_shared()?;
     let tmp = images.store().temp_dir("rootfs")?;
     let root = tmp.path().join("rootfs");
     std::fs::create_dir(&root).map_err(|e| ImageError::io(&root, e))?;

@@ -170,6 +170,8 @@ impl Images {
                 layers.len()
             )));
         }
+        // gc must not run between writing the blobs and the record that keeps them alive.
+        let _lock = self.store.lock_shared()?;
         let mut descs = Vec::with_capacity(layers.len());
         let mut checked = Vec::with_capacity(layers.len());
         for l in layers {

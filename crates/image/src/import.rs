@@ -61,6 +61,8 @@ struct DockerManifestEntry {
 /// Loads every image of the archive at `path` (a tar, a compressed tar, or an OCI layout
 /// directory), tags the names it carries, and returns what was loaded.
 pub fn load(images: &Images, path: &Path) -> Result<Vec<Loaded>, ImageError> {
+    // Layers stored early must survive until the image record that references them is written.
+    let _lock = images.store().lock_shared()?;
     let meta = std::fs::metadata(path).map_err(|e| ImageError::io(path, e))?;
     if meta.is_dir() {
         return load_from(images, &DirSource::open(path)?);
@@ -159,8 +161,18 @@ fn load_docker(images: &Images, src: &dyn Source) -> Result<Vec<Loaded>, ImageEr
     let mut out = Vec::new();
     for entry in entries {
         let expected_config = digest_from_name(&entry.config);
-        let layers: Vec<(String, Option<Descriptor>)> =
-            entry.layers.into_iter().map(|l| (l, None)).collect();
+        // docker 25+ names layers `blobs/sha256/<hex>`: that digest is promised and verified.
+        let layers: Vec<(String, Option<Descriptor>)> = entry
+            .layers
+            .into_iter()
+            .map(|l| {
+                let promised = l
+                    .strip_prefix("blobs/sha256/")
+                    .and_then(|hex| format!("sha256:{hex}").parse::<Digest>().ok())
+                    .map(|d| Descriptor::new("", d, 0));
+                (l, promised)
+            })
+            .collect();
         let image = load_image(
             images,
             src,

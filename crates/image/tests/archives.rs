@@ -517,3 +517,163 @@ fn corrupt_compressed_blob_is_caught() {
         other => panic!("{other}"),
     }
 }
+
+#[test]
+fn rootfs_tar_merges_layers_and_honours_whiteouts() {
+    let (_d, images) = setup();
+    let l1 = put_layer(
+        &images,
+        &layer_tar(&[("etc/base.txt", b"base"), ("etc/keep.txt", b"keep")]),
+    );
+    let l2 = put_layer(
+        &images,
+        &layer_tar(&[
+            ("etc/.wh.base.txt", b""),
+            ("etc/keep.txt", b"changed"),
+            ("new.txt", b"new"),
+        ]),
+    );
+    let cfg = image::config::ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        ..Default::default()
+    };
+    let img = images.commit(&cfg, &[l1, l2]).unwrap();
+    let out = export::rootfs_tar(&images, &img, Vec::new()).unwrap();
+    let mut files = std::collections::BTreeMap::new();
+    let mut ar = tar::Archive::new(&out[..]);
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type().is_file() {
+            let name = e
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string();
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            files.insert(name, s);
+        }
+    }
+    let want: std::collections::BTreeMap<String, String> = [
+        ("etc/keep.txt".to_string(), "changed".to_string()),
+        ("new.txt".to_string(), "new".to_string()),
+    ]
+    .into();
+    assert_eq!(files, want);
+}
+
+#[test]
+fn zstd_export_is_read_by_skopeo_and_loads_back() {
+    let (d, images) = setup();
+    let a = sample_image(&images, "z");
+    let layout = d.path().join("zst");
+    export::oci_layout(
+        &images,
+        &[(a.clone(), vec![r("z:1")])],
+        &layout,
+        false,
+        LayerCompression::Zstd,
+    )
+    .unwrap();
+    let raw = run(
+        "skopeo",
+        &["inspect", "--raw", &format!("oci:{}:1", layout.display())],
+    );
+    assert!(
+        raw.contains("application/vnd.oci.image.layer.v1.tar+zstd"),
+        "{raw}"
+    );
+    let (_d2, images2, loaded) = load_into_fresh(&layout);
+    assert_same_image(&loaded[0].image, &a);
+    assert!(images2
+        .store()
+        .get_variant(&a.layers[0].diff_id, "zstd")
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn loads_docker25_style_archive_with_index_and_manifest_json() {
+    // docker 25+ writes an OCI layout plus a manifest.json whose paths are blobs/sha256/<hex>
+    let (d, images) = setup();
+    let a = sample_image(&images, "a");
+    let dir = d.path().join("d25");
+    export::oci_layout(
+        &images,
+        &[(a.clone(), vec![r("ignored:0")])],
+        &dir,
+        false,
+        LayerCompression::Gzip,
+    )
+    .unwrap();
+    let layers: Vec<String> = a
+        .layers
+        .iter()
+        .map(|l| {
+            let v = images
+                .store()
+                .get_variant(&l.diff_id, "gzip")
+                .unwrap()
+                .unwrap();
+            format!("blobs/sha256/{}", v.digest.hex())
+        })
+        .collect();
+    let manifest = serde_json::json!([{
+        "Config": format!("blobs/sha256/{}", a.id.hex()),
+        "RepoTags": ["detection:1.0"],
+        "Layers": layers,
+    }]);
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    let tar_path = d.path().join("d25.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+        b.append_dir_all(".", &dir).unwrap();
+        b.finish().unwrap();
+    }
+    let (_d2, images2, loaded) = load_into_fresh(&tar_path);
+    assert_eq!(loaded.len(), 1);
+    assert_same_image(&loaded[0].image, &a);
+    assert_eq!(
+        loaded[0].messages(),
+        vec!["Loaded image: detection:1.0".to_string()]
+    );
+    assert!(
+        images2.resolve("ignored:0").is_err(),
+        "manifest.json RepoTags win over index names"
+    );
+
+    // a corrupted blob is caught through its file name digest
+    let p = dir.join(&layers[0]);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&p, bytes).unwrap();
+    let (_d3, images3) = setup();
+    let res = import::load(&images3, &dir);
+    assert!(
+        matches!(res, Err(ImageError::BlobDigestMismatch { .. })),
+        "{res:?}"
+    );
+}
+
+#[test]
+fn not_an_image_archive() {
+    let (d, images) = setup();
+    let p = d.path().join("plain.tar");
+    hand_tar(&p, &[("hello.txt", b"hi")]);
+    assert!(matches!(
+        import::load(&images, &p),
+        Err(ImageError::BadArchive { .. })
+    ));
+    let missing = d.path().join("nope.tar");
+    assert!(matches!(
+        import::load(&images, &missing),
+        Err(ImageError::Io { .. })
+    ));
+}

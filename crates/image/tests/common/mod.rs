@@ -19,6 +19,8 @@ pub fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
         h.set_mode(0o644);
         h.set_size(data.len() as u64);
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         b.append_data(&mut h, name, *data).unwrap();
     }
     b.into_inner().unwrap()
