@@ -229,6 +229,12 @@ pub fn copy(req: &CopyRequest) -> Result<CopyOutcome, ContextError> {
     };
     let dest_clean = clean(&joined);
 
+    if req.sources.is_empty() {
+        return Err(ContextError::InvalidSource {
+            src: String::new(),
+            reason: "no source files were specified".to_string(),
+        });
+    }
     let mut matches = Vec::new();
     for source in req.sources {
         let found = match_source(req.src_root, source, req.ignore, escape)?;

@@ -209,6 +209,10 @@ mod tests {
             ("**file", "dir/file", true),
             ("**/file", "dir/file", true),
             ("**file", "dir/dir/file", true),
+            // patternmatcher's suffix shortcut: no directory boundary needed.
+            ("**file", "dir/myfile", true),
+            ("**.txt", "a/b.txt", true),
+            ("**/file", "dir/myfile", false),
             ("**/file", "dir/dir/file", true),
             ("**/file*", "dir/dir/file", true),
             ("**/file*", "dir/dir/file.txt", true),

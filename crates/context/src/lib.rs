@@ -183,7 +183,22 @@ impl Context {
                 candidates.push(df.with_file_name(specific));
             }
         }
-        candidates.push(root.join(".dockerignore"));
+        // The context's own ignore file is read through in-root resolution so
+        // a `.dockerignore` symlink cannot make us read a host file.
+        let in_root = resolve::resolve(
+            root,
+            Path::new(".dockerignore"),
+            true,
+            resolve::OnEscape::Clamp,
+        )
+        .map_err(|e| ContextError::Io {
+            path: root.join(".dockerignore"),
+            source: match e {
+                resolve::ResolveError::Io(e) => e,
+                _ => io::Error::other("symlink loop or escape"),
+            },
+        })?;
+        candidates.push(root.join(in_root));
         for candidate in candidates {
             match std::fs::read(&candidate) {
                 Ok(bytes) => {

@@ -29,6 +29,10 @@ enum Tok {
 #[derive(Debug, Clone)]
 pub(crate) struct Glob {
     toks: Vec<Tok>,
+    /// patternmatcher's "suffix match" shortcut: a pattern starting with
+    /// `**` whose rest has no wildcard is matched by string suffix (so
+    /// `**.txt` matches `a/b.txt`), kept for exact compatibility.
+    suffix: Option<String>,
 }
 
 /// Why a pattern could not be compiled (mirrors Go's `ErrBadPattern` cases).
@@ -39,6 +43,14 @@ impl Glob {
     /// Compiles `pattern`; `double_star` enables patternmatcher's `**`.
     pub(crate) fn compile(pattern: &str, double_star: bool) -> Result<Glob, BadPattern> {
         let chars: Vec<char> = pattern.chars().collect();
+        let mut suffix = None;
+        if double_star {
+            if let Some(rest) = pattern.strip_prefix("**") {
+                if !rest.contains(['*', '?', '[', ']', '\\']) {
+                    suffix = Some(rest.to_string());
+                }
+            }
+        }
         let mut toks = Vec::new();
         let mut i = 0;
         while let Some(&c) = chars.get(i) {
@@ -75,11 +87,15 @@ impl Glob {
                 other => toks.push(Tok::Lit(other)),
             }
         }
-        Ok(Glob { toks })
+        Ok(Glob { toks, suffix })
     }
 
     /// True if the whole of `s` matches.
     pub(crate) fn matches(&self, s: &str) -> bool {
+        if let Some(suffix) = &self.suffix {
+            return s.ends_with(suffix.as_str())
+                || suffix.strip_prefix('/').is_some_and(|rest| rest == s);
+        }
         let chars: Vec<char> = s.chars().collect();
         match_toks(&self.toks, &chars)
     }

@@ -582,3 +582,27 @@ fn ignore_matcher_is_usable_directly() {
     assert!(m.is_excluded(Path::new("node_modules/x/y.js"), false));
     assert!(!m.is_excluded(Path::new("node_modules/keep/y.js"), false));
 }
+
+#[test]
+fn dockerignore_symlink_is_resolved_inside_context() {
+    let f = Fixture::new();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("ignore"), "a.txt\n").unwrap();
+    symlink(outside.path().join("ignore"), f.c().join(".dockerignore")).unwrap();
+    let ctx = Context::open(f.c(), None).unwrap();
+    // The host file must not have been read.
+    assert!(!ctx.ignore().is_excluded(Path::new("a.txt"), false));
+    // A link that stays inside the context works.
+    fs::remove_file(f.c().join(".dockerignore")).unwrap();
+    fs::write(f.c().join("ignore.txt"), "b.txt\n").unwrap();
+    symlink("ignore.txt", f.c().join(".dockerignore")).unwrap();
+    let ctx = Context::open(f.c(), None).unwrap();
+    assert!(ctx.ignore().is_excluded(Path::new("b.txt"), false));
+}
+
+#[test]
+fn empty_source_list_is_an_error() {
+    let f = Fixture::new();
+    let err = f.copy(&[], "/x/").unwrap_err();
+    assert!(matches!(err, ContextError::InvalidSource { .. }), "{err}");
+}
