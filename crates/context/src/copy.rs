@@ -195,7 +195,9 @@ fn match_source(
             continue;
         };
         if let Some(ig) = ignore {
-            if ig.is_excluded(&rel, md.is_dir()) {
+            // An excluded directory may still hold `!`-re-included files,
+            // which Docker would have sent (with their parents).
+            if ig.is_excluded(&rel, md.is_dir()) && !(md.is_dir() && ig.has_exceptions()) {
                 continue;
             }
         }

@@ -606,3 +606,14 @@ fn empty_source_list_is_an_error() {
     let err = f.copy(&[], "/x/").unwrap_err();
     assert!(matches!(err, ContextError::InvalidSource { .. }), "{err}");
 }
+
+#[test]
+fn excluded_directory_with_reincluded_file_can_be_named() {
+    let f = Fixture::new();
+    fs::write(f.c().join(".dockerignore"), "docs\n!docs/keep.md\n").unwrap();
+    f.copy(&["docs"], "/d/").unwrap();
+    assert!(f.r().join("d/keep.md").is_file());
+    assert!(!f.r().join("d/readme.md").exists());
+    let err = f.copy(&["docs/readme.md"], "/d/").unwrap_err();
+    assert!(matches!(err, ContextError::SourceNotFound { .. }), "{err}");
+}
