@@ -36,6 +36,8 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 use std::io;
 use std::path::{Path, PathBuf};
 

@@ -617,3 +617,42 @@ fn excluded_directory_with_reincluded_file_can_be_named() {
     let err = f.copy(&["docs/readme.md"], "/d/").unwrap_err();
     assert!(matches!(err, ContextError::SourceNotFound { .. }), "{err}");
 }
+
+#[test]
+fn stage_links_climbing_above_root_are_clamped_not_followed_out() {
+    let f = Fixture::new();
+    let stage = tempfile::tempdir().unwrap();
+    write(stage.path(), "lib/x.so", "inside", 0o644);
+    fs::create_dir_all(stage.path().join("usr/lib")).unwrap();
+    symlink(
+        "../../../../../../lib/x.so",
+        stage.path().join("usr/lib/x.so"),
+    )
+    .unwrap();
+    f.copy_with(&["usr/lib/x.so"], "/out/", |o| {
+        o.stage = true;
+        o.src_root = Some(stage.path().to_path_buf());
+    })
+    .unwrap();
+    assert_eq!(
+        fs::read_to_string(f.r().join("out/x.so")).unwrap(),
+        "inside"
+    );
+}
+
+#[test]
+fn fifos_are_recreated() {
+    let f = Fixture::new();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &f.c().join("dir/pipe"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    f.copy(&["dir"], "/app").unwrap();
+    let md = fs::symlink_metadata(f.r().join("app/pipe")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&md.file_type()));
+    assert_eq!(md.mode() & 0o777, 0o640);
+}
