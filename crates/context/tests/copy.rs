@@ -645,7 +645,7 @@ fn fifos_are_recreated() {
     let f = Fixture::new();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &f.c().join("dir/pipe"),
+        f.c().join("dir/pipe"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o640),
         0,
