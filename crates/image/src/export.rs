@@ -319,22 +319,11 @@ pub fn docker_archive<W: Write>(
     sink.finish()
 }
 
-/// Writes the image's merged root filesystem as one tar (`-o type=tar`): layers are applied in
-/// order into a store temp dir (whiteouts honoured), then written deterministically.
+/// Writes the image's merged root filesystem as one tar (`-o type=tar`).
+///
+/// The layers are stream-merged (whiteouts and opaque directories honoured, upper paths shadowing
+/// lower ones) rather than unpacked, so ownership, modes and xattrs are kept exactly, even rootless.
 pub fn rootfs_tar<W: Write>(images: &Images, image: &LocalImage, out: W) -> Result<W, ImageError> {
     let _lock = images.store().lock_shared()?;
-    let tmp = images.store().temp_dir("rootfs")?;
-    let root = tmp.path().join("rootfs");
-    std::fs::create_dir(&root).map_err(|e| ImageError::io(&root, e))?;
-    for l in &image.layers {
-        let blob = images.store().open_blob(&l.diff_id)?;
-        layer::apply_layer(
-            &root,
-            std::io::BufReader::new(blob),
-            &layer::ApplyOptions::default(),
-        )?;
-    }
-    let opts = layer::WriteOptions::default();
-    let (out, _info) = layer::write_tree(&root, out, &opts)?;
-    Ok(out)
+    crate::flatten::flatten(images, image, out)
 }

@@ -21,6 +21,7 @@ mod archive;
 pub mod config;
 mod error;
 pub mod export;
+mod flatten;
 mod images;
 pub mod import;
 pub mod manifest;

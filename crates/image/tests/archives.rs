@@ -677,3 +677,104 @@ fn not_an_image_archive() {
         Err(ImageError::Io { .. })
     ));
 }
+
+enum E<'a> {
+    Dir(&'a str),
+    File(&'a str, &'a str, u64),
+    Link(&'a str, &'a str),
+}
+
+fn rich_layer(entries: &[E]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(1);
+        h.set_gid(0);
+        match e {
+            E::Dir(p) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_uid(0);
+                h.set_size(0);
+                b.append_data(&mut h, p, std::io::empty()).unwrap();
+            }
+            E::File(p, data, uid) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o600);
+                h.set_uid(*uid);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, p, data.as_bytes()).unwrap();
+            }
+            E::Link(p, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_uid(0);
+                h.set_size(0);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn rootfs_tar_follows_oci_changeset_rules() {
+    let (_d, images) = setup();
+    let lower = rich_layer(&[
+        E::Dir("opq/"),
+        E::File("opq/old", "old", 0),
+        E::Dir("gone/"),
+        E::File("gone/inner", "x", 0),
+        E::Dir("becomes-file/"),
+        E::File("becomes-file/child", "c", 0),
+        E::File("owned", "mine", 1000),
+        E::Link("link", "owned"),
+    ]);
+    let upper = rich_layer(&[
+        E::Dir("opq/"),
+        E::File("opq/.wh..wh..opq", "", 0),
+        E::File("opq/new", "new", 0),
+        E::File(".wh.gone", "", 0),
+        E::File("becomes-file", "now a file", 0),
+    ]);
+    let cfg = image::config::ImageConfig::default();
+    let img = images
+        .commit(
+            &cfg,
+            &[put_layer(&images, &lower), put_layer(&images, &upper)],
+        )
+        .unwrap();
+    let out = export::rootfs_tar(&images, &img, Vec::new()).unwrap();
+    let mut got = Vec::new();
+    let mut ar = tar::Archive::new(&out[..]);
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_string();
+        let uid = e.header().uid().unwrap();
+        let kind = e.header().entry_type();
+        let mut s = String::new();
+        if kind.is_file() {
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+        } else if kind.is_symlink() {
+            s = format!("-> {}", e.link_name().unwrap().unwrap().display());
+        }
+        got.push((name, uid, s));
+    }
+    got.sort();
+    let want: Vec<(String, u64, String)> = [
+        ("becomes-file", 0, "now a file"),
+        ("link", 0, "-> owned"),
+        ("opq", 0, ""),
+        ("opq/new", 0, "new"),
+        ("owned", 1000, "mine"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), *b, c.to_string()))
+    .collect();
+    assert_eq!(got, want);
+}
