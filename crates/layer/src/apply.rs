@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -139,8 +139,9 @@ struct Ctx<'a> {
     stats: ApplyStats,
     /// Paths (joined, cleaned) created or touched by this layer; opaque markers keep these.
     unpacked: HashSet<Vec<u8>>,
-    /// Directories whose mtime must be set once all their children exist.
-    dir_times: Vec<(Vec<Vec<u8>>, Timestamps)>,
+    /// Directories whose mode and mtime are set once all their children exist (a read-only
+    /// directory must not block its own children; adding children bumps mtime).
+    dir_times: Vec<(Vec<Vec<u8>>, Mode, Timestamps)>,
     /// Entry currently being applied, for error messages.
     cur: String,
 }
@@ -371,33 +372,59 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, io::Error> 
     })
 }
 
-/// Removes `name` in `dir` whatever it is, recursing into directories through fds only (never
-/// following a symlink).
+/// Removes `name` in `dir` whatever it is, descending into directories through fds only (never
+/// following a symlink). Iterative, so a hostile deeply nested tree cannot overflow the stack; it
+/// runs out of fds (a clean error) first.
 fn remove_all(dir: &impl AsFd, name: &OsStr) -> Result<(), Errno> {
     let st = match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => st,
         Err(Errno::NOENT) => return Ok(()),
         Err(e) => return Err(e),
     };
-    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-        let fd = rfs::openat(
-            dir,
-            name,
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return ignore_noent(rfs::unlinkat(dir, name, AtFlags::empty()));
+    }
+    let open = |parent: BorrowedFd<'_>, n: &OsStr| {
+        rfs::openat(
+            parent,
+            n,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
-        )?;
-        for child in list_names(&fd)? {
-            remove_all(&fd, OsStr::from_bytes(&child))?;
+        )
+    };
+    let top = open(dir.as_fd(), name)?;
+    let names = list_names(&top)?;
+    // Each level: the open directory, the children still to remove, and its own name.
+    let mut stack: Vec<(OwnedFd, Vec<Vec<u8>>, Vec<u8>)> =
+        vec![(top, names, name.as_bytes().to_vec())];
+    while let Some((fd, names, _)) = stack.last_mut() {
+        if let Some(child) = names.pop() {
+            let child = OsStr::from_bytes(&child);
+            match rfs::statat(&*fd, child, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                    let cfd = open(fd.as_fd(), child)?;
+                    let cnames = list_names(&cfd)?;
+                    stack.push((cfd, cnames, child.as_bytes().to_vec()));
+                }
+                Ok(_) => ignore_noent(rfs::unlinkat(&*fd, child, AtFlags::empty()))?,
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(e),
+            }
+        } else if let Some((_, _, own)) = stack.pop() {
+            let own = OsStr::from_bytes(&own);
+            match stack.last() {
+                Some((parent, ..)) => ignore_noent(rfs::unlinkat(parent, own, AtFlags::REMOVEDIR))?,
+                None => ignore_noent(rfs::unlinkat(dir, own, AtFlags::REMOVEDIR))?,
+            }
         }
-        match rfs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-            Ok(()) | Err(Errno::NOENT) => Ok(()),
-            Err(e) => Err(e),
-        }
-    } else {
-        match rfs::unlinkat(dir, name, AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => Ok(()),
-            Err(e) => Err(e),
-        }
+    }
+    Ok(())
+}
+
+fn ignore_noent(r: Result<(), Errno>) -> Result<(), Errno> {
+    match r {
+        Err(Errno::NOENT) => Ok(()),
+        other => other,
     }
 }
 
@@ -465,9 +492,10 @@ pub fn apply_layer<R: Read>(
     }
     // Children are all in place now; directory mtimes set earlier would have been bumped.
     let dir_times = std::mem::take(&mut ctx.dir_times);
-    for (comps, times) in dir_times.iter().rev() {
+    for (comps, mode, times) in dir_times.iter().rev() {
         ctx.cur = lossy(&join(comps));
         if let Some(fd) = ctx.open_dir(comps, false, OFlags::RDONLY)? {
+            rfs::fchmod(&fd, *mode).map_err(|e| ctx.errno(e))?;
             rfs::futimens(&fd, times).map_err(|e| ctx.errno(e))?;
         }
     }
@@ -570,8 +598,11 @@ fn apply_entry<R: Read>(
                 Mode::empty(),
             )
             .map_err(|e| ctx.errno(e))?;
-            finish_fd(ctx, &fd, owner, mode, &meta)?;
-            ctx.dir_times.push((comps.clone(), meta.times));
+            if let Some((u, g)) = owner {
+                rfs::fchown(&fd, Some(u), Some(g)).map_err(|e| ctx.errno(e))?;
+            }
+            ctx.set_xattrs(&fd, &meta.xattrs)?;
+            ctx.dir_times.push((comps.clone(), mode, meta.times));
         }
         tar::EntryType::Symlink => {
             let target = entry

@@ -440,21 +440,23 @@ pub(crate) fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
-/// Every path below `root` (relative, not including root), unsorted; directories are not
-/// followed through symlinks.
+/// Every path below `root/rel` (relative to root), unsorted; symlinks to directories are not
+/// followed. Iterative, since a RUN step can leave arbitrarily deep trees.
 pub(crate) fn walk(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<(), LayerError> {
-    let dir = root.join(rel);
-    let rerr = |e| LayerError::Read {
-        path: dir.clone(),
-        source: e,
-    };
-    for ent in fs::read_dir(&dir).map_err(rerr)? {
-        let ent = ent.map_err(rerr)?;
-        let child = rel.join(ent.file_name());
-        let is_dir = ent.file_type().map_err(rerr)?.is_dir();
-        out.push(child.clone());
-        if is_dir {
-            walk(root, &child, out)?;
+    let mut todo = vec![rel.to_path_buf()];
+    while let Some(rel) = todo.pop() {
+        let dir = root.join(&rel);
+        let rerr = |e| LayerError::Read {
+            path: dir.clone(),
+            source: e,
+        };
+        for ent in fs::read_dir(&dir).map_err(rerr)? {
+            let ent = ent.map_err(rerr)?;
+            let child = rel.join(ent.file_name());
+            if ent.file_type().map_err(rerr)?.is_dir() {
+                todo.push(child.clone());
+            }
+            out.push(child);
         }
     }
     Ok(())

@@ -381,3 +381,32 @@ fn same_owner_chowns_through_the_id_map() {
     assert_eq!((md.uid(), md.gid()), (100_010, 100_020));
     assert_eq!(md.mode() & 0o7777, 0o640);
 }
+
+#[test]
+fn read_only_dirs_get_their_mode_after_their_children() {
+    let a = Arena::new();
+    let mut t = RawTar::new();
+    t.raw_header(header(b"ro/", b'5', 0, b"", 0o555));
+    let tar = t.file("ro/child", b"c").end();
+    apply(&a, &tar).unwrap();
+    assert_eq!(fs::read(a.root.join("ro/child")).unwrap(), b"c");
+    let md = fs::metadata(a.root.join("ro")).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o555);
+    assert_eq!(md.mtime(), 1_000_000, "dir mtime set after its children");
+}
+
+#[test]
+fn whiteout_removes_deep_trees_without_following_symlinks() {
+    let a = Arena::new();
+    let mut deep = a.root.join("gone");
+    for _ in 0..200 {
+        deep.push("d");
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("f"), b"x").unwrap();
+    std::os::unix::fs::symlink(&a.outside, a.root.join("gone/link-out")).unwrap();
+    let tar = RawTar::new().file(".wh.gone", b"").end();
+    apply(&a, &tar).unwrap();
+    assert!(!a.root.join("gone").exists());
+    a.assert_outside_untouched();
+}
