@@ -420,6 +420,9 @@ pub(crate) fn parse_logical(
         }
         "env" | "label" => {
             flags(&[])?;
+            if args.is_empty() {
+                return Err(here.at_cmd(format!("{kw} requires at least one argument")));
+            }
             let kvs = parse_name_val(args, &kw, ctx.escape).map_err(|e| here.at_args(e))?;
             if cmd == "env" {
                 InstructionKind::Env(kvs)

@@ -346,6 +346,31 @@ pub(crate) fn plan_inner(
 ) -> Result<Plan, ParseError> {
     let file = df.file_name.as_str();
     let source = df.source.as_str();
+    // Only ARG may come before the first FROM.
+    for ins in &df.instructions {
+        match ins.kind {
+            InstructionKind::From(_) => break,
+            InstructionKind::Arg(_) => continue,
+            _ => {
+                return Err(ParseError::at(file, source, 
+                    Span::new(ins.span.start, ins.span.start + 1),
+                    format!(
+                        "no build stage in current context: {} before FROM (only ARG may precede the first FROM)",
+                        ins.kind.keyword()
+                    ),
+                ))
+            }
+        }
+    }
+    if !df.instructions
+        .iter()
+        .any(|i| matches!(i.kind, InstructionKind::From(_)))
+    {
+        return Err(ParseError::at(file, source,
+            Span::new(0, 0),
+            "no build stage in current context: the file has no FROM instruction",
+        ));
+    }
     let mut meta = platform_args(opts);
     let mut declared: BTreeSet<String> = BTreeSet::new();
     let mut idx = 0;
