@@ -700,8 +700,8 @@ fn apply_entry<R: Read>(
     Ok(())
 }
 
-/// Ownership, mode, xattrs and times on an open regular file or directory; in that order because
-/// chown clears setuid bits and writing xattrs would not touch mtime but chmod may need the owner.
+/// Ownership, mode, xattrs and times on an open regular file, in that order: chown clears the
+/// setuid bits and `security.capability`, so both must come after it, and times come last.
 fn finish_fd(
     ctx: &mut Ctx<'_>,
     fd: &OwnedFd,

@@ -35,6 +35,20 @@ impl Compression {
     }
 }
 
+impl Compression {
+    /// The compression a layer media type declares (`...tar+gzip`, Docker's `...tar.gzip`,
+    /// `...tar+zstd`), so a manifest's claim can be checked against [`detect`].
+    pub fn from_media_type(media_type: &str) -> Compression {
+        if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {
+            Compression::Gzip
+        } else if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
 const BZIP2_MAGIC: &[u8] = b"BZh";
@@ -184,6 +198,28 @@ mod tests {
             assert_eq!(one, three, "{c:?}");
             assert_eq!(three, again, "{c:?}");
         }
+    }
+
+    #[test]
+    fn media_types_map_to_compressions() {
+        for (mt, c) in [
+            (
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                Compression::Gzip,
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                Compression::Gzip,
+            ),
+            (
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                Compression::Zstd,
+            ),
+            ("application/vnd.oci.image.layer.v1.tar", Compression::None),
+        ] {
+            assert_eq!(Compression::from_media_type(mt), c, "{mt}");
+        }
+        assert_eq!(Compression::Gzip.media_type_suffix(), "+gzip");
     }
 
     #[test]
