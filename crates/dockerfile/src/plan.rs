@@ -286,6 +286,10 @@ impl Vars {
     }
 }
 
+fn lookup_declared(name: &str, list: &[(String, Option<String>)]) -> bool {
+    list.iter().any(|(k, _)| k == name)
+}
+
 fn lookup_in(list: &[(String, Option<String>)], name: &str) -> Option<String> {
     list.iter()
         .rev()
@@ -308,6 +312,8 @@ pub(crate) type Unmatched = Vec<(String, Span)>;
 
 struct Expander<'a> {
     lexer: Lexer,
+    /// Names declared (possibly without value); not reported as undefined.
+    declared: &'a [(String, Option<String>)],
     file: &'a str,
     source: &'a str,
     span: Span,
@@ -326,7 +332,13 @@ impl Expander<'_> {
             .map_err(|e| shell_err(self.file, self.source, self.span, word, e))?;
         if let Some(u) = self.unmatched.as_deref_mut() {
             for name in m.unmatched {
-                u.push((name, self.span));
+                // `${V:-x}`-style references handle the unset case on purpose.
+                let guarded = [":-", "-", ":+", "+", ":?", "?", ":=", "="]
+                    .iter()
+                    .any(|op| word.contains(&format!("${{{name}{op}")));
+                if !guarded && !lookup_declared(name.as_str(), self.declared) {
+                    u.push((name, self.span));
+                }
             }
         }
         Ok(out)
@@ -352,7 +364,7 @@ pub(crate) fn plan_inner(
             InstructionKind::From(_) => break,
             InstructionKind::Arg(_) => continue,
             _ => {
-                return Err(ParseError::at(file, source, 
+                return Err(ParseError::at(file, source,
                     Span::new(ins.span.start, ins.span.start + 1),
                     format!(
                         "no build stage in current context: {} before FROM (only ARG may precede the first FROM)",
@@ -362,11 +374,14 @@ pub(crate) fn plan_inner(
             }
         }
     }
-    if !df.instructions
+    if !df
+        .instructions
         .iter()
         .any(|i| matches!(i.kind, InstructionKind::From(_)))
     {
-        return Err(ParseError::at(file, source,
+        return Err(ParseError::at(
+            file,
+            source,
             Span::new(0, 0),
             "no build stage in current context: the file has no FROM instruction",
         ));
@@ -384,14 +399,15 @@ pub(crate) fn plan_inner(
             let value = if let Some(v) = opts.build_args.get(&d.name) {
                 Some(v.clone())
             } else if let Some(def) = &d.default {
+                let snapshot = meta.clone();
                 let mut ex = Expander {
                     lexer: Lexer::new(df.escape),
+                    declared: &snapshot,
                     file,
                     source,
                     span: ins.span,
                     unmatched: unmatched.as_deref_mut(),
                 };
-                let snapshot = meta.clone();
                 Some(ex.word(def, &|n| lookup_in(&snapshot, n))?)
             } else {
                 lookup_in(&meta, &d.name)
@@ -408,6 +424,7 @@ pub(crate) fn plan_inner(
         if let InstructionKind::From(f) = &ins.kind {
             let mut ex = Expander {
                 lexer: Lexer::new(df.escape),
+                declared: &meta,
                 file,
                 source,
                 span: ins.span,
@@ -620,6 +637,7 @@ impl Scope {
     ) -> Result<Instruction, ParseError> {
         let mut ex = Expander {
             lexer: Lexer::new(self.escape),
+            declared: &self.vars.args,
             file: &self.file_name,
             source: &self.source,
             span: instr.span,

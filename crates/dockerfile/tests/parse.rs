@@ -14,7 +14,12 @@ fn parse_ok(src: &str) -> Dockerfile {
 /// Parses `FROM x` + `line` and returns the kind of the instruction of `line`.
 fn kind(line: &str) -> InstructionKind {
     let df = parse_ok(&format!("FROM x\n{line}\n"));
-    assert_eq!(df.instructions.len(), 2, "{line:?} produced {:?}", df.instructions);
+    assert_eq!(
+        df.instructions.len(),
+        2,
+        "{line:?} produced {:?}",
+        df.instructions
+    );
     df.instructions[1].kind.clone()
 }
 
@@ -27,11 +32,20 @@ fn sv(v: &[&str]) -> Vec<String> {
 }
 
 fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue { key: s(k), value: s(v) }
+    KeyValue {
+        key: s(k),
+        value: s(v),
+    }
 }
 
 fn run(cmd: Command) -> Run {
-    Run { command: cmd, heredocs: vec![], mounts: vec![], network: None, security: None }
+    Run {
+        command: cmd,
+        heredocs: vec![],
+        mounts: vec![],
+        network: None,
+        security: None,
+    }
 }
 
 #[test]
@@ -141,7 +155,9 @@ fn instructions_table() {
 
 #[test]
 fn from_forms() {
-    let df = parse_ok("FROM --platform=$BUILDPLATFORM golang:1.22 AS Build\nfrom scratch as final\nFROM a\n");
+    let df = parse_ok(
+        "FROM --platform=$BUILDPLATFORM golang:1.22 AS Build\nfrom scratch as final\nFROM a\n",
+    );
     let froms: Vec<From> = df
         .instructions
         .iter()
@@ -153,9 +169,21 @@ fn from_forms() {
     assert_eq!(
         froms,
         vec![
-            From { image: s("golang:1.22"), platform: Some(s("$BUILDPLATFORM")), alias: Some(s("Build")) },
-            From { image: s("scratch"), platform: None, alias: Some(s("final")) },
-            From { image: s("a"), platform: None, alias: None },
+            From {
+                image: s("golang:1.22"),
+                platform: Some(s("$BUILDPLATFORM")),
+                alias: Some(s("Build"))
+            },
+            From {
+                image: s("scratch"),
+                platform: None,
+                alias: Some(s("final"))
+            },
+            From {
+                image: s("a"),
+                platform: None,
+                alias: None
+            },
         ]
     );
 }
@@ -180,7 +208,12 @@ fn run_flags_and_mounts() {
     assert_eq!(
         r.mounts,
         vec![
-            Mount::Bind { target: s("/t"), source: Some(s("/s")), from: Some(s("build")), read_write: true },
+            Mount::Bind {
+                target: s("/t"),
+                source: Some(s("/s")),
+                from: Some(s("build")),
+                read_write: true
+            },
             Mount::Cache {
                 target: s("/root/.cache"),
                 id: Some(s("go")),
@@ -192,7 +225,10 @@ fn run_flags_and_mounts() {
                 uid: Some(1000),
                 gid: Some(1000),
             },
-            Mount::Tmpfs { target: s("/tmp"), size: Some(64 * 1024 * 1024) },
+            Mount::Tmpfs {
+                target: s("/tmp"),
+                size: Some(64 * 1024 * 1024)
+            },
             Mount::Secret {
                 id: Some(s("tok")),
                 target: Some(s("/run/t")),
@@ -202,8 +238,20 @@ fn run_flags_and_mounts() {
                 uid: None,
                 gid: None,
             },
-            Mount::Ssh { id: Some(s("default")), target: None, required: false, mode: None, uid: None, gid: None },
-            Mount::Bind { target: s("/plain"), source: None, from: None, read_write: false },
+            Mount::Ssh {
+                id: Some(s("default")),
+                target: None,
+                required: false,
+                mode: None,
+                uid: None,
+                gid: None
+            },
+            Mount::Bind {
+                target: s("/plain"),
+                source: None,
+                from: None,
+                read_write: false
+            },
         ]
     );
 }
@@ -213,17 +261,32 @@ fn directives() {
     let cases: Vec<(&str, Directives, char)> = vec![
         (
             "# syntax=docker/dockerfile:1\n# escape=`\n# check=skip=all\nFROM x\n",
-            Directives { syntax: Some(s("docker/dockerfile:1")), escape: Some('`'), check: Some(s("skip=all")) },
+            Directives {
+                syntax: Some(s("docker/dockerfile:1")),
+                escape: Some('`'),
+                check: Some(s("skip=all")),
+            },
             '`',
         ),
         // Whitespace and case are tolerated.
-        ("#  ESCAPE = `  \nFROM x\n", Directives { escape: Some('`'), ..Directives::default() }, '`'),
+        (
+            "#  ESCAPE = `  \nFROM x\n",
+            Directives {
+                escape: Some('`'),
+                ..Directives::default()
+            },
+            '`',
+        ),
         // After a blank line a directive is a comment.
         ("\n# escape=`\nFROM x\n", Directives::default(), '\\'),
         // After a plain comment, too.
         ("# hello\n# escape=`\nFROM x\n", Directives::default(), '\\'),
         // An unknown directive ends the directive section.
-        ("# foo=bar\n# escape=`\nFROM x\n", Directives::default(), '\\'),
+        (
+            "# foo=bar\n# escape=`\nFROM x\n",
+            Directives::default(),
+            '\\',
+        ),
         // After an instruction, too.
         ("FROM x\n# escape=`\n", Directives::default(), '\\'),
     ];
@@ -236,12 +299,20 @@ fn directives() {
 
 #[test]
 fn backtick_escape_and_windows_paths() {
-    let df = parse_ok("# escape=`\nFROM x\nCOPY testfile.txt c:\\\nRUN dir c:\\ `\n  && echo done\n");
+    let df =
+        parse_ok("# escape=`\nFROM x\nCOPY testfile.txt c:\\\nRUN dir c:\\ `\n  && echo done\n");
     assert_eq!(
         df.instructions[1].kind,
-        InstructionKind::Copy(Copy { sources: sv(&["testfile.txt"]), dest: s("c:\\"), ..Copy::default() })
+        InstructionKind::Copy(Copy {
+            sources: sv(&["testfile.txt"]),
+            dest: s("c:\\"),
+            ..Copy::default()
+        })
     );
-    assert_eq!(df.instructions[2].kind, InstructionKind::Run(run(Command::Shell(s("dir c:\\   && echo done")))));
+    assert_eq!(
+        df.instructions[2].kind,
+        InstructionKind::Run(run(Command::Shell(s("dir c:\\   && echo done"))))
+    );
     assert_eq!(df.instructions[2].line, 4);
 }
 
@@ -249,13 +320,19 @@ fn backtick_escape_and_windows_paths() {
 fn continuations_comments_and_blank_lines() {
     let src = "FROM x\nRUN echo a \\\n# a comment\n    # indented comment\n\n   \\\n  b \\\t \nc\nRUN last\n";
     let df = parse_ok(src);
-    assert_eq!(df.instructions[1].kind, InstructionKind::Run(run(Command::Shell(s("echo a      b c")))));
+    assert_eq!(
+        df.instructions[1].kind,
+        InstructionKind::Run(run(Command::Shell(s("echo a      b c"))))
+    );
     assert_eq!(df.instructions[1].line, 2);
     assert_eq!(df.instructions[1].original, "RUN echo a      b c");
     assert_eq!(df.instructions[2].line, 9);
     // The instruction span covers all its physical lines.
     let text = &src[df.instructions[1].span.start..df.instructions[1].span.end];
-    assert!(text.starts_with("RUN echo a") && text.ends_with("c"), "{text:?}");
+    assert!(
+        text.starts_with("RUN echo a") && text.ends_with("c"),
+        "{text:?}"
+    );
     // An empty continuation line produces the NoEmptyContinuation warning.
     assert_eq!(df.warnings.len(), 1);
     assert_eq!(df.warnings[0].rule, "NoEmptyContinuation");
@@ -265,8 +342,14 @@ fn continuations_comments_and_blank_lines() {
 #[test]
 fn continuation_at_eof_and_crlf_and_bom() {
     let df = parse_ok("\u{feff}FROM x\r\nRUN a \\\r\n  b\r\nRUN c \\");
-    assert_eq!(df.instructions[1].kind, InstructionKind::Run(run(Command::Shell(s("a   b")))));
-    assert_eq!(df.instructions[2].kind, InstructionKind::Run(run(Command::Shell(s("c")))));
+    assert_eq!(
+        df.instructions[1].kind,
+        InstructionKind::Run(run(Command::Shell(s("a   b"))))
+    );
+    assert_eq!(
+        df.instructions[2].kind,
+        InstructionKind::Run(run(Command::Shell(s("c"))))
+    );
 }
 
 #[test]
@@ -274,53 +357,100 @@ fn heredocs() {
     let src = "FROM x\nRUN <<EOF\necho $A\n\"q\"\nEOF\nRUN python3 <<'PY' > out\nprint('$x')\nPY\nRUN <<-\"T\" cat 3<<X\n\tindented\n\tT\nthree\nX\nCOPY <<a.txt <<b.txt /dst/\nA\na.txt\nB\nb.txt\nADD <<-EOT /f\n\tbody\n\tEOT\nRUN cat<<NOT_A_HEREDOC\nRUN [\"sh\", \"-c\", \"<<EOF\"]\n";
     let df = parse_ok(src);
     let kinds: Vec<&InstructionKind> = df.instructions.iter().map(|i| &i.kind).collect();
-    let InstructionKind::Run(r) = kinds[1] else { panic!() };
+    let InstructionKind::Run(r) = kinds[1] else {
+        panic!()
+    };
     assert_eq!(r.command, Command::Shell(s("<<EOF")));
     assert_eq!(
         r.heredocs,
-        vec![Heredoc { name: s("EOF"), content: s("echo $A\n\"q\"\n"), expand: true, chomp_tabs: false, file_descriptor: None }]
+        vec![Heredoc {
+            name: s("EOF"),
+            content: s("echo $A\n\"q\"\n"),
+            expand: true,
+            chomp_tabs: false,
+            file_descriptor: None
+        }]
     );
-    let InstructionKind::Run(r) = kinds[2] else { panic!() };
+    let InstructionKind::Run(r) = kinds[2] else {
+        panic!()
+    };
     assert_eq!(r.command, Command::Shell(s("python3 <<'PY' > out")));
     assert_eq!(r.heredocs[0].name, "PY");
     assert!(!r.heredocs[0].expand);
-    let InstructionKind::Run(r) = kinds[3] else { panic!() };
+    let InstructionKind::Run(r) = kinds[3] else {
+        panic!()
+    };
     assert_eq!(r.heredocs.len(), 2);
-    assert_eq!(r.heredocs[0], Heredoc { name: s("T"), content: s("\tindented\n"), expand: false, chomp_tabs: true, file_descriptor: None });
+    assert_eq!(
+        r.heredocs[0],
+        Heredoc {
+            name: s("T"),
+            content: s("\tindented\n"),
+            expand: false,
+            chomp_tabs: true,
+            file_descriptor: None
+        }
+    );
     assert_eq!(r.heredocs[0].body(), "indented\n");
     assert_eq!(r.heredocs[1].file_descriptor, Some(3));
     assert_eq!(r.heredocs[1].content, "three\n");
-    let InstructionKind::Copy(c) = kinds[4] else { panic!() };
+    let InstructionKind::Copy(c) = kinds[4] else {
+        panic!()
+    };
     assert!(c.sources.is_empty());
     assert_eq!(c.dest, "/dst/");
-    assert_eq!(c.heredocs.iter().map(|h| (h.name.as_str(), h.content.as_str())).collect::<Vec<_>>(), vec![("a.txt", "A\n"), ("b.txt", "B\n")]);
-    let InstructionKind::Add(a) = kinds[5] else { panic!() };
+    assert_eq!(
+        c.heredocs
+            .iter()
+            .map(|h| (h.name.as_str(), h.content.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("a.txt", "A\n"), ("b.txt", "B\n")]
+    );
+    let InstructionKind::Add(a) = kinds[5] else {
+        panic!()
+    };
     assert_eq!(a.copy.heredocs[0].body(), "body\n");
-    let InstructionKind::Run(r) = kinds[6] else { panic!() };
+    let InstructionKind::Run(r) = kinds[6] else {
+        panic!()
+    };
     assert!(r.heredocs.is_empty(), "cat<<X is not a heredoc word");
-    let InstructionKind::Run(r) = kinds[7] else { panic!() };
+    let InstructionKind::Run(r) = kinds[7] else {
+        panic!()
+    };
     assert!(r.heredocs.is_empty(), "no heredocs in exec form");
     assert_eq!(df.instructions.len(), 8);
     // Line numbers skip over heredoc bodies.
-    assert_eq!(df.instructions.iter().map(|i| i.line).collect::<Vec<_>>(), vec![1, 2, 6, 9, 14, 19, 22, 23]);
+    assert_eq!(
+        df.instructions.iter().map(|i| i.line).collect::<Vec<_>>(),
+        vec![1, 2, 6, 9, 14, 19, 22, 23]
+    );
 }
 
 #[test]
 fn heredocs_only_for_run_copy_add() {
     let df = parse_ok("FROM x\nCMD cat <<EOF\nENV A=1\n");
     assert_eq!(df.instructions.len(), 3);
-    assert_eq!(df.instructions[1].kind, InstructionKind::Cmd(Command::Shell(s("cat <<EOF"))));
+    assert_eq!(
+        df.instructions[1].kind,
+        InstructionKind::Cmd(Command::Shell(s("cat <<EOF")))
+    );
 }
 
 #[test]
 fn onbuild() {
     let k = kind("ONBUILD RUN --mount=type=cache,target=/c echo hi");
-    let InstructionKind::Onbuild(inner) = k else { panic!() };
+    let InstructionKind::Onbuild(inner) = k else {
+        panic!()
+    };
     assert_eq!(inner.original, "RUN --mount=type=cache,target=/c echo hi");
     assert_eq!(inner.line, 2);
-    let InstructionKind::Run(r) = inner.kind else { panic!() };
+    let InstructionKind::Run(r) = inner.kind else {
+        panic!()
+    };
     assert_eq!(r.mounts.len(), 1);
-    assert!(matches!(kind("onbuild copy a b"), InstructionKind::Onbuild(i) if matches!(i.kind, InstructionKind::Copy(_))));
+    assert!(
+        matches!(kind("onbuild copy a b"), InstructionKind::Onbuild(i) if matches!(i.kind, InstructionKind::Copy(_)))
+    );
 }
 
 #[test]
@@ -339,5 +469,8 @@ fn instructions_before_from_parse_but_do_not_plan() {
     let df = parse_ok("RUN echo\n");
     let e = plan(&df, &PlanOptions::default()).unwrap_err();
     assert_eq!((e.line, e.column), (1, 1));
-    assert!(e.message.contains("no build stage in current context"), "{e}");
+    assert!(
+        e.message.contains("no build stage in current context"),
+        "{e}"
+    );
 }

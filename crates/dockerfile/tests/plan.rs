@@ -7,13 +7,21 @@ use dockerfile::*;
 
 fn opts(args: &[(&str, &str)]) -> PlanOptions {
     PlanOptions {
-        build_args: args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        build_args: args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
         ..PlanOptions::default()
     }
 }
 
 /// Expands every instruction of `stage` in order, returning the expanded ones and the final scope.
-fn dispatch(p: &Plan, stage: usize, o: &PlanOptions, base_env: &[String]) -> (Vec<Instruction>, Scope) {
+fn dispatch(
+    p: &Plan,
+    stage: usize,
+    o: &PlanOptions,
+    base_env: &[String],
+) -> (Vec<Instruction>, Scope) {
     let mut sc = Scope::new(p, stage, o, base_env);
     let mut out = Vec::new();
     for i in &p.stages[stage].instructions {
@@ -36,7 +44,8 @@ fn workdirs(ins: &[Instruction]) -> Vec<String> {
 #[test]
 fn arg_scoping_table() {
     // (dockerfile, build args, expected WORKDIR values of the last stage)
-    let cases: &[(&str, &[(&str, &str)], &[&str])] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
         // Global ARG is not visible in a stage without re-declaration.
         ("ARG V=1\nFROM a\nWORKDIR /$V\n", &[], &["/"]),
         // Re-declared without value: inherits the global default.
@@ -70,7 +79,11 @@ fn arg_scoping_table() {
         let o = opts(args);
         let p = plan(&df, &o).unwrap();
         let (ins, _) = dispatch(&p, p.target, &o, &[]);
-        assert_eq!(workdirs(&ins), want.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{src:?} {args:?}");
+        assert_eq!(
+            workdirs(&ins),
+            want.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            "{src:?} {args:?}"
+        );
     }
 }
 
@@ -108,7 +121,12 @@ fn targets_deps_and_unused_args() {
     let df = parse("Dockerfile", src).unwrap();
     let o = PlanOptions {
         target: Some("FINAL".into()),
-        ..opts(&[("USED", "1"), ("ONLY_TOOLS", "x"), ("EXTRA", "e"), ("HTTP_PROXY", "p")])
+        ..opts(&[
+            ("USED", "1"),
+            ("ONLY_TOOLS", "x"),
+            ("EXTRA", "e"),
+            ("HTTP_PROXY", "p"),
+        ])
     };
     let p = plan(&df, &o).unwrap();
     assert_eq!(p.target, 2);
@@ -117,9 +135,16 @@ fn targets_deps_and_unused_args() {
     assert_eq!(p.unused_build_args, vec!["EXTRA".to_string()]);
     assert_eq!(p.resolve_from("tools"), FromRef::Stage(1));
     assert_eq!(p.resolve_from("1"), FromRef::Stage(1));
-    assert_eq!(p.resolve_from("nginx:latest"), FromRef::Image("nginx:latest".into()));
+    assert_eq!(
+        p.resolve_from("nginx:latest"),
+        FromRef::Image("nginx:latest".into())
+    );
     // Forward reference by name is allowed (BuildKit resolves all stages).
-    let df = parse("Dockerfile", "FROM a AS one\nCOPY --from=two /x /y\nFROM b AS two\n").unwrap();
+    let df = parse(
+        "Dockerfile",
+        "FROM a AS one\nCOPY --from=two /x /y\nFROM b AS two\n",
+    )
+    .unwrap();
     let p = plan(&df, &PlanOptions::default()).unwrap();
     assert_eq!(p.stages[0].deps, vec![1]);
     assert_eq!(p.build_order(), vec![1]);
@@ -131,15 +156,32 @@ fn run_env_used_args_and_base_env() {
     let df = parse("Dockerfile", src).unwrap();
     let o = opts(&[("B", "b"), ("NO_PROXY", "np"), ("https_proxy", "hp")]);
     let p = plan(&df, &o).unwrap();
-    let (_, sc) = dispatch(&p, 0, &o, &["PATH=/bin".to_string(), "HOME=/root".to_string()]);
+    let (_, sc) = dispatch(
+        &p,
+        0,
+        &o,
+        &["PATH=/bin".to_string(), "HOME=/root".to_string()],
+    );
     assert_eq!(sc.env(), vec!["PATH=/bin:/x", "HOME=/root", "A=env"]);
     assert_eq!(
         sc.run_env(),
-        vec!["PATH=/bin:/x", "HOME=/root", "A=env", "B=b", "C=c", "https_proxy=hp", "NO_PROXY=np"]
+        vec![
+            "PATH=/bin:/x",
+            "HOME=/root",
+            "A=env",
+            "B=b",
+            "C=c",
+            "https_proxy=hp",
+            "NO_PROXY=np"
+        ]
     );
     assert_eq!(
         sc.used_args(),
-        vec![("A".to_string(), "1".to_string()), ("B".to_string(), "b".to_string()), ("C".to_string(), "c".to_string())]
+        vec![
+            ("A".to_string(), "1".to_string()),
+            ("B".to_string(), "b".to_string()),
+            ("C".to_string(), "c".to_string())
+        ]
     );
     assert_eq!(sc.lookup("A").as_deref(), Some("env"));
 }
@@ -157,12 +199,28 @@ COPY <<EOF <<'RAW' /d\n\"$V\" '$V'\nEOF\n$V\nRAW\n";
     let kinds: Vec<InstructionKind> = ins.into_iter().map(|i| i.kind).collect();
     let s = |v: &str| v.to_string();
     // Not expanded.
-    assert_eq!(kinds[1], InstructionKind::Run(Run { command: Command::Shell(s("echo $V")), heredocs: vec![], mounts: vec![], network: None, security: None }));
+    assert_eq!(
+        kinds[1],
+        InstructionKind::Run(Run {
+            command: Command::Shell(s("echo $V")),
+            heredocs: vec![],
+            mounts: vec![],
+            network: None,
+            security: None
+        })
+    );
     assert_eq!(kinds[2], InstructionKind::Cmd(Command::Shell(s("echo $V"))));
-    assert_eq!(kinds[3], InstructionKind::Entrypoint(Command::Exec(vec![s("$V")])));
+    assert_eq!(
+        kinds[3],
+        InstructionKind::Entrypoint(Command::Exec(vec![s("$V")]))
+    );
     assert_eq!(kinds[4], InstructionKind::Shell(vec![s("/bin/$V")]));
-    assert!(matches!(&kinds[5], InstructionKind::Healthcheck(Healthcheck::Check { command: Command::Shell(c), .. }) if c == "$V"));
-    assert!(matches!(&kinds[6], InstructionKind::Onbuild(i) if i.kind == InstructionKind::Workdir(s("$V"))));
+    assert!(
+        matches!(&kinds[5], InstructionKind::Healthcheck(Healthcheck::Check { command: Command::Shell(c), .. }) if c == "$V")
+    );
+    assert!(
+        matches!(&kinds[6], InstructionKind::Onbuild(i) if i.kind == InstructionKind::Workdir(s("$V")))
+    );
     // Expanded.
     assert_eq!(
         kinds[7],
@@ -176,19 +234,52 @@ COPY <<EOF <<'RAW' /d\n\"$V\" '$V'\nEOF\n$V\nRAW\n";
             ..Copy::default()
         })
     );
-    let InstructionKind::Add(a) = &kinds[8] else { panic!() };
-    assert_eq!((a.checksum.as_deref(), a.copy.chown.as_deref(), a.copy.dest.as_str()), (Some("val"), Some("val"), "/val"));
-    assert_eq!(kinds[9], InstructionKind::Env(vec![KeyValue { key: s("val"), value: s("val") }]));
-    assert_eq!(kinds[10], InstructionKind::Label(vec![KeyValue { key: s("val"), value: s("a val") }]));
-    assert_eq!(kinds[11], InstructionKind::Expose(vec![s("val"), s("80/val")]));
+    let InstructionKind::Add(a) = &kinds[8] else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            a.checksum.as_deref(),
+            a.copy.chown.as_deref(),
+            a.copy.dest.as_str()
+        ),
+        (Some("val"), Some("val"), "/val")
+    );
+    assert_eq!(
+        kinds[9],
+        InstructionKind::Env(vec![KeyValue {
+            key: s("val"),
+            value: s("val")
+        }])
+    );
+    assert_eq!(
+        kinds[10],
+        InstructionKind::Label(vec![KeyValue {
+            key: s("val"),
+            value: s("a val")
+        }])
+    );
+    assert_eq!(
+        kinds[11],
+        InstructionKind::Expose(vec![s("val"), s("80/val")])
+    );
     assert_eq!(kinds[12], InstructionKind::Volume(vec![s("/val")]));
     assert_eq!(kinds[13], InstructionKind::User(s("val")));
     assert_eq!(kinds[14], InstructionKind::StopSignal(s("val")));
-    let InstructionKind::Run(r) = &kinds[15] else { panic!() };
+    let InstructionKind::Run(r) = &kinds[15] else {
+        panic!()
+    };
     assert_eq!(r.command, Command::Shell(s("echo $V")));
-    assert!(matches!(&r.mounts[0], Mount::Cache { target, id: Some(id), .. } if target == "/val" && id == "val"));
-    let InstructionKind::Copy(c) = &kinds[16] else { panic!() };
-    assert_eq!(c.heredocs[0].content, "\"val\" 'val'\n", "unquoted heredoc expands, quotes kept");
+    assert!(
+        matches!(&r.mounts[0], Mount::Cache { target, id: Some(id), .. } if target == "/val" && id == "val")
+    );
+    let InstructionKind::Copy(c) = &kinds[16] else {
+        panic!()
+    };
+    assert_eq!(
+        c.heredocs[0].content, "\"val\" 'val'\n",
+        "unquoted heredoc expands, quotes kept"
+    );
     assert_eq!(c.heredocs[1].content, "$V\n", "quoted heredoc is literal");
 }
 
@@ -205,7 +296,9 @@ fn platform_parse_and_display() {
     ];
     for (text, want) in cases {
         let got = Platform::parse(text).ok();
-        let got_t = got.as_ref().map(|p| (p.os.as_str(), p.architecture.as_str(), p.variant.as_deref()));
+        let got_t = got
+            .as_ref()
+            .map(|p| (p.os.as_str(), p.architecture.as_str(), p.variant.as_deref()));
         assert_eq!(got_t, want, "{text}");
         if let Some(p) = got {
             assert_eq!(p.to_string(), text.to_ascii_lowercase());
@@ -217,10 +310,16 @@ fn platform_parse_and_display() {
 fn global_args_see_platform_and_build_args() {
     let src = "ARG BASE=img-$TARGETOS-$TARGETARCH$TARGETVARIANT\nARG OTHER=${BASE}x\nFROM $OTHER\n";
     let df = parse("Dockerfile", src).unwrap();
-    let o = PlanOptions { target_platform: Platform::parse("linux/arm/v7").unwrap(), ..PlanOptions::default() };
+    let o = PlanOptions {
+        target_platform: Platform::parse("linux/arm/v7").unwrap(),
+        ..PlanOptions::default()
+    };
     let p = plan(&df, &o).unwrap();
     assert_eq!(p.stages[0].base, Base::Image("img-linux-armv7x".into()));
-    let o = PlanOptions { target_platform: Platform::parse("linux/arm/v7").unwrap(), ..opts(&[("BASE", "b")]) };
+    let o = PlanOptions {
+        target_platform: Platform::parse("linux/arm/v7").unwrap(),
+        ..opts(&[("BASE", "b")])
+    };
     let p = plan(&df, &o).unwrap();
     assert_eq!(p.stages[0].base, Base::Image("bx".into()));
 }
