@@ -19,7 +19,7 @@ use crate::{ImageError, Images, LocalImage, Reference};
 
 /// How layers are compressed on export; local layers are always stored uncompressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LayerCompression {
+pub enum ExportCompression {
     /// Plain tar (fastest, largest).
     None,
     /// gzip, the format every registry and runtime reads.
@@ -29,30 +29,30 @@ pub enum LayerCompression {
     Zstd,
 }
 
-impl LayerCompression {
+impl ExportCompression {
     /// The name compressed variants are remembered under in the store.
     pub fn variant_name(self) -> &'static str {
         match self {
-            LayerCompression::None => "none",
-            LayerCompression::Gzip => "gzip",
-            LayerCompression::Zstd => "zstd",
+            ExportCompression::None => "none",
+            ExportCompression::Gzip => "gzip",
+            ExportCompression::Zstd => "zstd",
         }
     }
 
     /// The OCI layer media type for this compression.
     pub fn media_type(self) -> &'static str {
         match self {
-            LayerCompression::None => MEDIA_TYPE_OCI_LAYER,
-            LayerCompression::Gzip => MEDIA_TYPE_OCI_LAYER_GZIP,
-            LayerCompression::Zstd => MEDIA_TYPE_OCI_LAYER_ZSTD,
+            ExportCompression::None => MEDIA_TYPE_OCI_LAYER,
+            ExportCompression::Gzip => MEDIA_TYPE_OCI_LAYER_GZIP,
+            ExportCompression::Zstd => MEDIA_TYPE_OCI_LAYER_ZSTD,
         }
     }
 
     fn codec(self) -> layer::compress::Compression {
         match self {
-            LayerCompression::None => layer::compress::Compression::None,
-            LayerCompression::Gzip => layer::compress::Compression::Gzip,
-            LayerCompression::Zstd => layer::compress::Compression::Zstd,
+            ExportCompression::None => layer::compress::Compression::None,
+            ExportCompression::Gzip => layer::compress::Compression::Gzip,
+            ExportCompression::Zstd => layer::compress::Compression::Zstd,
         }
     }
 }
@@ -62,10 +62,10 @@ impl LayerCompression {
 pub fn layer_variant(
     images: &Images,
     diff_id: &Digest,
-    c: LayerCompression,
+    c: ExportCompression,
 ) -> Result<Descriptor, ImageError> {
     let store = images.store();
-    if c == LayerCompression::None {
+    if c == ExportCompression::None {
         return Ok(Descriptor::new(
             MEDIA_TYPE_OCI_LAYER,
             *diff_id,
@@ -114,7 +114,7 @@ fn platform_of(img: &LocalImage) -> Option<Platform> {
     (!img.config.os.is_empty()).then(|| Platform {
         architecture: img.config.architecture.clone(),
         os: img.config.os.clone(),
-        variant: (!img.config.variant.is_empty()).then(|| img.config.variant.clone()),
+        variant: img.config.variant.clone().filter(|v| !v.is_empty()),
     })
 }
 
@@ -123,7 +123,7 @@ fn write_layout_blobs(
     images: &Images,
     items: &[(LocalImage, Vec<Reference>)],
     sink: &mut dyn Sink,
-    c: LayerCompression,
+    c: ExportCompression,
 ) -> Result<Vec<Descriptor>, ImageError> {
     let mut entries = Vec::new();
     for (img, refs) in items {
@@ -191,7 +191,7 @@ pub fn oci_layout(
     items: &[(LocalImage, Vec<Reference>)],
     dest: &Path,
     as_tar: bool,
-    c: LayerCompression,
+    c: ExportCompression,
 ) -> Result<(), ImageError> {
     let _lock = images.store().lock_shared()?;
     if as_tar {

@@ -60,8 +60,10 @@ pub struct ImageSummary {
     pub tag: String,
     /// The image id (show `id.short()`).
     pub id: Digest,
-    /// Config `created` time (RFC 3339), if the image records one.
-    pub created: Option<String>,
+    /// Creation time as docker shows it (`3 days ago`), `N/A` when the image records none.
+    pub created: String,
+    /// Config `created` time (RFC 3339), for sorting and `--format`.
+    pub created_at: Option<String>,
     /// Uncompressed size in bytes.
     pub size: u64,
     /// The full reference behind the row, `None` for untagged images.
@@ -71,10 +73,14 @@ pub struct ImageSummary {
 /// One row of `docker history`, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryRow {
-    /// The image id on the top row; `None` (docker prints `<missing>`) on the others.
-    pub id: Option<Digest>,
-    /// When the step ran.
-    pub created: Option<String>,
+    /// Short image id on the top row, `<missing>` on the others (as docker prints).
+    pub id: String,
+    /// The image id on the top row, for `--no-trunc`.
+    pub image_id: Option<Digest>,
+    /// When the step ran, as docker shows it (`2 hours ago`).
+    pub created: String,
+    /// RFC 3339 time of the step.
+    pub created_at: Option<String>,
     /// The instruction.
     pub created_by: String,
     /// Size of the layer this step produced (0 for metadata-only steps).
@@ -85,17 +91,47 @@ pub struct HistoryRow {
     pub empty_layer: bool,
 }
 
-/// What `docker inspect` needs: the image, its names, and the exact stored JSON.
-#[derive(Debug, Clone)]
-pub struct Inspect {
-    /// The image.
-    pub image: LocalImage,
-    /// Tags pointing at it.
-    pub tags: Vec<Reference>,
-    /// Manifest bytes as stored.
-    pub manifest_json: Vec<u8>,
-    /// Config bytes as stored.
-    pub config_json: Vec<u8>,
+/// `docker image inspect` output for one image, serialised with docker's field names.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageInspect {
+    /// `sha256:<config digest>`.
+    pub id: String,
+    /// Familiar `name:tag` of every tag.
+    pub repo_tags: Vec<String>,
+    /// Registry digests (empty until rbuild pushes).
+    pub repo_digests: Vec<String>,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// Author.
+    pub author: String,
+    /// Runtime config.
+    pub config: crate::config::ContainerConfig,
+    /// GOARCH.
+    pub architecture: String,
+    /// Architecture variant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// GOOS.
+    pub os: String,
+    /// Uncompressed size in bytes.
+    pub size: u64,
+    /// Layer diff_ids.
+    #[serde(rename = "RootFS")]
+    pub root_fs: InspectRootFs,
+    /// The local manifest, as docker 25+ (containerd store) shows it.
+    pub descriptor: Descriptor,
+}
+
+/// The `RootFS` object of [`ImageInspect`].
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectRootFs {
+    /// Always `layers`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// diff_ids, bottom first.
+    pub layers: Vec<String>,
 }
 
 /// What `prune` did.
@@ -103,6 +139,8 @@ pub struct Inspect {
 pub struct PruneStats {
     /// Ids of dangling (untagged) images that were removed.
     pub images_deleted: Vec<Digest>,
+    /// Bytes of blobs deleted ("Total reclaimed space").
+    pub bytes_freed: u64,
     /// What the store's garbage collection reclaimed.
     pub gc: store::GcStats,
 }
@@ -373,11 +411,13 @@ impl Images {
     /// Rows of `docker images`, newest first; an untagged image shows as `<none>`.
     pub fn list(&self) -> Result<Vec<ImageSummary>, ImageError> {
         let mut rows = Vec::new();
+        let now = std::time::SystemTime::now();
         for (id, (m, tags)) in self.all_images()? {
             let Ok(img) = self.load_manifest(&m) else {
                 continue;
             };
-            let created = img.config.created.clone();
+            let created_at = img.config.created.clone();
+            let created = crate::human::since(created_at.as_deref(), now);
             let size = img.size();
             if tags.is_empty() {
                 rows.push(ImageSummary {
@@ -385,6 +425,7 @@ impl Images {
                     tag: "<none>".into(),
                     id,
                     created: created.clone(),
+                    created_at: created_at.clone(),
                     size,
                     reference: None,
                 });
@@ -395,14 +436,15 @@ impl Images {
                     tag: r.tag().unwrap_or("<none>").to_string(),
                     id,
                     created: created.clone(),
+                    created_at: created_at.clone(),
                     size,
                     reference: Some(r),
                 });
             }
         }
         rows.sort_by(|a, b| {
-            b.created
-                .cmp(&a.created)
+            b.created_at
+                .cmp(&a.created_at)
                 .then_with(|| a.repository.cmp(&b.repository))
                 .then_with(|| a.tag.cmp(&b.tag))
         });
@@ -451,55 +493,102 @@ impl Images {
     /// Rows of `docker history`, newest first; layers are matched to non-empty history entries.
     pub fn history(&self, name_or_id: &str) -> Result<Vec<HistoryRow>, ImageError> {
         let image = self.resolve(name_or_id)?;
+        let now = std::time::SystemTime::now();
+        let row = |created_at: Option<String>,
+                   created_by: String,
+                   size: u64,
+                   comment: String,
+                   empty_layer: bool| {
+            HistoryRow {
+                id: "<missing>".into(),
+                image_id: None,
+                created: crate::human::since(created_at.as_deref(), now),
+                created_at,
+                created_by,
+                size,
+                comment,
+                empty_layer,
+            }
+        };
         let mut layers = image.layers.iter();
         let mut rows: Vec<HistoryRow> = Vec::new();
         if image.config.history.is_empty() {
             for l in layers {
-                rows.push(HistoryRow {
-                    id: None,
-                    created: image.config.created.clone(),
-                    created_by: String::new(),
-                    size: l.size,
-                    comment: String::new(),
-                    empty_layer: false,
-                });
+                rows.push(row(
+                    image.config.created.clone(),
+                    String::new(),
+                    l.size,
+                    String::new(),
+                    false,
+                ));
             }
         } else {
             for h in &image.config.history {
-                let size = if h.empty_layer {
+                let size = if h.is_empty_layer() {
                     0
                 } else {
                     layers.next().map(|l| l.size).unwrap_or(0)
                 };
-                rows.push(HistoryRow {
-                    id: None,
-                    created: h.created.clone(),
-                    created_by: h.created_by.clone(),
+                rows.push(row(
+                    h.created.clone(),
+                    h.created_by.clone().unwrap_or_default(),
                     size,
-                    comment: h.comment.clone(),
-                    empty_layer: h.empty_layer,
-                });
+                    h.comment.clone().unwrap_or_default(),
+                    h.is_empty_layer(),
+                ));
             }
         }
         rows.reverse();
         if let Some(top) = rows.first_mut() {
-            top.id = Some(image.id);
+            top.id = image.id.short();
+            top.image_id = Some(image.id);
         }
         Ok(rows)
     }
 
-    /// `docker inspect`: the image, its tags and the exact stored manifest and config JSON.
-    pub fn inspect(&self, name_or_id: &str) -> Result<Inspect, ImageError> {
-        let image = self.resolve(name_or_id)?;
+    /// `docker image inspect` of a resolved image.
+    pub fn inspect(&self, image: &LocalImage) -> Result<ImageInspect, ImageError> {
         let tags = self.tags_of(&image.id)?;
-        let manifest_json = self.store.read_blob(&image.manifest_digest)?;
-        let config_json = self.store.read_blob(&image.id)?;
-        Ok(Inspect {
-            image,
-            tags,
-            manifest_json,
-            config_json,
+        let manifest_size = self.store.blob_size(&image.manifest_digest)?;
+        Ok(ImageInspect {
+            id: image.id.to_string(),
+            repo_tags: tags
+                .iter()
+                .filter(|t| t.tag().is_some())
+                .map(|t| t.familiar())
+                .collect(),
+            repo_digests: Vec::new(),
+            created: image.config.created.clone().unwrap_or_default(),
+            author: image.config.author.clone().unwrap_or_default(),
+            config: image.config.config.clone(),
+            architecture: image.config.architecture.clone(),
+            variant: image.config.variant.clone(),
+            os: image.config.os.clone(),
+            size: image.size(),
+            root_fs: InspectRootFs {
+                kind: image.config.rootfs.kind.clone(),
+                layers: image
+                    .config
+                    .rootfs
+                    .diff_ids
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect(),
+            },
+            descriptor: Descriptor::new(
+                MEDIA_TYPE_OCI_MANIFEST,
+                image.manifest_digest,
+                manifest_size,
+            ),
         })
+    }
+
+    /// The exact stored manifest and config bytes, for `inspect --raw`-style output.
+    pub fn raw_json(&self, image: &LocalImage) -> Result<(Vec<u8>, Vec<u8>), ImageError> {
+        Ok((
+            self.store.read_blob(&image.manifest_digest)?,
+            self.store.read_blob(&image.id)?,
+        ))
     }
 
     /// `docker image prune`: forgets untagged images, then lets the store collect unreferenced blobs.
@@ -511,6 +600,10 @@ impl Images {
             }
         }
         let gc = self.store.gc()?;
-        Ok(PruneStats { images_deleted, gc })
+        Ok(PruneStats {
+            images_deleted,
+            bytes_freed: gc.bytes_removed,
+            gc,
+        })
     }
 }

@@ -10,7 +10,8 @@
 //! use image::{config::ImageConfig, reference::Reference, Images, LayerDesc};
 //! # fn main() -> Result<(), image::ImageError> {
 //! let images = Images::new(store::Store::open("/var/lib/rbuild")?);
-//! let config = ImageConfig { architecture: "amd64".into(), os: "linux".into(), ..Default::default() };
+//! let mut config = ImageConfig::empty("linux", "amd64", None);
+//! config.set_env("PATH", "/usr/bin:/bin");
 //! let img = images.commit(&config, &[])?;
 //! images.tag(&img, &Reference::parse("detection:1.0")?)?;
 //! assert_eq!(images.resolve("detection:1.0")?.id, img.id);
@@ -22,11 +23,15 @@ pub mod config;
 mod error;
 pub mod export;
 mod flatten;
+mod human;
 mod images;
 pub mod import;
 pub mod manifest;
 pub mod reference;
 
 pub use error::ImageError;
-pub use images::{HistoryRow, ImageSummary, Images, Inspect, LayerDesc, LocalImage, PruneStats};
+pub use images::{
+    HistoryRow, ImageInspect, ImageSummary, Images, InspectRootFs, LayerDesc, LocalImage,
+    PruneStats,
+};
 pub use reference::Reference;

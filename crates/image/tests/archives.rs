@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use image::export::{self, LayerCompression};
+use image::export::{self, ExportCompression};
 use image::{import, ImageError, Images, LocalImage, Reference};
 
 fn r(s: &str) -> Reference {
@@ -40,7 +40,7 @@ fn oci_layout_dir_is_read_by_skopeo_and_umoci_and_loads_back() {
         &[(a.clone(), vec![r("detection:1.0")])],
         &layout,
         false,
-        LayerCompression::Gzip,
+        ExportCompression::Gzip,
     )
     .unwrap();
     assert!(layout.join("oci-layout").is_file());
@@ -104,7 +104,7 @@ fn second_export_reuses_compressed_variant() {
         &items,
         &d.path().join("one"),
         false,
-        LayerCompression::Gzip,
+        ExportCompression::Gzip,
     )
     .unwrap();
     let v = images
@@ -118,7 +118,7 @@ fn second_export_reuses_compressed_variant() {
         &items,
         &d.path().join("two"),
         false,
-        LayerCompression::Gzip,
+        ExportCompression::Gzip,
     )
     .unwrap();
     assert_eq!(
@@ -148,7 +148,7 @@ fn oci_tar_uncompressed_and_multiple_names() {
         ],
         &tar,
         true,
-        LayerCompression::None,
+        ExportCompression::None,
     )
     .unwrap();
     let inspect = run(
@@ -243,7 +243,7 @@ fn loads_what_skopeo_writes() {
         &[(a.clone(), vec![r("detection:1.0")])],
         &layout,
         false,
-        LayerCompression::Gzip,
+        ExportCompression::Gzip,
     )
     .unwrap();
     let src = format!("oci:{}:1.0", layout.display());
@@ -397,7 +397,7 @@ fn hostile_names_never_reach_outside_the_archive() {
         &[(a.clone(), vec![r("x:1")])],
         &layout,
         false,
-        LayerCompression::None,
+        ExportCompression::None,
     )
     .unwrap();
     let blob = layout.join("blobs/sha256").join(a.layers[0].diff_id.hex());
@@ -460,7 +460,7 @@ fn gzip_compressed_archive_and_gzip_layers_load() {
         &[(a.clone(), vec![r("x:1")])],
         &tar,
         true,
-        LayerCompression::Gzip,
+        ExportCompression::Gzip,
     )
     .unwrap();
     // compress the whole archive, as `docker save | gzip` users do
@@ -494,7 +494,7 @@ fn corrupt_compressed_blob_is_caught() {
         &[(a.clone(), vec![r("x:1")])],
         &layout,
         false,
-        LayerCompression::Gzip,
+        ExportCompression::Gzip,
     )
     .unwrap();
     let v = images
@@ -533,11 +533,7 @@ fn rootfs_tar_merges_layers_and_honours_whiteouts() {
             ("new.txt", b"new"),
         ]),
     );
-    let cfg = image::config::ImageConfig {
-        architecture: "amd64".into(),
-        os: "linux".into(),
-        ..Default::default()
-    };
+    let cfg = image::config::ImageConfig::empty("linux", "amd64", None);
     let img = images.commit(&cfg, &[l1, l2]).unwrap();
     let out = export::rootfs_tar(&images, &img, Vec::new()).unwrap();
     let mut files = std::collections::BTreeMap::new();
@@ -574,7 +570,7 @@ fn zstd_export_is_read_by_skopeo_and_loads_back() {
         &[(a.clone(), vec![r("z:1")])],
         &layout,
         false,
-        LayerCompression::Zstd,
+        ExportCompression::Zstd,
     )
     .unwrap();
     let raw = run(
@@ -605,7 +601,7 @@ fn loads_docker25_style_archive_with_index_and_manifest_json() {
         &[(a.clone(), vec![r("ignored:0")])],
         &dir,
         false,
-        LayerCompression::Gzip,
+        ExportCompression::Gzip,
     )
     .unwrap();
     let layers: Vec<String> = a

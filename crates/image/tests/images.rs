@@ -78,12 +78,14 @@ fn history_matches_layers_newest_first() {
     let a = sample_image(&images, "a");
     let rows = images.history(&a.id.hex()).unwrap();
     assert_eq!(rows.len(), 3);
-    assert_eq!(rows[0].id, Some(a.id));
+    assert_eq!(rows[0].id, a.id.short());
+    assert_eq!(rows[0].image_id, Some(a.id));
+    assert!(rows[0].created.ends_with(" ago"), "{}", rows[0].created);
     assert_eq!(rows[0].created_by, "COPY hello a");
     assert_eq!(rows[0].size, a.layers[1].size);
     assert_eq!(rows[1].size, 0);
     assert!(rows[1].empty_layer);
-    assert_eq!(rows[1].id, None);
+    assert_eq!(rows[1].id, "<missing>");
     assert_eq!(rows[2].size, a.layers[0].size);
 }
 
@@ -173,6 +175,7 @@ fn prune_forgets_dangling_and_collects_blobs() {
         .unwrap();
     let stats = images.prune().unwrap();
     assert_eq!(stats.images_deleted, vec![b.id]);
+    assert!(stats.bytes_freed > 0);
     assert!(stats.gc.blobs_removed >= 3, "{:?}", stats.gc); // config, manifest, its own layer
     assert!(!images.store().contains(&b.id));
     assert!(images.store().contains(&a.id));
@@ -202,14 +205,22 @@ fn commit_refuses_missing_layer_blob() {
 }
 
 #[test]
-fn inspect_returns_stored_json() {
+fn inspect_looks_like_docker() {
     let (_d, images) = setup();
     let a = sample_image(&images, "a");
     images
         .tag(&a, &Reference::parse("detection:1.0").unwrap())
         .unwrap();
-    let i = images.inspect("detection:1.0").unwrap();
-    assert_eq!(digest::Digest::of(&i.config_json), a.id);
-    assert_eq!(digest::Digest::of(&i.manifest_json), a.manifest_digest);
-    assert_eq!(i.tags, vec![Reference::parse("detection:1.0").unwrap()]);
+    let img = images.resolve("detection:1.0").unwrap();
+    let i = images.inspect(&img).unwrap();
+    let v = serde_json::to_value(&i).unwrap();
+    assert_eq!(v["Id"], a.id.to_string());
+    assert_eq!(v["RepoTags"][0], "detection:1.0");
+    assert_eq!(v["Config"]["Labels"]["seed"], "a");
+    assert_eq!(v["RootFS"]["Type"], "layers");
+    assert_eq!(v["RootFS"]["Layers"].as_array().unwrap().len(), 2);
+    assert_eq!(v["Descriptor"]["digest"], a.manifest_digest.to_string());
+    let (manifest, config) = images.raw_json(&img).unwrap();
+    assert_eq!(digest::Digest::of(&config), a.id);
+    assert_eq!(digest::Digest::of(&manifest), a.manifest_digest);
 }

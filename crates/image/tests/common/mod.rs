@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: a fresh store and small real layer tars.
 #![allow(dead_code)]
 
-use image::config::{ContainerConfig, History, ImageConfig};
+use image::config::{History, ImageConfig};
 use image::{Images, LayerDesc, LocalImage};
 
 pub fn setup() -> (tempfile::TempDir, Images) {
@@ -41,34 +41,28 @@ pub fn sample_image(images: &Images, seed: &str) -> LocalImage {
         images,
         &layer_tar(&[("app/hello.txt", format!("hello {seed}\n").as_bytes())]),
     );
-    let config = ImageConfig {
-        created: Some(format!("2026-11-26T00:00:0{}Z", seed.len() % 10)),
-        architecture: "amd64".into(),
-        os: "linux".into(),
-        config: Some(ContainerConfig {
-            env: vec!["PATH=/usr/bin:/bin".into()],
-            cmd: Some(vec!["/bin/sh".into()]),
-            labels: [("seed".to_string(), seed.to_string())].into(),
+    let mut config = ImageConfig::empty("linux", "amd64", None);
+    config.created = Some(format!("2026-11-26T00:00:0{}Z", seed.len() % 10));
+    config.set_env("PATH", "/usr/bin:/bin");
+    config.config.cmd = Some(vec!["/bin/sh".into()]);
+    config.set_label("seed", seed);
+    config.history = vec![
+        History {
+            created_by: Some("ADD base".into()),
             ..Default::default()
-        }),
-        history: vec![
-            History {
-                created_by: "ADD base".into(),
-                ..Default::default()
-            },
-            History {
-                created_by: "ENV PATH=/usr/bin:/bin".into(),
-                empty_layer: true,
-                ..Default::default()
-            },
-            History {
-                created_by: format!("COPY hello {seed}"),
-                comment: "buildkit.dockerfile.v0".into(),
-                ..Default::default()
-            },
-        ],
-        ..Default::default()
-    };
+        },
+        History {
+            created_by: Some("ENV PATH=/usr/bin:/bin".into()),
+            empty_layer: Some(true),
+            ..Default::default()
+        },
+        History {
+            created: Some("2026-11-26T00:00:00Z".into()),
+            created_by: Some(format!("COPY hello {seed}")),
+            comment: Some("buildkit.dockerfile.v0".into()),
+            ..Default::default()
+        },
+    ];
     images.commit(&config, &[l1, l2]).unwrap()
 }
 
