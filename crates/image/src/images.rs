@@ -146,6 +146,7 @@ pub struct PruneStats {
 }
 
 /// Handle for image operations over one content store; cheap to pass around, holds no global state.
+#[derive(Clone, Debug)]
 pub struct Images {
     store: Store,
 }

@@ -774,3 +774,69 @@ fn rootfs_tar_follows_oci_changeset_rules() {
     .collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn exporting_into_an_existing_layout_merges_names() {
+    let (d, images) = setup();
+    let a = sample_image(&images, "a");
+    let b = sample_image(&images, "b");
+    let layout = d.path().join("layout");
+    export::oci_layout(
+        &images,
+        &[(a.clone(), vec![r("x:1")])],
+        &layout,
+        false,
+        ExportCompression::Gzip,
+    )
+    .unwrap();
+    export::oci_layout(
+        &images,
+        &[(b.clone(), vec![r("y:2")])],
+        &layout,
+        false,
+        ExportCompression::Gzip,
+    )
+    .unwrap();
+    // re-exporting a name replaces its entry instead of duplicating it
+    export::oci_layout(
+        &images,
+        &[(b.clone(), vec![r("x:1")])],
+        &layout,
+        false,
+        ExportCompression::Gzip,
+    )
+    .unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let names: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names, vec!["2", "1"]);
+    let cfg = run(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            "--raw",
+            &format!("oci:{}:1", layout.display()),
+        ],
+    );
+    assert_eq!(digest::Digest::of(cfg.as_bytes()), b.id);
+    let cfg = run(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            "--raw",
+            &format!("oci:{}:2", layout.display()),
+        ],
+    );
+    assert_eq!(digest::Digest::of(cfg.as_bytes()), b.id);
+}
