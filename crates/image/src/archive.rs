@@ -146,9 +146,9 @@ impl TarSource {
                     let parts: Vec<&str> = current.split('/').collect();
                     let mut replaced = None;
                     for i in (1..parts.len()).rev() {
-                        let prefix = parts[..i].join("/");
+                        let prefix = parts.get(..i).unwrap_or(&[]).join("/");
                         if let Some(TarEntry::Link(t)) = self.entries.get(&prefix) {
-                            let rest = parts[i..].join("/");
+                            let rest = parts.get(i..).unwrap_or(&[]).join("/");
                             replaced = normalize(t, &rest);
                             break;
                         }

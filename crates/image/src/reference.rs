@@ -142,10 +142,14 @@ impl Reference {
         };
         // The tag is after the last ':' that follows the last '/'.
         let last_slash = name_tag.rfind('/').map(|i| i + 1).unwrap_or(0);
-        let (name, tag) = match name_tag[last_slash..].rfind(':') {
+        let last_part = name_tag.get(last_slash..).unwrap_or("");
+        let (name, tag) = match last_part.rfind(':') {
             Some(i) => {
-                let (n, t) = name_tag.split_at(last_slash + i);
-                (n, Some(&t[1..]))
+                let split = last_slash + i;
+                (
+                    name_tag.get(..split).unwrap_or(""),
+                    Some(name_tag.get(split + 1..).unwrap_or("")),
+                )
             }
             None => (name_tag, None),
         };

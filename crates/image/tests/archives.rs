@@ -840,3 +840,61 @@ fn exporting_into_an_existing_layout_merges_names() {
     );
     assert_eq!(digest::Digest::of(cfg.as_bytes()), b.id);
 }
+
+#[test]
+fn nested_multi_platform_index_picks_the_host_platform() {
+    // buildx / skopeo --all layouts: index.json -> image index -> one manifest per platform,
+    // plus an attestation manifest with platform unknown/unknown
+    let (d, images) = setup();
+    let host = sample_image(&images, "host");
+    let other = sample_image(&images, "other");
+    let layout = d.path().join("multi");
+    export::oci_layout(
+        &images,
+        &[(host.clone(), vec![]), (other.clone(), vec![])],
+        &layout,
+        false,
+        ExportCompression::None,
+    )
+    .unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let mut host_entry = entries[0].clone();
+    host_entry["platform"] = serde_json::json!({"architecture": arch, "os": "linux"});
+    let mut other_entry = entries[1].clone();
+    other_entry["platform"] = serde_json::json!({"architecture": "s390x", "os": "linux"});
+    let mut attestation = entries[1].clone();
+    attestation["platform"] = serde_json::json!({"architecture": "unknown", "os": "unknown"});
+    let inner = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [other_entry, attestation, host_entry],
+    }))
+    .unwrap();
+    let inner_digest = digest::Digest::of(&inner);
+    std::fs::write(layout.join("blobs/sha256").join(inner_digest.hex()), &inner).unwrap();
+    let outer = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": inner_digest.to_string(),
+            "size": inner.len(),
+            "annotations": {"io.containerd.image.name": "docker.io/library/multi:1"}
+        }]
+    });
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&outer).unwrap(),
+    )
+    .unwrap();
+    let (_d2, images2, loaded) = load_into_fresh(&layout);
+    assert_eq!(loaded.len(), 1);
+    assert_same_image(&loaded[0].image, &host);
+    assert_eq!(images2.resolve("multi:1").unwrap().id, host.id);
+}
