@@ -128,41 +128,43 @@ fn remove_untags_then_deletes() {
 #[test]
 fn ambiguous_prefix_is_an_error() {
     let (_d, images) = setup();
-    // commit images until two ids share a first hex digit; 17 distinct ids guarantee it
-    let mut ids = Vec::new();
-    for i in 0..17 {
-        ids.push(sample_image(&images, &format!("s{i}")).id);
+    // find (in memory, deterministically) two configs whose ids share the first 4 hex digits
+    let mut seen: std::collections::HashMap<String, image::config::ImageConfig> =
+        Default::default();
+    let mut pair = None;
+    for i in 0..20_000 {
+        let mut c = image::config::ImageConfig::empty("linux", "amd64", None);
+        c.set_label("n", &i.to_string());
+        let id = digest::Digest::of(&c.to_canonical_json());
+        let prefix = id.hex()[..4].to_string();
+        if let Some(prev) = seen.insert(prefix.clone(), c.clone()) {
+            pair = Some((prev, c, prefix));
+            break;
+        }
     }
-    let first = ids
-        .iter()
-        .find(|a| ids.iter().filter(|b| b.hex()[..1] == a.hex()[..1]).count() > 1)
-        .unwrap();
-    // a 1-char prefix is below docker's minimum and is "not found", never a guess
+    let (c1, c2, prefix) = pair.expect("birthday bound guarantees a 4-hex collision");
+    let a = images.commit(&c1, &[]).unwrap();
+    let b = images.commit(&c2, &[]).unwrap();
+    assert!(a.id.hex().starts_with(&prefix) && b.id.hex().starts_with(&prefix));
+    match images.resolve(&prefix) {
+        Err(ImageError::Ambiguous { input, matches }) => {
+            assert_eq!(input, prefix);
+            assert_eq!(matches.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
-        images.resolve(&first.hex()[..1]),
+        images.remove(&prefix, true),
+        Err(ImageError::Ambiguous { .. })
+    ));
+    // below docker's 4-digit minimum a prefix is "not found", never a guess
+    assert!(matches!(
+        images.resolve(&prefix[..3]),
         Err(ImageError::NotFound(_))
     ));
-    let common = ids
-        .iter()
-        .filter(|b| *b != first)
-        .map(|b| {
-            first
-                .hex()
-                .chars()
-                .zip(b.hex().chars())
-                .take_while(|(x, y)| x == y)
-                .count()
-        })
-        .max()
-        .unwrap();
-    if common >= 4 {
-        assert!(matches!(
-            images.resolve(&first.hex()[..common]),
-            Err(ImageError::Ambiguous { .. })
-        ));
-    }
-    // the full id is never ambiguous
-    assert_eq!(images.resolve(&first.hex()).unwrap().id, *first);
+    // the full ids are never ambiguous
+    assert_eq!(images.resolve(&a.id.hex()).unwrap().id, a.id);
+    assert_eq!(images.resolve(&b.id.to_string()).unwrap().id, b.id);
 }
 
 #[test]
