@@ -1,0 +1,7 @@
+# escape=`
+FROM busybox
+RUN echo one `
+    two `
+    three
+COPY testfile.txt c:\
+ENV P=c:\path

@@ -1,0 +1,5 @@
+FROM busybox
+RUN echo a \
+    && echo b
+ENV A b c
+BOGUS
