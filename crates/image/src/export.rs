@@ -259,7 +259,7 @@ pub fn docker_archive<W: Write>(
 ) -> Result<W, ImageError> {
     let _lock = images.store().lock_shared()?;
     let mut sink = TarSink::new(out, "docker-archive");
-    let mut manifest = Vec::new();
+    let mut manifest: Vec<serde_json::Value> = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (img, refs) in items {
         let mut layer_paths = Vec::new();
@@ -298,11 +298,27 @@ pub fn docker_archive<W: Write>(
                 }
             }
         }
-        manifest.push(serde_json::json!({
-            "Config": config_name,
-            "RepoTags": repo_tags,
-            "Layers": layer_paths,
-        }));
+        // `docker save a:1 a:2` lists one image with both tags, not the image twice.
+        let existing = manifest
+            .iter_mut()
+            .find(|m| m.get("Config").and_then(|c| c.as_str()) == Some(config_name.as_str()));
+        match existing
+            .and_then(|m| m.get_mut("RepoTags"))
+            .and_then(|t| t.as_array_mut())
+        {
+            Some(tags) => {
+                for t in repo_tags {
+                    if !tags.iter().any(|x| x.as_str() == Some(t.as_str())) {
+                        tags.push(t.into());
+                    }
+                }
+            }
+            None => manifest.push(serde_json::json!({
+                "Config": config_name,
+                "RepoTags": repo_tags,
+                "Layers": layer_paths,
+            })),
+        }
     }
     let manifest_bytes = serde_json::to_vec(&manifest).map_err(|source| ImageError::Json {
         what: "manifest.json".into(),

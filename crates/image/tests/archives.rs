@@ -185,6 +185,7 @@ fn docker_archive_round_trips_and_skopeo_reads_it() {
         &[
             (a.clone(), vec![r("detection:1.0")]),
             (b.clone(), vec![r("b:2")]),
+            (a.clone(), vec![r("detection:latest")]),
         ],
         f,
     )
@@ -205,7 +206,15 @@ fn docker_archive_round_trips_and_skopeo_reads_it() {
         names.push(p);
     }
     let manifest: serde_json::Value = serde_json::from_str(&manifest.unwrap()).unwrap();
-    assert_eq!(manifest[0]["RepoTags"][0], "detection:1.0");
+    assert_eq!(
+        manifest[0]["RepoTags"],
+        serde_json::json!(["detection:1.0", "detection:latest"])
+    );
+    assert_eq!(
+        manifest.as_array().unwrap().len(),
+        2,
+        "same image saved twice is one entry"
+    );
     assert_eq!(manifest[0]["Config"], format!("{}.json", a.id.hex()));
     assert_eq!(
         manifest[0]["Layers"][0], manifest[1]["Layers"][0],
