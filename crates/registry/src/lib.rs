@@ -1,0 +1,44 @@
+//! Registry client: pulls base images from, and pushes build results to, OCI distribution
+//! registries (Docker Hub, quay, ghcr, `docker-registry`, ...), with docker/podman credentials,
+//! bearer-token and basic auth, `registries.conf` mirrors and insecure registries, and platform
+//! selection from multi-platform indexes.
+//!
+//! Use [`Client`] from async code and [`BlockingClient`] from plain threads. Pulled layers stay
+//! compressed: [`Client::pull`] verifies every blob (digest and size, while it streams) and
+//! commits it to a [`store::Store`] as served, and returns the manifest, config and layer
+//! descriptors for the image database to record. [`Client::push`] uploads what the registry lacks
+//! (HEAD first, cross-repository mounts, chunked with a monolithic fallback) and puts the
+//! manifest last.
+//!
+//! ```no_run
+//! use registry::{platform::host_platform, BlockingClient, ClientOptions, PullEvent};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = store::Store::open("/var/lib/rbuild")?;
+//! let client = BlockingClient::new(ClientOptions::from_env(&|k| std::env::var(k).ok()))?;
+//! let reference = image::Reference::parse("alpine:3.20")?;
+//! let pulled = client.pull(&reference, &host_platform(), &store, &|ev| {
+//!     if let PullEvent::Done { digest } = ev {
+//!         eprintln!("{digest}: done");
+//!     }
+//! })?;
+//! println!("{} has {} layers", pulled.resolved.manifest_digest, pulled.layers.len());
+//! # Ok(()) }
+//! ```
+
+pub mod auth;
+mod blocking;
+mod client;
+pub mod config;
+mod error;
+pub mod platform;
+
+pub use auth::{AuthSource, Credentials};
+pub use blocking::BlockingClient;
+pub use client::{
+    Client, ClientOptions, PullEvent, Pulled, PushEvent, PushOptions, Resolved, MAX_MANIFEST_SIZE,
+    SYSTEM_CA_BUNDLE,
+};
+pub use config::{Endpoint, RegistriesConf};
+pub use error::RegistryError;
+pub use image::manifest::{Descriptor, Manifest, Platform};
+pub use image::Reference;
