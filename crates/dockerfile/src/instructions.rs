@@ -296,9 +296,9 @@ pub(crate) fn parse_logical(
 ) -> Result<InstructionKind, ParseError> {
     let text = logical.text.as_str();
     let lead = text.len() - text.trim_start().len();
-    let body = &text[lead..];
+    let body = text.get(lead..).unwrap_or("");
     let cmd_len = body.find(is_space).unwrap_or(body.len());
-    let cmd_word = &body[..cmd_len];
+    let cmd_word = body.get(..cmd_len).unwrap_or("");
     let cmd = cmd_word.to_ascii_lowercase();
     let cmd_span = logical.span(lead, lead + cmd_len);
     let after_cmd = lead + cmd_len;
@@ -622,8 +622,11 @@ fn parse_name_val(args: &str, kw: &str, escape: char) -> Result<Vec<KeyValue>, S
         let Some(i) = split else {
             return Err(format!("{kw} must have two arguments"));
         };
-        let key = &t[..i];
-        let value = t[i..].trim_start_matches(['\t', '\x0b', '\x0c', '\r', ' ']);
+        let key = t.get(..i).unwrap_or("");
+        let value = t
+            .get(i..)
+            .unwrap_or("")
+            .trim_start_matches(['\t', '\x0b', '\x0c', '\r', ' ']);
         return Ok(vec![KeyValue {
             key: key.to_string(),
             value: value.to_string(),
@@ -792,17 +795,17 @@ pub(crate) fn parse_go_duration(s: &str) -> Result<Option<Duration>, &'static st
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        let num = &rest[..num_len];
+        let (num, tail) = rest.split_at_checked(num_len).unwrap_or((rest, ""));
         if num.is_empty() || num == "." || num.matches('.').count() > 1 {
             return Err("invalid duration");
         }
         let value: f64 = num.parse().map_err(|_| "invalid duration")?;
-        rest = &rest[num_len..];
+        rest = tail;
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
+        let (unit, tail) = rest.split_at_checked(unit_len).unwrap_or((rest, ""));
+        rest = tail;
         let nanos_per = match unit {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -884,7 +887,7 @@ pub(crate) fn parse_ram_size(s: &str) -> Result<u64, String> {
     let num_len = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
-    let (num, unit) = t.split_at(num_len);
+    let (num, unit) = t.split_at_checked(num_len).unwrap_or((t, ""));
     let value: f64 = num.parse().map_err(|_| format!("invalid size: '{s}'"))?;
     let unit = unit.trim_start().to_ascii_lowercase();
     let unit = unit.strip_suffix('b').unwrap_or(&unit);

@@ -21,7 +21,7 @@ pub(crate) fn split_lines(source: &str) -> Vec<PhysLine<'_>> {
     loop {
         match rest.find('\n') {
             Some(i) => {
-                let (line, tail) = rest.split_at(i);
+                let (line, tail) = rest.split_at_checked(i).unwrap_or((rest, ""));
                 out.push(PhysLine {
                     start,
                     text: line.strip_suffix('\r').unwrap_or(line),
@@ -124,7 +124,7 @@ fn match_directive(line: &str) -> Option<(String, String)> {
     if name_len == 0 {
         return None;
     }
-    let (name, after) = rest.split_at(name_len);
+    let (name, after) = rest.split_at_checked(name_len)?;
     let value = after.trim_start().strip_prefix('=')?.trim();
     if value.is_empty() {
         return None;
@@ -336,7 +336,7 @@ impl HeredocReader<'_, '_> {
 /// Recognises one word as a heredoc marker: `^(\d*)<<(-?)([^<]+)$`.
 pub(crate) fn heredoc_marker(word: &str) -> Option<HeredocMarker> {
     let digits = word.len() - word.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-    let (fd, rest) = word.split_at(digits);
+    let (fd, rest) = word.split_at_checked(digits)?;
     let rest = rest.strip_prefix("<<")?;
     let (chomp, rest) = match rest.strip_prefix('-') {
         Some(r) => (true, r),

@@ -321,6 +321,23 @@ struct Expander<'a> {
 }
 
 impl Expander<'_> {
+    /// Span of `$name`/`${name` inside `word` within the instruction's source text.
+    fn locate(&self, word: &str, name: &str) -> Span {
+        let text = self
+            .source
+            .get(self.span.start..self.span.end)
+            .unwrap_or("");
+        let Some(w) = text.find(word).filter(|_| !word.is_empty()) else {
+            return self.span;
+        };
+        let (inner, len) = [format!("${{{name}"), format!("${name}")]
+            .iter()
+            .find_map(|pat| word.find(pat.as_str()).map(|i| (i, pat.len())))
+            .unwrap_or((0, word.len()));
+        let start = self.span.start + w + inner;
+        Span::new(start, start + len)
+    }
+
     fn word(
         &mut self,
         word: &str,
@@ -330,16 +347,22 @@ impl Expander<'_> {
             .lexer
             .process_word_with_matches(word, &|n: &str| lookup(n))
             .map_err(|e| shell_err(self.file, self.source, self.span, word, e))?;
-        if let Some(u) = self.unmatched.as_deref_mut() {
-            for name in m.unmatched {
-                // `${V:-x}`-style references handle the unset case on purpose.
-                let guarded = [":-", "-", ":+", "+", ":?", "?", ":=", "="]
-                    .iter()
-                    .any(|op| word.contains(&format!("${{{name}{op}")));
-                if !guarded && !lookup_declared(name.as_str(), self.declared) {
-                    u.push((name, self.span));
-                }
+        if self.unmatched.is_none() {
+            return Ok(out);
+        }
+        let mut found = Vec::new();
+        for name in m.unmatched {
+            // `${V:-x}`-style references handle the unset case on purpose.
+            let guarded = [":-", "-", ":+", "+", ":?", "?", ":=", "="]
+                .iter()
+                .any(|op| word.contains(&format!("${{{name}{op}")));
+            if !guarded && !lookup_declared(name.as_str(), self.declared) {
+                let at = self.locate(word, &name);
+                found.push((name, at));
             }
+        }
+        if let Some(u) = self.unmatched.as_deref_mut() {
+            u.extend(found);
         }
         Ok(out)
     }
@@ -584,7 +607,12 @@ pub(crate) fn plan_inner(
     plan.unused_build_args = opts
         .build_args
         .keys()
-        .filter(|k| !declared.contains(*k) && !PREDEFINED_ARGS.contains(&k.as_str()))
+        .filter(|k| {
+            !declared.contains(*k)
+                && !PREDEFINED_ARGS.contains(&k.as_str())
+                && !k.starts_with("BUILDKIT_")
+                && k.as_str() != "SOURCE_DATE_EPOCH"
+        })
         .cloned()
         .collect();
     Ok(plan)

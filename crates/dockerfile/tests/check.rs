@@ -93,3 +93,32 @@ fn plan_failure_is_reported_as_error() {
         "{d:?}"
     );
 }
+
+#[test]
+fn undefined_var_points_at_the_reference() {
+    let src = "FROM a\nCOPY x /dst/${NOPE}/\n";
+    let df = parse("Dockerfile", src).unwrap();
+    let d = check(&df, &PlanOptions::default());
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0].line, d[0].column), (2, 13));
+    assert_eq!(&src[d[0].span.start..d[0].span.end], "${NOPE");
+    assert_eq!(d[0].message, "Usage of undefined variable '$NOPE'");
+}
+
+#[test]
+fn builder_args_are_not_reported_unused() {
+    let df = parse("Dockerfile", "FROM a\n").unwrap();
+    let mut o = PlanOptions::default();
+    for k in [
+        "BUILDKIT_INLINE_CACHE",
+        "SOURCE_DATE_EPOCH",
+        "no_proxy",
+        "X",
+    ] {
+        o.build_args.insert(k.to_string(), "1".to_string());
+    }
+    assert_eq!(
+        plan(&df, &o).unwrap().unused_build_args,
+        vec!["X".to_string()]
+    );
+}
