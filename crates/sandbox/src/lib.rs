@@ -1,0 +1,337 @@
+//! The build-step sandbox: runs one `RUN` step's command inside a root filesystem, isolated in
+//! its own mount, pid, ipc and uts namespaces (plus user and network namespaces when asked),
+//! with no daemon and no setuid helper beyond `newuidmap`/`newgidmap`.
+//!
+//! Use it from the build engine for every `RUN` instruction: give it the step's rootfs (a plain
+//! directory or an overlay of layer directories that the sandbox mounts itself, inside its own
+//! mount namespace, so nothing ever stays mounted on the host), argv, environment, user and
+//! extra mounts; it streams the step's output to a callback and returns its exit status.
+//! It works as root and as an ordinary user (container root is mapped to the caller, 1..=N to
+//! the caller's `/etc/subuid` range), and it is safe to call from a multi-threaded program,
+//! e.g. a tokio runtime: it never re-executes `/proc/self/exe` and never `unshare`s in the
+//! calling process.
+//!
+//! # Process tree
+//!
+//! ```text
+//! caller (any thread)              -- fork() --> helper
+//!   | reads "unshared" on sync pipe                | unshare(NEWUSER? NS PID IPC UTS NET?)
+//!   | runs newuidmap/newgidmap on helper            | writes "u", waits for "go"
+//!   | writes "go"                                   | fork() --> init (PID 1 of the new pid ns)
+//!   | reads init's pid                              |   mount ns private; build detached mounts
+//!   | polls stdout/stderr, feeds stdin              |   (rootfs, proc, dev nodes, sys, files,
+//!   | kills init+helper on timeout/cancel           |   binds); pivot_root; attach them; hostname,
+//!   | waitpid(helper); reads report pipe            |   lo up; setgroups/setgid/setuid; chdir;
+//!                                                   |   execve(step)  -- the step IS PID 1
+//!                                                   | waitpid(init); reports its wait status
+//! ```
+//!
+//! Between `fork` and `execve` the children only make async-signal-safe raw syscalls on data
+//! the caller prepared beforehand. Set-up failures come back over a close-on-exec report pipe
+//! as (step, errno), so the error reads `sandbox set-up failed: pivot_root into ...: EINVAL`.
+//! When the step (PID 1) exits, the kernel kills everything else in its pid namespace, so no
+//! background process outlives the step.
+//!
+//! # Mount stubs
+//!
+//! Mount points missing from the rootfs (`/proc`, `/dev`, `/sys`, `/etc/hosts`,
+//! `/etc/resolv.conf`, `/etc/hostname`, `RUN --mount` targets and their parents) are created
+//! as empty directories/files in the writable layer. After the step the sandbox removes those
+//! it created that are still empty (like BuildKit's mount-stub cleaner) and lists every stub it
+//! created in [`RunResult::mount_stubs`], so the caller can also exclude them when diffing.
+//! `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` are bind mounts of generated files, so
+//! what the step writes to them never lands in the layer.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use sandbox::{Sandbox, SandboxOptions, RunSpec, RootfsSpec, Stream};
+//! let sb = Sandbox::new(SandboxOptions::default())?;
+//! let spec = RunSpec {
+//!     rootfs: RootfsSpec::Dir("/var/lib/rbuild/rootfs".into()),
+//!     args: vec!["/bin/sh".into(), "-c".into(), "echo hello".into()],
+//!     env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+//!     ..RunSpec::default()
+//! };
+//! let mut out = Vec::new();
+//! let res = sb.run(&spec, &mut |s, b| if s == Stream::Stdout { out.extend_from_slice(b) })?;
+//! assert_eq!(res.code, Some(0));
+//! # Ok::<(), sandbox::SandboxError>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod child;
+mod error;
+mod probe;
+mod run;
+mod subid;
+
+pub use error::SandboxError;
+pub use probe::{probe, Capabilities};
+pub use subid::{parse_subid, subid_ranges, subid_ranges_from, IdRange};
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How container ids map to host ids; lets the caller force the rootless code path (tests,
+/// hardened hosts) or the degraded single-id map.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IdMapMode {
+    /// Root: no user namespace. Otherwise: a user namespace with the subuid/subgid ranges when
+    /// the caller has them and `newuidmap`/`newgidmap` exist, else a single-id map.
+    #[default]
+    Auto,
+    /// Always create a user namespace (as root: an identity map of all ids).
+    ForceUserNs,
+    /// Always a user namespace mapping only container 0 to the caller's uid/gid.
+    Single,
+}
+
+/// Options fixed for the lifetime of a [`Sandbox`], resolved once in [`Sandbox::new`].
+#[derive(Debug, Clone, Default)]
+pub struct SandboxOptions {
+    /// How ids are mapped; see [`IdMapMode`].
+    pub id_map: IdMapMode,
+}
+
+/// How the step's root filesystem is given, so the engine can use a plain directory (simple,
+/// root-only copy-based builds) or an overlay of its layer directories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootfsSpec {
+    /// A directory used as `/` directly; the step's writes land in it.
+    Dir(PathBuf),
+    /// An overlay the sandbox mounts inside its own mount namespace (`userxattr` in a user
+    /// namespace). Writes land in `upper`; `work` must be an empty dir on the same filesystem.
+    Overlay {
+        /// Read-only layers, top first.
+        lowers: Vec<PathBuf>,
+        /// Writable layer.
+        upper: PathBuf,
+        /// Overlay work directory.
+        work: PathBuf,
+    },
+}
+
+/// Network mode of a step, mirroring `RUN --network`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Network {
+    /// Share the caller's network namespace (docker build's default).
+    #[default]
+    Host,
+    /// A new network namespace with only loopback, up.
+    None,
+}
+
+/// An extra mount for `RUN --mount`; the caller prepares sources (cache dirs, secret files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    /// Absolute path inside the rootfs; missing directories are created as mount stubs.
+    pub target: String,
+    /// What to mount there.
+    pub kind: MountKind,
+}
+
+/// The kinds of `RUN --mount` the sandbox implements itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountKind {
+    /// Bind a host file or directory (recursively); secrets should be `readonly: true`.
+    Bind {
+        /// Host path, resolved in the caller's view.
+        source: PathBuf,
+        /// Make the mount (and everything below it) read-only.
+        readonly: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Size limit in bytes (kernel default: half of RAM).
+        size: Option<u64>,
+    },
+}
+
+/// Which of the step's output streams a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// File descriptor 1.
+    Stdout,
+    /// File descriptor 2.
+    Stderr,
+}
+
+/// Everything about one step's execution; the caller resolves names (USER, PATH-less shell
+/// form) to numbers and argv beforehand so the sandbox never parses image files.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Root filesystem of the step.
+    pub rootfs: RootfsSpec,
+    /// argv; argv[0] without a `/` is searched in the `PATH` of `env` (or the default PATH).
+    pub args: Vec<String>,
+    /// Environment as `KEY=value` strings, exactly what the step sees.
+    pub env: Vec<String>,
+    /// Absolute working directory, created (as root) if missing.
+    pub cwd: String,
+    /// User id the step runs as.
+    pub uid: u32,
+    /// Group id the step runs as.
+    pub gid: u32,
+    /// Supplementary groups (docker sets the user's groups from /etc/group).
+    pub additional_gids: Vec<u32>,
+    /// Hostname of the uts namespace, also written to /etc/hostname and /etc/hosts.
+    pub hostname: String,
+    /// Network mode.
+    pub network: Network,
+    /// Extra mounts, applied in order after the standard ones.
+    pub mounts: Vec<MountSpec>,
+    /// Bytes fed on stdin (heredoc bodies); `None` gives an empty stdin.
+    pub stdin: Option<Vec<u8>>,
+    /// Extra /etc/hosts entries as (hostname, address), like `--add-host`.
+    pub hosts: Vec<(String, String)>,
+    /// Kill the whole step after this long and return [`SandboxError::TimedOut`].
+    pub timeout: Option<Duration>,
+    /// Raise to kill the whole step; `run` then returns [`SandboxError::Cancelled`].
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Default for RunSpec {
+    fn default() -> Self {
+        RunSpec {
+            rootfs: RootfsSpec::Dir(PathBuf::new()),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+            hostname: String::new(),
+            network: Network::Host,
+            mounts: Vec::new(),
+            stdin: None,
+            hosts: Vec::new(),
+            timeout: None,
+            cancel: None,
+        }
+    }
+}
+
+/// Outcome of a step that ran: exactly one of `code`/`signal` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunResult {
+    /// Exit code, when the step exited.
+    pub code: Option<i32>,
+    /// Signal number, when the step was killed by a signal.
+    pub signal: Option<i32>,
+    /// Things the user should know (e.g. the single-id map and what it breaks).
+    pub warnings: Vec<String>,
+    /// Mount stubs the sandbox created in the rootfs (absolute paths inside it), in creation
+    /// order; those still empty after the step were removed again. Exclude them from diffs.
+    pub mount_stubs: Vec<String>,
+}
+
+/// How this sandbox maps ids, decided once in [`Sandbox::new`].
+#[derive(Debug, Clone)]
+pub(crate) enum IdMapping {
+    /// Root without a user namespace.
+    Host,
+    /// Container 0 -> caller only.
+    Single { uid: u32, gid: u32 },
+    /// Root in a user namespace: all ids to themselves.
+    Identity,
+    /// Container 0 -> caller, 1..=N -> subordinate ranges, written by newuidmap/newgidmap.
+    Ranges {
+        uid: u32,
+        gid: u32,
+        uid_ranges: Vec<IdRange>,
+        gid_ranges: Vec<IdRange>,
+        newuidmap: PathBuf,
+        newgidmap: PathBuf,
+    },
+}
+
+/// A configured sandbox; cheap to share between threads, each [`Sandbox::run`] is independent.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    mapping: IdMapping,
+    warnings: Vec<String>,
+}
+
+impl Sandbox {
+    /// Decides the id mapping (reading /etc/subuid and /etc/subgid when not root) so that every
+    /// run of the build uses the same one and the warnings are computed once.
+    pub fn new(opts: SandboxOptions) -> Result<Sandbox, SandboxError> {
+        // SAFETY: geteuid/getegid cannot fail.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let mut warnings = Vec::new();
+        let single_warning = |why: &str| {
+            format!(
+                "{why}: only container uid/gid 0 is mapped (to host {uid}:{gid}); chown to other \
+                 ids, USER other than root, supplementary groups, apt's _apt sandbox user and \
+                 files owned by other ids in the image will fail"
+            )
+        };
+        let mapping = match (opts.id_map, uid == 0) {
+            (IdMapMode::Auto, true) => IdMapping::Host,
+            (IdMapMode::ForceUserNs, true) => IdMapping::Identity,
+            (IdMapMode::Single, _) => {
+                warnings.push(single_warning("single-id map requested"));
+                IdMapping::Single { uid, gid }
+            }
+            (IdMapMode::Auto | IdMapMode::ForceUserNs, false) => {
+                let name = subid::user_name(uid).unwrap_or_else(|| uid.to_string());
+                let (uid_ranges, gid_ranges) = subid_ranges(&name, uid)?;
+                let tools = (subid::find_tool("newuidmap"), subid::find_tool("newgidmap"));
+                match tools {
+                    (Some(newuidmap), Some(newgidmap))
+                        if !uid_ranges.is_empty() && !gid_ranges.is_empty() =>
+                    {
+                        IdMapping::Ranges {
+                            uid,
+                            gid,
+                            uid_ranges,
+                            gid_ranges,
+                            newuidmap,
+                            newgidmap,
+                        }
+                    }
+                    (Some(_), Some(_)) => {
+                        warnings.push(single_warning(&format!(
+                            "no subordinate id ranges for user {name} in /etc/subuid and /etc/subgid"
+                        )));
+                        IdMapping::Single { uid, gid }
+                    }
+                    _ => {
+                        warnings.push(single_warning(
+                            "newuidmap/newgidmap not found (install the uidmap package)",
+                        ));
+                        IdMapping::Single { uid, gid }
+                    }
+                }
+            }
+        };
+        Ok(Sandbox { mapping, warnings })
+    }
+
+    /// Warnings that apply to every run of this sandbox (also copied into each [`RunResult`]).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Whether steps run in a user namespace, so callers can explain ownership on the host.
+    pub fn uses_user_namespace(&self) -> bool {
+        !matches!(self.mapping, IdMapping::Host)
+    }
+
+    /// Runs one step to completion, streaming its output to `output` as it arrives.
+    ///
+    /// Returns `Ok` whenever the step's command ran, whatever its exit status; `Err` when the
+    /// sandbox could not be set up, the command could not be executed, or the step was killed
+    /// on timeout/cancel.
+    pub fn run(
+        &self,
+        spec: &RunSpec,
+        output: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<RunResult, SandboxError> {
+        run::run(self, spec, output)
+    }
+}

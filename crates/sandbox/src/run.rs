@@ -1,0 +1,1107 @@
+//! The caller's side of [`crate::Sandbox::run`]: prepares the plan, forks the helper, writes
+//! the id maps, pumps the step's stdio, and turns the report pipe into a result.
+
+use crate::child::{self, ChildFds, ChildPlan, Op};
+use crate::{IdMapping, MountKind, Network, RootfsSpec, RunResult, RunSpec, Sandbox};
+use crate::{SandboxError, Stream};
+use libc::c_int;
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
+const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+fn cstr(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, SandboxError> {
+    CString::new(s).map_err(|_| SandboxError::InvalidSpec(format!("{what} contains a NUL byte")))
+}
+
+fn cpath(what: &str, p: &Path) -> Result<CString, SandboxError> {
+    cstr(what, p.as_os_str().as_bytes())
+}
+
+fn last_err() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+/// Splits an absolute in-rootfs path into its normal components, refusing `..` so that stub
+/// bookkeeping (and cleanup) can never name anything outside the rootfs.
+fn components(what: &str, p: &str) -> Result<Vec<String>, SandboxError> {
+    if !p.starts_with('/') {
+        return Err(SandboxError::InvalidSpec(format!(
+            "{what} {p:?} must be an absolute path"
+        )));
+    }
+    let mut out = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                return Err(SandboxError::InvalidSpec(format!(
+                    "{what} {p:?} must not contain '..'"
+                )))
+            }
+            c => out.push(c.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+/// Ops and their human descriptions, built in lockstep.
+struct PlanBuilder {
+    ops: Vec<Op>,
+    descs: Vec<String>,
+    /// For ops that may create a stub: the in-rootfs path.
+    stub_paths: Vec<Option<String>>,
+    slots: usize,
+}
+
+impl PlanBuilder {
+    fn push(&mut self, op: Op, desc: String, stub: Option<String>) {
+        self.ops.push(op);
+        self.descs.push(desc);
+        self.stub_paths.push(stub);
+    }
+    fn slot(&mut self) -> usize {
+        self.slots += 1;
+        self.slots - 1
+    }
+    /// mkdir -p of `comps` (all stubs when `stub`), then the final entry as dir or file.
+    fn ensure(&mut self, comps: &[String], file: bool, stub: bool) -> Result<String, SandboxError> {
+        let mut path = String::new();
+        for (i, c) in comps.iter().enumerate() {
+            path.push('/');
+            path.push_str(c);
+            let cs = cstr("mount target", path.as_str())?;
+            let last = i + 1 == comps.len();
+            let stub_path = stub.then(|| path.clone());
+            if last && file {
+                self.push(
+                    Op::EnsureFile { path: cs, stub },
+                    format!("create mount point file {path}"),
+                    stub_path,
+                );
+            } else {
+                self.push(
+                    Op::EnsureDir { path: cs, stub },
+                    format!("create mount point directory {path}"),
+                    stub_path,
+                );
+            }
+        }
+        Ok(path)
+    }
+    fn attach(&mut self, slot: usize, target: &str, what: &str) -> Result<(), SandboxError> {
+        self.push(
+            Op::MoveSlot {
+                slot,
+                target: cstr("mount target", target)?,
+            },
+            format!("attach {what} at {target}"),
+            None,
+        );
+        Ok(())
+    }
+}
+
+/// Per-run host files (hosts, resolv.conf, hostname) and the rootfs mount point; removed on drop.
+struct RunDir {
+    dir: tempfile::TempDir,
+}
+
+impl RunDir {
+    fn new(spec: &RunSpec, hostname: &str) -> Result<RunDir, SandboxError> {
+        let dir = tempfile::Builder::new()
+            .prefix("rbuild-sandbox-")
+            .tempdir()
+            .map_err(|e| SandboxError::io("create the sandbox's temporary directory", e))?;
+        let p = dir.path();
+        let mut hosts =
+            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        for (name, addr) in &spec.hosts {
+            if name.contains(char::is_whitespace) || addr.contains(char::is_whitespace) {
+                return Err(SandboxError::InvalidSpec(format!(
+                    "extra host {name:?} -> {addr:?} contains whitespace"
+                )));
+            }
+            hosts.push_str(&format!("{addr}\t{name}\n"));
+        }
+        let resolv = match std::fs::read("/etc/resolv.conf") {
+            Ok(b) => b,
+            Err(_) => b"nameserver 8.8.8.8\nnameserver 8.8.4.4\n".to_vec(),
+        };
+        for (name, content) in [
+            ("hosts", hosts.into_bytes()),
+            ("resolv.conf", resolv),
+            ("hostname", format!("{hostname}\n").into_bytes()),
+        ] {
+            let path = p.join(name);
+            let mut f = std::fs::File::create(&path)
+                .and_then(|mut f| f.write_all(&content).map(|()| f))
+                .map_err(|e| SandboxError::io(format!("write {}", path.display()), e))?;
+            f.flush()
+                .map_err(|e| SandboxError::io(format!("write {}", path.display()), e))?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .map_err(|e| SandboxError::io(format!("chmod {}", path.display()), e))?;
+        }
+        let root = p.join("root");
+        std::fs::create_dir(&root)
+            .map_err(|e| SandboxError::io(format!("mkdir {}", root.display()), e))?;
+        Ok(RunDir { dir })
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+struct Prepared {
+    plan: ChildPlan,
+    descs: Vec<String>,
+    stub_paths: Vec<Option<String>>,
+    slots: usize,
+    program: String,
+    // Keep the strings argv/envp point into alive.
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+}
+
+fn prepare(
+    sb: &Sandbox,
+    spec: &RunSpec,
+    rd: &RunDir,
+    hostname: &str,
+) -> Result<Prepared, SandboxError> {
+    let userns = !matches!(sb.mapping, IdMapping::Host);
+    let Some(program) = spec.args.first().cloned() else {
+        return Err(SandboxError::InvalidSpec("args is empty".into()));
+    };
+    let mut b = PlanBuilder {
+        ops: Vec::new(),
+        descs: Vec::new(),
+        stub_paths: Vec::new(),
+        slots: 0,
+    };
+    let root_mp = rd.path("root");
+    let root_mp_s = root_mp.display().to_string();
+
+    // --- before pivot_root: everything that names host paths ---
+    let root_slot = b.slot();
+    match &spec.rootfs {
+        RootfsSpec::Dir(dir) => {
+            if !dir.is_dir() {
+                return Err(SandboxError::InvalidSpec(format!(
+                    "rootfs {} is not a directory",
+                    dir.display()
+                )));
+            }
+            b.push(
+                Op::CloneTree {
+                    source: cpath("rootfs", dir)?,
+                    recursive: true,
+                    readonly: false,
+                    slot: root_slot,
+                },
+                format!("bind rootfs {}", dir.display()),
+                None,
+            );
+        }
+        RootfsSpec::Overlay {
+            lowers,
+            upper,
+            work,
+        } => {
+            if lowers.is_empty() {
+                return Err(SandboxError::InvalidSpec(
+                    "overlay rootfs needs at least one lower directory".into(),
+                ));
+            }
+            let lowers_c = lowers
+                .iter()
+                .map(|l| cpath("overlay lower", l))
+                .collect::<Result<Vec<_>, _>>()?;
+            b.push(
+                Op::Overlay {
+                    lowers: lowers_c,
+                    upper: cpath("overlay upper", upper)?,
+                    work: cpath("overlay work", work)?,
+                    userxattr: userns,
+                    slot: root_slot,
+                },
+                format!(
+                    "mount overlay (lower {}, upper {}, work {}{})",
+                    lowers
+                        .iter()
+                        .map(|l| l.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                    upper.display(),
+                    work.display(),
+                    if userns { ", userxattr" } else { "" }
+                ),
+                None,
+            );
+        }
+    }
+    b.attach(root_slot, &root_mp_s, "rootfs")?;
+
+    let proc_slot = b.slot();
+    b.push(
+        Op::NewFs {
+            fstype: c"proc",
+            attrs: child::MOUNT_ATTR_NOSUID | child::MOUNT_ATTR_NODEV | child::MOUNT_ATTR_NOEXEC,
+            slot: proc_slot,
+        },
+        "mount proc for the new pid namespace".into(),
+        None,
+    );
+    let mut dev_slots = Vec::new();
+    for n in DEV_NODES {
+        let host = format!("/dev/{n}");
+        if Path::new(&host).exists() {
+            let slot = b.slot();
+            b.push(
+                Op::CloneTree {
+                    source: cstr("dev node", host.as_str())?,
+                    recursive: false,
+                    readonly: false,
+                    slot,
+                },
+                format!("bind host {host}"),
+                None,
+            );
+            dev_slots.push((n, slot));
+        }
+    }
+    let sys_slot = b.slot();
+    b.push(
+        Op::CloneTree {
+            source: c"/sys".into(),
+            recursive: true,
+            readonly: true,
+            slot: sys_slot,
+        },
+        "bind host /sys read-only".into(),
+        None,
+    );
+    let mut etc_slots = Vec::new();
+    for name in ["hosts", "resolv.conf", "hostname"] {
+        let slot = b.slot();
+        let src = rd.path(name);
+        b.push(
+            Op::CloneTree {
+                source: cpath("generated file", &src)?,
+                recursive: false,
+                readonly: false,
+                slot,
+            },
+            format!("bind generated {}", src.display()),
+            None,
+        );
+        etc_slots.push((name, slot));
+    }
+    let mut user_slots = Vec::new();
+    for m in &spec.mounts {
+        let comps = components("mount target", &m.target)?;
+        if comps.is_empty() {
+            return Err(SandboxError::InvalidSpec(format!(
+                "mount target {:?} is the root",
+                m.target
+            )));
+        }
+        match &m.kind {
+            MountKind::Bind { source, readonly } => {
+                let meta = std::fs::metadata(source).map_err(|e| {
+                    SandboxError::io(format!("bind mount source {}", source.display()), e)
+                })?;
+                let slot = b.slot();
+                b.push(
+                    Op::CloneTree {
+                        source: cpath("bind source", source)?,
+                        recursive: meta.is_dir(),
+                        readonly: *readonly,
+                        slot,
+                    },
+                    format!(
+                        "bind {}{}",
+                        source.display(),
+                        if *readonly { " read-only" } else { "" }
+                    ),
+                    None,
+                );
+                user_slots.push(Some((slot, !meta.is_dir())));
+            }
+            MountKind::Tmpfs { .. } => user_slots.push(None),
+        }
+    }
+    b.push(
+        Op::Pivot {
+            new_root: cpath("rootfs mount point", &root_mp)?,
+        },
+        format!("pivot_root into {root_mp_s}"),
+        None,
+    );
+
+    // --- after pivot_root: every path is inside the rootfs ---
+    b.ensure(&["proc".into()], false, true)?;
+    b.attach(proc_slot, "/proc", "proc")?;
+    b.ensure(&["dev".into()], false, true)?;
+    b.push(
+        Op::Mount {
+            source: c"tmpfs".into(),
+            target: c"/dev".into(),
+            fstype: c"tmpfs".into(),
+            flags: libc::MS_NOSUID | libc::MS_STRICTATIME,
+            data: c"mode=755,size=65536k".into(),
+        },
+        "mount tmpfs on /dev".into(),
+        None,
+    );
+    for (n, slot) in dev_slots {
+        b.ensure(&["dev".into(), n.into()], true, false)?;
+        b.attach(slot, &format!("/dev/{n}"), &format!("host /dev/{n}"))?;
+    }
+    b.ensure(&["dev".into(), "pts".into()], false, false)?;
+    let single = matches!(sb.mapping, IdMapping::Single { .. });
+    let pts_data = if single {
+        "newinstance,ptmxmode=0666,mode=0620"
+    } else {
+        "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    };
+    b.push(
+        Op::Mount {
+            source: c"devpts".into(),
+            target: c"/dev/pts".into(),
+            fstype: c"devpts".into(),
+            flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+            data: cstr("devpts options", pts_data)?,
+        },
+        "mount devpts on /dev/pts".into(),
+        None,
+    );
+    for (target, link) in [
+        ("pts/ptmx", "/dev/ptmx"),
+        ("/proc/self/fd", "/dev/fd"),
+        ("/proc/self/fd/0", "/dev/stdin"),
+        ("/proc/self/fd/1", "/dev/stdout"),
+        ("/proc/self/fd/2", "/dev/stderr"),
+    ] {
+        b.push(
+            Op::Symlink {
+                target: cstr("symlink", target)?,
+                link: cstr("symlink", link)?,
+            },
+            format!("symlink {link} -> {target}"),
+            None,
+        );
+    }
+    b.ensure(&["dev".into(), "shm".into()], false, false)?;
+    b.push(
+        Op::Mount {
+            source: c"shm".into(),
+            target: c"/dev/shm".into(),
+            fstype: c"tmpfs".into(),
+            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            data: c"mode=1777,size=65536k".into(),
+        },
+        "mount tmpfs on /dev/shm".into(),
+        None,
+    );
+    b.ensure(&["sys".into()], false, true)?;
+    b.attach(sys_slot, "/sys", "read-only /sys")?;
+    for (name, slot) in etc_slots {
+        let target = b.ensure(&["etc".into(), name.into()], true, true)?;
+        b.attach(slot, &target, &format!("generated {name}"))?;
+    }
+    for (m, us) in spec.mounts.iter().zip(user_slots) {
+        let comps = components("mount target", &m.target)?;
+        match (&m.kind, us) {
+            (MountKind::Bind { .. }, Some((slot, is_file))) => {
+                let target = b.ensure(&comps, is_file, true)?;
+                b.attach(slot, &target, "bind mount")?;
+            }
+            (MountKind::Tmpfs { size }, _) => {
+                let target = b.ensure(&comps, false, true)?;
+                let data = match size {
+                    Some(s) => format!("size={s}"),
+                    None => String::new(),
+                };
+                b.push(
+                    Op::Mount {
+                        source: c"tmpfs".into(),
+                        target: cstr("mount target", target.as_str())?,
+                        fstype: c"tmpfs".into(),
+                        flags: libc::MS_NOSUID | libc::MS_NODEV,
+                        data: cstr("tmpfs options", data)?,
+                    },
+                    format!("mount tmpfs on {target}"),
+                    None,
+                );
+            }
+            (MountKind::Bind { .. }, None) => {
+                return Err(SandboxError::InvalidSpec(
+                    "internal: bind slot missing".into(),
+                ))
+            }
+        }
+    }
+
+    // --- exec details ---
+    let cwd_comps = components("cwd", &spec.cwd)?;
+    let mut cwd_prefixes = Vec::new();
+    let mut acc = String::new();
+    for c in &cwd_comps {
+        acc.push('/');
+        acc.push_str(c);
+        cwd_prefixes.push(cstr("cwd", acc.as_str())?);
+    }
+    let argv_c = spec
+        .args
+        .iter()
+        .map(|a| cstr("argument", a.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp_c = spec
+        .env
+        .iter()
+        .map(|e| cstr("environment entry", e.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = envp_c.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let exec_candidates = if program.contains('/') {
+        vec![cstr("argv[0]", program.as_str())?]
+    } else if program.is_empty() {
+        return Err(SandboxError::InvalidSpec("argv[0] is empty".into()));
+    } else {
+        let path = spec
+            .env
+            .iter()
+            .rev()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH);
+        path.split(':')
+            .map(|d| {
+                let d = if d.is_empty() { "." } else { d };
+                cstr(
+                    "PATH entry",
+                    format!("{}/{}", d.trim_end_matches('/'), program),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if userns {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    if spec.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let slots = b.slots;
+    Ok(Prepared {
+        plan: ChildPlan {
+            unshare_flags: flags,
+            ops: b.ops,
+            hostname: cstr("hostname", hostname)?,
+            loopback_up: spec.network == Network::None,
+            cwd_prefixes,
+            cwd: cstr("cwd", spec.cwd.as_str())?,
+            set_groups: !single,
+            groups: spec.additional_gids.clone(),
+            uid: spec.uid,
+            gid: spec.gid,
+            exec_candidates,
+            argv,
+            envp,
+        },
+        descs: b.descs,
+        stub_paths: b.stub_paths,
+        slots,
+        program,
+        _argv: argv_c,
+        _envp: envp_c,
+    })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: fds is a valid 2-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(SandboxError::io("pipe2", last_err()));
+    }
+    // SAFETY: pipe2 returned two fresh descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn socketpair() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: fds is a valid 2-element array.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(SandboxError::io("socketpair for stdin", last_err()));
+    }
+    // SAFETY: socketpair returned two fresh descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn read_some(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        // SAFETY: buf is valid for buf.len() bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = last_err();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn read_full(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        let rest = buf.get_mut(got..).unwrap_or_default();
+        let n = read_some(fd, rest)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(got)
+}
+
+fn wait_pid(pid: libc::pid_t) -> Option<c_int> {
+    let mut status = 0;
+    loop {
+        // SAFETY: plain waitpid on our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Some(status);
+        }
+        if r < 0 && last_err().kind() != std::io::ErrorKind::Interrupted {
+            return None;
+        }
+    }
+}
+
+fn kill(pid: libc::pid_t) {
+    if pid > 0 {
+        // SAFETY: sending a signal has no memory-safety preconditions.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+fn write_id_maps(sb: &Sandbox, pid: libc::pid_t) -> Result<(), SandboxError> {
+    let write = |which: &'static str, file: &str, data: &str| -> Result<(), SandboxError> {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, data).map_err(|e| SandboxError::IdMap {
+            which,
+            detail: format!("write {data:?} to {path}: {e}"),
+        })
+    };
+    match &sb.mapping {
+        IdMapping::Host => Ok(()),
+        IdMapping::Identity => {
+            write("uid", "uid_map", "0 0 4294967295\n")?;
+            write("gid", "gid_map", "0 0 4294967295\n")
+        }
+        IdMapping::Single { uid, gid } => {
+            write("gid", "setgroups", "deny")?;
+            write("uid", "uid_map", &format!("0 {uid} 1\n"))?;
+            write("gid", "gid_map", &format!("0 {gid} 1\n"))
+        }
+        IdMapping::Ranges {
+            uid,
+            gid,
+            uid_ranges,
+            gid_ranges,
+            newuidmap,
+            newgidmap,
+        } => {
+            run_map_tool("uid", newuidmap, pid, *uid, uid_ranges)?;
+            run_map_tool("gid", newgidmap, pid, *gid, gid_ranges)
+        }
+    }
+}
+
+fn run_map_tool(
+    which: &'static str,
+    tool: &Path,
+    pid: libc::pid_t,
+    own: u32,
+    ranges: &[crate::IdRange],
+) -> Result<(), SandboxError> {
+    let mut args = vec![pid.to_string(), "0".into(), own.to_string(), "1".into()];
+    let mut next: u64 = 1;
+    for r in ranges {
+        args.extend([next.to_string(), r.start.to_string(), r.count.to_string()]);
+        next += u64::from(r.count);
+    }
+    let out = std::process::Command::new(tool)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| SandboxError::IdMap {
+            which,
+            detail: format!("run {}: {e}", tool.display()),
+        })?;
+    if !out.status.success() {
+        return Err(SandboxError::IdMap {
+            which,
+            detail: format!(
+                "{} {} exited with {}: {}",
+                tool.display(),
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn step_name(code: u32) -> &'static str {
+    match code {
+        child::STEP_UNSHARE => "unshare namespaces",
+        child::STEP_SYNC => "synchronise with the caller",
+        child::STEP_FORK => "fork the step's init",
+        child::STEP_PRIVATE => "make the mount namespace private",
+        child::STEP_HOSTNAME => "sethostname",
+        child::STEP_LOOPBACK => "bring up loopback",
+        child::STEP_CWD_MKDIR => "create the working directory",
+        child::STEP_SETGROUPS => "setgroups",
+        child::STEP_SETGID => "setgid",
+        child::STEP_SETUID => "setuid",
+        child::STEP_CHDIR => "chdir to the working directory",
+        child::STEP_FDS => "mark descriptors close-on-exec",
+        child::STEP_SETSID => "setsid",
+        _ => "unknown step",
+    }
+}
+
+/// Removes the stubs the child created that are still empty, deepest first, resolving every
+/// path inside `root` with `openat2` and never following symlinks (the step may have swapped a
+/// stub for a symlink to a host path).
+fn remove_stubs(root: &Path, stubs: &[String]) {
+    let Ok(root_c) = CString::new(root.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: valid C string; the fd is owned below.
+    let rfd = unsafe {
+        libc::open(
+            root_c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if rfd < 0 {
+        return;
+    }
+    // SAFETY: fresh descriptor.
+    let rfd = unsafe { OwnedFd::from_raw_fd(rfd) };
+    for stub in stubs.iter().rev() {
+        let rel = stub.trim_start_matches('/');
+        let (parent, name) = match rel.rsplit_once('/') {
+            Some((p, n)) => (p, n),
+            None => (".", rel),
+        };
+        let (Ok(parent_c), Ok(name_c)) = (CString::new(parent), CString::new(name)) else {
+            continue;
+        };
+        #[repr(C)]
+        struct OpenHow {
+            flags: u64,
+            mode: u64,
+            resolve: u64,
+        }
+        const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+        const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+        const RESOLVE_IN_ROOT: u64 = 0x10;
+        let how = OpenHow {
+            flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+            mode: 0,
+            resolve: RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+        };
+        // SAFETY: valid pointers and size for openat2.
+        let pfd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                rfd.as_raw_fd(),
+                parent_c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if pfd < 0 {
+            continue;
+        }
+        // SAFETY: fresh descriptor.
+        let pfd = unsafe { OwnedFd::from_raw_fd(pfd as c_int) };
+        // SAFETY: zeroed stat is a valid out-parameter.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd, C string and out-pointer.
+        if unsafe {
+            libc::fstatat(
+                pfd.as_raw_fd(),
+                name_c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        } < 0
+        {
+            continue;
+        }
+        let fmt = st.st_mode & libc::S_IFMT;
+        let flag = if fmt == libc::S_IFDIR {
+            libc::AT_REMOVEDIR
+        } else if fmt == libc::S_IFREG && st.st_size == 0 {
+            0
+        } else {
+            continue;
+        };
+        // SAFETY: valid fd and C string; failure (e.g. ENOTEMPTY) just keeps the entry.
+        unsafe { libc::unlinkat(pfd.as_raw_fd(), name_c.as_ptr(), flag) };
+    }
+}
+
+pub(crate) fn run(
+    sb: &Sandbox,
+    spec: &RunSpec,
+    output: &mut dyn FnMut(Stream, &[u8]),
+) -> Result<RunResult, SandboxError> {
+    let hostname = if spec.hostname.is_empty() {
+        DEFAULT_HOSTNAME
+    } else {
+        spec.hostname.as_str()
+    };
+    if hostname.len() > 64 || hostname.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(SandboxError::InvalidSpec(format!(
+            "hostname {hostname:?} is not a valid host name"
+        )));
+    }
+    let mut warnings = sb.warnings.clone();
+    if matches!(sb.mapping, IdMapping::Single { .. }) && !spec.additional_gids.is_empty() {
+        warnings.push(format!(
+            "supplementary groups {:?} ignored: setgroups is denied with a single-id map",
+            spec.additional_gids
+        ));
+    }
+    let rd = RunDir::new(spec, hostname)?;
+    let prep = prepare(sb, spec, &rd, hostname)?;
+    let mut slots: Vec<c_int> = vec![-1; prep.slots];
+
+    let (stdin_r, stdin_w) = socketpair()?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (up_r, up_w) = pipe()?; // helper -> caller
+    let (down_r, down_w) = pipe()?; // caller -> helper
+    let (rep_r, rep_w) = pipe()?;
+    let fds = ChildFds {
+        stdin: stdin_r.as_raw_fd(),
+        stdout: out_w.as_raw_fd(),
+        stderr: err_w.as_raw_fd(),
+        sync_read: down_r.as_raw_fd(),
+        sync_write: up_w.as_raw_fd(),
+        report: rep_w.as_raw_fd(),
+    };
+
+    // SAFETY: the child branch only runs async-signal-safe code on pre-built data and never
+    // returns (helper_main ends in _exit or exec).
+    let helper = unsafe { libc::fork() };
+    if helper < 0 {
+        return Err(SandboxError::io("fork the sandbox helper", last_err()));
+    }
+    if helper == 0 {
+        // SAFETY: we are the freshly forked child.
+        unsafe { child::helper_main(&prep.plan, &fds, &mut slots) }
+    }
+    drop((stdin_r, out_w, err_w, up_w, down_r, rep_w));
+
+    let mut guard = HelperGuard {
+        helper,
+        init: 0,
+        reaped: None,
+    };
+    let mut byte = [0u8; 1];
+    let unshared = read_full(up_r.as_raw_fd(), &mut byte)
+        .map_err(|e| SandboxError::io("read from the sandbox helper", e))?
+        == 1;
+    let mut map_error = None;
+    let mut down = std::fs::File::from(down_w);
+    if unshared {
+        match write_id_maps(sb, helper) {
+            Ok(()) => {
+                // A failed write means the helper died; its report says why.
+                let _ = down.write_all(b"g");
+            }
+            Err(e) => map_error = Some(e),
+        }
+    }
+    drop(down);
+    if let Some(e) = map_error {
+        guard.kill_all();
+        return Err(e);
+    }
+    let mut pidb = [0u8; 4];
+    if read_full(up_r.as_raw_fd(), &mut pidb).unwrap_or(0) == 4 {
+        guard.init = libc::pid_t::from_ne_bytes(pidb);
+    }
+    drop(up_r);
+
+    let outcome = pump(spec, &mut guard, stdin_w, out_r, err_r, output)?;
+    let status = guard.reap();
+
+    let mut rec_bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = read_some(rep_r.as_raw_fd(), &mut buf) {
+        if n == 0 {
+            break;
+        }
+        rec_bytes.extend_from_slice(buf.get(..n).unwrap_or_default());
+    }
+    let mut step_status = None;
+    let mut error = None;
+    let mut stubs = Vec::new();
+    for rec in rec_bytes.chunks_exact(12) {
+        let word = |i: usize| -> [u8; 4] {
+            let mut w = [0u8; 4];
+            if let Some(s) = rec.get(i * 4..i * 4 + 4) {
+                w.copy_from_slice(s);
+            }
+            w
+        };
+        let kind = u32::from_ne_bytes(word(0));
+        let code = u32::from_ne_bytes(word(1));
+        let value = i32::from_ne_bytes(word(2));
+        match kind {
+            child::KIND_STATUS => step_status = Some(value),
+            child::KIND_STUB => {
+                let idx = code.wrapping_sub(child::OP_BASE) as usize;
+                if let Some(Some(p)) = prep.stub_paths.get(idx) {
+                    stubs.push(p.clone());
+                }
+            }
+            child::KIND_ERROR if error.is_none() => {
+                let source = std::io::Error::from_raw_os_error(value);
+                error = Some(if code == child::STEP_EXEC {
+                    SandboxError::Exec {
+                        program: prep.program.clone(),
+                        source,
+                    }
+                } else if code >= child::OP_BASE {
+                    let idx = (code - child::OP_BASE) as usize;
+                    SandboxError::Setup {
+                        step: prep
+                            .descs
+                            .get(idx)
+                            .cloned()
+                            .unwrap_or_else(|| format!("operation {idx}")),
+                        source,
+                    }
+                } else {
+                    SandboxError::Setup {
+                        step: step_name(code).to_string(),
+                        source,
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+    let writable = match &spec.rootfs {
+        RootfsSpec::Dir(d) => d.as_path(),
+        RootfsSpec::Overlay { upper, .. } => upper.as_path(),
+    };
+    remove_stubs(writable, &stubs);
+    drop(rd);
+
+    match outcome {
+        Outcome::TimedOut(d) => return Err(SandboxError::TimedOut(d)),
+        Outcome::Cancelled => return Err(SandboxError::Cancelled),
+        Outcome::Finished => {}
+    }
+    if let Some(e) = error {
+        return Err(e);
+    }
+    let Some(ws) = step_status else {
+        return Err(SandboxError::HelperDied(status.unwrap_or(-1)));
+    };
+    let (code, signal) = if libc::WIFEXITED(ws) {
+        (Some(libc::WEXITSTATUS(ws)), None)
+    } else if libc::WIFSIGNALED(ws) {
+        (None, Some(libc::WTERMSIG(ws)))
+    } else {
+        return Err(SandboxError::HelperDied(ws));
+    };
+    Ok(RunResult {
+        code,
+        signal,
+        warnings,
+        mount_stubs: stubs,
+    })
+}
+
+/// Kills and reaps the helper if `run` leaves early, so no step outlives an error or panic.
+struct HelperGuard {
+    helper: libc::pid_t,
+    init: libc::pid_t,
+    reaped: Option<Option<c_int>>,
+}
+
+impl HelperGuard {
+    fn kill_all(&mut self) {
+        if self.reaped.is_none() {
+            kill(self.init);
+            kill(self.helper);
+        }
+    }
+    fn reap(&mut self) -> Option<c_int> {
+        if let Some(s) = self.reaped {
+            return s;
+        }
+        let s = wait_pid(self.helper);
+        self.reaped = Some(s);
+        s
+    }
+}
+
+impl Drop for HelperGuard {
+    fn drop(&mut self) {
+        if self.reaped.is_none() {
+            self.kill_all();
+            self.reap();
+        }
+    }
+}
+
+enum Outcome {
+    Finished,
+    TimedOut(std::time::Duration),
+    Cancelled,
+}
+
+fn pump(
+    spec: &RunSpec,
+    guard: &mut HelperGuard,
+    stdin_w: OwnedFd,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+    output: &mut dyn FnMut(Stream, &[u8]),
+) -> Result<Outcome, SandboxError> {
+    let start = Instant::now();
+    let input: &[u8] = spec.stdin.as_deref().unwrap_or_default();
+    let mut written = 0usize;
+    let mut stdin_w = if input.is_empty() {
+        None
+    } else {
+        Some(stdin_w)
+    };
+    let mut outs: [Option<(OwnedFd, Stream)>; 2] =
+        [Some((out_r, Stream::Stdout)), Some((err_r, Stream::Stderr))];
+    let mut buf = vec![0u8; 65536];
+    let mut outcome = Outcome::Finished;
+    let mut killed = false;
+    while outs.iter().any(Option::is_some) {
+        let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(3);
+        for (fd, _) in outs.iter().flatten() {
+            pfds.push(libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        if let Some(w) = &stdin_w {
+            pfds.push(libc::pollfd {
+                fd: w.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            });
+        }
+        let mut wait_ms: c_int = -1;
+        if !killed {
+            if let Some(t) = spec.timeout {
+                let left = t.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    guard.kill_all();
+                    killed = true;
+                    outcome = Outcome::TimedOut(t);
+                    continue;
+                }
+                wait_ms = left.as_millis().min(c_int::MAX as u128) as c_int + 1;
+            }
+            if let Some(c) = &spec.cancel {
+                if c.load(Ordering::SeqCst) {
+                    guard.kill_all();
+                    killed = true;
+                    outcome = Outcome::Cancelled;
+                    continue;
+                }
+                // The flag has no descriptor to poll; re-check it at least every 50ms.
+                wait_ms = if wait_ms < 0 { 50 } else { wait_ms.min(50) };
+            }
+        }
+        // SAFETY: pfds is a valid array of pollfd.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, wait_ms) };
+        if r < 0 {
+            let e = last_err();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(SandboxError::io("poll the step's output", e));
+        }
+        for p in &pfds {
+            if p.revents == 0 {
+                continue;
+            }
+            if let Some(w) = &stdin_w {
+                if p.fd == w.as_raw_fd() {
+                    let rest = input.get(written..).unwrap_or_default();
+                    // SAFETY: rest is a valid buffer; MSG_NOSIGNAL avoids SIGPIPE in the caller.
+                    let n = unsafe {
+                        libc::send(
+                            p.fd,
+                            rest.as_ptr().cast(),
+                            rest.len(),
+                            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                        )
+                    };
+                    if n > 0 {
+                        written += n as usize;
+                    }
+                    if n < 0 && last_err().kind() != std::io::ErrorKind::WouldBlock
+                        || written >= input.len()
+                    {
+                        stdin_w = None; // close: the step sees EOF
+                    }
+                    continue;
+                }
+            }
+            for slot in outs.iter_mut() {
+                let Some((fd, stream)) = slot else { continue };
+                if fd.as_raw_fd() != p.fd {
+                    continue;
+                }
+                let n = read_some(p.fd, &mut buf).unwrap_or(0);
+                if n == 0 {
+                    *slot = None;
+                } else {
+                    output(*stream, buf.get(..n).unwrap_or_default());
+                }
+            }
+        }
+    }
+    Ok(outcome)
+}
