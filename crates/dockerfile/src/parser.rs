@@ -190,8 +190,11 @@ fn is_comment(text: &str) -> bool {
 fn trim_continuation(text: &str, escape: char) -> (&str, bool) {
     let t = text.trim_end_matches([' ', '\t']);
     match t.strip_suffix(escape) {
-        Some(rest) => (rest, true),
-        None => (text, false),
+        // BuildKit: the escape must be alone on the line or follow a
+        // character other than the escape itself (`\\` at the end is an
+        // escaped escape, not a continuation).
+        Some(rest) if !rest.ends_with(escape) => (rest, true),
+        _ => (text, false),
     }
 }
 

@@ -474,3 +474,77 @@ fn instructions_before_from_parse_but_do_not_plan() {
         "{e}"
     );
 }
+
+#[test]
+fn escaped_escape_at_end_of_line_is_not_a_continuation() {
+    let df = parse_ok("FROM x\nRUN echo \\\\\nRUN next\n");
+    assert_eq!(df.instructions.len(), 3);
+    assert_eq!(
+        df.instructions[1].kind,
+        InstructionKind::Run(run(Command::Shell(s("echo \\\\"))))
+    );
+    // An escape alone on a line still continues.
+    let df = parse_ok("FROM x\nRUN a \\\n\\\n b\n");
+    assert_eq!(df.instructions.len(), 2);
+    assert_eq!(
+        df.instructions[1].kind,
+        InstructionKind::Run(run(Command::Shell(s("a  b"))))
+    );
+}
+
+#[test]
+fn heredoc_in_onbuild_and_after_flags() {
+    let df = parse_ok(
+        "FROM x\nONBUILD RUN <<EOF\necho hi\nEOF\nRUN --network=none <<EOF\nx\nEOF\nRUN done\n",
+    );
+    let InstructionKind::Onbuild(inner) = &df.instructions[1].kind else {
+        panic!()
+    };
+    let InstructionKind::Run(r) = &inner.kind else {
+        panic!()
+    };
+    assert_eq!(r.heredocs[0].content, "echo hi\n");
+    let InstructionKind::Run(r) = &df.instructions[2].kind else {
+        panic!()
+    };
+    assert_eq!(
+        (r.network, r.heredocs[0].content.as_str()),
+        (Some(NetworkMode::None), "x\n")
+    );
+    assert_eq!(df.instructions[3].line, 8);
+}
+
+#[test]
+fn never_panics_on_odd_input() {
+    let inputs = [
+        "\u{feff}",
+        "\\",
+        "FROM x\n\\",
+        "FROM x\nRUN <<",
+        "FROM x\nRUN <<-",
+        "FROM x\nRUN 99999999999<<EOF\nEOF\n",
+        "FROM x\nCOPY <<EOF\nEOF\n",
+        "# escape=`\n`",
+        "FROM x\nHEALTHCHECK --interval=9999999999999999h CMD x\n",
+        "FROM x\nRUN --mount=type=tmpfs,target=/t,size=1e400 x\n",
+        "FROM x\nRUN --mount=\"unterminated x\n",
+        "FROM ☃\nRUN ☃ \\\n☃",
+        "FROM x\nONBUILD\tRUN\ty",
+        "FROM x\nENV \"\"=\"\"\n",
+        "FROM x\nARG ===\n",
+    ];
+    for src in inputs {
+        if let Ok(df) = parse("Dockerfile", src) {
+            let o = PlanOptions::default();
+            let _ = check(&df, &o);
+            if let Ok(p) = plan(&df, &o) {
+                for st in &p.stages {
+                    let sc = Scope::new(&p, st.index, &o, &[]);
+                    for i in &st.instructions {
+                        let _ = sc.expand(i);
+                    }
+                }
+            }
+        }
+    }
+}
