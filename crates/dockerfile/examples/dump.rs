@@ -1,18 +1,42 @@
+//! Debugging aid: `cargo run -p rbuild-dockerfile --example dump -- Dockerfile`
+//! prints the parsed instructions, the plan and the build-check findings.
+
 fn main() {
-    let src = std::fs::read_to_string(std::env::args().nth(1).unwrap()).unwrap();
-    match dockerfile::parse("Dockerfile", &src) {
-        Ok(df) => {
-            for i in &df.instructions {
-                println!("{}: {:?}", i.line, i.kind);
-            }
-            match dockerfile::plan(&df, &Default::default()) {
-                Ok(p) => println!("stages {} target {}", p.stages.len(), p.target),
-                Err(e) => println!("{}", e.render()),
-            }
-            for d in dockerfile::check(&df, &Default::default()) {
-                println!("{d}");
-            }
+    let Some(path) = std::env::args().nth(1) else {
+        eprintln!("usage: dump <Dockerfile>");
+        std::process::exit(2);
+    };
+    let src = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{path}: {e}");
+            std::process::exit(1);
         }
-        Err(e) => println!("{}\n{}", e, e.render()),
+    };
+    let df = match dockerfile::parse(&path, &src) {
+        Ok(df) => df,
+        Err(e) => {
+            eprint!("{}", e.render());
+            std::process::exit(1);
+        }
+    };
+    for i in &df.instructions {
+        println!("{:>4}: {:?}", i.line, i.kind);
+    }
+    let opts = dockerfile::PlanOptions::default();
+    match dockerfile::plan(&df, &opts) {
+        Ok(p) => {
+            for s in &p.stages {
+                println!(
+                    "stage {} {:?} base={:?} deps={:?}",
+                    s.index, s.name, s.base, s.deps
+                );
+            }
+            println!("target: {}", p.target);
+        }
+        Err(e) => eprint!("{}", e.render()),
+    }
+    for d in dockerfile::check(&df, &opts) {
+        println!("{d}");
     }
 }

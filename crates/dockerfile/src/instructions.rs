@@ -562,11 +562,25 @@ pub(crate) fn parse_logical(
             let kind = parse_logical(ctx, &sub, reader, true)?;
             let span = logical.span(sub_start, logical.text.len());
             let line = crate::error::Location::of(ctx.source, span.start).line;
+            // Like BuildKit, the trigger text carries its heredoc bodies so it
+            // can be re-parsed on its own when a child image runs it.
+            let mut original = sub.text.trim().to_string();
+            let docs: &[Heredoc] = match &kind {
+                InstructionKind::Run(r) => &r.heredocs,
+                InstructionKind::Copy(c) => &c.heredocs,
+                InstructionKind::Add(a) => &a.copy.heredocs,
+                _ => &[],
+            };
+            for h in docs {
+                original.push('\n');
+                original.push_str(&h.content);
+                original.push_str(&h.name);
+            }
             InstructionKind::Onbuild(Box::new(Instruction {
                 kind,
                 span,
                 line,
-                original: sub.text.trim().to_string(),
+                original,
             }))
         }
         _ => {

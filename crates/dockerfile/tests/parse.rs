@@ -504,6 +504,10 @@ fn heredoc_in_onbuild_and_after_flags() {
         panic!()
     };
     assert_eq!(r.heredocs[0].content, "echo hi\n");
+    // The trigger text re-parses to the same instruction (as the engine does for ONBUILD).
+    assert_eq!(inner.original, "RUN <<EOF\necho hi\nEOF");
+    let again = parse_ok(&inner.original);
+    assert_eq!(again.instructions[0].kind, inner.kind);
     let InstructionKind::Run(r) = &df.instructions[2].kind else {
         panic!()
     };
