@@ -1,0 +1,424 @@
+//! Finding what a step changed (from an overlay upper directory, or by comparing a copied tree
+//! with its record) and writing exactly that as a layer.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::{self, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+
+use store::Store;
+
+use crate::error::{io_err, SnapshotError};
+use crate::{fsx, Committed, Stamp};
+
+/// Paths commit must never write (bind-mount targets such as `/etc/hosts`), as joined
+/// relative path bytes.
+pub(crate) struct Exclude(HashSet<Vec<u8>>);
+
+impl Exclude {
+    pub(crate) fn new(paths: &[PathBuf]) -> Result<Exclude, SnapshotError> {
+        let mut set = HashSet::new();
+        for p in paths {
+            let mut comps: Vec<&[u8]> = Vec::new();
+            for c in p.components() {
+                match c {
+                    Component::Normal(n) => comps.push(n.as_bytes()),
+                    Component::RootDir | Component::CurDir => {}
+                    Component::ParentDir | Component::Prefix(_) => {
+                        return Err(SnapshotError::BadExclude { path: p.clone() })
+                    }
+                }
+            }
+            if comps.is_empty() {
+                return Err(SnapshotError::BadExclude { path: p.clone() });
+            }
+            set.insert(comps.join(&b'/'));
+        }
+        Ok(Exclude(set))
+    }
+
+    fn contains(&self, rel: &[u8]) -> bool {
+        self.0.contains(rel)
+    }
+
+    /// `rel` or one of its ancestors is excluded.
+    fn covers(&self, rel: &[u8]) -> bool {
+        if self.0.is_empty() {
+            return false;
+        }
+        rel.iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'/')
+            .any(|(i, _)| self.0.contains(rel.get(..i).unwrap_or_default()))
+            || self.0.contains(rel)
+    }
+}
+
+/// What to write for one path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// The file or directory entry itself, as found on disk.
+    Path,
+    /// `.wh.NAME`: the path was deleted.
+    Whiteout,
+    /// `DIR/.wh..wh..opq`: hide everything the parents had in this directory.
+    Opaque,
+}
+
+/// One planned layer entry; `comps` is the path split into components.
+#[derive(Clone, Debug)]
+pub(crate) struct Item {
+    comps: Vec<Vec<u8>>,
+    op: Op,
+}
+
+impl Item {
+    /// Orders entries depth first with names sorted inside each directory, the opaque marker
+    /// right after its directory, and whiteouts where their `.wh.` name sorts.
+    fn sort_key(&self) -> Vec<Vec<u8>> {
+        let mut k = self.comps.clone();
+        match self.op {
+            Op::Path => {}
+            Op::Opaque => k.push(Vec::new()),
+            Op::Whiteout => {
+                if let Some(last) = k.last_mut() {
+                    let mut n = layer::WHITEOUT_PREFIX.as_bytes().to_vec();
+                    n.extend_from_slice(last);
+                    *last = n;
+                }
+            }
+        }
+        k
+    }
+
+    fn rel(&self) -> PathBuf {
+        PathBuf::from(OsStr::from_bytes(&self.comps.join(&b'/')))
+    }
+}
+
+fn sorted_names(dir: &Path) -> Result<Vec<Vec<u8>>, SnapshotError> {
+    let mut names = Vec::new();
+    for ent in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let ent = ent.map_err(io_err("list", dir))?;
+        names.push(ent.file_name().as_bytes().to_vec());
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn join(comps: &[Vec<u8>]) -> Vec<u8> {
+    comps.join(&b'/')
+}
+
+fn rel_path(root: &Path, comps: &[Vec<u8>]) -> PathBuf {
+    root.join(OsStr::from_bytes(&join(comps)))
+}
+
+/// Whether `comps` is, in the topmost lower that has it, a directory with the same mode and
+/// owner as `md` (so an upper copy of it carries no change of its own).
+fn same_dir_in_lowers(lowers: &[PathBuf], comps: &[Vec<u8>], md: &Metadata) -> bool {
+    for lower in lowers {
+        if let Ok(l) = fs::symlink_metadata(rel_path(lower, comps)) {
+            return l.is_dir()
+                && l.mode() == md.mode()
+                && l.uid() == md.uid()
+                && l.gid() == md.gid();
+        }
+    }
+    false
+}
+
+struct UpperWalk<'a> {
+    upper: &'a Path,
+    lowers: &'a [PathBuf],
+    opaque_name: Vec<u8>,
+    exclude: &'a Exclude,
+    out: Vec<Item>,
+}
+
+impl UpperWalk<'_> {
+    /// Plans the entries below `comps`; returns (entries planned, whether something was excluded).
+    fn walk(&mut self, comps: &mut Vec<Vec<u8>>) -> Result<(usize, bool), SnapshotError> {
+        let dir = rel_path(self.upper, comps);
+        let mut added = 0;
+        let mut excluded = false;
+        for name in sorted_names(&dir)? {
+            comps.push(name);
+            let r = self.visit(comps);
+            comps.pop();
+            let (n, ex) = r?;
+            added += n;
+            excluded |= ex;
+        }
+        Ok((added, excluded))
+    }
+
+    fn visit(&mut self, comps: &mut Vec<Vec<u8>>) -> Result<(usize, bool), SnapshotError> {
+        if self.exclude.contains(&join(comps)) {
+            return Ok((0, true));
+        }
+        let full = rel_path(self.upper, comps);
+        let md = fs::symlink_metadata(&full).map_err(io_err("stat", &full))?;
+        let ft = md.file_type();
+        if ft.is_char_device() && md.rdev() == 0 {
+            self.out.push(Item {
+                comps: comps.clone(),
+                op: Op::Whiteout,
+            });
+            return Ok((1, false));
+        }
+        if !ft.is_dir() {
+            fsx::strip_overlay_xattrs(&full)?;
+            self.out.push(Item {
+                comps: comps.clone(),
+                op: Op::Path,
+            });
+            return Ok((1, false));
+        }
+        let opaque = fsx::get_xattr(&full, &self.opaque_name)?.is_some_and(|v| v == b"y");
+        fsx::strip_overlay_xattrs(&full)?;
+        let at = self.out.len();
+        self.out.push(Item {
+            comps: comps.clone(),
+            op: Op::Path,
+        });
+        if opaque {
+            self.out.push(Item {
+                comps: comps.clone(),
+                op: Op::Opaque,
+            });
+        }
+        let (n, ex) = self.walk(comps)?;
+        if !opaque && n == 0 && ex && same_dir_in_lowers(self.lowers, comps, &md) {
+            // Only here to hold an excluded bind-mount target: nothing of it belongs in the layer.
+            self.out.truncate(at);
+            return Ok((0, true));
+        }
+        Ok((n + 1 + usize::from(opaque), ex))
+    }
+}
+
+/// The changes recorded in an overlay upper directory; overlay's xattrs are stripped from it
+/// on the way (the upper directory is discarded after commit).
+pub(crate) fn overlay_changes(
+    upper: &Path,
+    lowers: &[PathBuf],
+    userxattr: bool,
+    exclude: &Exclude,
+) -> Result<Vec<Item>, SnapshotError> {
+    let mut w = UpperWalk {
+        upper,
+        lowers,
+        opaque_name: fsx::overlay_xattr(userxattr, "opaque").into_bytes(),
+        exclude,
+        out: Vec::new(),
+    };
+    w.walk(&mut Vec::new())?;
+    Ok(w.out)
+}
+
+fn stamp_of(md: &Metadata) -> Stamp {
+    Stamp {
+        ino: md.ino(),
+        ctime: (md.ctime(), md.ctime_nsec()),
+        mtime: (md.mtime(), md.mtime_nsec()),
+        size: md.len(),
+        mode: md.mode(),
+        uid: md.uid(),
+        gid: md.gid(),
+        rdev: md.rdev(),
+    }
+}
+
+fn walk_stamps(
+    root: &Path,
+    comps: &mut Vec<Vec<u8>>,
+    f: &mut dyn FnMut(&[Vec<u8>], &Metadata) -> bool,
+) -> Result<(), SnapshotError> {
+    let dir = rel_path(root, comps);
+    for name in sorted_names(&dir)? {
+        comps.push(name);
+        let full = rel_path(root, comps);
+        let r = fs::symlink_metadata(&full)
+            .map_err(io_err("stat", &full))
+            .and_then(|md| {
+                if f(comps, &md) && md.is_dir() {
+                    walk_stamps(root, comps, f)
+                } else {
+                    Ok(())
+                }
+            });
+        comps.pop();
+        r?;
+    }
+    Ok(())
+}
+
+/// Records every entry of a freshly copied tree, for [`copy_changes`].
+pub(crate) fn stamp_tree(root: &Path) -> Result<HashMap<Vec<u8>, Stamp>, SnapshotError> {
+    let mut out = HashMap::new();
+    walk_stamps(root, &mut Vec::new(), &mut |comps, md| {
+        out.insert(join(comps), stamp_of(md));
+        true
+    })?;
+    Ok(out)
+}
+
+/// The changes in a copied tree relative to its record: new or changed entries (inode, ctime,
+/// mtime, size, mode, owner or device differ; ctime also moves on xattr and symlink changes) and
+/// deletions (topmost deleted path only).
+pub(crate) fn copy_changes(
+    root: &Path,
+    baseline: &HashMap<Vec<u8>, Stamp>,
+    exclude: &Exclude,
+) -> Result<Vec<Item>, SnapshotError> {
+    let mut out = Vec::new();
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut dirs: HashSet<Vec<u8>> = HashSet::new();
+    dirs.insert(Vec::new());
+    walk_stamps(root, &mut Vec::new(), &mut |comps, md| {
+        let rel = join(comps);
+        if exclude.contains(&rel) {
+            return false;
+        }
+        if baseline.get(&rel) != Some(&stamp_of(md)) {
+            out.push(Item {
+                comps: comps.to_vec(),
+                op: Op::Path,
+            });
+        }
+        if md.is_dir() {
+            dirs.insert(rel.clone());
+        }
+        seen.insert(rel);
+        true
+    })?;
+    for rel in baseline.keys() {
+        if seen.contains(rel) || exclude.covers(rel) {
+            continue;
+        }
+        let parent = match rel.iter().rposition(|b| *b == b'/') {
+            Some(i) => rel.get(..i).unwrap_or_default(),
+            None => &[][..],
+        };
+        // Below a deleted or replaced directory the parent's whiteout (or replacement) covers it.
+        if dirs.contains(parent) {
+            out.push(Item {
+                comps: rel.split(|b| *b == b'/').map(<[u8]>::to_vec).collect(),
+                op: Op::Whiteout,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the planned entries (plus any missing parent directories, as containerd's differ does)
+/// as one layer into the store.
+pub(crate) fn write_plan(
+    store: &Store,
+    root: &Path,
+    plan: &[Item],
+    opts: &layer::WriteOptions,
+    key: &str,
+) -> Result<Committed, SnapshotError> {
+    let mut items: Vec<Item> = plan.to_vec();
+    let have: HashSet<Vec<Vec<u8>>> = items
+        .iter()
+        .filter(|i| i.op == Op::Path)
+        .map(|i| i.comps.clone())
+        .collect();
+    let mut parents: HashSet<Vec<Vec<u8>>> = HashSet::new();
+    for it in plan {
+        for n in 1..it.comps.len() {
+            let p = it.comps.get(..n).unwrap_or_default().to_vec();
+            if !have.contains(&p)
+                && fs::symlink_metadata(rel_path(root, &p)).is_ok_and(|m| m.is_dir())
+            {
+                parents.insert(p);
+            }
+        }
+    }
+    items.extend(parents.into_iter().map(|comps| Item {
+        comps,
+        op: Op::Path,
+    }));
+    items.sort_by_cached_key(Item::sort_key);
+    items.dedup_by(|a, b| a.op == b.op && a.comps == b.comps);
+
+    let werr = |source| SnapshotError::Write {
+        key: key.to_string(),
+        source,
+    };
+    let ingest = store.ingest()?;
+    let mut w = layer::LayerWriter::new(ingest, opts.clone());
+    for it in &items {
+        let rel = it.rel();
+        match it.op {
+            Op::Path => w.append_path(root, &rel),
+            Op::Whiteout => w.append_whiteout(&rel),
+            Op::Opaque => w.append_opaque(&rel),
+        }
+        .map_err(werr)?;
+    }
+    let (ingest, info) = w.finish().map_err(werr)?;
+    let (diff_id, size) = ingest.commit(Some(&info.diff_id))?;
+    Ok(Committed {
+        diff_id,
+        size,
+        empty: items.is_empty(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(p: &str, op: Op) -> Item {
+        Item {
+            comps: p.split('/').map(|s| s.as_bytes().to_vec()).collect(),
+            op,
+        }
+    }
+
+    #[test]
+    fn order_is_depth_first_with_opaque_after_its_dir() {
+        let mut v = [
+            item("a.txt", Op::Path),
+            item("a/z", Op::Path),
+            item("a", Op::Opaque),
+            item("a", Op::Path),
+            item("a/b", Op::Whiteout),
+            item("a/.a", Op::Path),
+        ]
+        .to_vec();
+        v.sort_by_cached_key(Item::sort_key);
+        let got: Vec<(String, Op)> = v
+            .iter()
+            .map(|i| (i.rel().to_string_lossy().into_owned(), i.op))
+            .collect();
+        let want = [
+            ("a", Op::Path),
+            ("a", Op::Opaque),
+            ("a/.a", Op::Path),
+            ("a/b", Op::Whiteout),
+            ("a/z", Op::Path),
+            ("a.txt", Op::Path),
+        ];
+        let want: Vec<(String, Op)> = want.iter().map(|(p, o)| (p.to_string(), *o)).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn exclude_normalizes_and_rejects_escapes() {
+        let e = Exclude::new(&[PathBuf::from("/etc/hosts"), PathBuf::from("./run/x/")]).unwrap();
+        assert!(e.contains(b"etc/hosts"));
+        assert!(e.covers(b"run/x/y"));
+        assert!(!e.covers(b"etc"));
+        assert!(!e.covers(b"etc/hostsx"));
+        for bad in ["/", "../etc", "a/../../b", ""] {
+            assert!(Exclude::new(&[PathBuf::from(bad)]).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! Snapshots for RUN steps: a writable filesystem on top of an image's layers that reads only what
+//! changed back out as a new layer.
+//!
+//! Use this crate from the build engine whenever a step has to *execute* something in the rootfs
+//! (RUN): [`Snapshotter::prepare`] gives a writable snapshot on top of the parent layers, the sandbox
+//! mounts it ([`Active::mount`]) and runs the command, and [`Snapshotter::commit`] turns exactly the
+//! changes into a layer in the content store.
+//!
+//! # Vocabulary
+//!
+//! * **layer**: an uncompressed tar of filesystem changes (files, `.wh.NAME` whiteouts,
+//!   `DIR/.wh..wh..opq` opaque markers), stored in the [`store::Store`] under its **diff id**, the
+//!   sha256 of the uncompressed tar.
+//! * **chain id**: the identity of a *stack* of layers, `digest::chain_id` (OCI: `chain(L1) =
+//!   diff(L1)`, `chain(L1..Ln) = sha256(chain(L1..Ln-1) + " " + diff(Ln))`). The same layer on a
+//!   different parent has a different chain id.
+//! * **snapshot**: a directory tree a RUN step sees. *Committed* snapshots are read-only and shared
+//!   by every build; *active* snapshots are private, writable and short-lived.
+//! * **key**: the name of an active snapshot ([`Active::key`]), unique per prepare, used for its
+//!   directories and in messages.
+//!
+//! # Lifecycle (containerd's snapshotter model)
+//!
+//! 1. [`Snapshotter::ensure_unpacked`] makes sure the committed parent exists on disk.
+//! 2. [`Snapshotter::prepare`] creates an *active* snapshot on that committed parent.
+//! 3. The sandbox mounts [`Active::mount`] in its own mount namespace and runs the step.
+//! 4. [`Snapshotter::commit`] writes the changes as a layer into the store and returns its
+//!    diff id, or [`Snapshotter::remove`] throws the active snapshot away. Either way the active
+//!    snapshot's directories are deleted: **active snapshots never become parents**; the next step
+//!    prepares on `parent + [new diff id]`, which unpacks the new layer like any other.
+//!
+//! # Two implementations, chosen by [`probe`]
+//!
+//! **Overlay** ([`Kind::Overlay`]). Each layer is unpacked *once* into its own tree
+//! `<store>/snapshots/overlay/<diff id hex>` (`overlay-userxattr/` for rootless). Trees are keyed by
+//! **diff id, not chain id**, because an overlay lower directory holds only that layer's own
+//! changes (whiteouts converted to overlay's form, see below), which do not depend on the layers
+//! below it: the same layer under two different bases is unpacked once and shared. Prepare returns
+//! the lower directories (top first), a fresh upper and work directory. Commit reads the upper
+//! directory alone (never the whole filesystem): a character device 0/0 becomes `.wh.NAME`, a
+//! directory with `trusted.overlay.opaque=y` (`user.overlay.opaque=y` with `userxattr`) becomes
+//! `DIR/` + `DIR/.wh..wh..opq` + its contents; directories copied up only because a child changed
+//! are written as plain directory entries (as Docker does); overlay's own xattrs
+//! (`trusted.overlay.*`, `user.overlay.*`) are dropped, every other xattr (e.g.
+//! `security.capability`) is kept.
+//!
+//! Unpacking a layer for overlay converts its whiteouts: `.wh.NAME` becomes a character device 0/0
+//! named NAME (allowed without privilege since Linux 5.8, also in rootless mode), `.wh..wh..opq`
+//! becomes the xattr `trusted.overlay.opaque=y` (root) or `user.overlay.opaque=y` (rootless,
+//! mounted with `userxattr`). Overlay xattrs that a layer itself carries are stripped, so a layer
+//! cannot smuggle redirects or opaque flags into the stack.
+//!
+//! The sandbox **must** mount with the options in [`MountPlan::Overlay::options`]:
+//! `index=off,redirect_dir=off,metacopy=off` as root, `userxattr,index=off,redirect_dir=nofollow,
+//! metacopy=off` rootless (the kernel refuses `redirect_dir=off` together with `userxattr`;
+//! `nofollow` also never creates redirects). Without redirects a renamed lower directory is copied
+//! up in full and without metacopy every changed file is a full copy, so the upper directory alone
+//! describes the change.
+//!
+//! **Copy** ([`Kind::Copy`]), the fallback where overlayfs cannot be mounted. The merged tree of each
+//! parent chain is kept under `<store>/snapshots/copy/<chain id hex>` (keyed by chain id because it
+//! is the whole stack). Prepare copies it into a private directory (reflinks with `FICLONE` where
+//! the filesystem allows, else a normal copy, keeping ownership, modes, xattrs, hardlinks and
+//! special files) and records every entry's inode, ctime, mtime, size, mode and owner; commit
+//! compares the tree with that record to find changed paths and deletions.
+//!
+//! # Crash and concurrency safety
+//!
+//! Unpacked trees are built in a store scratch directory (swept if the process dies), synced, and
+//! renamed into place with `RENAME_NOREPLACE`: a reader sees a complete tree or none, and when two
+//! builds unpack the same layer one rename wins and the other build uses the winner's tree. Active
+//! snapshots live in store scratch directories too, so a killed build leaves nothing behind.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # fn main() -> Result<(), snapshot::SnapshotError> {
+//! let store = store::Store::open("/var/lib/rbuild")?;
+//! let snaps = snapshot::Snapshotter::new(&store, snapshot::Mode::Auto)?;
+//! println!("snapshotter: {}", snaps.kind().name());
+//! let parent: Vec<digest::Digest> = vec![/* the image's rootfs.diff_ids */];
+//! let active = snaps.prepare(&parent)?;
+//! match active.mount() {
+//!     snapshot::MountPlan::Overlay { options, .. } => println!("mount -t overlay -o {options}"),
+//!     snapshot::MountPlan::Dir(dir) => println!("bind-mount {}", dir.display()),
+//! }
+//! // ... the sandbox runs the RUN command here ...
+//! let committed = snaps.commit(active, &layer::WriteOptions::default(), &[])?;
+//! println!("new layer {} ({} bytes)", committed.diff_id, committed.size);
+//! # Ok(()) }
+//! ```
+
+mod copy;
+mod diff;
+mod error;
+mod fsx;
+mod probe;
+mod unpack;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use digest::Digest;
+use store::{ScratchDir, Store};
+
+pub use error::SnapshotError;
+pub use probe::{probe, ProbeResult};
+
+/// Which snapshotter the caller wants; `Auto` lets [`probe`] decide so builds work everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Overlay if it can be mounted here (rootless: with `userxattr`), else copy.
+    #[default]
+    Auto,
+    /// Overlay or an error, for users who would rather fail than copy trees.
+    Overlay,
+    /// Always copy; for filesystems or sandboxes where overlay misbehaves.
+    Copy,
+}
+
+/// The snapshotter actually in use, so the engine can show it and the sandbox knows how to mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// overlayfs over per-layer trees; `userxattr` for rootless mounts in a user namespace.
+    Overlay {
+        /// Overlay metadata lives in `user.overlay.*` instead of `trusted.overlay.*`.
+        userxattr: bool,
+    },
+    /// Full copies of the parent tree, diffed on commit.
+    Copy,
+}
+
+impl Kind {
+    /// A short name for progress output and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Overlay { userxattr: false } => "overlayfs",
+            Kind::Overlay { userxattr: true } => "overlayfs (rootless, userxattr)",
+            Kind::Copy => "copy",
+        }
+    }
+
+    /// The mount options the sandbox must use for this kind (empty for [`Kind::Copy`]), without
+    /// the `lowerdir`/`upperdir`/`workdir` parts, for callers that build the mount themselves
+    /// (e.g. with `fsconfig`).
+    pub fn overlay_options(&self) -> &'static str {
+        match self {
+            Kind::Overlay { userxattr: false } => "index=off,redirect_dir=off,metacopy=off",
+            Kind::Overlay { userxattr: true } => {
+                "userxattr,index=off,redirect_dir=nofollow,metacopy=off"
+            }
+            Kind::Copy => "",
+        }
+    }
+}
+
+/// How the sandbox must mount an active snapshot as its rootfs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MountPlan {
+    /// `mount -t overlay overlay -o <options> <target>`.
+    Overlay {
+        /// Lower directories, top (most recent layer) first, as `lowerdir=` wants them.
+        lowers: Vec<PathBuf>,
+        /// Where the step's writes land.
+        upper: PathBuf,
+        /// overlayfs scratch directory on the same filesystem as `upper`.
+        work: PathBuf,
+        /// Whether the mount must use `userxattr` (rootless).
+        userxattr: bool,
+        /// The complete `-o` string: `lowerdir=..,upperdir=..,workdir=..` plus the required
+        /// options (see the crate docs). The kernel caps it at one page (4096 bytes); with very
+        /// many layers use `lowers` with `fsconfig(lowerdir+)` instead.
+        options: String,
+    },
+    /// Bind-mount (or chroot into) this directory read-write.
+    Dir(PathBuf),
+}
+
+/// A finished step's layer, as the image config and manifest need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// sha256 of the uncompressed layer tar; the blob is in the store under it.
+    pub diff_id: Digest,
+    /// Length of the uncompressed tar.
+    pub size: u64,
+    /// The step changed nothing (the tar holds no entries), so the engine may mark the history
+    /// entry `empty_layer` and skip the layer.
+    pub empty: bool,
+}
+
+/// What an active copy-mode entry looked like right after prepare, so commit can tell what the
+/// step touched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub(crate) ino: u64,
+    pub(crate) ctime: (i64, i64),
+    pub(crate) mtime: (i64, i64),
+    pub(crate) size: u64,
+    pub(crate) mode: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) rdev: u64,
+}
+
+enum ActiveKind {
+    Overlay {
+        lowers: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+        userxattr: bool,
+    },
+    Copy {
+        rootfs: PathBuf,
+        baseline: HashMap<Vec<u8>, Stamp>,
+    },
+}
+
+/// A prepared, writable snapshot; consumed by [`Snapshotter::commit`] or [`Snapshotter::remove`]
+/// so it can never be reused as a parent. Dropping it also deletes its directories.
+pub struct Active {
+    key: String,
+    kind: ActiveKind,
+    // Owns the directories; removed on drop (and swept by the store if the process dies).
+    scratch: ScratchDir,
+}
+
+impl std::fmt::Debug for Active {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Active")
+            .field("key", &self.key)
+            .field("dir", &self.scratch.path())
+            .finish()
+    }
+}
+
+impl Active {
+    /// The snapshot's unique name, for logs and error messages.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// What the sandbox has to mount to run the step in this snapshot.
+    pub fn mount(&self) -> MountPlan {
+        match &self.kind {
+            ActiveKind::Overlay {
+                lowers,
+                upper,
+                work,
+                userxattr,
+            } => {
+                let kind = Kind::Overlay {
+                    userxattr: *userxattr,
+                };
+                let lowerdir: Vec<String> = lowers
+                    .iter()
+                    .map(|p| escape_overlay_path(&p.to_string_lossy()))
+                    .collect();
+                let options = format!(
+                    "lowerdir={},upperdir={},workdir={},{}",
+                    lowerdir.join(":"),
+                    escape_overlay_path(&upper.to_string_lossy()),
+                    escape_overlay_path(&work.to_string_lossy()),
+                    kind.overlay_options()
+                );
+                MountPlan::Overlay {
+                    lowers: lowers.clone(),
+                    upper: upper.clone(),
+                    work: work.clone(),
+                    userxattr: *userxattr,
+                    options,
+                }
+            }
+            ActiveKind::Copy { rootfs, .. } => MountPlan::Dir(rootfs.clone()),
+        }
+    }
+}
+
+/// overlayfs splits options on `,` and lower directories on `:`; both can be escaped with `\`.
+fn escape_overlay_path(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        if matches!(c, ',' | ':' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Creates, tracks and commits snapshots over one store; holds only paths and the probed kind, so
+/// it is cheap, has no global state and several can share a store (also across processes).
+#[derive(Debug, Clone)]
+pub struct Snapshotter {
+    store: Store,
+    root: PathBuf,
+    kind: Kind,
+    apply: layer::ApplyOptions,
+}
+
+impl Snapshotter {
+    /// Opens the snapshotter over `store`, probing the kernel when `mode` is [`Mode::Auto`] or
+    /// [`Mode::Overlay`] (the latter fails with [`SnapshotError::OverlayUnavailable`] when the
+    /// probe says no).
+    pub fn new(store: &Store, mode: Mode) -> Result<Snapshotter, SnapshotError> {
+        let kind = match mode {
+            Mode::Copy => Kind::Copy,
+            Mode::Auto | Mode::Overlay => match probe(store) {
+                ProbeResult::Overlay { userxattr } => Kind::Overlay { userxattr },
+                ProbeResult::Unavailable { reason } => {
+                    if mode == Mode::Overlay {
+                        return Err(SnapshotError::OverlayUnavailable { reason });
+                    }
+                    Kind::Copy
+                }
+            },
+        };
+        Self::with_kind(store, kind)
+    }
+
+    /// Opens the snapshotter with a kind chosen by the caller, skipping the probe (for callers that
+    /// probed once already, and for tests).
+    pub fn with_kind(store: &Store, kind: Kind) -> Result<Snapshotter, SnapshotError> {
+        let root = store.root().join("snapshots");
+        let is_root = rustix::process::geteuid().is_root();
+        let s = Snapshotter {
+            store: store.clone(),
+            root,
+            kind,
+            apply: layer::ApplyOptions {
+                same_owner: is_root,
+                id_map: None,
+            },
+        };
+        fsx::mkdir_all(&s.layers_dir())?;
+        Ok(s)
+    }
+
+    /// Replaces how layers are unpacked (ownership, id mapping for rootless builds).
+    pub fn with_apply_options(mut self, opts: layer::ApplyOptions) -> Snapshotter {
+        self.apply = opts;
+        self
+    }
+
+    /// Which implementation is in use, so the engine can show it.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Where the committed trees of this kind live.
+    fn layers_dir(&self) -> PathBuf {
+        match self.kind {
+            Kind::Overlay { userxattr: false } => self.root.join("overlay"),
+            Kind::Overlay { userxattr: true } => self.root.join("overlay-userxattr"),
+            Kind::Copy => self.root.join("copy"),
+        }
+    }
+
+    /// The directory holding one committed tree: per diff id for overlay, per chain id for copy.
+    /// `None` for an empty chain (there is nothing to unpack).
+    pub fn committed_dir(&self, diff_ids: &[Digest]) -> Option<PathBuf> {
+        match self.kind {
+            Kind::Overlay { .. } => diff_ids.last().map(|d| self.layers_dir().join(d.hex())),
+            Kind::Copy => digest::chain_id(diff_ids).map(|c| self.layers_dir().join(c.hex())),
+        }
+    }
+
+    /// Makes sure each layer of the chain is unpacked (from the store's uncompressed blobs), so
+    /// `prepare` on that chain is cheap; safe to call concurrently from several builds.
+    pub fn ensure_unpacked(&self, diff_ids: &[Digest]) -> Result<(), SnapshotError> {
+        match self.kind {
+            Kind::Overlay { userxattr } => {
+                for d in diff_ids {
+                    let dest = self.layers_dir().join(d.hex());
+                    if dest.is_dir() {
+                        continue;
+                    }
+                    unpack::unpack_overlay_layer(&self.store, d, &dest, userxattr, &self.apply)?;
+                }
+                Ok(())
+            }
+            Kind::Copy => {
+                let Some(dest) = self.committed_dir(diff_ids) else {
+                    return Ok(());
+                };
+                if dest.is_dir() {
+                    return Ok(());
+                }
+                // Start from the longest already-merged prefix, if any.
+                let mut base = None;
+                for k in (1..diff_ids.len()).rev() {
+                    if let Some(dir) = diff_ids.get(..k).and_then(|p| self.committed_dir(p)) {
+                        if dir.is_dir() {
+                            base = Some((k, dir));
+                            break;
+                        }
+                    }
+                }
+                unpack::unpack_copy_chain(
+                    &self.store,
+                    diff_ids,
+                    base.as_ref().map(|(k, p)| (*k, p.as_path())),
+                    &dest,
+                    &self.apply,
+                )
+            }
+        }
+    }
+
+    /// Creates an active, writable snapshot on the committed chain `parent` (base layer first, as
+    /// in `rootfs.diff_ids`; empty for `FROM scratch`).
+    pub fn prepare(&self, parent: &[Digest]) -> Result<Active, SnapshotError> {
+        self.ensure_unpacked(parent)?;
+        let scratch = self.store.temp_dir("snapshot-active")?;
+        let dir = scratch.path().to_path_buf();
+        let key = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // The scratch directory is private (0700); the sandbox's user namespace root must be
+        // able to reach the trees inside it.
+        fsx::chmod(&dir, 0o755)?;
+        let kind = match self.kind {
+            Kind::Overlay { userxattr } => {
+                let upper = dir.join("upper");
+                let work = dir.join("work");
+                fsx::mkdir(&upper, 0o755)?;
+                fsx::mkdir(&work, 0o700)?;
+                let mut lowers: Vec<PathBuf> = parent
+                    .iter()
+                    .rev()
+                    .map(|d| self.layers_dir().join(d.hex()))
+                    .collect();
+                if lowers.is_empty() {
+                    // overlayfs needs at least one lower directory.
+                    let empty = dir.join("empty");
+                    fsx::mkdir(&empty, 0o755)?;
+                    lowers.push(empty);
+                }
+                ActiveKind::Overlay {
+                    lowers,
+                    upper,
+                    work,
+                    userxattr,
+                }
+            }
+            Kind::Copy => {
+                let rootfs = dir.join("rootfs");
+                match self.committed_dir(parent) {
+                    Some(src) => {
+                        fsx::mkdir(&rootfs, 0o755)?;
+                        copy::copy_tree(&src, &rootfs, self.apply.same_owner)?;
+                    }
+                    None => fsx::mkdir(&rootfs, 0o755)?,
+                }
+                let baseline = diff::stamp_tree(&rootfs)?;
+                ActiveKind::Copy { rootfs, baseline }
+            }
+        };
+        Ok(Active { key, kind, scratch })
+    }
+
+    /// Writes the active snapshot's changes as a layer into the store and deletes the snapshot.
+    /// Paths in `exclude` (absolute or relative to the rootfs, e.g. `/etc/hosts` bind targets)
+    /// and everything below them are never written.
+    pub fn commit(
+        &self,
+        active: Active,
+        opts: &layer::WriteOptions,
+        exclude: &[PathBuf],
+    ) -> Result<Committed, SnapshotError> {
+        let exclude = diff::Exclude::new(exclude)?;
+        let plan = match &active.kind {
+            ActiveKind::Overlay {
+                lowers,
+                upper,
+                userxattr,
+                ..
+            } => diff::overlay_changes(upper, lowers, *userxattr, &exclude)?,
+            ActiveKind::Copy { rootfs, baseline } => {
+                diff::copy_changes(rootfs, baseline, &exclude)?
+            }
+        };
+        let root: &Path = match &active.kind {
+            ActiveKind::Overlay { upper, .. } => upper,
+            ActiveKind::Copy { rootfs, .. } => rootfs,
+        };
+        let committed = diff::write_plan(&self.store, root, &plan, opts, active.key())?;
+        self.remove(active)?;
+        Ok(committed)
+    }
+
+    /// Throws an active snapshot away (a failed step, or a step whose result is cached).
+    pub fn remove(&self, active: Active) -> Result<(), SnapshotError> {
+        let path = active.scratch.path().to_path_buf();
+        drop(active);
+        if path.exists() {
+            return Err(SnapshotError::Io {
+                action: "remove the active snapshot",
+                path,
+                source: std::io::Error::other("directory still present after removal"),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,306 @@
+//! Unpacking layers into committed trees: one tree per layer with overlay-form whiteouts, or one
+//! merged tree per chain for the copy snapshotter. Both are built in a scratch directory and
+//! renamed into place, so readers never see a half-built tree.
+
+use std::ffi::OsStr;
+use std::io::BufReader;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use digest::Digest;
+use rustix::fs::{self as rfs, FileType, Mode, OFlags, RenameFlags, ResolveFlags, CWD};
+use rustix::io::Errno;
+use store::Store;
+
+use crate::error::{errno_err, SnapshotError};
+use crate::{copy, fsx};
+
+/// What a layer says that `apply_layer` cannot express in an overlay lower directory.
+enum Marker {
+    /// `.wh.NAME` in the directory `parent`.
+    Whiteout { parent: Vec<Vec<u8>>, name: Vec<u8> },
+    /// `.wh..wh..opq` in `dir`.
+    Opaque { dir: Vec<Vec<u8>> },
+    /// The entry carries overlay xattrs of its own, which must not reach the lower directory.
+    OverlayXattrs { path: Vec<Vec<u8>> },
+}
+
+/// Cleans a tar path into components the way the layer applier does; `None` escapes the root.
+fn components(raw: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for c in raw.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                out.pop()?;
+            }
+            c => out.push(c.to_vec()),
+        }
+    }
+    Some(out)
+}
+
+fn scan_markers(store: &Store, layer: &Digest) -> Result<Vec<Marker>, SnapshotError> {
+    let blob = store.open_blob(layer)?;
+    let mut archive = tar::Archive::new(BufReader::new(blob));
+    let tar_err = |e: std::io::Error| SnapshotError::Unpack {
+        layer: *layer,
+        source: layer::LayerError::Tar {
+            after: None,
+            source: e,
+        },
+    };
+    let mut out = Vec::new();
+    for entry in archive.entries().map_err(tar_err)? {
+        let mut entry = entry.map_err(tar_err)?;
+        if entry.header().entry_type().is_pax_global_extensions() {
+            continue;
+        }
+        let raw = entry.path_bytes().into_owned();
+        let invalid = |reason: &str| SnapshotError::InvalidLayer {
+            layer: *layer,
+            path: String::from_utf8_lossy(&raw).into_owned(),
+            reason: reason.to_string(),
+        };
+        let mut comps = components(&raw).ok_or_else(|| invalid("escapes the root"))?;
+        let mut overlay_xattrs = false;
+        if let Some(pax) = entry.pax_extensions().map_err(tar_err)? {
+            for ext in pax {
+                let ext = ext.map_err(tar_err)?;
+                if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                    overlay_xattrs |= fsx::is_overlay_xattr(name);
+                }
+            }
+        }
+        let Some(base) = comps.pop() else { continue };
+        if base.as_slice() == layer::OPAQUE_MARKER.as_bytes() {
+            out.push(Marker::Opaque { dir: comps });
+        } else if let Some(victim) = base.strip_prefix(layer::WHITEOUT_PREFIX.as_bytes()) {
+            if victim.is_empty() || victim == b"." || victim == b".." {
+                return Err(invalid("whiteout does not name a file"));
+            }
+            out.push(Marker::Whiteout {
+                parent: comps,
+                name: victim.to_vec(),
+            });
+        } else if overlay_xattrs {
+            comps.push(base);
+            out.push(Marker::OverlayXattrs { path: comps });
+        }
+    }
+    Ok(out)
+}
+
+/// Opens (creating with 0755 where missing) the directory `comps` below `root`, refusing to pass
+/// through any symlink, so markers always land inside the tree.
+fn open_dir_beneath(
+    root: &OwnedFd,
+    comps: &[Vec<u8>],
+    create: bool,
+) -> Result<Option<OwnedFd>, Errno> {
+    let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut cur = rfs::openat2(root, ".", flags, Mode::empty(), how)?;
+    for c in comps {
+        let name = OsStr::from_bytes(c);
+        cur = match rfs::openat2(&cur, name, flags, Mode::empty(), how) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) if create => {
+                match rfs::mkdirat(&cur, name, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(e),
+                }
+                rfs::openat2(&cur, name, flags, Mode::empty(), how)?
+            }
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(Some(cur))
+}
+
+fn display(comps: &[Vec<u8>]) -> String {
+    String::from_utf8_lossy(&comps.join(&b'/')).into_owned()
+}
+
+/// Turns the layer's markers into overlay's on-disk form inside `tree`.
+fn convert_markers(
+    tree: &Path,
+    layer: &Digest,
+    markers: &[Marker],
+    userxattr: bool,
+) -> Result<(), SnapshotError> {
+    let root = rfs::open(
+        tree,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno_err("open", tree))?;
+    let opaque = fsx::overlay_xattr(userxattr, "opaque");
+    for m in markers {
+        match m {
+            Marker::Whiteout { parent, name } => {
+                let mut full = parent.clone();
+                full.push(name.clone());
+                let shown = display(&full);
+                let fail = |e: Errno| SnapshotError::InvalidLayer {
+                    layer: *layer,
+                    path: shown.clone(),
+                    reason: format!("cannot create the overlay whiteout: {e}"),
+                };
+                let dir = open_dir_beneath(&root, parent, true)
+                    .map_err(fail)?
+                    .ok_or(Errno::NOENT)
+                    .map_err(fail)?;
+                match rfs::mknodat(
+                    &dir,
+                    OsStr::from_bytes(name),
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    rfs::makedev(0, 0),
+                ) {
+                    // EXIST: the layer itself also has an entry of that name, which wins.
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(fail(e)),
+                }
+            }
+            Marker::Opaque { dir } => {
+                let shown = display(dir);
+                let fail = |e: Errno| SnapshotError::InvalidLayer {
+                    layer: *layer,
+                    path: shown.clone(),
+                    reason: format!("cannot mark the directory opaque: {e}"),
+                };
+                let fd = open_dir_beneath(&root, dir, true)
+                    .map_err(fail)?
+                    .ok_or(Errno::NOENT)
+                    .map_err(fail)?;
+                rfs::fsetxattr(&fd, opaque.as_str(), b"y", rfs::XattrFlags::empty())
+                    .map_err(fail)?;
+            }
+            Marker::OverlayXattrs { path } => {
+                let Some((name, parent)) = path.split_last() else {
+                    continue;
+                };
+                // Only reachable without symlinks is where apply_layer put it; elsewhere the
+                // entry did not land in this tree under that name.
+                let Ok(Some(dir)) = open_dir_beneath(&root, parent, false) else {
+                    continue;
+                };
+                let p = Path::new("/proc/self/fd")
+                    .join(rustix::fd::AsRawFd::as_raw_fd(&dir).to_string())
+                    .join(OsStr::from_bytes(name));
+                fsx::strip_overlay_xattrs(&p)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes the finished `tree` durable and moves it to `dest`; if another build got there first,
+/// its tree is used and ours is dropped with the scratch directory.
+fn publish(tree: &Path, dest: &Path) -> Result<(), SnapshotError> {
+    let fd = rfs::open(
+        tree,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(errno_err("open", tree))?;
+    rfs::syncfs(&fd).map_err(errno_err("sync", tree))?;
+    drop(fd);
+    if let Some(parent) = dest.parent() {
+        fsx::mkdir_all(parent)?;
+    }
+    match rfs::renameat_with(CWD, tree, CWD, dest, RenameFlags::NOREPLACE) {
+        Ok(()) => {}
+        Err(Errno::EXIST | Errno::NOTEMPTY) => return Ok(()),
+        Err(e) => return Err(errno_err("rename into place", dest)(e)),
+    }
+    if let Some(parent) = dest.parent() {
+        let dfd = rfs::open(
+            parent,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno_err("open", parent))?;
+        rfs::fsync(&dfd).map_err(errno_err("fsync", parent))?;
+    }
+    Ok(())
+}
+
+fn apply(
+    store: &Store,
+    layer: &Digest,
+    tree: &Path,
+    opts: &layer::ApplyOptions,
+) -> Result<(), SnapshotError> {
+    let blob = store.open_blob(layer)?;
+    layer::apply_layer(tree, BufReader::with_capacity(256 * 1024, blob), opts).map_err(
+        |source| SnapshotError::Unpack {
+            layer: *layer,
+            source,
+        },
+    )?;
+    Ok(())
+}
+
+/// Unpacks one layer into `dest` as an overlay lower directory.
+pub(crate) fn unpack_overlay_layer(
+    store: &Store,
+    layer: &Digest,
+    dest: &Path,
+    userxattr: bool,
+    opts: &layer::ApplyOptions,
+) -> Result<(), SnapshotError> {
+    let scratch = store.temp_dir("unpack")?;
+    let tree = scratch.path().join("tree");
+    fsx::mkdir(&tree, 0o755)?;
+    // Check the markers first: a malformed layer fails before any work is done.
+    let markers = scan_markers(store, layer)?;
+    apply(store, layer, &tree, opts)?;
+    convert_markers(&tree, layer, &markers, userxattr)?;
+    publish(&tree, dest)
+}
+
+/// Builds the merged tree of `diff_ids` into `dest`, starting from a copy of an already merged
+/// prefix `(length, dir)` when there is one.
+pub(crate) fn unpack_copy_chain(
+    store: &Store,
+    diff_ids: &[Digest],
+    base: Option<(usize, &Path)>,
+    dest: &Path,
+    opts: &layer::ApplyOptions,
+) -> Result<(), SnapshotError> {
+    let scratch = store.temp_dir("unpack")?;
+    let tree = scratch.path().join("tree");
+    let start = match base {
+        Some((k, dir)) => {
+            fsx::mkdir(&tree, 0o755)?;
+            copy::copy_tree(dir, &tree, opts.same_owner)?;
+            k
+        }
+        None => {
+            fsx::mkdir(&tree, 0o755)?;
+            0
+        }
+    };
+    for d in diff_ids.get(start..).unwrap_or_default() {
+        apply(store, d, &tree, opts)?;
+    }
+    publish(&tree, dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_clean_like_the_applier() {
+        let c = |s: &str| components(s.as_bytes());
+        assert_eq!(c("./a/b/"), Some(vec![b"a".to_vec(), b"b".to_vec()]));
+        assert_eq!(c("/a/../b"), Some(vec![b"b".to_vec()]));
+        assert_eq!(c("a/../../b"), None);
+        assert_eq!(c("."), Some(vec![]));
+    }
+}
