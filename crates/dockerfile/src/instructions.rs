@@ -297,7 +297,9 @@ pub(crate) fn parse_logical(
     let text = logical.text.as_str();
     let lead = text.len() - text.trim_start().len();
     let body = text.get(lead..).unwrap_or("");
-    let cmd_len = body.find(is_space).unwrap_or(body.len());
+    let cmd_len = body
+        .find(['\t', '\x0b', '\x0c', '\r', ' '])
+        .unwrap_or(body.len());
     let cmd_word = body.get(..cmd_len).unwrap_or("");
     let cmd = cmd_word.to_ascii_lowercase();
     let cmd_span = logical.span(lead, lead + cmd_len);
