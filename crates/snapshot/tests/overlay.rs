@@ -13,6 +13,8 @@ const RUN: &str = "rm a && mkdir -p d && echo hi > d/f && rm -rf dir && mkdir di
                    echo n > dir/n && setcap cap_net_raw+ep bin/ping && echo more >> keep && \
                    test \"$(ls d0)\" = new && test ! -e dir/y";
 
+const ROOT_NS: &[&str] = &["unshare", "-m"];
+
 fn overlay(store: &store::Store) -> Snapshotter {
     Snapshotter::with_kind(store, Kind::Overlay { userxattr: false }).unwrap()
 }
@@ -124,7 +126,7 @@ fn run_step_commits_only_the_upper_changes() {
         "{options}"
     );
     let merged = tempfile::tempdir().unwrap();
-    run_overlay(&[], &options, RUN, merged.path());
+    run_overlay(ROOT_NS, &options, RUN, merged.path());
     let upper_parent = upper.parent().unwrap().to_path_buf();
 
     let c = s
@@ -184,7 +186,7 @@ fn run_step_commits_only_the_upper_changes() {
     };
     let out = tempfile::tempdir().unwrap();
     run_overlay(
-        &[],
+        ROOT_NS,
         &options,
         "test ! -e a && test \"$(cat d/f)\" = hi && test \"$(ls dir)\" = n",
         out.path(),
@@ -215,7 +217,7 @@ fn unchanged_step_is_empty_and_excluded_paths_are_dropped() {
     };
     let out = tempfile::tempdir().unwrap();
     run_overlay(
-        &[],
+        ROOT_NS,
         &options,
         "touch bin/hosts && mkdir -p etc && touch etc/resolv.conf etc/keepme",
         out.path(),
@@ -260,7 +262,7 @@ fn scratch_base_and_deterministic_layers() {
         assert_eq!(lowers.len(), 1, "an empty lower for FROM scratch");
         let out = tempfile::tempdir().unwrap();
         run_overlay(
-            &[],
+            ROOT_NS,
             &options,
             "mkdir -p usr/bin && echo x > usr/bin/tool && touch -d @1000 usr/bin/tool usr/bin usr",
             out.path(),

@@ -67,9 +67,10 @@ pub fn whiteout_layer(store: &Store) -> Digest {
     ing.commit(None).unwrap().0
 }
 
-/// Runs `script` inside the mounted overlay (in a new mount namespace, as root, or through
-/// `prefix` for rootless runs), then copies the merged view to `out` with `cp -a`.
-pub fn run_overlay(prefix: &[&str], options: &str, script: &str, out: &Path) {
+/// Runs `script` inside the mounted overlay, in the namespaces `unshare` (e.g. `["unshare", "-m"]`
+/// as root, `["unshare", "-Ur", "-m"]` rootless) creates, then copies the merged view to `out`
+/// with `cp -a`.
+pub fn run_overlay(unshare: &[&str], options: &str, script: &str, out: &Path) {
     let target = tempfile::tempdir().unwrap();
     fs::set_permissions(target.path(), fs::Permissions::from_mode(0o777)).unwrap();
     let t = target.path().display();
@@ -77,8 +78,8 @@ pub fn run_overlay(prefix: &[&str], options: &str, script: &str, out: &Path) {
         "mount -t overlay overlay -o '{options}' {t} && cd {t} && {script} && cp -a {t}/. {}",
         out.display()
     );
-    let mut cmd: Vec<&str> = prefix.to_vec();
-    cmd.extend(["unshare", "-m", "sh", "-c", &full]);
+    let mut cmd: Vec<&str> = unshare.to_vec();
+    cmd.extend(["sh", "-c", &full]);
     let res = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
     assert!(
         res.status.success(),
