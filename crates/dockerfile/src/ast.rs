@@ -83,7 +83,7 @@ pub enum InstructionKind {
     Workdir(String),
     /// `STOPSIGNAL`.
     StopSignal(String),
-    /// `HEALTHCHECK`.
+    /// `HEALTHCHECK`, typed so the image config can be written without re-parsing.
     Healthcheck(Healthcheck),
     /// `ONBUILD` trigger (never `ONBUILD`, `FROM` or `MAINTAINER`).
     Onbuild(Box<Instruction>),
@@ -158,7 +158,8 @@ impl Heredoc {
     }
 }
 
-/// `FROM [--platform=P] IMAGE [AS NAME]`.
+/// `FROM [--platform=P] IMAGE [AS NAME]`: starts a stage; kept unexpanded
+/// because global ARGs are only known at planning time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct From {
     /// Base image or stage name, unexpanded.
@@ -169,7 +170,8 @@ pub struct From {
     pub alias: Option<String>,
 }
 
-/// `RUN` with its flags.
+/// `RUN` with its flags, so the engine knows the command, its inline files
+/// and the sandbox (mounts, network, security) it must run in.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Run {
     /// The command (shell form keeps heredoc markers such as `python3 <<EOF`).
@@ -195,7 +197,7 @@ pub enum NetworkMode {
     Host,
 }
 
-/// `RUN --security` values.
+/// `RUN --security` values; typed so an unsupported mode fails at parse time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SecurityMode {
     /// Default sandbox.
@@ -204,7 +206,7 @@ pub enum SecurityMode {
     Insecure,
 }
 
-/// `--mount=type=cache,sharing=...`.
+/// `--mount=type=cache,sharing=...`; decides how concurrent builds share a cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheSharing {
     /// Concurrent writers share the cache (default).
@@ -303,7 +305,8 @@ impl Mount {
     }
 }
 
-/// `COPY` (and the shared part of `ADD`).
+/// `COPY` (and the shared part of `ADD`): everything the engine needs to
+/// select, filter and place files.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Copy {
     /// Source paths/URLs (heredoc sources are in `heredocs` instead).
@@ -326,7 +329,8 @@ pub struct Copy {
     pub exclude: Vec<String>,
 }
 
-/// `ADD`: COPY plus remote/archive options.
+/// `ADD`: COPY plus the remote/archive options only ADD has, kept apart so
+/// COPY cannot be given them by mistake.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Add {
     /// The COPY-like part; `copy.from` is always `None`.
@@ -339,7 +343,7 @@ pub struct Add {
     pub unpack: Option<bool>,
 }
 
-/// `KEY=VALUE` in ENV and LABEL.
+/// `KEY=VALUE` in ENV and LABEL; order matters (later keys override), hence a list of pairs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {
     /// Key as written.
@@ -348,7 +352,8 @@ pub struct KeyValue {
     pub value: String,
 }
 
-/// One name in an `ARG` instruction.
+/// One name in an `ARG` instruction; the default is optional because a bare
+/// `ARG NAME` re-imports a global or build arg.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ArgDecl {
     /// Argument name.
@@ -357,7 +362,7 @@ pub struct ArgDecl {
     pub default: Option<String>,
 }
 
-/// `HEALTHCHECK`.
+/// `HEALTHCHECK`, typed so the image config can be written without re-parsing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Healthcheck {
     /// `HEALTHCHECK NONE`: disable any inherited check.

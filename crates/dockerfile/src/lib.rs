@@ -28,6 +28,8 @@
 //! assert_eq!(last.unwrap().kind, InstructionKind::Workdir("/app/3.19".into()));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod shell;
 
 mod ast;
