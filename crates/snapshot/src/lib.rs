@@ -64,6 +64,21 @@
 //! special files) and records every entry's inode, ctime, mtime, size, mode and owner; commit
 //! compares the tree with that record to find changed paths and deletions.
 //!
+//! # Choosing: [`probe`]
+//!
+//! [`Snapshotter::new`] with [`Mode::Auto`] tries, on the store's own filesystem, to create a
+//! whiteout device, set the opaque xattr and mount overlay with the build's options in a forked
+//! child: as root in a new mount namespace with `trusted.*` xattrs, falling back to `userxattr`
+//! (root inside a user namespace cannot write `trusted.*`); as any other user in a new user +
+//! mount namespace with `userxattr`. If everything works the kind is overlay, else copy, and
+//! [`Kind::name`] says which so the engine can show it.
+//!
+//! # Rootless ownership
+//!
+//! Files are written to layers with the ids `lstat` reports. A rootless engine should therefore
+//! call [`Snapshotter::commit`] from inside its user namespace (where the step's files belong to
+//! uid 0), or the layer records the host ids of the mapped user.
+//!
 //! # Crash and concurrency safety
 //!
 //! Unpacked trees are built in a store scratch directory (swept if the process dies), synced, and
