@@ -504,6 +504,33 @@ impl Snapshotter {
         Ok(committed)
     }
 
+    /// Deletes committed trees of this kind whose name is not in `keep` (diff ids for overlay,
+    /// chain ids for copy, see [`Snapshotter::committed_dir`]); returns how many went. Trees are
+    /// renamed into a scratch directory first, so a crash never leaves a half-deleted tree that
+    /// looks complete. Call it with the store's exclusive lock held
+    /// ([`store::Store::lock_exclusive`]), so no build is using a tree being deleted.
+    pub fn prune(&self, keep: &std::collections::HashSet<Digest>) -> Result<usize, SnapshotError> {
+        let dir = self.layers_dir();
+        let trash = self.store.temp_dir("snapshot-prune")?;
+        let mut removed = 0;
+        for ent in std::fs::read_dir(&dir).map_err(error::io_err("list", &dir))? {
+            let ent = ent.map_err(error::io_err("list", &dir))?;
+            let name = ent.file_name();
+            let wanted = name
+                .to_str()
+                .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok())
+                .is_some_and(|d| keep.contains(&d));
+            if wanted {
+                continue;
+            }
+            let to = trash.path().join(&name);
+            std::fs::rename(ent.path(), &to).map_err(error::io_err("move away", ent.path()))?;
+            removed += 1;
+        }
+        drop(trash);
+        Ok(removed)
+    }
+
     /// Throws an active snapshot away (a failed step, or a step whose result is cached).
     pub fn remove(&self, active: Active) -> Result<(), SnapshotError> {
         let path = active.scratch.path().to_path_buf();

@@ -293,3 +293,27 @@ fn missing_layer_names_the_digest() {
     let err = s.ensure_unpacked(&[d]).unwrap_err().to_string();
     assert!(err.contains(&d.hex()), "{err}");
 }
+
+#[test]
+fn prune_keeps_only_wanted_trees() {
+    if !is_root() {
+        return;
+    }
+    let (_t, store) = store();
+    let (l1, l2) = (base_layer(&store), whiteout_layer(&store));
+    for kind in [Kind::Overlay { userxattr: false }, Kind::Copy] {
+        let s = Snapshotter::with_kind(&store, kind).unwrap();
+        s.ensure_unpacked(&[l1]).unwrap();
+        s.ensure_unpacked(&[l1, l2]).unwrap();
+        let keep_id = match kind {
+            Kind::Copy => digest::chain_id(&[l1, l2]).unwrap(),
+            _ => l2,
+        };
+        let _gc = store.lock_exclusive().unwrap();
+        let removed = s.prune(&[keep_id].into_iter().collect()).unwrap();
+        assert_eq!(removed, 1, "{kind:?}");
+        assert!(s.committed_dir(&[l1, l2]).unwrap().is_dir());
+        assert!(!s.committed_dir(&[l1]).unwrap().exists());
+    }
+    assert!(scratch_entries(&store).is_empty());
+}
