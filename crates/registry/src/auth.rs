@@ -481,7 +481,8 @@ mod tests {
 
     #[test]
     fn parses_challenges() {
-        let table: &[(&str, &str, &[(&str, &str)])] = &[
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+        let table: &[Case] = &[
             (
                 r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
                 "bearer",

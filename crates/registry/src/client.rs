@@ -240,6 +240,9 @@ pub struct Client {
     conf: RegistriesConf,
     opts: ClientOptions,
     state: Mutex<State>,
+    /// Held while a token is fetched, so concurrent requests wait for it instead of each
+    /// asking the token service.
+    token_fetch: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Client {
@@ -394,6 +397,7 @@ impl Client {
             conf,
             opts,
             state: Mutex::new(State::default()),
+            token_fetch: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -466,10 +470,20 @@ impl Client {
             "basic" => Ok(creds.map(|c| c.basic_header())),
             "bearer" => {
                 let key = (ep.host.clone(), scopes.join(" "));
-                if let Some((tok, exp)) = self.lock().tokens.get(&key) {
-                    if *exp > Instant::now() {
-                        return Ok(Some(format!("Bearer {tok}")));
-                    }
+                let cached = |c: &Client| {
+                    c.lock()
+                        .tokens
+                        .get(&key)
+                        .filter(|(_, exp)| *exp > Instant::now())
+                        .map(|(tok, _)| format!("Bearer {tok}"))
+                };
+                if let Some(h) = cached(self) {
+                    return Ok(Some(h));
+                }
+                // Concurrent blob transfers need the same token: fetch it once.
+                let _fetching = self.token_fetch.lock().await;
+                if let Some(h) = cached(self) {
+                    return Ok(Some(h));
                 }
                 let (tok, ttl) = self.fetch_token(ep, &ch, scopes, creds.as_ref()).await?;
                 let exp = Instant::now() + ttl;
@@ -908,6 +922,15 @@ impl Client {
                             .get(reqwest::header::CONTENT_RANGE)
                             .and_then(|v| v.to_str().ok())
                             .is_some_and(|v| v.starts_with(&format!("bytes {offset}-")));
+                    if status == StatusCode::RANGE_NOT_SATISFIABLE && offset > 0 {
+                        // The server has no bytes past what we hold: the blob is truncated there.
+                        return Err(RegistryError::SizeMismatch {
+                            url,
+                            digest,
+                            expected: desc.size,
+                            actual: offset,
+                        });
+                    }
                     if status.is_server_error() {
                         (true, status_err(resp, &url).await)
                     } else if status != StatusCode::OK && !resumed {

@@ -261,7 +261,7 @@ impl RegistriesConf {
                 .then_some(p.len())
             };
             if let Some(len) = len {
-                if best.map_or(true, |(_, l)| len > l) {
+                if !matches!(best, Some((_, l)) if len <= l) {
                     best = Some((e, len));
                 }
             }

@@ -69,10 +69,10 @@ pub fn matches(want: &Platform, have: &Platform) -> bool {
 /// index has no image for that platform.
 pub fn select<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descriptor> {
     index.manifests.iter().find(|d| {
-        d.annotations
-            .get("vnd.docker.reference.type")
-            .map_or(true, |t| t != "attestation-manifest")
-            && d.platform.as_ref().is_some_and(|p| matches(want, p))
+        !matches!(
+            d.annotations.get("vnd.docker.reference.type"),
+            Some(t) if t == "attestation-manifest"
+        ) && d.platform.as_ref().is_some_and(|p| matches(want, p))
     })
 }
 

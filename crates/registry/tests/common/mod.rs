@@ -1,0 +1,353 @@
+//! Test fixtures: a real `docker-registry` on a free loopback port, a tiny JWT token issuer for
+//! the registry's token auth, and helpers that make small images in a store.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use digest::Digest;
+use image::manifest::{
+    Descriptor, Manifest, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST,
+};
+
+pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// A free port on 127.0.0.1 (bound then released; the registry binds it right after).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A running `docker-registry serve`, killed on drop.
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts an anonymous registry.
+    pub fn start() -> Registry {
+        Self::start_with_auth("")
+    }
+
+    /// Starts a registry with an `auth:` YAML block (already indented under `auth:`).
+    pub fn start_with_auth(auth: &str) -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let storage = dir.path().join("storage");
+        std::fs::create_dir_all(&storage).expect("mkdir storage");
+        let auth_block = if auth.is_empty() {
+            String::new()
+        } else {
+            format!("auth:\n{auth}\n")
+        };
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: rbuild-test-secret\n{auth_block}",
+            storage.display()
+        );
+        let cfg_path = dir.path().join("config.yml");
+        std::fs::write(&cfg_path, config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {REGISTRY_BIN} (Debian package docker-registry): {e}")
+            });
+        let mut reg = Registry { child, port, dir };
+        reg.wait_ready();
+        reg
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("docker-registry exited with {status}: {}", self.log());
+            }
+            if let Some(status) = http_status(&format!("127.0.0.1:{}", self.port), "/v2/") {
+                if status == 200 || status == 401 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "registry did not answer /v2/ in 30 s: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// The file the registry serves a blob from.
+    pub fn blob_data(&self, d: &Digest) -> PathBuf {
+        let hex = d.hex();
+        self.dir
+            .path()
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(&hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A one-shot plain HTTP GET returning the status code, for readiness polling.
+pub fn http_status(host: &str, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A gzip stream of pseudo-random bytes (incompressible enough to make real-sized blobs).
+pub fn gzip_blob(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&data).expect("gzip");
+    enc.finish().expect("gzip")
+}
+
+/// A small OCI image (config + 2 gzip layers) in `store`; returns the manifest bytes and parsed.
+pub fn make_image(
+    store: &store::Store,
+    seed: u64,
+    arch: &str,
+    big_layer: usize,
+) -> (Vec<u8>, Manifest) {
+    let l1 = gzip_blob(seed, 1000);
+    let l2 = gzip_blob(seed + 1, big_layer);
+    let d1 = store.put_bytes(&l1).expect("put");
+    let d2 = store.put_bytes(&l2).expect("put");
+    let config = format!(
+        r#"{{"architecture":"{arch}","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}","{}"]}},"config":{{"Env":["SEED={seed}"]}}}}"#,
+        Digest::of(b"diff1"),
+        Digest::of(b"diff2")
+    );
+    let dc = store.put_bytes(config.as_bytes()).expect("put");
+    let m = Manifest {
+        schema_version: 2,
+        media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
+        config: Descriptor::new(MEDIA_TYPE_OCI_CONFIG, dc, config.len() as u64),
+        layers: vec![
+            Descriptor::new(MEDIA_TYPE_OCI_LAYER_GZIP, d1, l1.len() as u64),
+            Descriptor::new(MEDIA_TYPE_OCI_LAYER_GZIP, d2, l2.len() as u64),
+        ],
+        annotations: Default::default(),
+    };
+    let bytes = serde_json::to_vec(&m).expect("json");
+    store.put_bytes(&bytes).expect("put");
+    (bytes, m)
+}
+
+/// Files left in the store's ingest directory (should be none after any pull, failed or not).
+pub fn leftover_ingests(store: &store::Store) -> Vec<PathBuf> {
+    std::fs::read_dir(store.root().join("ingest"))
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default()
+}
+
+const B64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+pub const TOKEN_SERVICE: &str = "rbuild-test-registry";
+pub const TOKEN_ISSUER: &str = "rbuild-test-issuer";
+
+/// A minimal token issuer for the registry's `auth: token:`: checks basic credentials, grants
+/// every requested scope in an ES256 JWT whose `x5c` certificate is the registry's
+/// `rootcertbundle`, and records each request's query string.
+pub struct TokenServer {
+    pub port: u16,
+    pub cert_path: PathBuf,
+    pub requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TokenServer {
+    pub fn start(dir: &Path, user: &str, pass: &str) -> TokenServer {
+        let key = rcgen::KeyPair::generate().expect("keygen");
+        let params =
+            rcgen::CertificateParams::new(vec!["rbuild-test-token".to_string()]).expect("params");
+        let cert = params.self_signed(&key).expect("cert");
+        let cert_path = dir.join("token-cert.pem");
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        let cert_der = cert.der().to_vec();
+        let rng = ring::rand::SystemRandom::new();
+        let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &key.serialize_der(),
+            &rng,
+        )
+        .expect("ring key");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let expected_auth = format!("Basic {}", B64.encode(format!("{user}:{pass}")));
+        let (req2, stop2) = (requests.clone(), stop.clone());
+        let counter = AtomicU64::new(0);
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let Some((target, headers)) = read_head(&mut conn) else {
+                    continue;
+                };
+                let query = target
+                    .split_once('?')
+                    .map(|(_, q)| q.to_string())
+                    .unwrap_or_default();
+                req2.lock().expect("lock").push(query.clone());
+                let authorized = headers
+                    .iter()
+                    .any(|(k, v)| k.eq_ignore_ascii_case("authorization") && *v == expected_auth);
+                if !authorized {
+                    let body =
+                        r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    continue;
+                }
+                let mut access = Vec::new();
+                for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+                    if k != "scope" {
+                        continue;
+                    }
+                    for scope in v.split(' ') {
+                        let mut parts = scope.splitn(2, ':');
+                        let typ = parts.next().unwrap_or_default();
+                        let rest = parts.next().unwrap_or_default();
+                        if let Some((name, actions)) = rest.rsplit_once(':') {
+                            access.push(serde_json::json!({
+                                "type": typ, "name": name,
+                                "actions": actions.split(',').collect::<Vec<_>>(),
+                            }));
+                        }
+                    }
+                }
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .expect("time")
+                    .as_secs();
+                let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [B64.encode(&cert_der)]});
+                let claims = serde_json::json!({
+                    "iss": TOKEN_ISSUER, "sub": "tester", "aud": TOKEN_SERVICE,
+                    "exp": now + 300, "nbf": now - 10, "iat": now,
+                    "jti": format!("t{}", counter.fetch_add(1, Ordering::SeqCst)),
+                    "access": access,
+                });
+                let signing_input = format!(
+                    "{}.{}",
+                    B64URL.encode(header.to_string()),
+                    B64URL.encode(claims.to_string())
+                );
+                let sig = signer.sign(&rng, signing_input.as_bytes()).expect("sign");
+                let jwt = format!("{signing_input}.{}", B64URL.encode(sig.as_ref()));
+                let body = serde_json::json!({"token": jwt, "expires_in": 300}).to_string();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenServer {
+            port,
+            cert_path,
+            requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The registry `auth:` block that trusts this issuer.
+    pub fn registry_auth(&self) -> String {
+        format!(
+            "  token:\n    realm: http://127.0.0.1:{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}",
+            self.port,
+            self.cert_path.display()
+        )
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.requests.lock().expect("lock").len()
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads an HTTP/1 request head: returns the request target and the headers.
+pub fn read_head(conn: &mut TcpStream) -> Option<(String, Vec<(String, String)>)> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if buf.len() > 64 * 1024 || conn.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let text = String::from_utf8(buf).ok()?;
+    let mut lines = text.split("\r\n");
+    let target = lines.next()?.split_whitespace().nth(1)?.to_string();
+    let headers = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    Some((target, headers))
+}
