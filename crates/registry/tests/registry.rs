@@ -670,3 +670,78 @@ fn skopeo_interop_both_ways() {
         );
     }
 }
+
+#[test]
+fn dropped_connection_is_resumed_with_range() {
+    let reg = Registry::start();
+    let (_d, src) = new_store();
+    let (mbytes, m) = make_image(&src, 120, "amd64", 200_000);
+    let c = client(opts());
+    c.push(
+        &src,
+        &mbytes,
+        MEDIA_TYPE_OCI_MANIFEST,
+        &r(&format!("{}/drop/app:1", reg.host())),
+        &|_| {},
+    )
+    .expect("push");
+    let victim = m.layers[1].digest;
+
+    // Cut once: the download resumes from where it stopped.
+    let proxy = CuttingProxy::start(reg.host(), victim.to_string(), 70_000, 1);
+    let (_d2, dst) = new_store();
+    let evs = Events::new();
+    let pulled = c
+        .pull(
+            &r(&format!("{}/drop/app:1", proxy.host())),
+            &amd64(),
+            &dst,
+            &|e| evs.push(e),
+        )
+        .unwrap_or_else(|e| panic!("pull through cutting proxy: {e}"));
+    assert_eq!(pulled.resolved.manifest_digest, Digest::of(&mbytes));
+    let resumed: Vec<u64> = evs
+        .all()
+        .iter()
+        .filter_map(|e| match e {
+            PullEvent::Retrying {
+                digest, resumed_at, ..
+            } if *digest == victim => Some(*resumed_at),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resumed.len(), 1, "{:?}", evs.all());
+    assert!(
+        resumed[0] > 0,
+        "download restarted instead of resuming: {resumed:?}"
+    );
+    assert!(
+        proxy
+            .range_requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1
+    );
+    assert_eq!(
+        dst.read_blob(&victim).expect("blob"),
+        src.read_blob(&victim).expect("blob")
+    );
+
+    // Cut on every full GET and refuse nothing else: with zero retries the pull fails cleanly.
+    let proxy = CuttingProxy::start(reg.host(), victim.to_string(), 70_000, 100);
+    let c0 = client(ClientOptions {
+        retries: 0,
+        ..opts()
+    });
+    let (_d3, dst3) = new_store();
+    let e = c0
+        .pull(
+            &r(&format!("{}/drop/app:1", proxy.host())),
+            &amd64(),
+            &dst3,
+            &|_| {},
+        )
+        .expect_err("no retries left");
+    assert!(e.to_string().contains(&proxy.host()), "{e}");
+    assert!(!dst3.contains(&victim));
+    assert_eq!(leftover_ingests(&dst3), Vec::<std::path::PathBuf>::new());
+}

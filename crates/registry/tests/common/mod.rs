@@ -351,3 +351,117 @@ pub fn read_head(conn: &mut TcpStream) -> Option<(String, Vec<(String, String)>)
         .collect();
     Some((target, headers))
 }
+
+/// A one-request-per-connection HTTP proxy in front of a registry that cuts the body of the
+/// first `cuts` full (non-Range) GETs whose path contains `needle` after `cut_after` bytes, so
+/// the client sees a dropped connection mid-blob. Counts the Range requests it forwards.
+pub struct CuttingProxy {
+    pub port: u16,
+    pub range_requests: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CuttingProxy {
+    pub fn start(upstream: String, needle: String, cut_after: usize, cuts: u64) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let range_requests = Arc::new(AtomicU64::new(0));
+        let cuts_left = Arc::new(AtomicU64::new(cuts));
+        let (stop2, ranges2) = (stop.clone(), range_requests.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (up, needle, cuts_left, ranges) = (
+                    upstream.clone(),
+                    needle.clone(),
+                    cuts_left.clone(),
+                    ranges2.clone(),
+                );
+                std::thread::spawn(move || {
+                    let _ = proxy_one(conn, &up, &needle, cut_after, &cuts_left, &ranges);
+                });
+            }
+        });
+        CuttingProxy {
+            port,
+            range_requests,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+fn proxy_one(
+    mut conn: TcpStream,
+    upstream: &str,
+    needle: &str,
+    cut_after: usize,
+    cuts_left: &AtomicU64,
+    ranges: &AtomicU64,
+) -> Option<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut first = [0u8; 1];
+    if conn.peek(&mut first).ok()? == 0 || first[0] == 0x16 {
+        // A TLS ClientHello: this proxy speaks plain HTTP only.
+        return None;
+    }
+    let (target, headers) = read_head(&mut conn)?;
+    let has_range = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("range"));
+    if has_range {
+        ranges.fetch_add(1, Ordering::SeqCst);
+    }
+    let mut up = TcpStream::connect(upstream).ok()?;
+    let mut req = format!("GET {target} HTTP/1.1\r\n");
+    for (k, v) in &headers {
+        if !k.eq_ignore_ascii_case("connection") && !k.eq_ignore_ascii_case("host") {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    req.push_str(&format!("Host: {upstream}\r\nConnection: close\r\n\r\n"));
+    up.write_all(req.as_bytes()).ok()?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp).ok()?;
+    let split = resp.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let (head, body) = resp.split_at(split);
+    let head = String::from_utf8_lossy(head);
+    let head: String = head
+        .trim_end()
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect::<String>()
+        + "Connection: close\r\n\r\n";
+    conn.write_all(head.as_bytes()).ok()?;
+    let cut = target.contains(needle)
+        && !has_range
+        && cuts_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+    if cut {
+        conn.write_all(body.get(..cut_after.min(body.len()))?)
+            .ok()?;
+    } else {
+        conn.write_all(body).ok()?;
+    }
+    conn.flush().ok()?;
+    Some(())
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
