@@ -586,12 +586,62 @@ pub(crate) fn parse_logical(
             }))
         }
         _ => {
-            return Err(here.at_cmd(format!(
-                "unknown instruction: {}",
-                cmd_word.to_ascii_uppercase()
-            )))
+            let mut msg = format!("unknown instruction: {}", cmd_word.to_ascii_uppercase());
+            if let Some(s) = suggest_instruction(&cmd) {
+                msg.push_str(&format!(" (did you mean {s}?)"));
+            }
+            return Err(here.at_cmd(msg));
         }
     })
+}
+
+const INSTRUCTIONS: [&str; 18] = [
+    "add",
+    "arg",
+    "cmd",
+    "copy",
+    "entrypoint",
+    "env",
+    "expose",
+    "from",
+    "healthcheck",
+    "label",
+    "maintainer",
+    "onbuild",
+    "run",
+    "shell",
+    "stopsignal",
+    "user",
+    "volume",
+    "workdir",
+];
+
+/// Closest instruction name within a small edit distance, as BuildKit suggests.
+fn suggest_instruction(word: &str) -> Option<&'static str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1];
+            for (j, cb) in b.iter().enumerate() {
+                let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+                let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
+                let ins = cur.get(j).copied().unwrap_or(0) + 1;
+                cur.push(sub.min(del).min(ins));
+            }
+            prev = cur;
+        }
+        prev.last().copied().unwrap_or(0)
+    }
+    if word.chars().count() > 32 {
+        return None;
+    }
+    INSTRUCTIONS
+        .iter()
+        .map(|i| (distance(word, i), *i))
+        .filter(|(d, i)| *d > 0 && (*d == 1 || (*d == 2 && i.len() >= 6)))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, i)| i)
 }
 
 fn valid_stage_name(name: &str) -> bool {

@@ -272,7 +272,9 @@ pub(crate) fn parse(file_name: &str, source: &str) -> Result<Dockerfile, ParseEr
         });
     }
     if instructions.is_empty() {
-        return Err(ctx.err(Span::new(0, 0), "file with no instructions"));
+        // BuildKit reports this on the last line read.
+        let last = lines.last().map_or(0, |l| l.start);
+        return Err(ctx.err(Span::new(last, last), "file with no instructions"));
     }
     Ok(Dockerfile {
         file_name: file_name.to_string(),

@@ -7,9 +7,21 @@ fn parse_errors_table() {
     // (source, line, column, message substring)
     let cases: &[(&str, usize, usize, &str)] = &[
         ("FROM x\nFOOO bar\n", 2, 1, "unknown instruction: FOOO"),
+        (
+            "FROM x\nRUNN bar\n",
+            2,
+            1,
+            "unknown instruction: RUNN (did you mean run?)",
+        ),
+        (
+            "FROM x\ncopi a b\n",
+            2,
+            1,
+            "unknown instruction: COPI (did you mean copy?)",
+        ),
         ("FROM x\n  fooo bar\n", 2, 3, "unknown instruction: FOOO"),
         ("", 1, 1, "file with no instructions"),
-        ("# just a comment\n\n", 1, 1, "file with no instructions"),
+        ("# just a comment\n\n", 2, 1, "file with no instructions"),
         (
             "FROM\n",
             1,
