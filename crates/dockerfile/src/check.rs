@@ -67,7 +67,7 @@ fn keyword_as_written(ins: &Instruction) -> &str {
 }
 
 fn is_sensitive(name: &str) -> bool {
-    const TOKENS: [&str; 9] = [
+    const TOKENS: [&str; 10] = [
         "apikey",
         "auth",
         "credential",
@@ -78,7 +78,7 @@ fn is_sensitive(name: &str) -> bool {
         "secret",
         "token",
     ];
-    const ALLOW: [&str; 2] = ["public", "file"];
+    const ALLOW: [&str; 1] = ["public"];
     let mut words: Vec<String> = Vec::new();
     let mut cur = String::new();
     let mut prev_lower = false;
