@@ -745,3 +745,42 @@ fn dropped_connection_is_resumed_with_range() {
     assert!(!dst3.contains(&victim));
     assert_eq!(leftover_ingests(&dst3), Vec::<std::path::PathBuf>::new());
 }
+
+#[test]
+fn tls_registry_on_loopback_and_ca_file_errors() {
+    let reg = Registry::start_tls();
+    let (_d, src) = new_store();
+    let (mbytes, _) = make_image(&src, 130, "amd64", 2000);
+    let c = client(opts());
+    let dest = r(&format!("{}/tls/app:1", reg.host()));
+    let digest = c
+        .push(&src, &mbytes, MEDIA_TYPE_OCI_MANIFEST, &dest, &|_| {})
+        .unwrap_or_else(|e| panic!("push over TLS: {e}\n{}", reg.log()));
+    let (_d2, dst) = new_store();
+    let p = c
+        .pull(&dest, &amd64(), &dst, &|_| {})
+        .expect("pull over TLS");
+    assert_eq!(p.resolved.manifest_digest, digest);
+    assert_eq!(
+        p.resolved.endpoint.url_base,
+        format!("https://{}", reg.host())
+    );
+
+    // The CA bundle named in the options is loaded (and a missing one is an error naming it).
+    let ca = reg.dir.path().join("tls-cert.pem");
+    BlockingClient::new(ClientOptions {
+        ca_file: Some(ca),
+        ..opts()
+    })
+    .expect("client with CA file");
+    let missing = reg.dir.path().join("no-such-ca.pem");
+    let e = BlockingClient::new(ClientOptions {
+        ca_file: Some(missing.clone()),
+        ..opts()
+    })
+    .expect_err("missing CA file");
+    assert!(
+        e.to_string().contains(&missing.display().to_string()),
+        "{e}"
+    );
+}

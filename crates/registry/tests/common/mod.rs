@@ -41,7 +41,39 @@ impl Registry {
 
     /// Starts a registry with an `auth:` YAML block (already indented under `auth:`).
     pub fn start_with_auth(auth: &str) -> Registry {
+        Self::start_full(auth, false)
+    }
+
+    /// Starts an anonymous registry serving HTTPS with a fresh self-signed certificate for
+    /// 127.0.0.1 (written to `<dir>/tls-cert.pem`).
+    pub fn start_tls() -> Registry {
+        Self::start_full("", true)
+    }
+
+    fn start_full(auth: &str, tls: bool) -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
+        let tls_block = if tls {
+            let key = rcgen::KeyPair::generate().expect("keygen");
+            let params = rcgen::CertificateParams::new(vec![
+                "127.0.0.1".to_string(),
+                "localhost".to_string(),
+            ])
+            .expect("params");
+            let cert = params.self_signed(&key).expect("cert");
+            let (c, k) = (
+                dir.path().join("tls-cert.pem"),
+                dir.path().join("tls-key.pem"),
+            );
+            std::fs::write(&c, cert.pem()).expect("write cert");
+            std::fs::write(&k, key.serialize_pem()).expect("write key");
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                c.display(),
+                k.display()
+            )
+        } else {
+            String::new()
+        };
         let port = free_port();
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage).expect("mkdir storage");
@@ -51,7 +83,7 @@ impl Registry {
             format!("auth:\n{auth}\n")
         };
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: rbuild-test-secret\n{auth_block}",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: rbuild-test-secret\n{tls_block}{auth_block}",
             storage.display()
         );
         let cfg_path = dir.path().join("config.yml");
@@ -78,10 +110,9 @@ impl Registry {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("docker-registry exited with {status}: {}", self.log());
             }
-            if let Some(status) = http_status(&format!("127.0.0.1:{}", self.port), "/v2/") {
-                if status == 200 || status == 401 {
-                    return;
-                }
+            // Any HTTP answer means it listens (a TLS registry answers plain HTTP with 400).
+            if http_status(&format!("127.0.0.1:{}", self.port), "/v2/").is_some() {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
