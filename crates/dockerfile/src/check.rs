@@ -74,6 +74,7 @@ fn is_sensitive(name: &str) -> bool {
         "credentials",
         "key",
         "password",
+        "pword",
         "passwd",
         "secret",
         "token",

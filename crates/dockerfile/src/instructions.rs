@@ -563,7 +563,7 @@ pub(crate) fn parse_logical(
             }
             let kind = parse_logical(ctx, &sub, reader, true)?;
             let span = logical.span(sub_start, logical.text.len());
-            let line = crate::error::Location::of(ctx.source, span.start).line;
+            let line = reader.line_of(ctx.source, span.start);
             // Like BuildKit, the trigger text carries its heredoc bodies so it
             // can be re-parsed on its own when a child image runs it.
             let mut original = sub.text.trim().to_string();

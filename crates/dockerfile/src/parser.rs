@@ -305,6 +305,13 @@ pub(crate) struct HeredocMarker {
 }
 
 impl HeredocReader<'_, '_> {
+    /// 1-based line of `offset`, which must lie inside the current instruction;
+    /// counts only within the instruction so parsing stays linear.
+    pub fn line_of(&self, source: &str, offset: usize) -> usize {
+        let within = source.get(self.inst_start..offset).unwrap_or("");
+        self.start_line + within.matches('\n').count()
+    }
+
     pub fn read(&mut self, ctx: &Ctx<'_>, marker: HeredocMarker) -> Result<Heredoc, ParseError> {
         let mut content = String::new();
         loop {
