@@ -781,3 +781,63 @@ fn tls_registry_on_loopback_and_ca_file_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn docker_schema2_manifest_and_mount_fallback_to_upload() {
+    use image::manifest::MEDIA_TYPE_DOCKER_MANIFEST;
+    let reg = Registry::start();
+    let (_d, src) = new_store();
+    let (_, mut m) = make_image(&src, 140, "amd64", 4000);
+    m.media_type = Some(MEDIA_TYPE_DOCKER_MANIFEST.into());
+    m.config.media_type = "application/vnd.docker.container.image.v1+json".into();
+    for l in &mut m.layers {
+        l.media_type = "application/vnd.docker.image.rootfs.diff.tar.gzip".into();
+    }
+    let mbytes = serde_json::to_vec(&m).expect("json");
+    src.put_bytes(&mbytes).expect("put");
+    let c = client(opts());
+    let dest = r(&format!("{}/docker/app:1", reg.host()));
+    // The mount source lacks the blobs: the registry opens an upload session instead (202).
+    let evs = Events::new();
+    let digest = c
+        .push_with(
+            &src,
+            &mbytes,
+            MEDIA_TYPE_DOCKER_MANIFEST,
+            &dest,
+            &PushOptions {
+                mount_from: vec![r(&format!("{}/docker/empty:1", reg.host()))],
+            },
+            &|e| evs.push(e),
+        )
+        .unwrap_or_else(|e| panic!("push docker manifest: {e}\n{}", reg.log()));
+    let evs = evs.all();
+    assert_eq!(
+        count(&evs, |e| matches!(e, PushEvent::Mounted { .. })),
+        0,
+        "{evs:?}"
+    );
+    assert_eq!(
+        count(&evs, |e| matches!(e, PushEvent::Done { .. })),
+        3,
+        "{evs:?}"
+    );
+    let (_d2, dst) = new_store();
+    let p = c
+        .pull(&dest, &amd64(), &dst, &|_| {})
+        .expect("pull docker manifest");
+    assert_eq!(p.resolved.manifest_digest, digest);
+    assert_eq!(p.resolved.manifest_media_type, MEDIA_TYPE_DOCKER_MANIFEST);
+    assert_eq!(p.layers, m.layers);
+    // An anonymous registry accepts any login.
+    c.login_check(&reg.host(), &Credentials::new("any", "thing"))
+        .expect("anonymous registry login");
+    // A tag that does not exist is a NotFound naming the URL.
+    let e = c
+        .resolve(&r(&format!("{}/docker/app:nope", reg.host())), &amd64())
+        .expect_err("missing tag");
+    assert!(
+        matches!(&e, RegistryError::NotFound { url, .. } if url.contains("/v2/docker/app/manifests/nope")),
+        "{e:?}"
+    );
+}
