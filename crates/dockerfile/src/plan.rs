@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use crate::ast::*;
 use crate::error::{ParseError, Span};
@@ -203,8 +204,8 @@ pub struct Plan {
     pub escape: char,
     /// Dockerfile name, for error messages.
     pub file_name: String,
-    /// Dockerfile source, for error messages.
-    pub source: String,
+    /// Dockerfile source, for error messages (shared, so scopes are cheap to create).
+    pub source: Arc<str>,
 }
 
 impl Plan {
@@ -504,7 +505,7 @@ pub(crate) fn plan_inner(
         global_args: meta,
         escape: df.escape,
         file_name: file.to_string(),
-        source: source.to_string(),
+        source: Arc::from(source),
     };
 
     // Dependencies from COPY --from and RUN --mount from=, expanding with a
@@ -626,7 +627,7 @@ pub struct Scope {
     build_args: BTreeMap<String, String>,
     escape: char,
     file_name: String,
-    source: String,
+    source: Arc<str>,
 }
 
 impl Scope {
