@@ -208,7 +208,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
             if a.quiet {
                 let mut seen = std::collections::BTreeSet::new();
                 for r in rows {
-                    let id = if a.no_trunc { r.id.to_string() } else { r.id.short() };
+                    let id = if a.no_trunc {
+                        r.id.to_string()
+                    } else {
+                        r.id.short()
+                    };
                     if seen.insert(id.clone()) {
                         let _ = writeln!(out, "{id}");
                     }
@@ -221,7 +225,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
                 "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
             );
             for r in rows {
-                let id = if a.no_trunc { r.id.to_string() } else { r.id.short() };
+                let id = if a.no_trunc {
+                    r.id.to_string()
+                } else {
+                    r.id.short()
+                };
                 let _ = writeln!(
                     out,
                     "{:<40} {:<20} {:<15} {:<20} {}",
@@ -279,7 +287,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
         Command::History { image, no_trunc } => {
             let builder = builder(&cli.root)?;
             let rows = builder.images().history(&image)?;
-            println!("{:<15} {:<22} {:<60} {}", "IMAGE", "CREATED", "CREATED BY", "SIZE");
+            println!(
+                "{:<15} {:<22} {:<60} {}",
+                "IMAGE", "CREATED", "CREATED BY", "SIZE"
+            );
             for r in rows {
                 let mut by = r.created_by.clone();
                 if !no_trunc && by.chars().count() > 57 {
@@ -287,7 +298,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
                 }
                 println!(
                     "{:<15} {:<22} {:<60} {}",
-                    r.id, r.created, by, human_size(r.size)
+                    r.id,
+                    r.created,
+                    by,
+                    human_size(r.size)
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -315,7 +329,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
             }
             match format.as_str() {
                 "docker" | "docker-archive" => {
-                    let f = std::fs::File::create(&output).map_err(|e| BuildError::io(&output, e))?;
+                    let f =
+                        std::fs::File::create(&output).map_err(|e| BuildError::io(&output, e))?;
                     let f = engine::image::export::docker_archive(builder.images(), &items, f)?;
                     f.sync_all().map_err(|e| BuildError::io(&output, e))?;
                 }
@@ -406,7 +421,8 @@ fn parse_secret(s: &str) -> Result<SecretSource, BuildError> {
             }
         }
     }
-    let id = id.ok_or_else(|| BuildError::Request(format!("invalid --secret {s:?}: missing id=")))?;
+    let id =
+        id.ok_or_else(|| BuildError::Request(format!("invalid --secret {s:?}: missing id=")))?;
     let source = match (src, env) {
         (Some(p), _) => SecretFrom::File(p),
         (None, Some(e)) => SecretFrom::Env(e),
@@ -456,7 +472,9 @@ fn build(root: &Option<PathBuf>, b: BuildArgs) -> Result<ExitCode, BuildError> {
     };
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
-            BuildError::Request(format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))
+            BuildError::Request(format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+            ))
         })?),
         _ => None,
     };

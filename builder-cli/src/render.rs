@@ -80,7 +80,9 @@ fn plain(event: &Event) -> Option<String> {
 fn json(event: &Event) -> String {
     use serde_json::json;
     let v = match event {
-        Event::Planned { steps, stages } => json!({"event": "planned", "steps": steps, "stages": stages}),
+        Event::Planned { steps, stages } => {
+            json!({"event": "planned", "steps": steps, "stages": stages})
+        }
         Event::StepStarted(s) => {
             json!({"event": "step_started", "index": s.index, "total": s.total, "stage": s.stage, "line": s.line, "text": s.text})
         }

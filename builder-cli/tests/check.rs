@@ -143,6 +143,10 @@ fn check_reports_warnings_without_building() {
         assert!(stdout.contains(rule), "missing {rule} in: {stdout}");
     }
     // Nothing was built: the store has no images.
-    let images = rbuild(store.path()).arg("images").arg("-q").output().unwrap();
+    let images = rbuild(store.path())
+        .arg("images")
+        .arg("-q")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&images.stdout).trim().is_empty());
 }

@@ -104,10 +104,7 @@ pub fn base_archive() -> &'static Path {
             run_ok(docker().arg("import").arg(&tar).arg(BUSYBOX));
             let archive = dir.path().join("busybox.tar");
             run_ok(docker().arg("save").arg("-o").arg(&archive).arg(BUSYBOX));
-            Base {
-                archive,
-                _dir: dir,
-            }
+            Base { archive, _dir: dir }
         })
         .archive
 }
@@ -115,7 +112,12 @@ pub fn base_archive() -> &'static Path {
 /// A fresh rbuild store with the busybox base loaded.
 pub fn store_with_base() -> tempfile::TempDir {
     let store = tempfile::tempdir().unwrap();
-    run_ok(rbuild(store.path()).arg("load").arg("-i").arg(base_archive()));
+    run_ok(
+        rbuild(store.path())
+            .arg("load")
+            .arg("-i")
+            .arg(base_archive()),
+    );
     store
 }
 

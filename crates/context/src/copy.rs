@@ -492,7 +492,9 @@ impl Writer<'_, '_> {
                 return Ok(false);
             }
             if created || !top {
-                self.apply_meta(&dst_host, md, true)?;
+                // BuildKit (docker 20.10's oracle) leaves --chmod off the directory a directory
+                // source is copied into; only its contents get the mode.
+                self.apply_meta(&dst_host, md, true, top)?;
             }
             return Ok(true);
         }
@@ -528,7 +530,7 @@ impl Writer<'_, '_> {
                 .map_err(|e| io_err(&dst_host, e))?;
             io::copy(&mut input, &mut out).map_err(|e| io_err(&dst_host, e))?;
             drop(out);
-            self.apply_meta(&dst_host, md, false)?;
+            self.apply_meta(&dst_host, md, false, false)?;
             if md.nlink() > 1 {
                 self.links.insert(key, dst_rel.to_path_buf());
             }
@@ -547,7 +549,7 @@ impl Writer<'_, '_> {
                 md.rdev(),
             )
             .map_err(|e| io_err(&dst_host, e.into()))?;
-            self.apply_meta(&dst_host, md, false)?;
+            self.apply_meta(&dst_host, md, false, false)?;
         } else {
             // Sockets cannot be copied; Docker skips them as well.
             return Ok(false);
@@ -573,11 +575,17 @@ impl Writer<'_, '_> {
         }
     }
 
-    fn apply_meta(&self, host: &Path, md: &Metadata, is_dir: bool) -> Result<(), ContextError> {
+    fn apply_meta(
+        &self,
+        host: &Path,
+        md: &Metadata,
+        is_dir: bool,
+        top_dir: bool,
+    ) -> Result<(), ContextError> {
         let (uid, gid) = self.owner.unwrap_or((md.uid(), md.gid()));
         self.chown(host, uid, gid)?;
         let mut mode = md.mode() & 0o7777;
-        if let Some(c) = &self.chmod {
+        if let Some(c) = self.chmod.as_ref().filter(|_| !top_dir) {
             mode = c.apply(mode, is_dir);
         }
         fs::set_permissions(host, fs::Permissions::from_mode(mode)).map_err(|e| io_err(host, e))?;

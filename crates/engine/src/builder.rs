@@ -6,12 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
-use dockerfile::{Base, Instruction, InstructionKind, Plan, PlanOptions, Platform, Scope};
+use dockerfile::{Instruction, Plan, PlanOptions, Platform, Scope};
 use image::config::ImageConfig;
 use image::reference::Reference;
-use image::{Images, LayerDesc, LocalImage};
+use image::{Images, LocalImage};
 use store::Store;
 
 use crate::progress::{Event, ProgressSink, StepId};
@@ -316,14 +315,6 @@ pub(crate) fn step_id(
     }
 }
 
-pub(crate) fn elapsed_since(t: Instant) -> std::time::Duration {
-    t.elapsed()
-}
-
-pub(crate) fn base_of(plan: &Plan, stage: usize) -> &Base {
-    &plan.stages[stage].base
-}
-
 pub(crate) fn new_scope(
     plan: &Plan,
     stage: usize,
@@ -333,14 +324,10 @@ pub(crate) fn new_scope(
     Scope::new(plan, stage, opts, base_env)
 }
 
-pub(crate) fn is_kind(instr: &Instruction, f: impl Fn(&InstructionKind) -> bool) -> bool {
-    f(&instr.kind)
-}
-
-pub(crate) fn layer_desc(diff_id: digest::Digest, size: u64) -> LayerDesc {
-    LayerDesc { diff_id, size }
-}
-
 pub(crate) fn empty_config(platform: &Platform) -> ImageConfig {
-    ImageConfig::empty(&platform.os, &platform.architecture, platform.variant.as_deref())
+    ImageConfig::empty(
+        &platform.os,
+        &platform.architecture,
+        platform.variant.as_deref(),
+    )
 }

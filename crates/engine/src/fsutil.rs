@@ -1,7 +1,7 @@
 //! Small filesystem operations the engine does inside a stage's rootfs, always resolved inside it.
 
 use std::fs::Permissions;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -27,7 +27,11 @@ pub fn join_workdir(workdir: &str, path: &str) -> PathBuf {
     if path.starts_with('/') {
         clean_abs(path)
     } else {
-        clean_abs(&format!("{}/{}", if workdir.is_empty() { "/" } else { workdir }, path))
+        clean_abs(&format!(
+            "{}/{}",
+            if workdir.is_empty() { "/" } else { workdir },
+            path
+        ))
     }
 }
 
@@ -52,7 +56,7 @@ pub fn mkdir_all_in_root(
                 .mkdir_all(&prefix, &Permissions::from_mode(0o755))
                 .map_err(|e| BuildError::io(&prefix, std::io::Error::other(e.to_string())))?;
             if let Some((uid, gid)) = owner {
-                let fd = handle.as_raw_fd();
+                let fd = handle.as_fd().as_raw_fd();
                 // SAFETY: fchown on a valid fd we own; no memory is passed.
                 let rc = unsafe { libc::fchown(fd, uid, gid) };
                 if rc != 0 {
@@ -60,7 +64,7 @@ pub fn mkdir_all_in_root(
                 }
             }
             // The real location may differ from `prefix` when a parent was a symlink inside the root.
-            let real = std::fs::read_link(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+            let real = std::fs::read_link(format!("/proc/self/fd/{}", handle.as_fd().as_raw_fd()))
                 .map_err(|e| BuildError::io(&prefix, e))?;
             if let Ok(rel) = real.strip_prefix(rootfs) {
                 created.push(rel.to_path_buf());
@@ -78,7 +82,7 @@ pub fn real_path_in_root(rootfs: &Path, abs: &Path) -> Result<PathBuf, BuildErro
     let handle = root
         .resolve(abs)
         .map_err(|e| BuildError::io(abs, std::io::Error::other(e.to_string())))?;
-    let real = std::fs::read_link(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", handle.as_fd().as_raw_fd()))
         .map_err(|e| BuildError::io(abs, e))?;
     if !real.starts_with(rootfs) {
         return Err(BuildError::io(

@@ -29,7 +29,7 @@ pub use error::BuildError;
 pub use progress::{CollectProgress, Event, NoProgress, ProgressSink, StepId};
 pub use request::{BuildRequest, Output, SecretFrom, SecretSource};
 
-/// Re-exported so embedders can list, tag, export and load images without naming more crates.
-pub use image;
 /// Re-exported for `rbuild build --check` and other front-end uses.
 pub use dockerfile;
+/// Re-exported so embedders can list, tag, export and load images without naming more crates.
+pub use image;

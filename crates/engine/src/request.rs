@@ -87,7 +87,9 @@ impl Output {
         let bad = |why: &str| BuildError::Request(format!("invalid --output {spec:?}: {why}"));
         if !spec.contains('=') {
             if spec == "-" {
-                return Err(bad("writing to standard output is not supported; give a file"));
+                return Err(bad(
+                    "writing to standard output is not supported; give a file",
+                ));
             }
             return Ok(Output::Tar {
                 dest: PathBuf::from(spec),
@@ -126,7 +128,9 @@ impl Output {
             "docker" => Ok(Output::Docker { dest: need_dest()? }),
             "tar" => Ok(Output::Tar { dest: need_dest()? }),
             "local" => Err(bad("type=local is not supported yet; use type=tar")),
-            "registry" => Err(bad("type=registry needs the registry client, not available yet")),
+            "registry" => Err(bad(
+                "type=registry needs the registry client, not available yet",
+            )),
             other => Err(bad(&format!("unknown type {other:?}"))),
         }
     }

@@ -21,7 +21,7 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 /// A stage while it runs and after it finished: its rootfs, config and layers so far.
 pub struct StageState {
     /// The materialized root filesystem (removed when the state is dropped).
-    pub rootfs: store::TempDir,
+    pub rootfs: store::ScratchDir,
     /// The image config being built.
     pub config: ImageConfig,
     /// Layers of the image, base layers first.
@@ -53,8 +53,9 @@ pub struct StageRun<'a> {
 /// RFC 3339 timestamp for history and config `created`: SOURCE_DATE_EPOCH when set, else now.
 pub fn timestamp(source_date_epoch: Option<i64>) -> String {
     let t = match source_date_epoch {
-        Some(s) => time::OffsetDateTime::from_unix_timestamp(s)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        Some(s) => {
+            time::OffsetDateTime::from_unix_timestamp(s).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        }
         None => time::OffsetDateTime::now_utc(),
     };
     t.format(&time::format_description::well_known::Rfc3339)
@@ -87,29 +88,40 @@ impl<'a> StageRun<'a> {
             let df = dockerfile::parse(self.file_name, &trigger)?;
             for mut instr in df.instructions {
                 instr.line = stage.line;
-                self.step(i, &mut state, &mut scope, &instr, true)?;
+                self.step(i, &mut state, &mut scope, &instr)?;
             }
         }
         for instr in &stage.instructions {
-            self.step(i, &mut state, &mut scope, instr, false)?;
+            self.step(i, &mut state, &mut scope, instr)?;
         }
         Ok(state)
     }
 
     fn base_state(&mut self, i: usize) -> Result<StageState, BuildError> {
         let stage = &self.plan.stages[i];
-        let rootfs = self.images.store().temp_dir(&format!("rootfs-{}", stage_label(self.plan, i)))?;
+        let rootfs = self
+            .images
+            .store()
+            .temp_dir(&format!("rootfs-{}", stage_label(self.plan, i)))?;
         set_root_mode(rootfs.path())?;
         match &stage.base {
             Base::Scratch => {
                 let platform = match &stage.platform {
-                    Some(p) => dockerfile::Platform::parse(p).map_err(|e| BuildError::Request(format!("{}:{}: invalid platform {p:?}: {e}", self.file_name, stage.line)))?,
+                    Some(p) => dockerfile::Platform::parse(p).map_err(|e| {
+                        BuildError::Request(format!(
+                            "{}:{}: invalid platform {p:?}: {e}",
+                            self.file_name, stage.line
+                        ))
+                    })?,
                     None => self.opts.target_platform.clone(),
                 };
                 let _ = host_platform;
+                // BuildKit's empty image for `scratch` has WorkingDir "/".
+                let mut config = empty_config(&platform);
+                config.config.working_dir = Some("/".into());
                 Ok(StageState {
                     rootfs,
-                    config: empty_config(&platform),
+                    config,
                     layers: Vec::new(),
                     cmd_set: false,
                 })
@@ -129,12 +141,14 @@ impl<'a> StageRun<'a> {
                 })
             }
             Base::Image(name) => {
-                let img = self.resolve_image(name).map_err(|why| BuildError::BaseImage {
-                    file: self.file_name.to_string(),
-                    line: stage.line,
-                    image: name.clone(),
-                    why,
-                })?;
+                let img = self
+                    .resolve_image(name)
+                    .map_err(|why| BuildError::BaseImage {
+                        file: self.file_name.to_string(),
+                        line: stage.line,
+                        image: name.clone(),
+                        why,
+                    })?;
                 self.unpack(&img.layers, rootfs.path())?;
                 let mut config = img.config.clone();
                 config.reset_for_child();
@@ -151,14 +165,18 @@ impl<'a> StageRun<'a> {
     fn resolve_image(&self, name: &str) -> Result<image::LocalImage, String> {
         if let Some(rest) = name.strip_prefix("oci-layout://") {
             let (path, tag) = split_layout_ref(rest);
-            let loaded = image::import::load(self.images, Path::new(path)).map_err(|e| e.to_string())?;
+            let loaded =
+                image::import::load(self.images, Path::new(path)).map_err(|e| e.to_string())?;
             let pick = loaded.iter().find(|l| match tag {
                 Some(t) => l.names.iter().any(|n| n.tag() == Some(t)),
                 None => true,
             });
-            return pick
-                .map(|l| l.image.clone())
-                .ok_or_else(|| format!("no image tagged {:?} in the OCI layout {path}", tag.unwrap_or("")));
+            return pick.map(|l| l.image.clone()).ok_or_else(|| {
+                format!(
+                    "no image tagged {:?} in the OCI layout {path}",
+                    tag.unwrap_or("")
+                )
+            });
         }
         match self.images.resolve(name) {
             Ok(img) => Ok(img),
@@ -187,15 +205,13 @@ impl<'a> StageRun<'a> {
         state: &mut StageState,
         scope: &mut Scope,
         raw: &Instruction,
-        trigger: bool,
     ) -> Result<(), BuildError> {
         self.step_counter += 1;
         let id = step_id(self.plan, stage, self.step_counter, self.total_steps, raw);
         self.progress.event(Event::StepStarted(id.clone()));
         let started = Instant::now();
         let instr = scope.expand(raw)?;
-        let _ = trigger;
-        self.dispatch(stage, state, scope, &instr)?;
+        self.dispatch(stage, state, raw, &instr)?;
         scope.apply(&instr);
         self.progress.event(Event::StepDone {
             step: id,
@@ -223,18 +239,25 @@ impl<'a> StageRun<'a> {
         &mut self,
         stage: usize,
         state: &mut StageState,
-        scope: &mut Scope,
+        raw: &Instruction,
         instr: &Instruction,
     ) -> Result<(), BuildError> {
         let c = &mut state.config;
         match &instr.kind {
             InstructionKind::From(_) => {}
             InstructionKind::Arg(args) => {
+                // History shows each declared default (expanded), never a --build-arg override.
+                let raw_args = match &raw.kind {
+                    InstructionKind::Arg(r) => r.as_slice(),
+                    _ => &[],
+                };
                 let text = args
                     .iter()
-                    .map(|a| match &a.value {
-                        Some(v) => format!("{}={}", a.name, v),
-                        None => a.name.clone(),
+                    .zip(raw_args)
+                    .map(|(a, r)| match (&r.default, &a.default) {
+                        (Some(d), Some(v)) if d.contains('$') => format!("{}={}", a.name, v),
+                        (Some(d), _) => format!("{}={}", a.name, d),
+                        (None, _) => a.name.clone(),
                     })
                     .collect::<Vec<_>>()
                     .join(" ");
@@ -356,13 +379,13 @@ impl<'a> StageRun<'a> {
                         }
                     }
                 };
-                let text = format!("HEALTHCHECK {}", go_quoted_list(health.test.as_deref().unwrap_or(&[])));
+                let text = format!("HEALTHCHECK {}", go_health(&health));
                 c.config.healthcheck = Some(health);
                 self.meta(state, text);
             }
             InstructionKind::Onbuild(inner) => {
+                // BuildKit records ONBUILD in the config only, with no history entry.
                 c.add_onbuild(inner.original.trim());
-                self.meta(state, format!("ONBUILD {}", inner.original.trim()));
             }
             InstructionKind::Workdir(w) => {
                 let wd = join_workdir(c.working_dir(), w);
@@ -398,7 +421,6 @@ impl<'a> StageRun<'a> {
                 ));
             }
         }
-        let _ = scope;
         Ok(())
     }
 
@@ -476,7 +498,6 @@ impl<'a> StageRun<'a> {
         if !copy.heredocs.is_empty() {
             heredoc_dir = self.images.store().temp_dir("heredoc")?;
             write_heredocs(heredoc_dir.path(), &copy.heredocs)?;
-            from_root = Some(heredoc_dir.path().to_path_buf());
             sources = copy.heredocs.iter().map(|h| h.name.clone()).collect();
             let req = context::CopyRequest {
                 src_root: heredoc_dir.path(),
@@ -495,9 +516,16 @@ impl<'a> StageRun<'a> {
             changed.extend(out.changed);
         } else {
             if let Some(from) = &copy.from {
-                let idx = self.plan.stages.iter().position(|s| {
-                    s.name.as_deref() == Some(from.to_ascii_lowercase().as_str())
-                }).or_else(|| from.parse::<usize>().ok().filter(|&n| n < self.plan.stages.len()));
+                let idx = self
+                    .plan
+                    .stages
+                    .iter()
+                    .position(|s| s.name.as_deref() == Some(from.to_ascii_lowercase().as_str()))
+                    .or_else(|| {
+                        from.parse::<usize>()
+                            .ok()
+                            .filter(|&n| n < self.plan.stages.len())
+                    });
                 match idx {
                     Some(j) => {
                         let st = self.finished.get(&j).ok_or_else(|| {
@@ -645,7 +673,7 @@ fn write_heredocs(dir: &Path, docs: &[Heredoc]) -> Result<(), BuildError> {
     for h in docs {
         let p = dir.join(&h.name);
         let mut f = std::fs::File::create(&p).map_err(|e| BuildError::io(&p, e))?;
-        f.write_all(h.content.as_bytes())
+        f.write_all(h.body().as_bytes())
             .map_err(|e| BuildError::io(&p, e))?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))
@@ -667,6 +695,70 @@ fn nanos(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// BuildKit prints the health config with Go's `%v` of a struct pointer: `&{["CMD" "x"] "5s" "0s" "0s" '\x00'}`.
+fn go_health(h: &HealthConfig) -> String {
+    let d = |n: Option<i64>| format!("{:?}", go_duration(n.unwrap_or(0)));
+    let mut parts = vec![
+        go_quoted_list(h.test.as_deref().unwrap_or(&[])),
+        d(h.interval),
+        d(h.timeout),
+        d(h.start_period),
+    ];
+    if h.start_interval.is_some() {
+        parts.push(d(h.start_interval));
+    }
+    let r = h.retries.unwrap_or(0);
+    parts.push(match char::from_u32(r) {
+        Some(c) if !c.is_control() && r != 0 => format!("'{c}'"),
+        _ => format!("'\\x{r:02x}'"),
+    });
+    format!("&{{{}}}", parts.join(" "))
+}
+
+/// Go's `time.Duration.String()`: `1h2m3s`, `1.5s`, `500ms`, `0s`.
+fn go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let neg = ns < 0;
+    let u = ns.unsigned_abs();
+    let body = if u < 1_000 {
+        format!("{u}ns")
+    } else if u < 1_000_000 {
+        format!("{}µs", trim_frac(u as f64 / 1e3))
+    } else if u < 1_000_000_000 {
+        format!("{}ms", trim_frac(u as f64 / 1e6))
+    } else {
+        let total_s = u / 1_000_000_000;
+        let frac = u % 1_000_000_000;
+        let (h, m, s) = (total_s / 3600, (total_s % 3600) / 60, total_s % 60);
+        let mut out = String::new();
+        if h > 0 {
+            out.push_str(&format!("{h}h"));
+        }
+        if h > 0 || m > 0 {
+            out.push_str(&format!("{m}m"));
+        }
+        if frac == 0 {
+            out.push_str(&format!("{s}s"));
+        } else {
+            let f = format!("{frac:09}");
+            out.push_str(&format!("{s}.{}s", f.trim_end_matches('0')));
+        }
+        out
+    };
+    if neg {
+        format!("-{body}")
+    } else {
+        body
+    }
+}
+
+fn trim_frac(v: f64) -> String {
+    let s = format!("{v:.9}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// Go's `%q`-list formatting used by BuildKit in history: `["a" "b"]`.
 fn go_quoted_list(items: &[String]) -> String {
     let inner = items
@@ -684,7 +776,8 @@ fn is_root() -> bool {
 
 fn set_root_mode(p: &Path) -> Result<(), BuildError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).map_err(|e| BuildError::io(p, e))
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| BuildError::io(p, e))
 }
 
 /// Copies a stage's rootfs for a child stage, through a layer round trip so ownership, links and
@@ -700,4 +793,41 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), BuildError> {
         },
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        let cases = [
+            (0, "0s"),
+            (5_000_000_000, "5s"),
+            (90_000_000_000, "1m30s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (1_500_000_000, "1.5s"),
+            (500_000_000, "500ms"),
+            (1_500, "1.5µs"),
+            (7, "7ns"),
+        ];
+        for (ns, want) in cases {
+            assert_eq!(go_duration(ns), want, "{ns}");
+        }
+    }
+
+    #[test]
+    fn health_history_matches_buildkit() {
+        let h = HealthConfig {
+            test: Some(vec!["CMD-SHELL".into(), "true".into()]),
+            interval: Some(5_000_000_000),
+            timeout: Some(3_000_000_000),
+            retries: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            go_health(&h),
+            r#"&{["CMD-SHELL" "true"] "5s" "3s" "0s" '\x02'}"#
+        );
+    }
 }
