@@ -191,7 +191,10 @@ pub fn insert_default_verb(mut args: Vec<OsString>) -> Vec<OsString> {
 
 fn builder(cli_root: &Option<PathBuf>) -> Result<Builder, BuildError> {
     let opts = match cli_root {
-        Some(r) => BuilderOptions { root: r.clone() },
+        Some(r) => BuilderOptions {
+            root: r.clone(),
+            ..BuilderOptions::from_env()
+        },
         None => BuilderOptions::from_env(),
     };
     Builder::open(opts)

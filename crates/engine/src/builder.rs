@@ -23,6 +23,8 @@ use crate::BuildError;
 pub struct BuilderOptions {
     /// Store root (`Store::default_root()` when built from the environment).
     pub root: PathBuf,
+    /// Registry access for base images and pushes.
+    pub registry: crate::pull::RegistryOptions,
 }
 
 impl BuilderOptions {
@@ -30,6 +32,7 @@ impl BuilderOptions {
     pub fn from_env() -> Self {
         BuilderOptions {
             root: Store::default_root(),
+            registry: crate::pull::RegistryOptions::default(),
         }
     }
 }
@@ -51,6 +54,7 @@ pub struct Builder {
 
 struct Inner {
     images: Images,
+    registry: crate::pull::RegistryOptions,
 }
 
 impl Builder {
@@ -60,8 +64,14 @@ impl Builder {
         Ok(Builder {
             inner: Arc::new(Inner {
                 images: Images::new(store),
+                registry: opts.registry,
             }),
         })
+    }
+
+    /// Registry settings this builder was opened with.
+    pub fn registry_options(&self) -> &crate::pull::RegistryOptions {
+        &self.inner.registry
     }
 
     /// The image store, for listing, tagging, exporting and loading images.
@@ -131,6 +141,8 @@ impl Builder {
             step_counter: 0,
             total_steps: total,
             finished: BTreeMap::new(),
+            pull: req.pull,
+            registry: &self.inner.registry,
         };
         for &i in &order {
             let state = run.run_stage(i)?;

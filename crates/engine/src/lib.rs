@@ -10,7 +10,7 @@
 //! use std::sync::Arc;
 //! use engine::{Builder, BuilderOptions, BuildRequest, NoProgress};
 //! # async fn run() -> Result<(), engine::BuildError> {
-//! let builder = Builder::open(BuilderOptions { root: "/tmp/rbuild-store".into() })?;
+//! let builder = Builder::open(BuilderOptions { root: "/tmp/rbuild-store".into(), registry: Default::default() })?;
 //! let req = BuildRequest { context: ".".into(), tags: vec!["app:1".into()], ..Default::default() };
 //! let out = builder.build(req, Arc::new(NoProgress)).await?;
 //! println!("{}", out.image.id);
@@ -21,6 +21,7 @@ mod builder;
 mod error;
 mod fsutil;
 pub mod progress;
+pub mod pull;
 mod request;
 mod stage;
 

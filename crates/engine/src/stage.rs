@@ -48,6 +48,10 @@ pub struct StageRun<'a> {
     pub step_counter: usize,
     pub total_steps: usize,
     pub finished: BTreeMap<usize, StageState>,
+    /// `--pull`: re-resolve base images in their registry even when they are local.
+    pub pull: bool,
+    /// How to reach registries for base images.
+    pub registry: &'a crate::pull::RegistryOptions,
 }
 
 /// RFC 3339 timestamp for history and config `created`: SOURCE_DATE_EPOCH when set, else now.
@@ -178,12 +182,20 @@ impl<'a> StageRun<'a> {
                 )
             });
         }
-        match self.images.resolve(name) {
-            Ok(img) => Ok(img),
-            Err(e) => Err(format!(
-                "{e}; it is not in the local store (load it with `rbuild load`; pulling from registries is not available yet)"
-            )),
+        // As docker: a local image is used without network unless --pull asks to re-resolve.
+        if !self.pull {
+            if let Ok(img) = self.images.resolve(name) {
+                return Ok(img);
+            }
         }
+        crate::pull::pull_base(
+            self.images,
+            self.registry,
+            name,
+            &self.opts.target_platform,
+            self.progress,
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn unpack(&self, layers: &[LayerDesc], rootfs: &Path) -> Result<(), BuildError> {
