@@ -78,7 +78,7 @@ mod names;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -341,13 +341,18 @@ impl Store {
     /// Opens a blob for streaming; a missing blob is [`StoreError::BlobNotFound`].
     pub fn open_blob(&self, d: &Digest) -> Result<File, StoreError> {
         let path = self.blob_path(d);
-        File::open(&path).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                self.not_found(d)
-            } else {
-                io_err("open", path)(e)
-            }
-        })
+        // Blobs are always regular files written by the store; never follow a planted symlink.
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    self.not_found(d)
+                } else {
+                    io_err("open", path)(e)
+                }
+            })
     }
 
     /// Reads a whole blob; meant for small JSON blobs.

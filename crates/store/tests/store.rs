@@ -522,3 +522,63 @@ fn default_root_rules() {
         );
     }
 }
+
+#[test]
+fn open_sweeps_only_dead_or_old_unlocked_temp_files() {
+    use std::time::{Duration, SystemTime};
+    let (_d, store) = new_store();
+    let ingest = store.root().join("ingest");
+    let me = std::process::id();
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(2 * 3600);
+    // (name, age it gets, whether the next open keeps it)
+    let cases: &[(String, Option<SystemTime>, bool)] = &[
+        // Owner alive (us), fresh, lock free: a writer between create and flock; keep.
+        (format!("{me}-fresh"), None, true),
+        // Owner alive but ancient: leaked or pid reused; remove.
+        (format!("{me}-ancient"), Some(two_hours_ago), false),
+        // Owner pid cannot exist (above pid_max); remove.
+        ("2147483646-dead".to_string(), None, false),
+        // Not our naming at all; remove.
+        ("garbage".to_string(), None, false),
+    ];
+    for (name, mtime, _) in cases {
+        let f = fs::File::create(ingest.join(name)).unwrap();
+        if let Some(t) = mtime {
+            f.set_modified(*t).unwrap();
+        }
+    }
+    // A live ingest of this process is never touched, however old its file looks.
+    let mut live = store.ingest().unwrap();
+    live.write_all(b"in flight").unwrap();
+    let live_files: Vec<PathBuf> = entries(&ingest)
+        .into_iter()
+        .filter(|p| !cases.iter().any(|(n, _, _)| p.ends_with(n)))
+        .collect();
+    assert_eq!(live_files.len(), 1);
+    fs::File::options()
+        .write(true)
+        .open(&live_files[0])
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+
+    Store::open(store.root()).unwrap();
+    for (name, _, keep) in cases {
+        assert_eq!(ingest.join(name).exists(), *keep, "{name}");
+    }
+    assert!(live_files[0].exists());
+    let (d, _) = live.commit(None).unwrap();
+    assert_eq!(store.read_blob(&d).unwrap(), b"in flight");
+}
+
+#[test]
+fn planted_symlink_is_not_a_blob() {
+    let (dir, store) = new_store();
+    let secret = dir.path().join("secret");
+    fs::write(&secret, b"secret").unwrap();
+    let d = Digest::of(b"secret");
+    std::os::unix::fs::symlink(&secret, store.blob_path(&d)).unwrap();
+    assert!(!store.contains(&d));
+    assert!(store.open_blob(&d).is_err());
+    assert!(store.read_blob(&d).is_err());
+}
