@@ -374,6 +374,15 @@ impl Store {
         }
     }
 
+    /// Re-hashes a stored blob and reports whether it still matches its name, for `fsck`-style
+    /// checks after disk trouble (normal reads trust the name, since commits are verified).
+    pub fn verify_blob(&self, d: &Digest) -> Result<bool, StoreError> {
+        let mut reader = digest::DigestReader::new(self.open_blob(d)?);
+        io::copy(&mut reader, &mut io::sink()).map_err(io_err("read", self.blob_path(d)))?;
+        let (_, actual, _) = reader.finish();
+        Ok(actual == *d)
+    }
+
     /// Deletes one blob (prune tools); a missing blob is [`StoreError::BlobNotFound`]. Callers
     /// should hold the exclusive lock so no build is using it.
     pub fn delete_blob(&self, d: &Digest) -> Result<(), StoreError> {

@@ -582,3 +582,19 @@ fn planted_symlink_is_not_a_blob() {
     assert!(store.open_blob(&d).is_err());
     assert!(store.read_blob(&d).is_err());
 }
+
+#[test]
+fn verify_blob_detects_damage() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_d, store) = new_store();
+    let d = store.put_bytes(b"intact content").unwrap();
+    assert!(store.verify_blob(&d).unwrap());
+    let path = store.blob_path(&d);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&path, b"damaged").unwrap();
+    assert!(!store.verify_blob(&d).unwrap());
+    assert!(matches!(
+        store.verify_blob(&Digest::of(b"absent")),
+        Err(StoreError::BlobNotFound { .. })
+    ));
+}
