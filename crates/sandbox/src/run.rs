@@ -539,24 +539,6 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn socketpair() -> Result<(OwnedFd, OwnedFd), SandboxError> {
-    let mut fds = [0 as c_int; 2];
-    // SAFETY: fds is a valid 2-element array.
-    if unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    } < 0
-    {
-        return Err(SandboxError::io("socketpair for stdin", last_err()));
-    }
-    // SAFETY: socketpair returned two fresh descriptors we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 fn read_some(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
     loop {
         // SAFETY: buf is valid for buf.len() bytes.
@@ -694,8 +676,9 @@ fn step_name(code: u32) -> &'static str {
 }
 
 /// Removes the stubs the child created that are still empty, deepest first, resolving every
-/// path inside `root` with `openat2` and never following symlinks (the step may have swapped a
-/// stub for a symlink to a host path).
+/// path with `openat2(RESOLVE_IN_ROOT)` so symlinks in the layer (which the step controls) are
+/// resolved inside it, as the child saw them, and can never reach a host path; the final
+/// component is never followed.
 fn remove_stubs(root: &Path, stubs: &[String]) {
     let Ok(root_c) = CString::new(root.as_os_str().as_bytes()) else {
         return;
@@ -728,12 +711,11 @@ fn remove_stubs(root: &Path, stubs: &[String]) {
             resolve: u64,
         }
         const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-        const RESOLVE_NO_SYMLINKS: u64 = 0x04;
         const RESOLVE_IN_ROOT: u64 = 0x10;
         let how = OpenHow {
             flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
             mode: 0,
-            resolve: RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+            resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
         };
         // SAFETY: valid pointers and size for openat2.
         let pfd = unsafe {
@@ -803,7 +785,7 @@ pub(crate) fn run(
     let prep = prepare(sb, spec, &rd, hostname)?;
     let mut slots: Vec<c_int> = vec![-1; prep.slots];
 
-    let (stdin_r, stdin_w) = socketpair()?;
+    let (stdin_r, stdin_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (up_r, up_w) = pipe()?; // helper -> caller
@@ -1005,10 +987,17 @@ fn pump(
     let input: &[u8] = spec.stdin.as_deref().unwrap_or_default();
     let mut written = 0usize;
     let mut stdin_w = if input.is_empty() {
+        drop(stdin_w); // EOF right away
         None
     } else {
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let fl = libc::fcntl(stdin_w.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(stdin_w.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
         Some(stdin_w)
     };
+    let sigpipe = SigpipeBlock::new();
     let mut outs: [Option<(OwnedFd, Stream)>; 2] =
         [Some((out_r, Stream::Stdout)), Some((err_r, Stream::Stderr))];
     let mut buf = vec![0u8; 65536];
@@ -1069,21 +1058,22 @@ fn pump(
             if let Some(w) = &stdin_w {
                 if p.fd == w.as_raw_fd() {
                     let rest = input.get(written..).unwrap_or_default();
-                    // SAFETY: rest is a valid buffer; MSG_NOSIGNAL avoids SIGPIPE in the caller.
-                    let n = unsafe {
-                        libc::send(
-                            p.fd,
-                            rest.as_ptr().cast(),
-                            rest.len(),
-                            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-                        )
-                    };
+                    // SAFETY: rest is a valid buffer; the fd is non-blocking.
+                    let n = unsafe { libc::write(p.fd, rest.as_ptr().cast(), rest.len()) };
+                    let err = (n < 0).then(last_err);
                     if n > 0 {
                         written += n as usize;
                     }
-                    if n < 0 && last_err().kind() != std::io::ErrorKind::WouldBlock
-                        || written >= input.len()
-                    {
+                    if let Some(e) = &err {
+                        if e.raw_os_error() == Some(libc::EPIPE) {
+                            sigpipe.consume();
+                        }
+                    }
+                    let fatal = err.is_some_and(|e| {
+                        e.kind() != std::io::ErrorKind::WouldBlock
+                            && e.kind() != std::io::ErrorKind::Interrupted
+                    });
+                    if fatal || written >= input.len() {
                         stdin_w = None; // close: the step sees EOF
                     }
                     continue;
@@ -1104,4 +1094,50 @@ fn pump(
         }
     }
     Ok(outcome)
+}
+
+/// Blocks SIGPIPE in the calling thread while stdin is written, so a step that exits without
+/// reading its stdin cannot kill an embedding program that did not ignore SIGPIPE. A write to
+/// a pipe raises SIGPIPE on the writing thread only, so this never touches other threads.
+struct SigpipeBlock {
+    old: libc::sigset_t,
+}
+
+impl SigpipeBlock {
+    fn new() -> SigpipeBlock {
+        // SAFETY: sigset manipulation on local values; pthread_sigmask affects this thread.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGPIPE);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            SigpipeBlock { old }
+        }
+    }
+
+    /// Discards the SIGPIPE our failed write just made pending on this thread.
+    fn consume(&self) {
+        // SAFETY: as above; a zero timeout never blocks.
+        unsafe {
+            if libc::sigismember(&self.old, libc::SIGPIPE) == 1 {
+                return; // it was blocked before us: not ours to discard
+            }
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGPIPE);
+            let ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
+        }
+    }
+}
+
+impl Drop for SigpipeBlock {
+    fn drop(&mut self) {
+        // SAFETY: restores this thread's previous mask.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+    }
 }
