@@ -101,7 +101,8 @@ pub struct SandboxOptions {
 /// root-only copy-based builds) or an overlay of its layer directories.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootfsSpec {
-    /// A directory used as `/` directly; the step's writes land in it.
+    /// A directory used as `/` directly; the step's writes land in it. It is the step's
+    /// writable layer: do not give the same directory to two runs at once.
     Dir(PathBuf),
     /// An overlay the sandbox mounts inside its own mount namespace (`userxattr` in a user
     /// namespace). Writes land in `upper`; `work` must be an empty dir on the same filesystem.

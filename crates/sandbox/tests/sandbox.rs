@@ -606,13 +606,15 @@ fn invalid_specs_are_rejected() {
 
 #[test]
 fn four_threads_at_once() {
-    let (_t, root) = rootfs();
+    // One rootfs per run: a Dir rootfs is the step's writable layer and must not be shared
+    // by concurrent runs (their mount stubs would race).
+    let roots: Vec<_> = (0..4).map(|_| rootfs()).collect();
     let sb = Sandbox::new(SandboxOptions::default()).unwrap();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|i| {
                 let sb = &sb;
-                let root = &root;
+                let root = &roots[i].1;
                 s.spawn(move || {
                     let mut spec = sh(root, &format!("echo step-{i}; hostname"));
                     spec.hostname = format!("host{i}");
@@ -631,7 +633,8 @@ fn four_threads_at_once() {
 
 #[test]
 fn inside_a_tokio_runtime() {
-    let (_t, root) = rootfs();
+    let roots: Vec<_> = (0..5).map(|_| rootfs()).collect();
+    let root = roots[4].1.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -651,7 +654,7 @@ fn inside_a_tokio_runtime() {
         let mut tasks = Vec::new();
         for i in 0..4 {
             let sb = sb.clone();
-            let root = root.clone();
+            let root = roots[i].1.clone();
             tasks.push(tokio::task::spawn_blocking(move || {
                 let out = run_with(&sb, &sh(&root, &format!("echo tokio-{i}")));
                 (out.result.map(|r| r.code).ok().flatten(), out.stdout)
