@@ -31,6 +31,17 @@ fn prepare(name: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Paths docker 20.10 leaves in an image that current BuildKit does not, per case, with the reason:
+/// 20.10's BuildKit (0.8) kept the empty mount-point directories it created for a RUN step
+/// (`/dev`, `/proc`, `/sys`, `RUN --mount` targets); BuildKit 0.11 and later remove them
+/// (moby/buildkit#3307, #3314), and rbuild follows the current behaviour.
+fn known_differences(name: &str) -> &'static [&'static str] {
+    match name {
+        "run-basic" => &["dev", "proc", "scratch", "sys"],
+        _ => &[],
+    }
+}
+
 fn compare(name: &str, extra_args: &[&str]) {
     let ctx = prepare(name);
     let store = store_with_base();
@@ -60,7 +71,9 @@ fn compare(name: &str, extra_args: &[&str]) {
             .arg(&tag),
     );
 
-    let theirs = read_docker_archive(&docker_tar);
+    let mut theirs = read_docker_archive(&docker_tar);
+    let skip = known_differences(name);
+    theirs.tree.retain(|e| !skip.contains(&e.path.as_str()));
     let ours = read_docker_archive(&ours_tar);
     for field in CONFIG_FIELDS {
         assert_eq!(
@@ -136,4 +149,11 @@ differential! {
     onbuild_trigger => "onbuild";
     expansion => "expansion", ["--build-arg", "VERSION=2.5"];
     new_syntax_copy => "new-syntax";
+    run_basic => "run-basic";
+}
+
+#[test]
+fn add_url() {
+    let base = serve_file(b"downloaded content\n");
+    compare("add-url", &["--build-arg", &format!("BASE={base}")]);
 }

@@ -314,3 +314,41 @@ fn errors_name_the_file_and_line_and_exit_nonzero() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
+
+#[test]
+fn add_url_checksum_is_verified() {
+    let base = serve_file(b"checked\n");
+    let good = "sha256:1d9a5b2ba6ec9eb7a2fc05a4e2ee09ab50d4e6f6f2dd9ab4ab8ee3c6d4c2a8f5";
+    let real = format!("sha256:{}", {
+        let d = digest::Digest::of(b"checked\n");
+        d.hex()
+    });
+    let store = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM scratch\nADD --checksum={good} {base}/f.txt /f.txt\n"),
+    )
+    .unwrap();
+    let out = rbuild(store.path()).arg(ctx.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("checksum mismatch") && err.contains(&real) && err.contains(good),
+        "{err}"
+    );
+    assert!(err.contains(&base), "error should name the URL: {err}");
+
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM scratch\nADD --checksum={real} {base}/f.txt /f.txt\nADD {base}/missing /m\n"),
+    )
+    .unwrap();
+    let out = rbuild(store.path()).arg(ctx.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Dockerfile:3") && err.contains("404"),
+        "a 404 fails at its line: {err}"
+    );
+}

@@ -183,3 +183,36 @@ pub const CONFIG_FIELDS: &[&str] = &[
     "OnBuild",
     "Shell",
 ];
+
+/// A tiny HTTP/1.0 file server on 127.0.0.1 for ADD URL tests; serves `body` at every path with a
+/// fixed Last-Modified, and 404 for paths containing "missing". Returns the base URL.
+pub fn serve_file(body: &'static [u8]) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                line.clear();
+            }
+            let head = if first.contains("missing") {
+                "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string()
+            } else {
+                format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\n\r\n",
+                    body.len()
+                )
+            };
+            let _ = stream.write_all(head.as_bytes());
+            if !first.contains("missing") && !first.starts_with("HEAD") {
+                let _ = stream.write_all(body);
+            }
+        }
+    });
+    format!("http://{addr}")
+}

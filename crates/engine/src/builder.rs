@@ -55,6 +55,8 @@ pub struct Builder {
 struct Inner {
     images: Images,
     registry: crate::pull::RegistryOptions,
+    snapshotter: std::sync::OnceLock<Result<snapshot::Snapshotter, String>>,
+    sandboxes: crate::run::Sandboxes,
 }
 
 impl Builder {
@@ -65,8 +67,40 @@ impl Builder {
             inner: Arc::new(Inner {
                 images: Images::new(store),
                 registry: opts.registry,
+                snapshotter: std::sync::OnceLock::new(),
+                sandboxes: crate::run::Sandboxes::default(),
             }),
         })
+    }
+
+    /// The snapshotter, chosen on first use: overlay when this process may mount it (root), else
+    /// the copy fallback; its kind is reported so users know which one ran.
+    fn snapshotter(
+        &self,
+        progress: &dyn ProgressSink,
+    ) -> Result<&snapshot::Snapshotter, BuildError> {
+        let first = self.inner.snapshotter.get().is_none();
+        let snap = self
+            .inner
+            .snapshotter
+            .get_or_init(|| {
+                // SAFETY: geteuid has no preconditions.
+                let root = unsafe { libc::geteuid() } == 0;
+                let mode = if root {
+                    snapshot::Mode::Auto
+                } else {
+                    snapshot::Mode::Copy
+                };
+                snapshot::Snapshotter::new(self.images().store(), mode).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| BuildError::Snapshot(e.clone()))?;
+        if first {
+            progress.event(Event::Warning {
+                message: format!("using the {} snapshotter", snap.kind().name()),
+            });
+        }
+        Ok(snap)
     }
 
     /// Registry settings this builder was opened with.
@@ -130,6 +164,7 @@ impl Builder {
         });
 
         let ctx = context::Context::open(&req.context, dockerfile_path(req).as_deref())?;
+        let snap = self.snapshotter(progress)?;
         let mut run = StageRun {
             images,
             plan: &plan,
@@ -143,6 +178,9 @@ impl Builder {
             finished: BTreeMap::new(),
             pull: req.pull,
             registry: &self.inner.registry,
+            snap,
+            sandbox: &self.inner.sandboxes,
+            req,
         };
         for &i in &order {
             let state = run.run_stage(i)?;
@@ -167,7 +205,7 @@ impl Builder {
             id: image.id.to_string(),
             tags: applied.clone(),
         });
-        export(images, &image, &tags, &req.outputs, progress)?;
+        export(images, &self.inner.registry, &image, &tags, req, progress)?;
         Ok(BuildOutcome {
             image,
             tags: applied,
@@ -177,12 +215,21 @@ impl Builder {
 
 fn export(
     images: &Images,
+    registry: &crate::pull::RegistryOptions,
     image: &LocalImage,
     tags: &[Reference],
-    outputs: &[Output],
+    req: &BuildRequest,
     progress: &dyn ProgressSink,
 ) -> Result<(), BuildError> {
-    for out in outputs {
+    // --- registry: `--push` is `-o type=registry` with the request's tags ---
+    let mut outputs = req.outputs.clone();
+    if req.push && !outputs.iter().any(|o| matches!(o, Output::Registry { .. })) {
+        outputs.push(Output::Registry {
+            names: Vec::new(),
+            compression: Default::default(),
+        });
+    }
+    for out in &outputs {
         let items = vec![(image.clone(), tags.to_vec())];
         let (kind, dest) = match out {
             Output::Store => continue,
@@ -207,6 +254,28 @@ fn export(
                 let f = image::export::rootfs_tar(images, image, f)?;
                 f.sync_all().map_err(|e| BuildError::io(dest, e))?;
                 ("tar", dest)
+            }
+            // --- registry push (owned by the registry integration) ---
+            Output::Registry { names, compression } => {
+                let dests = if names.is_empty() {
+                    tags.to_vec()
+                } else {
+                    names
+                        .iter()
+                        .map(|n| Reference::parse(n).map_err(BuildError::from))
+                        .collect::<Result<Vec<_>, _>>()?
+                };
+                if dests.is_empty() {
+                    return Err(BuildError::Request(
+                        "pushing needs a name: give -t NAME or -o type=registry,name=NAME".into(),
+                    ));
+                }
+                let settings = crate::pull::PushSettings {
+                    compression: *compression,
+                    mount_from: Vec::new(),
+                };
+                crate::pull::push_all(images, registry, image, &dests, &settings, progress)?;
+                continue;
             }
         };
         progress.event(Event::Exported {

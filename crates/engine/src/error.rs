@@ -57,6 +57,12 @@ pub enum BuildError {
     /// Writing or applying a layer failed.
     #[error(transparent)]
     Layer(#[from] layer::LayerError),
+    /// A snapshot could not be prepared, mounted or committed.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+    /// The RUN sandbox could not be set up.
+    #[error("sandbox: {0}")]
+    Sandbox(String),
     /// Some other I/O failure, with the path it happened on.
     #[error("{path}: {source}")]
     Io {

@@ -19,11 +19,14 @@
 
 mod builder;
 mod error;
+mod fetch;
 mod fsutil;
 pub mod progress;
 pub mod pull;
 mod request;
+mod run;
 mod stage;
+mod view;
 
 pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions};
 pub use error::BuildError;

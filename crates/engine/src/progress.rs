@@ -64,6 +64,9 @@ pub enum Event {
         /// Where it went.
         dest: String,
     },
+    // --- registry transfers (pull of base images, push of results) ---
+    /// A registry pull or push made progress (per blob, for progress bars).
+    Registry(crate::pull::RegistryEvent),
 }
 
 /// Receives events; implemented by renderers and by embedders that forward events elsewhere.

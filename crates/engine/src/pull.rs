@@ -2,13 +2,26 @@
 //!
 //! Pulled layers arrive compressed; the store keeps layers uncompressed (the form builds use) and
 //! remembers the compressed blobs as variants, so a later push or export does not compress again.
+//! The config is kept byte for byte, so a pulled image has the same id as in the registry (and in
+//! docker).
 
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 
+use digest::Digest;
 use dockerfile::Platform;
-use image::{Images, LocalImage};
+use image::export::ExportCompression;
+use image::manifest::{
+    Descriptor, Manifest, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_GZIP,
+    MEDIA_TYPE_OCI_LAYER_ZSTD, MEDIA_TYPE_OCI_MANIFEST,
+};
+use image::reference::Reference;
+use image::{ImageError, Images, LayerDesc, LocalImage};
+use registry::{BlockingClient, ClientOptions, PullEvent, PushEvent, PushOptions, RegistryError};
+use store::{StoreError, Variant};
 
-use crate::progress::ProgressSink;
+use crate::progress::{Event, ProgressSink};
 use crate::BuildError;
 
 /// How the builder reaches registries; no global state, so each builder can have its own.
@@ -20,6 +33,250 @@ pub struct RegistryOptions {
     pub insecure_registries: Vec<String>,
 }
 
+impl RegistryOptions {
+    /// The registry client's options: the environment's defaults (`$RBUILD_REGISTRIES_CONF`,
+    /// docker/podman credentials, `$SSL_CERT_FILE`) with this builder's overrides on top, so the
+    /// CLI and embedders configure registries in one place.
+    pub fn client_options(&self, env: &dyn Fn(&str) -> Option<String>) -> ClientOptions {
+        let mut o = ClientOptions::from_env(env);
+        if let Some(p) = &self.registries_conf {
+            o.registries_conf = Some(p.clone());
+        }
+        o.insecure_registries
+            .extend(self.insecure_registries.iter().cloned());
+        o
+    }
+
+    /// A blocking client configured from the process environment and these options; one per
+    /// pull or push, so nothing is shared between builders.
+    pub fn client(&self) -> Result<BlockingClient, TransferError> {
+        let env = |k: &str| std::env::var(k).ok();
+        BlockingClient::new(self.client_options(&env)).map_err(|source| TransferError::Registry {
+            reference: String::new(),
+            source,
+        })
+    }
+}
+
+/// Why a pull or push failed; each variant names the image, and the digest when one blob is at
+/// fault, so the user knows what to retry or report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// The image reference cannot be parsed.
+    #[error("invalid image reference {input:?}: {source}")]
+    Reference {
+        /// What was given.
+        input: String,
+        /// Why it is invalid.
+        source: ImageError,
+    },
+    /// The registry (or the network) failed.
+    #[error("{}{source}", prefix(reference))]
+    Registry {
+        /// The image being transferred (empty while the client is being set up).
+        reference: String,
+        /// What the client said; it names URLs and digests.
+        source: RegistryError,
+    },
+    /// The manifest and the config of a pulled image disagree on the number of layers.
+    #[error("{reference}: manifest has {layers} layers but its config lists {diff_ids} diff_ids")]
+    LayerCount {
+        /// The image.
+        reference: String,
+        /// Layers in the manifest.
+        layers: usize,
+        /// diff_ids in the config.
+        diff_ids: usize,
+    },
+    /// A pulled layer does not decompress to the diff_id its config promises; nothing was kept.
+    #[error("{reference}: layer {layer} decompresses to {actual}, but the config says {expected}; the image is corrupt")]
+    DiffIdMismatch {
+        /// The image.
+        reference: String,
+        /// The compressed blob.
+        layer: Digest,
+        /// The diff_id in the config.
+        expected: Digest,
+        /// What the blob decompressed to.
+        actual: Digest,
+    },
+    /// A pulled layer is not a readable compressed tar.
+    #[error("{reference}: cannot decompress layer {layer}: {source}")]
+    Decompress {
+        /// The image.
+        reference: String,
+        /// The compressed blob.
+        layer: Digest,
+        /// The decoder's error.
+        source: std::io::Error,
+    },
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The local image database failed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+fn prefix(reference: &str) -> String {
+    if reference.is_empty() {
+        String::new()
+    } else {
+        format!("{reference}: ")
+    }
+}
+
+impl From<TransferError> for BuildError {
+    fn from(e: TransferError) -> Self {
+        match e {
+            TransferError::Store(s) => BuildError::Store(s),
+            TransferError::Image(i) => BuildError::Image(i),
+            other => BuildError::Request(other.to_string()),
+        }
+    }
+}
+
+/// Which way a registry transfer goes, so one event type serves pull and push bars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Downloading a base image.
+    Pull,
+    /// Uploading a result.
+    Push,
+}
+
+/// What happened to one blob, in the renderer's terms (registry events, minus transport detail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobState {
+    /// Transfer began; `size` per the manifest.
+    Started {
+        /// Bytes to move.
+        size: u64,
+    },
+    /// Bytes moved so far.
+    Progress {
+        /// Bytes moved.
+        done: u64,
+        /// Bytes to move.
+        size: u64,
+    },
+    /// The connection dropped and the transfer goes on (resumed or restarted).
+    Retrying {
+        /// Which retry (1-based).
+        attempt: u32,
+    },
+    /// Transferred and verified.
+    Done,
+    /// Nothing to move: already in the store (pull) or in the registry (push).
+    Exists,
+    /// Linked from another repository of the same registry instead of uploaded.
+    Mounted {
+        /// The repository it came from.
+        from: String,
+    },
+    /// A pulled layer was decompressed into the store (the form builds use).
+    Extracted,
+}
+
+/// A registry event for progress renderers; carried by [`Event::Registry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryEvent {
+    /// A pull or push of `reference` began.
+    Started {
+        /// Pull or push.
+        direction: Direction,
+        /// The normalized reference.
+        reference: String,
+    },
+    /// One blob changed state.
+    Blob {
+        /// Pull or push.
+        direction: Direction,
+        /// The blob (compressed form).
+        digest: String,
+        /// What happened.
+        state: BlobState,
+    },
+    /// The pull or push finished.
+    Finished {
+        /// Pull or push.
+        direction: Direction,
+        /// The normalized reference.
+        reference: String,
+        /// The manifest digest (as in the registry for a push; the registry's for a pull).
+        digest: String,
+        /// The local image id (config digest).
+        image_id: String,
+    },
+}
+
+fn emit(progress: &dyn ProgressSink, ev: RegistryEvent) {
+    progress.event(Event::Registry(ev));
+}
+
+fn blob(progress: &dyn ProgressSink, direction: Direction, digest: &Digest, state: BlobState) {
+    emit(
+        progress,
+        RegistryEvent::Blob {
+            direction,
+            digest: digest.to_string(),
+            state,
+        },
+    );
+}
+
+fn pull_event(progress: &dyn ProgressSink, ev: PullEvent) {
+    let d = Direction::Pull;
+    match ev {
+        PullEvent::Started { digest, size } => {
+            blob(progress, d, &digest, BlobState::Started { size })
+        }
+        PullEvent::Progress { digest, done, size } => {
+            blob(progress, d, &digest, BlobState::Progress { done, size })
+        }
+        PullEvent::Retrying {
+            digest, attempt, ..
+        } => blob(progress, d, &digest, BlobState::Retrying { attempt }),
+        PullEvent::Done { digest } => blob(progress, d, &digest, BlobState::Done),
+        PullEvent::Skipped { digest } => blob(progress, d, &digest, BlobState::Exists),
+        _ => {}
+    }
+}
+
+fn push_event(progress: &dyn ProgressSink, ev: PushEvent) {
+    let d = Direction::Push;
+    match ev {
+        PushEvent::Started { digest, size } => {
+            blob(progress, d, &digest, BlobState::Started { size })
+        }
+        PushEvent::Progress { digest, done, size } => {
+            blob(progress, d, &digest, BlobState::Progress { done, size })
+        }
+        PushEvent::Done { digest } => blob(progress, d, &digest, BlobState::Done),
+        PushEvent::Exists { digest } => blob(progress, d, &digest, BlobState::Exists),
+        PushEvent::Mounted { digest, from } => {
+            blob(progress, d, &digest, BlobState::Mounted { from })
+        }
+        _ => {}
+    }
+}
+
+fn to_registry_platform(p: &Platform) -> registry::Platform {
+    registry::Platform {
+        architecture: p.architecture.clone(),
+        os: p.os.clone(),
+        variant: p.variant.clone(),
+    }
+}
+
+fn parse_ref(name: &str) -> Result<Reference, TransferError> {
+    Reference::parse(name).map_err(|source| TransferError::Reference {
+        input: name.to_string(),
+        source,
+    })
+}
+
 /// Pulls `name` for `platform` into the store and returns the local image.
 pub fn pull_base(
     images: &Images,
@@ -28,9 +285,340 @@ pub fn pull_base(
     platform: &Platform,
     progress: &dyn ProgressSink,
 ) -> Result<LocalImage, BuildError> {
-    let _ = (images, opts, platform, progress);
-    Err(BuildError::Request(format!(
-        "image {name:?} is not in the local store, and pulling from registries is not available yet \
-         (load it with `rbuild load`)"
-    )))
+    let reference = parse_ref(name)?;
+    let client = opts.client()?;
+    Ok(pull_image(
+        images,
+        &client,
+        &reference,
+        &to_registry_platform(platform),
+        progress,
+    )?)
+}
+
+/// Pulls `reference` with `client` (for callers that pull several images with one client and its
+/// token cache) and tags the result with the reference. Layers whose uncompressed form is already
+/// in the store are not downloaded.
+pub fn pull_image(
+    images: &Images,
+    client: &BlockingClient,
+    reference: &Reference,
+    platform: &registry::Platform,
+    progress: &dyn ProgressSink,
+) -> Result<LocalImage, TransferError> {
+    let rname = reference.to_string();
+    let reg_err = |source| TransferError::Registry {
+        reference: rname.clone(),
+        source,
+    };
+    emit(
+        progress,
+        RegistryEvent::Started {
+            direction: Direction::Pull,
+            reference: rname.clone(),
+        },
+    );
+    let store = images.store();
+    // gc must not run between writing blobs and the tag that keeps them alive.
+    let _lock = store.lock_shared()?;
+    let resolved = client.resolve(reference, platform).map_err(reg_err)?;
+    let diff_ids = diff_ids_of(&resolved.config_bytes, &rname)?;
+    let all_local = diff_ids.iter().all(|d| store.contains(d));
+    let (manifest, manifest_digest, config_bytes) = if all_local {
+        for l in &resolved.manifest.layers {
+            blob(progress, Direction::Pull, &l.digest, BlobState::Exists);
+        }
+        (
+            resolved.manifest,
+            resolved.manifest_digest,
+            resolved.config_bytes,
+        )
+    } else {
+        // Pull exactly what was resolved, even if the tag moves meanwhile.
+        let by_digest = pinned(reference, &resolved.manifest_digest)?;
+        let pulled = client
+            .pull(&by_digest, platform, store, &|ev| pull_event(progress, ev))
+            .map_err(reg_err)?;
+        (
+            pulled.resolved.manifest,
+            pulled.resolved.manifest_digest,
+            pulled.resolved.config_bytes,
+        )
+    };
+    let diff_ids = diff_ids_of(&config_bytes, &rname)?;
+    if diff_ids.len() != manifest.layers.len() {
+        return Err(TransferError::LayerCount {
+            reference: rname,
+            layers: manifest.layers.len(),
+            diff_ids: diff_ids.len(),
+        });
+    }
+    let mut layers = Vec::with_capacity(diff_ids.len());
+    for (desc, diff_id) in manifest.layers.iter().zip(&diff_ids) {
+        let size = unpack_layer(images, desc, diff_id, &rname)?;
+        if desc.digest != *diff_id {
+            blob(
+                progress,
+                Direction::Pull,
+                &desc.digest,
+                BlobState::Extracted,
+            );
+        }
+        layers.push(LayerDesc {
+            diff_id: *diff_id,
+            size,
+        });
+    }
+    let image = commit_keeping_config(images, &config_bytes, &layers)?;
+    images.tag(&image, reference)?;
+    emit(
+        progress,
+        RegistryEvent::Finished {
+            direction: Direction::Pull,
+            reference: rname,
+            digest: manifest_digest.to_string(),
+            image_id: image.id.to_string(),
+        },
+    );
+    Ok(image)
+}
+
+/// `reference` pinned to `digest` (keeping the repository), for a pull that cannot race a tag.
+fn pinned(reference: &Reference, digest: &Digest) -> Result<Reference, TransferError> {
+    let s = format!("{}@{digest}", reference.name());
+    parse_ref(&s)
+}
+
+fn diff_ids_of(config: &[u8], reference: &str) -> Result<Vec<Digest>, TransferError> {
+    let cfg = image::config::ImageConfig::from_json(config).map_err(|e| match e {
+        ImageError::Json { source, .. } => ImageError::Json {
+            what: format!("image config of {reference}"),
+            source,
+        },
+        other => other,
+    })?;
+    Ok(cfg.rootfs.diff_ids)
+}
+
+/// The store-variant name and OCI media type for a pulled layer's media type, or `None` when the
+/// layer is not compressed (its blob is already the uncompressed form).
+fn variant_kind(media_type: &str) -> Option<(&'static str, &'static str)> {
+    match layer::compress::Compression::from_media_type(media_type) {
+        layer::compress::Compression::Gzip => Some(("gzip", MEDIA_TYPE_OCI_LAYER_GZIP)),
+        layer::compress::Compression::Zstd => Some(("zstd", MEDIA_TYPE_OCI_LAYER_ZSTD)),
+        _ => None,
+    }
+}
+
+/// Makes sure the uncompressed form of a pulled layer is in the store (verified against its
+/// diff_id) and that its compressed blob is remembered as a variant. Returns the uncompressed size.
+fn unpack_layer(
+    images: &Images,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    reference: &str,
+) -> Result<u64, TransferError> {
+    let store = images.store();
+    if !store.contains(diff_id) {
+        let src = store.open_blob(&desc.digest)?;
+        let dec_err = |source| TransferError::Decompress {
+            reference: reference.to_string(),
+            layer: desc.digest,
+            source,
+        };
+        let mut r = layer::compress::decompress(std::io::BufReader::with_capacity(1 << 20, src))
+            .map_err(dec_err)?;
+        let mut ingest = store.ingest()?;
+        std::io::copy(&mut r, &mut ingest).map_err(dec_err)?;
+        ingest.flush().map_err(dec_err)?;
+        match ingest.commit(Some(diff_id)) {
+            Ok(_) => {}
+            Err(StoreError::DigestMismatch {
+                expected, actual, ..
+            }) => {
+                return Err(TransferError::DiffIdMismatch {
+                    reference: reference.to_string(),
+                    layer: desc.digest,
+                    expected,
+                    actual,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if desc.digest != *diff_id && store.contains(&desc.digest) {
+        if let Some((name, media_type)) = variant_kind(&desc.media_type) {
+            let v = Variant {
+                digest: desc.digest,
+                size: desc.size,
+                media_type: media_type.to_string(),
+            };
+            if store.get_variant(diff_id, name)?.as_ref() != Some(&v) {
+                store.set_variant(diff_id, name, &v)?;
+            }
+        }
+    }
+    Ok(store.blob_size(diff_id)?)
+}
+
+/// Records an image whose config bytes must stay exactly as served (the image id is their digest),
+/// with a local manifest over the uncompressed layers, as the image database lays images out.
+fn commit_keeping_config(
+    images: &Images,
+    config_bytes: &[u8],
+    layers: &[LayerDesc],
+) -> Result<LocalImage, TransferError> {
+    let store = images.store();
+    let id = store.put_bytes(config_bytes)?;
+    let mut descs = Vec::with_capacity(layers.len());
+    for l in layers {
+        descs.push(Descriptor::new(MEDIA_TYPE_OCI_LAYER, l.diff_id, l.size));
+    }
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
+        config: Descriptor::new(MEDIA_TYPE_OCI_CONFIG, id, config_bytes.len() as u64),
+        layers: descs,
+        annotations: BTreeMap::new(),
+    };
+    let digest = store.put_bytes(&manifest.to_canonical_json())?;
+    Ok(images.load_manifest(&digest)?)
+}
+
+/// How a push compresses layers and where it may mount them from.
+#[derive(Debug, Clone, Default)]
+pub struct PushSettings {
+    /// Layer compression (gzip by default; stored variants are reused).
+    pub compression: ExportCompression,
+    /// Repositories on the destination registry that may already hold the layers (the base
+    /// image's), so the registry links them instead of receiving them again.
+    pub mount_from: Vec<Reference>,
+}
+
+/// Pushes `image` to `dest` with layers compressed per `settings` (reusing stored variants, such as
+/// the blobs a pull brought) and an OCI manifest, and returns the manifest digest.
+pub fn push_image(
+    images: &Images,
+    client: &BlockingClient,
+    image: &LocalImage,
+    dest: &Reference,
+    settings: &PushSettings,
+    progress: &dyn ProgressSink,
+) -> Result<Digest, TransferError> {
+    let rname = dest.to_string();
+    emit(
+        progress,
+        RegistryEvent::Started {
+            direction: Direction::Push,
+            reference: rname.clone(),
+        },
+    );
+    let store = images.store();
+    let _lock = store.lock_shared()?;
+    let mut layers = Vec::with_capacity(image.layers.len());
+    for l in &image.layers {
+        layers.push(image::export::layer_variant(
+            images,
+            &l.diff_id,
+            settings.compression,
+        )?);
+    }
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
+        config: Descriptor::new(MEDIA_TYPE_OCI_CONFIG, image.id, store.blob_size(&image.id)?),
+        layers,
+        annotations: BTreeMap::new(),
+    };
+    let bytes = manifest.to_canonical_json();
+    store.put_bytes(&bytes)?;
+    let opts = PushOptions {
+        mount_from: settings.mount_from.clone(),
+    };
+    let digest = client
+        .push_with(store, &bytes, MEDIA_TYPE_OCI_MANIFEST, dest, &opts, &|ev| {
+            push_event(progress, ev)
+        })
+        .map_err(|source| TransferError::Registry {
+            reference: rname.clone(),
+            source,
+        })?;
+    emit(
+        progress,
+        RegistryEvent::Finished {
+            direction: Direction::Push,
+            reference: rname,
+            digest: digest.to_string(),
+            image_id: image.id.to_string(),
+        },
+    );
+    Ok(digest)
+}
+
+/// Pushes `image` to every reference in `dests` with one client (one token cache), as
+/// `docker build --push -t a -t b` does; stops at the first failure.
+pub fn push_all(
+    images: &Images,
+    opts: &RegistryOptions,
+    image: &LocalImage,
+    dests: &[Reference],
+    settings: &PushSettings,
+    progress: &dyn ProgressSink,
+) -> Result<Vec<Digest>, TransferError> {
+    let client = opts.client()?;
+    dests
+        .iter()
+        .map(|d| push_image(images, &client, image, d, settings, progress))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variant_kinds_follow_media_types() {
+        let cases = [
+            (MEDIA_TYPE_OCI_LAYER_GZIP, Some("gzip")),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                Some("gzip"),
+            ),
+            (MEDIA_TYPE_OCI_LAYER_ZSTD, Some("zstd")),
+            (MEDIA_TYPE_OCI_LAYER, None),
+        ];
+        for (mt, want) in cases {
+            assert_eq!(variant_kind(mt).map(|v| v.0), want, "{mt}");
+        }
+    }
+
+    #[test]
+    fn options_override_environment() {
+        let env = |k: &str| match k {
+            "RBUILD_REGISTRIES_CONF" => Some("/env/registries.conf".to_string()),
+            _ => None,
+        };
+        let from_env = RegistryOptions::default().client_options(&env);
+        assert_eq!(
+            from_env.registries_conf,
+            Some(PathBuf::from("/env/registries.conf"))
+        );
+        let opts = RegistryOptions {
+            registries_conf: Some("/mine.conf".into()),
+            insecure_registries: vec!["127.0.0.1:5000".into()],
+        };
+        let o = opts.client_options(&env);
+        assert_eq!(o.registries_conf, Some(PathBuf::from("/mine.conf")));
+        assert_eq!(o.insecure_registries, vec!["127.0.0.1:5000".to_string()]);
+    }
+
+    #[test]
+    fn pinned_keeps_repository() {
+        let r = Reference::parse("127.0.0.1:5000/base/busybox:1").unwrap();
+        let d = Digest::of(b"x");
+        let p = pinned(&r, &d).unwrap();
+        assert_eq!(p.repository(), r.repository());
+        assert_eq!(p.registry(), r.registry());
+        assert_eq!(p.digest(), Some(&d));
+    }
 }

@@ -36,6 +36,8 @@ pub struct BuildRequest {
     pub network: Option<String>,
     /// Clamp for file and history timestamps, from `SOURCE_DATE_EPOCH`.
     pub source_date_epoch: Option<i64>,
+    /// `--push`: push every tag to its registry after the build (as `-o type=registry`).
+    pub push: bool,
 }
 
 /// A build secret source; the engine never copies its content into a layer, config or history.
@@ -78,6 +80,13 @@ pub enum Output {
         /// File to write.
         dest: PathBuf,
     },
+    /// Pushed to registries (`type=registry`, or `type=image,push=true`), as `--push` does.
+    Registry {
+        /// References to push to; empty means every `-t` tag of the request.
+        names: Vec<String>,
+        /// Layer compression (`compression=gzip|zstd|uncompressed`).
+        compression: image::export::ExportCompression,
+    },
 }
 
 impl Output {
@@ -98,6 +107,7 @@ impl Output {
         let mut kind = None;
         let mut dest = None;
         let mut tar = None;
+        let (mut names, mut compression, mut push) = (Vec::new(), None, false);
         for part in spec.split(',') {
             let (k, v) = part
                 .split_once('=')
@@ -112,14 +122,33 @@ impl Output {
                         other => return Err(bad(&format!("tar={other} is not true or false"))),
                     })
                 }
-                "name" | "compression" | "oci-mediatypes" | "force-compression" => {}
+                "name" => names.push(v.trim().to_string()),
+                "compression" => {
+                    compression = Some(match v.trim() {
+                        "gzip" => image::export::ExportCompression::Gzip,
+                        "zstd" => image::export::ExportCompression::Zstd,
+                        "uncompressed" => image::export::ExportCompression::None,
+                        other => {
+                            return Err(bad(&format!(
+                                "compression={other} is not gzip, zstd or uncompressed"
+                            )))
+                        }
+                    })
+                }
+                "push" => push = v.trim() == "true",
+                "oci-mediatypes" | "force-compression" => {}
                 other => return Err(bad(&format!("unknown key {other:?}"))),
             }
         }
         let kind = kind.ok_or_else(|| bad("missing type="))?;
         let need_dest = || dest.clone().ok_or_else(|| bad("missing dest="));
         match kind.as_str() {
-            "image" | "store" => Ok(Output::Store),
+            "image" | "store" if !push => Ok(Output::Store),
+            "image" | "registry" => Ok(Output::Registry {
+                names,
+                compression: compression.unwrap_or_default(),
+            }),
+            "store" => Ok(Output::Store),
             "oci" => {
                 let dest = need_dest()?;
                 let tar = tar.unwrap_or_else(|| dest.extension().is_some_and(|e| e == "tar"));
@@ -128,9 +157,6 @@ impl Output {
             "docker" => Ok(Output::Docker { dest: need_dest()? }),
             "tar" => Ok(Output::Tar { dest: need_dest()? }),
             "local" => Err(bad("type=local is not supported yet; use type=tar")),
-            "registry" => Err(bad(
-                "type=registry needs the registry client, not available yet",
-            )),
             other => Err(bad(&format!("unknown type {other:?}"))),
         }
     }
@@ -170,6 +196,21 @@ mod tests {
                 }),
             ),
             ("type=image", Some(Output::Store)),
+            (
+                "type=registry,name=localhost:5000/a:1,compression=zstd",
+                Some(Output::Registry {
+                    names: vec!["localhost:5000/a:1".into()],
+                    compression: image::export::ExportCompression::Zstd,
+                }),
+            ),
+            (
+                "type=image,push=true",
+                Some(Output::Registry {
+                    names: vec![],
+                    compression: image::export::ExportCompression::Gzip,
+                }),
+            ),
+            ("type=registry,compression=lz4", None),
             ("type=oci", None),
             ("type=bogus,dest=x", None),
             ("dest=x", None),

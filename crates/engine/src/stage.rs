@@ -10,18 +10,19 @@ use dockerfile::{Base, Command, Heredoc, Instruction, InstructionKind, Plan, Pla
 use image::config::{HealthConfig, History, ImageConfig};
 use image::{Images, LayerDesc};
 
-use crate::builder::{empty_config, host_platform, new_scope, stage_label, step_id};
-use crate::fsutil::{join_workdir, mkdir_all_in_root, real_path_in_root};
-use crate::progress::{Event, ProgressSink};
+use crate::builder::{empty_config, host_platform, new_scope, step_id};
+use crate::fsutil::{join_workdir, mkdir_all_in_root};
+use crate::progress::{Event, ProgressSink, StepId};
+use crate::view::View;
 use crate::BuildError;
 
 /// The default PATH BuildKit gives a stage whose base sets none.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// A stage while it runs and after it finished: its rootfs, config and layers so far.
+/// A stage while it runs and after it finished: its config and layers so far. Its filesystem is
+/// the layer chain; steps see it through snapshots ([`View`]).
+#[derive(Clone)]
 pub struct StageState {
-    /// The materialized root filesystem (removed when the state is dropped).
-    pub rootfs: store::ScratchDir,
     /// The image config being built.
     pub config: ImageConfig,
     /// Layers of the image, base layers first.
@@ -31,8 +32,9 @@ pub struct StageState {
 }
 
 impl StageState {
-    fn rootfs(&self) -> &Path {
-        self.rootfs.path()
+    /// The layer chain (diff ids, base first) the stage's filesystem is made of.
+    pub fn chain(&self) -> Vec<digest::Digest> {
+        self.layers.iter().map(|l| l.diff_id).collect()
     }
 }
 
@@ -52,6 +54,12 @@ pub struct StageRun<'a> {
     pub pull: bool,
     /// How to reach registries for base images.
     pub registry: &'a crate::pull::RegistryOptions,
+    /// Snapshots of layer chains for the steps that touch files.
+    pub snap: &'a snapshot::Snapshotter,
+    /// Runs RUN steps.
+    pub sandbox: &'a crate::run::Sandboxes,
+    /// The build request (secrets, network default).
+    pub req: &'a crate::BuildRequest,
 }
 
 /// RFC 3339 timestamp for history and config `created`: SOURCE_DATE_EPOCH when set, else now.
@@ -67,7 +75,11 @@ pub fn timestamp(source_date_epoch: Option<i64>) -> String {
 }
 
 impl<'a> StageRun<'a> {
-    fn step_error(&self, instr: &Instruction, message: impl std::fmt::Display) -> BuildError {
+    pub(crate) fn step_error(
+        &self,
+        instr: &Instruction,
+        message: impl std::fmt::Display,
+    ) -> BuildError {
         BuildError::Step {
             file: self.file_name.to_string(),
             line: instr.line,
@@ -103,11 +115,6 @@ impl<'a> StageRun<'a> {
 
     fn base_state(&mut self, i: usize) -> Result<StageState, BuildError> {
         let stage = &self.plan.stages[i];
-        let rootfs = self
-            .images
-            .store()
-            .temp_dir(&format!("rootfs-{}", stage_label(self.plan, i)))?;
-        set_root_mode(rootfs.path())?;
         match &stage.base {
             Base::Scratch => {
                 let platform = match &stage.platform {
@@ -124,7 +131,6 @@ impl<'a> StageRun<'a> {
                 let mut config = empty_config(&platform);
                 config.config.working_dir = Some("/".into());
                 Ok(StageState {
-                    rootfs,
                     config,
                     layers: Vec::new(),
                     cmd_set: false,
@@ -134,11 +140,9 @@ impl<'a> StageRun<'a> {
                 let parent = self.finished.get(j).ok_or_else(|| {
                     BuildError::Task(format!("stage {j} needed by stage {i} has not run"))
                 })?;
-                copy_tree(parent.rootfs(), rootfs.path())?;
                 let mut config = parent.config.clone();
                 config.reset_for_child();
                 Ok(StageState {
-                    rootfs,
                     config,
                     layers: parent.layers.clone(),
                     cmd_set: false,
@@ -153,11 +157,9 @@ impl<'a> StageRun<'a> {
                         image: name.clone(),
                         why,
                     })?;
-                self.unpack(&img.layers, rootfs.path())?;
                 let mut config = img.config.clone();
                 config.reset_for_child();
                 Ok(StageState {
-                    rootfs,
                     config,
                     layers: img.layers.clone(),
                     cmd_set: false,
@@ -198,19 +200,6 @@ impl<'a> StageRun<'a> {
         .map_err(|e| e.to_string())
     }
 
-    fn unpack(&self, layers: &[LayerDesc], rootfs: &Path) -> Result<(), BuildError> {
-        let opts = layer::ApplyOptions {
-            same_owner: is_root(),
-            id_map: None,
-        };
-        for l in layers {
-            let f = self.images.store().open_blob(&l.diff_id)?;
-            let r = std::io::BufReader::with_capacity(1 << 20, f);
-            layer::apply_layer(rootfs, r, &opts)?;
-        }
-        Ok(())
-    }
-
     fn step(
         &mut self,
         stage: usize,
@@ -223,7 +212,7 @@ impl<'a> StageRun<'a> {
         self.progress.event(Event::StepStarted(id.clone()));
         let started = Instant::now();
         let instr = scope.expand(raw)?;
-        self.dispatch(stage, state, raw, &instr)?;
+        self.dispatch(&id, state, scope, raw, &instr)?;
         scope.apply(&instr);
         self.progress.event(Event::StepDone {
             step: id,
@@ -249,8 +238,9 @@ impl<'a> StageRun<'a> {
 
     fn dispatch(
         &mut self,
-        stage: usize,
+        id: &StepId,
         state: &mut StageState,
+        scope: &Scope,
         raw: &Instruction,
         instr: &Instruction,
     ) -> Result<(), BuildError> {
@@ -403,34 +393,21 @@ impl<'a> StageRun<'a> {
                 let wd = join_workdir(c.working_dir(), w);
                 let wd_s = wd.display().to_string();
                 c.config.working_dir = Some(wd_s.clone());
-                let owner = self.user_ids(state)?;
-                let created = mkdir_all_in_root(state.rootfs(), &wd, owner)
-                    .map_err(|e| self.step_error(instr, e))?;
-                if created.is_empty() {
-                    self.meta(state, format!("WORKDIR {wd_s}"));
-                } else {
-                    let entries: Vec<layer::PathEntry> = created
-                        .into_iter()
-                        .map(|rel| layer::PathEntry {
-                            rel,
-                            recursive: false,
-                            whiteout: false,
-                        })
-                        .collect();
-                    self.commit_layer(state, &entries, format!("WORKDIR {wd_s}"))?;
-                }
+                let view = View::open(self.snap, self.images.store(), &state.chain())?;
+                let root = view_root(&view)?;
+                let owner = self.user_ids(state, &root)?;
+                mkdir_all_in_root(&root, &wd, owner).map_err(|e| self.step_error(instr, e))?;
+                // BuildKit keeps WORKDIR's layer even when the directory already existed.
+                self.commit_view(state, view, &[], format!("WORKDIR {wd_s}"), false)?;
             }
             InstructionKind::Copy(copy) => {
-                self.copy(stage, state, instr, copy, None)?;
+                self.copy(state, instr, copy, None)?;
             }
             InstructionKind::Add(add) => {
-                self.copy(stage, state, instr, &add.copy, Some(add))?;
+                self.copy(state, instr, &add.copy, Some(add))?;
             }
-            InstructionKind::Run(_) => {
-                return Err(self.step_error(
-                    instr,
-                    "RUN needs the build sandbox, which this version of rbuild does not have yet",
-                ));
+            InstructionKind::Run(run) => {
+                self.run_step(id, state, instr, run, scope)?;
             }
         }
         Ok(())
@@ -453,31 +430,36 @@ impl<'a> StageRun<'a> {
     }
 
     /// uid/gid of the stage's USER, for directories WORKDIR creates (as BuildKit chowns them).
-    fn user_ids(&self, state: &StageState) -> Result<Option<(u32, u32)>, BuildError> {
+    fn user_ids(&self, state: &StageState, root: &Path) -> Result<Option<(u32, u32)>, BuildError> {
         match state.config.config.user.as_deref() {
             None | Some("") => Ok(None),
-            Some(u) => Ok(Some(context::passwd::resolve_chown(state.rootfs(), u)?)),
+            Some(u) => Ok(Some(context::passwd::resolve_chown(root, u)?)),
         }
     }
 
-    fn commit_layer(
+    /// Commits a view as the step's layer; `allow_empty` marks an unchanged filesystem as an empty
+    /// layer in the history (RUN), otherwise the (empty) layer is kept as docker does for COPY.
+    pub(crate) fn commit_view(
         &self,
         state: &mut StageState,
-        entries: &[layer::PathEntry],
+        view: View<'_>,
+        exclude: &[PathBuf],
         created_by: String,
+        allow_empty: bool,
     ) -> Result<(), BuildError> {
-        let store = self.images.store();
-        let ingest = store.ingest()?;
         let wopts = layer::WriteOptions {
             source_date_epoch: self.source_date_epoch,
         };
-        let (ingest, info) = layer::write_paths(state.rootfs(), entries, ingest, &wopts)?;
-        let (digest, size) = ingest.commit(Some(&info.diff_id))?;
+        let c = view.commit(&wopts, exclude)?;
+        if c.empty && allow_empty {
+            self.meta(state, created_by);
+            return Ok(());
+        }
         state.layers.push(LayerDesc {
-            diff_id: digest,
-            size,
+            diff_id: c.diff_id,
+            size: c.size,
         });
-        state.config.rootfs.diff_ids.push(digest);
+        state.config.rootfs.diff_ids.push(c.diff_id);
         let h = self.history(created_by, false);
         state.config.history.push(h);
         Ok(())
@@ -485,78 +467,71 @@ impl<'a> StageRun<'a> {
 
     fn copy(
         &mut self,
-        _stage: usize,
         state: &mut StageState,
         instr: &Instruction,
         copy: &dockerfile::Copy,
         add: Option<&dockerfile::Add>,
     ) -> Result<(), BuildError> {
         let verb = if add.is_some() { "ADD" } else { "COPY" };
+        let store = self.images.store();
+        let view = View::open(self.snap, store, &state.chain())?;
+        let root = view_root(&view)?;
         let chown = match copy.chown.as_deref() {
             Some(spec) => Some(
-                context::passwd::resolve_chown(state.rootfs(), spec)
+                context::passwd::resolve_chown(&root, spec)
                     .map_err(|e| self.step_error(instr, e))?,
             ),
             None => None,
         };
         let workdir = state.config.working_dir().to_string();
-        let mut changed: Vec<context::Changed> = Vec::new();
 
-        // Heredoc sources become files in a scratch directory named after the heredoc.
-        let heredoc_dir;
-        let mut sources: Vec<String> = copy.sources.clone();
-        let mut from_root: Option<PathBuf> = None;
-        let mut from_image_state = None;
         if !copy.heredocs.is_empty() {
-            heredoc_dir = self.images.store().temp_dir("heredoc")?;
-            write_heredocs(heredoc_dir.path(), &copy.heredocs)?;
-            sources = copy.heredocs.iter().map(|h| h.name.clone()).collect();
+            // Heredoc sources become files in a scratch directory named after the heredoc.
+            let dir = store.temp_dir("heredoc")?;
+            write_heredocs(dir.path(), &copy.heredocs)?;
+            let sources: Vec<String> = copy.heredocs.iter().map(|h| h.name.clone()).collect();
             let req = context::CopyRequest {
-                src_root: heredoc_dir.path(),
+                src_root: dir.path(),
                 ignore: None,
                 sources: &sources,
                 dest: &copy.dest,
                 workdir: &workdir,
-                dest_root: state.rootfs.path(),
+                dest_root: &root,
                 chown,
                 chmod: copy.chmod.as_deref(),
                 parents: false,
                 exclude: &copy.exclude,
                 keep_ownership: false,
             };
-            let out = context::copy(&req).map_err(|e| self.step_error(instr, e))?;
-            changed.extend(out.changed);
+            context::copy(&req).map_err(|e| self.step_error(instr, e))?;
         } else {
-            if let Some(from) = &copy.from {
-                let idx = self
-                    .plan
-                    .stages
-                    .iter()
-                    .position(|s| s.name.as_deref() == Some(from.to_ascii_lowercase().as_str()))
-                    .or_else(|| {
-                        from.parse::<usize>()
-                            .ok()
-                            .filter(|&n| n < self.plan.stages.len())
-                    });
-                match idx {
-                    Some(j) => {
-                        let st = self.finished.get(&j).ok_or_else(|| {
-                            self.step_error(instr, format!("stage {from:?} has not been built"))
-                        })?;
-                        from_root = Some(st.rootfs().to_path_buf());
-                    }
-                    None => {
-                        let img = self
-                            .resolve_image(from)
-                            .map_err(|e| self.step_error(instr, e))?;
-                        let dir = self.images.store().temp_dir("copy-from")?;
-                        set_root_mode(dir.path())?;
-                        self.unpack(&img.layers, dir.path())?;
-                        from_root = Some(dir.path().to_path_buf());
-                        from_image_state = Some(dir);
-                    }
+            // The source tree: the context, another stage, or an image (`--from`).
+            let mut _from_view = None;
+            let from_root: Option<PathBuf> = match &copy.from {
+                None => None,
+                Some(from) => {
+                    let chain = match self.plan.resolve_from(from) {
+                        dockerfile::FromRef::Stage(j) => self
+                            .finished
+                            .get(&j)
+                            .ok_or_else(|| {
+                                self.step_error(instr, format!("stage {from:?} has not been built"))
+                            })?
+                            .chain(),
+                        dockerfile::FromRef::Image(name) => self
+                            .resolve_image(&name)
+                            .map_err(|e| self.step_error(instr, e))?
+                            .layers
+                            .iter()
+                            .map(|l| l.diff_id)
+                            .collect(),
+                    };
+                    let v = View::open(self.snap, store, &chain)?;
+                    let r = view_root(&v)?;
+                    _from_view = Some(v);
+                    Some(r)
                 }
-            }
+            };
             let (src_root, ignore): (&Path, Option<&context::ignore::IgnoreMatcher>) =
                 match &from_root {
                     Some(r) => (r.as_path(), None),
@@ -564,22 +539,18 @@ impl<'a> StageRun<'a> {
                 };
             // ADD: local archives are extracted, URLs fetched; everything else is a plain copy.
             let mut plain = Vec::new();
-            for src in &sources {
+            for src in &copy.sources {
                 if add.is_some() && (src.starts_with("http://") || src.starts_with("https://")) {
-                    return Err(self.step_error(
-                        instr,
-                        format!("ADD from a URL ({src}) is not supported yet"),
-                    ));
+                    self.add_url(&root, src, copy, add, chown, &workdir)
+                        .map_err(|e| self.step_error(instr, e))?;
+                    continue;
                 }
                 let unpack = add.map(|a| a.unpack.unwrap_or(true)).unwrap_or(false);
                 if unpack && from_root.is_none() && !src.contains(['*', '?', '[']) {
                     let p = self.context.root().join(src.trim_start_matches('/'));
-                    if let Some(kind) = archive_kind(&p) {
-                        let _ = kind;
-                        let out = self
-                            .extract(state, instr, &p, &copy.dest, &workdir)
+                    if archive_kind(&p).is_some() {
+                        self.extract(&root, &p, &copy.dest, &workdir)
                             .map_err(|e| self.step_error(instr, e))?;
-                        changed.extend(out);
                         continue;
                     }
                 }
@@ -592,43 +563,72 @@ impl<'a> StageRun<'a> {
                     sources: &plain,
                     dest: &copy.dest,
                     workdir: &workdir,
-                    dest_root: state.rootfs.path(),
+                    dest_root: &root,
                     chown,
                     chmod: copy.chmod.as_deref(),
                     parents: copy.parents,
                     exclude: &copy.exclude,
                     keep_ownership: copy.from.is_some() && chown.is_none(),
                 };
-                let out = context::copy(&req).map_err(|e| self.step_error(instr, e))?;
-                changed.extend(out.changed);
+                context::copy(&req).map_err(|e| self.step_error(instr, e))?;
             }
         }
-        drop(from_image_state);
-        let entries: Vec<layer::PathEntry> = changed
-            .into_iter()
-            .map(|c| layer::PathEntry {
-                rel: c.rel,
-                recursive: c.recursive,
-                whiteout: false,
-            })
-            .collect();
         let shown = if copy.heredocs.is_empty() {
             format!("{} {} {}", verb, copy.sources.join(" "), copy.dest)
         } else {
             instr.original.lines().next().unwrap_or("").to_string()
         };
-        self.commit_layer(state, &entries, format!("{shown} # buildkit"))
+        self.commit_view(state, view, &[], format!("{shown} # buildkit"), false)
+    }
+
+    /// ADD of a URL: downloaded into a scratch dir, then copied as a local file would be.
+    fn add_url(
+        &self,
+        root: &Path,
+        url: &str,
+        copy: &dockerfile::Copy,
+        add: Option<&dockerfile::Add>,
+        chown: Option<(u32, u32)>,
+        workdir: &str,
+    ) -> Result<(), BuildError> {
+        let name = match crate::fetch::file_name(url) {
+            Some(n) => n,
+            None if !copy.dest.ends_with('/') => "download".to_string(),
+            None => {
+                return Err(BuildError::Request(format!(
+                    "cannot determine a file name from {url}; give a destination file name"
+                )))
+            }
+        };
+        let scratch = self.images.store().temp_dir("add-url")?;
+        let checksum = add.and_then(|a| a.checksum.as_deref());
+        crate::fetch::fetch(url, scratch.path(), &name, checksum)
+            .map_err(|e| BuildError::Request(e.to_string()))?;
+        let req = context::CopyRequest {
+            src_root: scratch.path(),
+            ignore: None,
+            sources: std::slice::from_ref(&name),
+            dest: &copy.dest,
+            workdir,
+            dest_root: root,
+            chown,
+            chmod: copy.chmod.as_deref(),
+            parents: false,
+            exclude: &[],
+            keep_ownership: false,
+        };
+        context::copy(&req)?;
+        Ok(())
     }
 
     /// ADD of a local tar: extracted into a scratch dir, then copied with the archive's ownership.
     fn extract(
         &self,
-        state: &StageState,
-        _instr: &Instruction,
+        root: &Path,
         archive: &Path,
         dest: &str,
         workdir: &str,
-    ) -> Result<Vec<context::Changed>, BuildError> {
+    ) -> Result<(), BuildError> {
         let scratch = self.images.store().temp_dir("add-extract")?;
         set_root_mode(scratch.path())?;
         let f = std::fs::File::open(archive).map_err(|e| BuildError::io(archive, e))?;
@@ -642,22 +642,29 @@ impl<'a> StageRun<'a> {
             },
         )?;
         let dest_abs = join_workdir(workdir, dest);
-        let _ = real_path_in_root;
         let req = context::CopyRequest {
             src_root: scratch.path(),
             ignore: None,
             sources: &[".".to_string()],
             dest: &format!("{}/", dest_abs.display()),
             workdir,
-            dest_root: state.rootfs.path(),
+            dest_root: root,
             chown: None,
             chmod: None,
             parents: false,
             exclude: &[],
             keep_ownership: true,
         };
-        Ok(context::copy(&req)?.changed)
+        context::copy(&req)?;
+        Ok(())
     }
+}
+
+/// The writable path of a view opened for a file step.
+fn view_root(view: &View<'_>) -> Result<PathBuf, BuildError> {
+    view.path()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| BuildError::Task("snapshot view has no writable path".into()))
 }
 
 /// Detects a tar archive (plain or compressed) by content, as ADD does.
@@ -790,21 +797,6 @@ fn set_root_mode(p: &Path) -> Result<(), BuildError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| BuildError::io(p, e))
-}
-
-/// Copies a stage's rootfs for a child stage, through a layer round trip so ownership, links and
-/// special files survive exactly as they would in the image.
-fn copy_tree(from: &Path, to: &Path) -> Result<(), BuildError> {
-    let (buf, _) = layer::write_tree(from, Vec::new(), &layer::WriteOptions::default())?;
-    layer::apply_layer(
-        to,
-        &buf[..],
-        &layer::ApplyOptions {
-            same_owner: is_root(),
-            id_map: None,
-        },
-    )?;
-    Ok(())
 }
 
 #[cfg(test)]
