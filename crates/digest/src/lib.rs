@@ -83,18 +83,24 @@ impl FromStr for Digest {
             text: s.to_string(),
             reason,
         };
-        let (alg, hex_part) = s.split_once(':').ok_or_else(|| err("missing algorithm prefix"))?;
+        let (alg, hex_part) = s
+            .split_once(':')
+            .ok_or_else(|| err("missing algorithm prefix"))?;
         if alg != "sha256" {
             return Err(err("unsupported algorithm (only sha256)"));
         }
         if hex_part.len() != 64 {
             return Err(err("sha256 digest must have 64 hex characters"));
         }
-        if !hex_part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !hex_part
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(err("digest must be lower-case hex"));
         }
         let mut out = [0u8; 32];
-        hex::decode_to_slice(hex_part, &mut out).map_err(|_| err("digest must be lower-case hex"))?;
+        hex::decode_to_slice(hex_part, &mut out)
+            .map_err(|_| err("digest must be lower-case hex"))?;
         Ok(Digest(out))
     }
 }
@@ -158,7 +164,11 @@ impl<W: Write> DigestWriter<W> {
     }
     /// Returns the inner writer with the digest and size of everything written.
     pub fn finish(self) -> (W, Digest, u64) {
-        (self.inner, Digest(self.hasher.finalize().into()), self.written)
+        (
+            self.inner,
+            Digest(self.hasher.finalize().into()),
+            self.written,
+        )
     }
 }
 
@@ -257,7 +267,10 @@ mod tests {
         let a = Digest::of(b"a");
         let b = Digest::of(b"b");
         assert_eq!(chain_id(&[a]), Some(a));
-        assert_eq!(chain_id(&[a, b]), Some(Digest::of(format!("{a} {b}").as_bytes())));
+        assert_eq!(
+            chain_id(&[a, b]),
+            Some(Digest::of(format!("{a} {b}").as_bytes()))
+        );
         assert_eq!(chain_id(&[]), None);
     }
 }
