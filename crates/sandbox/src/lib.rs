@@ -35,10 +35,20 @@
 //! # Mount stubs
 //!
 //! Mount points missing from the rootfs (`/proc`, `/dev`, `/sys`, `/etc/hosts`,
-//! `/etc/resolv.conf`, `/etc/hostname`, `RUN --mount` targets and their parents) are created
-//! as empty directories/files in the writable layer. After the step the sandbox removes those
-//! it created that are still empty (like BuildKit's mount-stub cleaner) and lists every stub it
-//! created in [`RunResult::mount_stubs`], so the caller can also exclude them when diffing.
+//! `/etc/resolv.conf`, `/etc/hostname`, `RUN --mount` targets and their parents) must exist
+//! for the mounts to attach:
+//!
+//! - [`RootfsSpec::Overlay`]: they come from an extra bottom-most lower layer the sandbox
+//!   builds in its private temp dir, so nothing is ever written to `upper` for them (unless a
+//!   rootfs symlink redirects a mount point, see below).
+//! - [`RootfsSpec::Dir`]: they are created as empty directories/files in the directory. After
+//!   the step the sandbox removes those it created that are still empty (like BuildKit's
+//!   mount-stub cleaner).
+//!
+//! Either way every stub created in the writable layer is listed in
+//! [`RunResult::mount_stubs`], so the caller can also exclude them when diffing. Paths are
+//! resolved inside the rootfs only (after `pivot_root`), so a symlinked `/etc` can never
+//! make the sandbox create or mount anything on the host.
 //! `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` are bind mounts of generated files, so
 //! what the step writes to them never lands in the layer.
 //!

@@ -58,6 +58,8 @@ struct PlanBuilder {
     descs: Vec<String>,
     /// For ops that may create a stub: the in-rootfs path.
     stub_paths: Vec<Option<String>>,
+    /// Every stub mount point as (path, is_file), for the overlay stub layer.
+    stub_layer: Vec<(String, bool)>,
     slots: usize,
 }
 
@@ -80,6 +82,9 @@ impl PlanBuilder {
             let cs = cstr("mount target", path.as_str())?;
             let last = i + 1 == comps.len();
             let stub_path = stub.then(|| path.clone());
+            if stub {
+                self.stub_layer.push((path.clone(), last && file));
+            }
             if last && file {
                 self.push(
                     Op::EnsureFile { path: cs, stub },
@@ -184,9 +189,11 @@ fn prepare(
         ops: Vec::new(),
         descs: Vec::new(),
         stub_paths: Vec::new(),
+        stub_layer: Vec::new(),
         slots: 0,
     };
     let root_mp = rd.path("root");
+    let stub_dir = rd.path("stubs");
     let root_mp_s = root_mp.display().to_string();
 
     // --- before pivot_root: everything that names host paths ---
@@ -220,10 +227,13 @@ fn prepare(
                     "overlay rootfs needs at least one lower directory".into(),
                 ));
             }
-            let lowers_c = lowers
+            let mut lowers_c = lowers
                 .iter()
                 .map(|l| cpath("overlay lower", l))
                 .collect::<Result<Vec<_>, _>>()?;
+            // Bottom-most layer of our own holding every mount point, so missing mount points
+            // exist in the merged view without ever being written to `upper`.
+            lowers_c.push(cpath("stub layer", &stub_dir)?);
             b.push(
                 Op::Overlay {
                     lowers: lowers_c,
@@ -450,6 +460,10 @@ fn prepare(
         }
     }
 
+    if matches!(spec.rootfs, RootfsSpec::Overlay { .. }) {
+        populate_stub_layer(&stub_dir, &b.stub_layer)?;
+    }
+
     // --- exec details ---
     let cwd_comps = components("cwd", &spec.cwd)?;
     let mut cwd_prefixes = Vec::new();
@@ -527,6 +541,22 @@ fn prepare(
         _argv: argv_c,
         _envp: envp_c,
     })
+}
+
+/// Creates the overlay stub layer in our private temp dir: directories 0755, empty files 0644.
+/// Conflicts (a file target below another file) are left for the child to report.
+fn populate_stub_layer(dir: &Path, stubs: &[(String, bool)]) -> Result<(), SandboxError> {
+    std::fs::create_dir(dir)
+        .map_err(|e| SandboxError::io(format!("mkdir {}", dir.display()), e))?;
+    for (path, is_file) in stubs {
+        let p = dir.join(path.trim_start_matches('/'));
+        let _ = if *is_file {
+            std::fs::File::create(&p).map(drop)
+        } else {
+            std::fs::create_dir(&p)
+        };
+    }
+    Ok(())
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {

@@ -136,7 +136,8 @@ mod tests {
         let p = Path::new("/etc/subuid");
         let text =
             "# comment\nalice:100000:65536\nbob:200000:10\n1000:300000:5\n\nalice:400000:0\n";
-        let cases: &[(&str, u32, &[(u32, u32)])] = &[
+        type Case<'a> = (&'a str, u32, &'a [(u32, u32)]);
+        let cases: &[Case] = &[
             ("alice", 5, &[(100000, 65536)]),
             ("bob", 7, &[(200000, 10)]),
             ("carol", 1000, &[(300000, 5)]),

@@ -482,6 +482,27 @@ fn overlay_rootfs_writes_land_in_upper() {
     assert!(!lower.join("tmp/new").exists());
     assert!(!lower.join("proc").exists() && !upper.join("proc").exists());
     assert!(!upper.join("etc/hosts").exists());
+    assert!(r.mount_stubs.is_empty(), "{:?}", r.mount_stubs);
+
+    // A step that writes nothing leaves `upper` empty: mount points and their parents (with a
+    // RUN --mount target below an existing directory) come from the sandbox's stub layer.
+    let upper2 = t.path().join("upper2");
+    let work2 = t.path().join("work2");
+    std::fs::create_dir(&upper2).unwrap();
+    std::fs::create_dir(&work2).unwrap();
+    let mut spec = sh(&lower, "ls -d /proc/1 /etc/hosts /root/.cache/x >/dev/null");
+    spec.rootfs = RootfsSpec::Overlay {
+        lowers: vec![lower.clone()],
+        upper: upper2.clone(),
+        work: work2,
+    };
+    spec.mounts = vec![MountSpec {
+        target: "/root/.cache/x".into(),
+        kind: MountKind::Tmpfs { size: None },
+    }];
+    let out = run(&spec);
+    assert_eq!(out.result.unwrap().code, Some(0), "{}", out.stderr);
+    assert_eq!(std::fs::read_dir(&upper2).unwrap().count(), 0);
 }
 
 #[test]
@@ -565,7 +586,8 @@ fn errors_name_what_failed() {
 #[test]
 fn invalid_specs_are_rejected() {
     let (_t, root) = rootfs();
-    let table: Vec<(&str, Box<dyn Fn(&mut RunSpec)>)> = vec![
+    type Edit = Box<dyn Fn(&mut RunSpec)>;
+    let table: Vec<(&str, Edit)> = vec![
         ("empty args", Box::new(|s| s.args.clear())),
         ("relative cwd", Box::new(|s| s.cwd = "work".into())),
         ("dotdot cwd", Box::new(|s| s.cwd = "/a/../..".into())),
@@ -652,9 +674,9 @@ fn inside_a_tokio_runtime() {
             n
         });
         let mut tasks = Vec::new();
-        for i in 0..4 {
+        for (i, (_, root)) in roots.iter().take(4).enumerate() {
             let sb = sb.clone();
-            let root = roots[i].1.clone();
+            let root = root.clone();
             tasks.push(tokio::task::spawn_blocking(move || {
                 let out = run_with(&sb, &sh(&root, &format!("echo tokio-{i}")));
                 (out.result.map(|r| r.code).ok().flatten(), out.stdout)
