@@ -1,7 +1,8 @@
 //! Runs one command in a rootfs through the sandbox and prints the result; used by the rootless
 //! tests (run as an unprivileged user) and handy for poking at the sandbox by hand.
 //!
-//! Usage: sandbox-run [--single] [--net-none] [--uid N] [--gid N]
+//! Usage: sandbox-run --probe
+//!        sandbox-run [--single] [--net-none] [--uid N] [--gid N]
 //!                    (--dir ROOTFS | --overlay LOWER,UPPER,WORK) -- ARGV...
 //! Prints the step's output as it arrives, then `RESULT code=.. signal=..`, `WARNING ..` and
 //! `STUB ..` lines on stdout; a sandbox error prints `ERROR ..` and exits 2.
@@ -19,6 +20,23 @@ fn main() {
     let mut have_root = false;
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--probe" => {
+                let c = sandbox::probe();
+                let ranges = |r: &[sandbox::IdRange]| {
+                    r.iter()
+                        .map(|r| format!("{}+{}", r.start, r.count))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                println!("is_root={}", c.is_root);
+                println!("subuid={}", ranges(&c.subuid));
+                println!("subgid={}", ranges(&c.subgid));
+                println!("overlay_in_userns={}", c.overlay_in_userns);
+                for n in c.notes {
+                    println!("NOTE {n}");
+                }
+                return;
+            }
             "--single" => opts.id_map = IdMapMode::Single,
             "--net-none" => spec.network = Network::None,
             "--uid" => spec.uid = args.next().and_then(|v| v.parse().ok()).unwrap_or(0),

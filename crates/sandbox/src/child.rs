@@ -581,3 +581,75 @@ unsafe fn loopback_up() -> Result<(), ()> {
         Ok(())
     }
 }
+
+unsafe fn write_file(path: &std::ffi::CStr, data: &[u8]) -> bool {
+    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return false;
+    }
+    let n = libc::write(fd, data.as_ptr().cast(), data.len());
+    libc::close(fd);
+    n == data.len() as isize
+}
+
+/// Body of [`crate::probe`]'s test child: a user + mount namespace mapping only the caller,
+/// then a real overlay mount (`lowerdir+`, `userxattr`). Exit code 0 means it worked; 10-13
+/// name the failed stage. Never returns.
+///
+/// # Safety
+/// Must only be called in a freshly forked child.
+pub(crate) unsafe fn probe_overlay_child(
+    lower: &std::ffi::CStr,
+    upper: &std::ffi::CStr,
+    work: &std::ffi::CStr,
+    uid_map: &std::ffi::CStr,
+    gid_map: &std::ffi::CStr,
+) -> ! {
+    if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) < 0 {
+        libc::_exit(10);
+    }
+    write_file(c"/proc/self/setgroups", b"deny");
+    if !write_file(c"/proc/self/uid_map", uid_map.to_bytes())
+        || !write_file(c"/proc/self/gid_map", gid_map.to_bytes())
+    {
+        libc::_exit(11);
+    }
+    let fs = libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC);
+    if fs < 0 {
+        libc::_exit(12);
+    }
+    let fs = fs as c_int;
+    if fsconfig(
+        fs,
+        FSCONFIG_SET_STRING,
+        c"lowerdir+".as_ptr(),
+        lower.as_ptr(),
+    ) < 0
+        || fsconfig(
+            fs,
+            FSCONFIG_SET_STRING,
+            c"upperdir".as_ptr(),
+            upper.as_ptr(),
+        ) < 0
+        || fsconfig(fs, FSCONFIG_SET_STRING, c"workdir".as_ptr(), work.as_ptr()) < 0
+        || fsconfig(
+            fs,
+            FSCONFIG_SET_FLAG,
+            c"userxattr".as_ptr(),
+            std::ptr::null(),
+        ) < 0
+        || fsconfig(fs, FSCONFIG_CMD_CREATE, std::ptr::null(), std::ptr::null()) < 0
+    {
+        libc::_exit(13);
+    }
+    let m = libc::syscall(
+        libc::SYS_fsmount,
+        fs,
+        FSMOUNT_CLOEXEC as c_long,
+        0 as c_long,
+    );
+    if m < 0 {
+        libc::_exit(13);
+    }
+    libc::_exit(0)
+}

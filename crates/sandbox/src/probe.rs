@@ -1,6 +1,8 @@
 //! What this host lets the sandbox do.
 
 use crate::subid::{self, IdRange};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// A summary of the host's support for the sandbox, so a CLI can explain up front why rootless
@@ -23,7 +25,7 @@ pub struct Capabilities {
     pub user_namespaces: bool,
     /// Kernel version (major, minor); overlay in a user namespace needs 5.11+, `lowerdir+` 6.8+.
     pub kernel: (u32, u32),
-    /// An overlay rootfs is expected to work in a user namespace on this kernel.
+    /// A real overlay mount (`lowerdir+`, `userxattr`) succeeded in a fresh user namespace.
     pub overlay_in_userns: bool,
     /// Human-readable problems found.
     pub notes: Vec<String>,
@@ -38,8 +40,52 @@ fn kernel_version() -> (u32, u32) {
     (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
-/// Inspects the host (uid, uidmap tools, subordinate ranges, user namespaces, kernel) without
-/// creating anything.
+/// Tries an overlay mount in a throw-away user + mount namespace (in a forked child, so the
+/// caller's namespaces are untouched); `Err` says which stage failed.
+fn try_overlay_in_userns(euid: u32, egid: u32) -> Result<(), String> {
+    let tmp = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let mk = |n: &str| -> Result<CString, String> {
+        let p = tmp.path().join(n);
+        std::fs::create_dir(&p).map_err(|e| format!("mkdir {}: {e}", p.display()))?;
+        CString::new(p.as_os_str().as_bytes()).map_err(|_| "NUL in temp path".to_string())
+    };
+    let (lower, upper, work) = (mk("lower")?, mk("upper")?, mk("work")?);
+    let uid_map = CString::new(format!("0 {euid} 1\n")).map_err(|e| e.to_string())?;
+    let gid_map = CString::new(format!("0 {egid} 1\n")).map_err(|e| e.to_string())?;
+    // SAFETY: the child only runs async-signal-safe code on the strings prepared above.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: freshly forked child.
+        unsafe { crate::child::probe_overlay_child(&lower, &upper, &work, &uid_map, &gid_map) }
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return Err("waitpid failed".into());
+        }
+    }
+    match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
+        (true, 0) => Ok(()),
+        (true, 10) => Err("unshare(CLONE_NEWUSER) refused".into()),
+        (true, 11) => Err("writing a single-id uid/gid map refused".into()),
+        (true, 12) => Err("fsopen(overlay) failed: no overlay filesystem".into()),
+        (true, 13) => {
+            Err("overlay mount (lowerdir+, userxattr) refused in a user namespace".into())
+        }
+        _ => Err(format!("probe child ended with wait status {status:#x}")),
+    }
+}
+
+/// Inspects the host (uid, uidmap tools, subordinate ranges, user namespaces, kernel) and tries
+/// an overlay mount in a throw-away user namespace, so problems show before a build starts.
 pub fn probe() -> Capabilities {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -63,7 +109,14 @@ pub fn probe() -> Capabilities {
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .is_some_and(|n| n > 0);
-    c.overlay_in_userns = c.kernel >= (6, 8);
+    // SAFETY: getegid cannot fail.
+    let egid = unsafe { libc::getegid() };
+    match try_overlay_in_userns(euid, egid) {
+        Ok(()) => c.overlay_in_userns = true,
+        Err(e) => c
+            .notes
+            .push(format!("overlay rootfs in a user namespace: {e}")),
+    }
     if !c.is_root {
         if !c.user_namespaces {
             c.notes
@@ -78,12 +131,6 @@ pub fn probe() -> Capabilities {
                 "no /etc/subuid or /etc/subgid range for {name}: only a single-id map is possible"
             ));
         }
-    }
-    if !c.overlay_in_userns {
-        c.notes.push(format!(
-            "kernel {}.{} lacks overlay lowerdir+ (6.8+): overlay rootfs will fail",
-            c.kernel.0, c.kernel.1
-        ));
     }
     c
 }

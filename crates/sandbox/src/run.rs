@@ -686,22 +686,23 @@ fn run_map_tool(
     Ok(())
 }
 
-fn step_name(code: u32) -> &'static str {
+/// Names a fixed set-up step with the values it used, for [`SandboxError::Setup`].
+fn step_desc(code: u32, spec: &RunSpec, hostname: &str) -> String {
     match code {
-        child::STEP_UNSHARE => "unshare namespaces",
-        child::STEP_SYNC => "synchronise with the caller",
-        child::STEP_FORK => "fork the step's init",
-        child::STEP_PRIVATE => "make the mount namespace private",
-        child::STEP_HOSTNAME => "sethostname",
-        child::STEP_LOOPBACK => "bring up loopback",
-        child::STEP_CWD_MKDIR => "create the working directory",
-        child::STEP_SETGROUPS => "setgroups",
-        child::STEP_SETGID => "setgid",
-        child::STEP_SETUID => "setuid",
-        child::STEP_CHDIR => "chdir to the working directory",
-        child::STEP_FDS => "mark descriptors close-on-exec",
-        child::STEP_SETSID => "setsid",
-        _ => "unknown step",
+        child::STEP_UNSHARE => "unshare namespaces".into(),
+        child::STEP_SYNC => "synchronise with the caller".into(),
+        child::STEP_FORK => "fork the step's init".into(),
+        child::STEP_PRIVATE => "make the mount namespace private".into(),
+        child::STEP_HOSTNAME => format!("sethostname({hostname})"),
+        child::STEP_LOOPBACK => "bring up loopback (SIOCSIFFLAGS lo)".into(),
+        child::STEP_CWD_MKDIR => format!("create working directory {}", spec.cwd),
+        child::STEP_SETGROUPS => format!("setgroups({:?})", spec.additional_gids),
+        child::STEP_SETGID => format!("setgid({}) (is gid {} mapped?)", spec.gid, spec.gid),
+        child::STEP_SETUID => format!("setuid({}) (is uid {} mapped?)", spec.uid, spec.uid),
+        child::STEP_CHDIR => format!("chdir({})", spec.cwd),
+        child::STEP_FDS => "mark descriptors close-on-exec".into(),
+        child::STEP_SETSID => "setsid".into(),
+        other => format!("set-up step {other}"),
     }
 }
 
@@ -925,7 +926,7 @@ pub(crate) fn run(
                     }
                 } else {
                     SandboxError::Setup {
-                        step: step_name(code).to_string(),
+                        step: step_desc(code, spec, hostname),
                         source,
                     }
                 });

@@ -269,7 +269,7 @@ fn no_ranges_gives_single_map_and_a_warning() {
         ],
     );
     assert!(
-        r.result_line().starts_with("ERROR ") && r.result_line().contains("set"),
+        r.result_line().starts_with("ERROR ") && r.result_line().contains("setuid(1000)"),
         "{}",
         r.stdout
     );
@@ -350,4 +350,24 @@ fn rootless_background_processes_do_not_outlive_the_step() {
         common::host_pids_with(&format!("sleep {needle}")),
         Vec::<u32>::new()
     );
+}
+
+#[test]
+fn probe_as_unprivileged_users() {
+    let &(with, without) = setup_users();
+    let t = tempfile::tempdir().unwrap();
+    let bin = example_bin(t.path());
+    chown_tree(t.path(), with);
+    let r = run_as(with, &bin, &["--probe"]);
+    assert!(
+        r.stdout.contains("is_root=false"),
+        "{}{}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(r.stdout.contains("subuid=100000+65536"), "{}", r.stdout);
+    assert!(r.stdout.contains("overlay_in_userns=true"), "{}", r.stdout);
+    let r = run_as(without, &bin, &["--probe"]);
+    assert!(r.stdout.contains("subuid=\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("NOTE no /etc/subuid"), "{}", r.stdout);
 }

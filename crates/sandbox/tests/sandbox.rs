@@ -728,4 +728,6 @@ fn probe_reports_root() {
         "uidmap is installed on the test host"
     );
     assert!(c.kernel.0 >= 5);
+    assert!(c.user_namespaces);
+    assert!(c.overlay_in_userns, "{:?}", c.notes);
 }
