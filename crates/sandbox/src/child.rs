@@ -32,6 +32,7 @@ pub(crate) const STEP_CHDIR: u32 = 11;
 pub(crate) const STEP_EXEC: u32 = 12;
 pub(crate) const STEP_FDS: u32 = 13;
 pub(crate) const STEP_SETSID: u32 = 14;
+pub(crate) const STEP_CAPS: u32 = 15;
 pub(crate) const OP_BASE: u32 = 1000;
 
 const OPEN_TREE_CLONE: c_uint = 1;
@@ -106,6 +107,10 @@ pub(crate) struct ChildPlan {
     pub ops: Vec<Op>,
     pub hostname: CString,
     pub loopback_up: bool,
+    /// Per op: a failure with ENOENT (or a missing slot) is ignored (paths a kernel may lack).
+    pub optional: Vec<bool>,
+    /// Capabilities to remove from the bounding set before dropping to the step's user.
+    pub drop_caps: Vec<c_int>,
     pub cwd_prefixes: Vec<CString>,
     pub cwd: CString,
     pub set_groups: bool,
@@ -499,10 +504,11 @@ unsafe fn init_main(plan: &ChildPlan, slots: &mut [c_int]) -> ! {
     {
         fail(STEP_PRIVATE);
     }
-    for (i, op) in plan.ops.iter().enumerate() {
+    for (i, (op, optional)) in plan.ops.iter().zip(plan.optional.iter()).enumerate() {
         match run_op(op, slots) {
             Ok(true) => report(KIND_STUB, OP_BASE + i as u32, 0),
             Ok(false) => {}
+            Err(()) if *optional && matches!(errno(), libc::ENOENT | libc::EBADF) => {}
             Err(()) => fail(OP_BASE + i as u32),
         }
     }
@@ -517,6 +523,9 @@ unsafe fn init_main(plan: &ChildPlan, slots: &mut [c_int]) -> ! {
         if libc::mkdir(dir.as_ptr(), 0o755) < 0 && errno() != libc::EEXIST {
             fail(STEP_CWD_MKDIR);
         }
+    }
+    if drop_capabilities(&plan.drop_caps).is_err() {
+        fail(STEP_CAPS);
     }
     if plan.set_groups && libc::setgroups(plan.groups.len(), plan.groups.as_ptr()) < 0 {
         fail(STEP_SETGROUPS);
@@ -556,6 +565,57 @@ unsafe fn init_main(plan: &ChildPlan, slots: &mut [c_int]) -> ! {
     }
     report(KIND_ERROR, STEP_EXEC, last);
     libc::_exit(127)
+}
+
+/// Limits the step to docker's default capability set: drops the rest from the bounding set
+/// (what an exec'd root process gets), and clears the inheritable and ambient sets the caller
+/// may have had, which would otherwise survive `execve`.
+unsafe fn drop_capabilities(caps: &[c_int]) -> Result<(), ()> {
+    for &cap in caps {
+        if libc::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong, 0, 0, 0) < 0
+            && errno() != libc::EINVAL
+        {
+            return Err(());
+        }
+    }
+    libc::prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as c_ulong,
+        0,
+        0,
+        0,
+    );
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut hdr = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let mut data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    if libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) < 0 {
+        return Err(());
+    }
+    for d in data.iter_mut() {
+        d.inheritable = 0;
+    }
+    if libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) < 0 {
+        return Err(());
+    }
+    Ok(())
 }
 
 /// Brings `lo` up in a fresh network namespace (SIOCSIFFLAGS on a datagram socket).

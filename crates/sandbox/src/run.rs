@@ -60,14 +60,22 @@ struct PlanBuilder {
     stub_paths: Vec<Option<String>>,
     /// Every stub mount point as (path, is_file), for the overlay stub layer.
     stub_layer: Vec<(String, bool)>,
+    optional: Vec<bool>,
     slots: usize,
 }
 
 impl PlanBuilder {
     fn push(&mut self, op: Op, desc: String, stub: Option<String>) {
+        self.optional.push(false);
         self.ops.push(op);
         self.descs.push(desc);
         self.stub_paths.push(stub);
+    }
+    /// Marks the last pushed op as optional (ENOENT tolerated).
+    fn optional(&mut self) {
+        if let Some(o) = self.optional.last_mut() {
+            *o = true;
+        }
     }
     fn slot(&mut self) -> usize {
         self.slots += 1;
@@ -190,6 +198,7 @@ fn prepare(
         descs: Vec::new(),
         stub_paths: Vec::new(),
         stub_layer: Vec::new(),
+        optional: Vec::new(),
         slots: 0,
     };
     let root_mp = rd.path("root");
@@ -423,6 +432,7 @@ fn prepare(
     );
     b.ensure(&["sys".into()], false, true)?;
     b.attach(sys_slot, "/sys", "read-only /sys")?;
+    harden_proc_and_sys(&mut b)?;
     for (name, slot) in etc_slots {
         let target = b.ensure(&["etc".into(), name.into()], true, true)?;
         b.attach(slot, &target, &format!("generated {name}"))?;
@@ -524,6 +534,8 @@ fn prepare(
             ops: b.ops,
             hostname: cstr("hostname", hostname)?,
             loopback_up: spec.network == Network::None,
+            optional: b.optional,
+            drop_caps: caps_to_drop(userns),
             cwd_prefixes,
             cwd: cstr("cwd", spec.cwd.as_str())?,
             set_groups: !single,
@@ -555,6 +567,106 @@ fn populate_stub_layer(dir: &Path, stubs: &[(String, bool)]) -> Result<(), Sandb
         } else {
             std::fs::create_dir(&p)
         };
+    }
+    Ok(())
+}
+
+/// Docker's default capability set for containers and build steps (moby/containerd defaults):
+/// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
+/// NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
+const DEFAULT_CAPS: [libc::c_int; 14] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31];
+const CAP_MKNOD: libc::c_int = 27;
+
+/// Every capability outside [`DEFAULT_CAPS`]. Without a user namespace MKNOD is dropped too:
+/// docker relies on the device cgroup to stop a root step from opening a host disk it
+/// `mknod`s, and the sandbox has no cgroup.
+fn caps_to_drop(userns: bool) -> Vec<libc::c_int> {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::c_int>().ok())
+        .unwrap_or(63);
+    (0..=last)
+        .filter(|c| !DEFAULT_CAPS.contains(c) || (*c == CAP_MKNOD && !userns))
+        .collect()
+}
+
+/// Docker's masked and read-only paths: kernel interfaces a build step must not write (or
+/// read, for kcore/keys...). Paths this kernel lacks are skipped.
+fn harden_proc_and_sys(b: &mut PlanBuilder) -> Result<(), SandboxError> {
+    const MASKED: [&str; 12] = [
+        "/proc/asound",
+        "/proc/acpi",
+        "/proc/interrupts",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
+    ];
+    const READONLY: [&str; 5] = [
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+    ];
+    for p in READONLY {
+        if std::fs::symlink_metadata(p).is_err() {
+            continue;
+        }
+        let slot = b.slot();
+        let c = cstr("path", p)?;
+        b.push(
+            Op::CloneTree {
+                source: c.clone(),
+                recursive: true,
+                readonly: true,
+                slot,
+            },
+            format!("clone {p} read-only"),
+            None,
+        );
+        b.optional();
+        b.attach(slot, p, &format!("read-only {p}"))?;
+        b.optional();
+    }
+    for p in MASKED {
+        let Ok(meta) = std::fs::symlink_metadata(p) else {
+            continue;
+        };
+        let c = cstr("path", p)?;
+        if meta.is_dir() {
+            b.push(
+                Op::Mount {
+                    source: c"tmpfs".into(),
+                    target: c,
+                    fstype: c"tmpfs".into(),
+                    flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    data: c"size=0".into(),
+                },
+                format!("mask {p} with an empty read-only tmpfs"),
+                None,
+            );
+            b.optional();
+        } else {
+            let slot = b.slot();
+            b.push(
+                Op::CloneTree {
+                    source: c"/dev/null".into(),
+                    recursive: false,
+                    readonly: true,
+                    slot,
+                },
+                "clone /dev/null".into(),
+                None,
+            );
+            b.attach(slot, p, &format!("mask {p} with /dev/null"))?;
+            b.optional();
+        }
     }
     Ok(())
 }
@@ -702,6 +814,7 @@ fn step_desc(code: u32, spec: &RunSpec, hostname: &str) -> String {
         child::STEP_CHDIR => format!("chdir({})", spec.cwd),
         child::STEP_FDS => "mark descriptors close-on-exec".into(),
         child::STEP_SETSID => "setsid".into(),
+        child::STEP_CAPS => "drop capabilities to docker's default set".into(),
         other => format!("set-up step {other}"),
     }
 }

@@ -208,6 +208,35 @@ fn dev_and_sys() {
 }
 
 #[test]
+fn capabilities_and_kernel_interfaces_are_restricted() {
+    let (_t, root) = rootfs();
+    let out = run(&sh(
+        &root,
+        "grep -E '^Cap(Bnd|Eff|Inh|Amb)' /proc/self/status | tr -d '\\t'; \
+         echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo sys-rw; \
+         echo h > /proc/sysrq-trigger 2>/dev/null && echo sysrq-rw; \
+         wc -c < /proc/timer_list; ls /proc/acpi 2>/dev/null | wc -l; \
+         mount -t tmpfs x /mnt 2>/dev/null && echo mounted; \
+         mknod /tmp/disk b 254 0 2>/dev/null && echo mknod-ok; true",
+    ));
+    assert_eq!(out.result.unwrap().code, Some(0), "{}", out.stderr);
+    // Docker's default set without MKNOD (no device cgroup protects a root step here).
+    assert_eq!(
+        out.stdout,
+        "CapInh:0000000000000000\nCapEff:00000000a00425fb\nCapBnd:00000000a00425fb\n\
+         CapAmb:0000000000000000\n0\n0\n",
+        "stderr: {}",
+        out.stderr
+    );
+    // A non-root USER has no effective capabilities at all.
+    let mut spec = sh(&root, "grep CapEff /proc/self/status | tr -d '\\t'");
+    spec.uid = 1000;
+    spec.gid = 1000;
+    let out = run(&spec);
+    assert_eq!(out.stdout, "CapEff:0000000000000000\n");
+}
+
+#[test]
 fn network_none_has_only_loopback_up() {
     let (_t, root) = rootfs();
     let mut spec = sh(
