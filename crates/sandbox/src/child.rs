@@ -67,11 +67,14 @@ pub(crate) enum Op {
         readonly: bool,
         slot: usize,
     },
-    /// A new detached procfs for the step's pid namespace.
+    /// A new detached filesystem (procfs for the step's pid namespace, sysfs for its network
+    /// namespace); when `fallback` is set and the kernel refuses, a read-only recursive clone
+    /// of that host path instead.
     NewFs {
         fstype: &'static std::ffi::CStr,
         attrs: u64,
         slot: usize,
+        fallback: Option<CString>,
     },
     /// A detached overlay mount built with `fsconfig(lowerdir+)`, so paths need no escaping.
     Overlay {
@@ -265,62 +268,23 @@ unsafe fn run_op(op: &Op, slots: &mut [c_int]) -> Result<bool, ()> {
             recursive,
             readonly,
             slot,
-        } => {
-            let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as c_uint;
-            if *recursive {
-                flags |= AT_RECURSIVE;
-            }
-            let fd = libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD as c_long,
-                source.as_ptr(),
-                flags as c_long,
-            );
-            if fd < 0 {
-                return Err(());
-            }
-            if *readonly {
-                let attr = MountAttr {
-                    attr_set: MOUNT_ATTR_RDONLY,
-                    attr_clr: 0,
-                    propagation: 0,
-                    userns_fd: 0,
-                };
-                let r = libc::syscall(
-                    libc::SYS_mount_setattr,
-                    fd,
-                    empty,
-                    (libc::AT_EMPTY_PATH as c_uint | AT_RECURSIVE) as c_long,
-                    &attr as *const MountAttr,
-                    std::mem::size_of::<MountAttr>(),
-                );
-                if r < 0 {
-                    return Err(());
-                }
-            }
-            store(slots, *slot, fd as c_int).map(|()| false)
-        }
+        } => clone_tree(source, *recursive, *readonly)
+            .and_then(|fd| store(slots, *slot, fd))
+            .map(|()| false),
         Op::NewFs {
             fstype,
             attrs,
             slot,
-        } => {
-            let fs = libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC as c_long);
-            if fs < 0 {
-                return Err(());
-            }
-            let fs = fs as c_int;
-            let r = fsconfig(fs, FSCONFIG_CMD_CREATE, std::ptr::null(), std::ptr::null());
-            if r < 0 {
-                return Err(());
-            }
-            let m = libc::syscall(libc::SYS_fsmount, fs, FSMOUNT_CLOEXEC as c_long, *attrs);
-            libc::close(fs);
-            if m < 0 {
-                return Err(());
-            }
-            store(slots, *slot, m as c_int).map(|()| false)
-        }
+            fallback,
+        } => match new_fs(fstype, *attrs) {
+            Ok(m) => store(slots, *slot, m).map(|()| false),
+            Err(()) => match fallback {
+                Some(source) => clone_tree(source, true, true)
+                    .and_then(|fd| store(slots, *slot, fd))
+                    .map(|()| false),
+                None => Err(()),
+            },
+        },
         Op::Overlay {
             lowers,
             upper,
@@ -461,6 +425,68 @@ unsafe fn run_op(op: &Op, slots: &mut [c_int]) -> Result<bool, ()> {
             }
         }
     }
+}
+
+/// `open_tree(OPEN_TREE_CLONE)` of `source`, optionally made read-only (recursively).
+unsafe fn clone_tree(
+    source: &std::ffi::CStr,
+    recursive: bool,
+    readonly: bool,
+) -> Result<c_int, ()> {
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as c_uint;
+    if recursive {
+        flags |= AT_RECURSIVE;
+    }
+    let fd = libc::syscall(
+        libc::SYS_open_tree,
+        libc::AT_FDCWD as c_long,
+        source.as_ptr(),
+        flags as c_long,
+    );
+    if fd < 0 {
+        return Err(());
+    }
+    let fd = fd as c_int;
+    if readonly {
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let r = libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH as c_uint | AT_RECURSIVE) as c_long,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        );
+        if r < 0 {
+            libc::close(fd);
+            return Err(());
+        }
+    }
+    Ok(fd)
+}
+
+/// A detached mount of a fresh `fstype` superblock with mount attributes `attrs`.
+unsafe fn new_fs(fstype: &std::ffi::CStr, attrs: u64) -> Result<c_int, ()> {
+    let fs = libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC as c_long);
+    if fs < 0 {
+        return Err(());
+    }
+    let fs = fs as c_int;
+    if fsconfig(fs, FSCONFIG_CMD_CREATE, std::ptr::null(), std::ptr::null()) < 0 {
+        libc::close(fs);
+        return Err(());
+    }
+    let m = libc::syscall(libc::SYS_fsmount, fs, FSMOUNT_CLOEXEC as c_long, attrs);
+    libc::close(fs);
+    if m < 0 {
+        return Err(());
+    }
+    Ok(m as c_int)
 }
 
 unsafe fn fsconfig(fd: c_int, cmd: c_uint, key: *const c_char, value: *const c_char) -> c_long {

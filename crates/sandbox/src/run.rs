@@ -274,6 +274,7 @@ fn prepare(
             fstype: c"proc",
             attrs: child::MOUNT_ATTR_NOSUID | child::MOUNT_ATTR_NODEV | child::MOUNT_ATTR_NOEXEC,
             slot: proc_slot,
+            fallback: None,
         },
         "mount proc for the new pid namespace".into(),
         None,
@@ -297,16 +298,33 @@ fn prepare(
         }
     }
     let sys_slot = b.slot();
-    b.push(
-        Op::CloneTree {
-            source: c"/sys".into(),
-            recursive: true,
-            readonly: true,
-            slot: sys_slot,
-        },
-        "bind host /sys read-only".into(),
-        None,
-    );
+    if spec.network == Network::None {
+        // Our own network namespace: a fresh sysfs shows its devices (just lo), not the host's.
+        b.push(
+            Op::NewFs {
+                fstype: c"sysfs",
+                attrs: child::MOUNT_ATTR_RDONLY
+                    | child::MOUNT_ATTR_NOSUID
+                    | child::MOUNT_ATTR_NODEV
+                    | child::MOUNT_ATTR_NOEXEC,
+                slot: sys_slot,
+                fallback: Some(c"/sys".into()),
+            },
+            "mount sysfs read-only (or bind host /sys read-only)".into(),
+            None,
+        );
+    } else {
+        b.push(
+            Op::CloneTree {
+                source: c"/sys".into(),
+                recursive: true,
+                readonly: true,
+                slot: sys_slot,
+            },
+            "bind host /sys read-only".into(),
+            None,
+        );
+    }
     let mut etc_slots = Vec::new();
     for name in ["hosts", "resolv.conf", "hostname"] {
         let slot = b.slot();

@@ -241,12 +241,13 @@ fn network_none_has_only_loopback_up() {
     let (_t, root) = rootfs();
     let mut spec = sh(
         &root,
-        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; ip link | grep -c 'UP'",
+        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; ip link | grep -c 'UP'; \
+         ls /sys/class/net; touch /sys/x 2>/dev/null || echo sys-ro",
     );
     spec.network = Network::None;
     let out = run(&spec);
     assert_eq!(out.result.unwrap().code, Some(0), "{}", out.stderr);
-    assert_eq!(out.stdout, "lo\n1\n");
+    assert_eq!(out.stdout, "lo\n1\nlo\nsys-ro\n");
     // Host network (default) sees more than loopback on this host, or at least the same set
     // as the host does.
     let out = run(&sh(&root, "tail -n +3 /proc/net/dev | wc -l"));
