@@ -22,11 +22,16 @@ pub struct Cli {
     /// Image store directory (default: $RBUILD_ROOT, $XDG_DATA_HOME/rbuild, /var/lib/rbuild for root)
     #[arg(long, global = true, env = "RBUILD_ROOT")]
     root: Option<PathBuf>,
+    /// Allow plain HTTP and unverified TLS for this registry host[:port] (repeatable)
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
+    insecure_registry: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once per process; boxing the big `build` arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Build an image from a Dockerfile (the default command)
     Build(BuildArgs),
@@ -85,6 +90,15 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    // --- registry verbs (builder-cli/src/registry.rs) ---
+    /// Pull an image from a registry
+    Pull(crate::registry::PullArgs),
+    /// Push an image to a registry (optionally under another name)
+    Push(crate::registry::PushArgs),
+    /// Log in to a registry
+    Login(crate::registry::LoginArgs),
+    /// Log out from a registry
+    Logout(crate::registry::LogoutArgs),
 }
 
 #[derive(Args, Debug)]
@@ -113,6 +127,9 @@ struct BuildArgs {
     /// Always attempt to pull a newer version of the base images
     #[arg(long)]
     pull: bool,
+    /// Push every -t tag to its registry after the build (same as -o type=registry)
+    #[arg(long)]
+    push: bool,
     /// Suppress the build output and print the image ID on success
     #[arg(short, long)]
     quiet: bool,
@@ -122,7 +139,7 @@ struct BuildArgs {
     /// Set target platform for build (os/arch[/variant])
     #[arg(long)]
     platform: Option<String>,
-    /// Output destination (format: type=local|oci|docker|tar,dest=path)
+    /// Output destination (format: type=local|oci|docker|tar,dest=path, or type=registry[,name=REF])
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     outputs: Vec<String>,
     /// Type of progress output (auto, plain, tty, quiet, rawjson)
@@ -159,7 +176,8 @@ struct ImagesArgs {
 }
 
 const VERBS: &[&str] = &[
-    "build", "images", "tag", "rmi", "inspect", "history", "prune", "save", "load", "help",
+    "build", "images", "tag", "rmi", "inspect", "history", "prune", "save", "load", "pull", "push",
+    "login", "logout", "help",
 ];
 
 /// `rbuild -f X -t y .` means `rbuild build -f X -t y .`: insert the verb unless one is there.
@@ -167,11 +185,11 @@ pub fn insert_default_verb(mut args: Vec<OsString>) -> Vec<OsString> {
     let mut i = 1;
     while i < args.len() {
         let a = args[i].to_string_lossy();
-        if a == "--root" {
+        if a == "--root" || a == "--insecure-registry" {
             i += 2;
             continue;
         }
-        if a.starts_with("--root=") {
+        if a.starts_with("--root=") || a.starts_with("--insecure-registry=") {
             i += 1;
             continue;
         }
@@ -203,7 +221,11 @@ fn builder(cli_root: &Option<PathBuf>) -> Result<Builder, BuildError> {
 /// Runs the parsed command; `Err` is rendered by main with exit code 1.
 pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
     match cli.command {
-        Command::Build(b) => build(&cli.root, b),
+        Command::Build(b) => build(&cli.root, &cli.insecure_registry, b),
+        Command::Pull(a) => crate::registry::pull(&cli.root, &cli.insecure_registry, a),
+        Command::Push(a) => crate::registry::push(&cli.root, &cli.insecure_registry, a),
+        Command::Login(a) => crate::registry::login(&cli.insecure_registry, a),
+        Command::Logout(a) => crate::registry::logout(a),
         Command::Images(a) => {
             let builder = builder(&cli.root)?;
             let rows = builder.images().list()?;
@@ -434,7 +456,11 @@ fn parse_secret(s: &str) -> Result<SecretSource, BuildError> {
     Ok(SecretSource { id, source })
 }
 
-fn build(root: &Option<PathBuf>, b: BuildArgs) -> Result<ExitCode, BuildError> {
+fn build(
+    root: &Option<PathBuf>,
+    insecure_registry: &[String],
+    b: BuildArgs,
+) -> Result<ExitCode, BuildError> {
     let mut build_args = BTreeMap::new();
     for a in &b.build_args {
         match a.split_once('=') {
@@ -496,6 +522,7 @@ fn build(root: &Option<PathBuf>, b: BuildArgs) -> Result<ExitCode, BuildError> {
         secrets,
         network: b.network.clone(),
         source_date_epoch,
+        push: b.push,
     };
     if b.check {
         return check(&req);
@@ -514,7 +541,7 @@ fn build(root: &Option<PathBuf>, b: BuildArgs) -> Result<ExitCode, BuildError> {
             }
         }
     };
-    let builder = builder(root)?;
+    let builder = crate::registry::builder_with(root, insecure_registry)?;
     let renderer = Arc::new(Renderer::new(style));
     let out = builder.build_blocking(&req, renderer.as_ref())?;
     if let Some(p) = &b.iidfile {
@@ -595,6 +622,10 @@ mod tests {
             (
                 &["rbuild", "--root", "/s", "save", "x"],
                 &["rbuild", "--root", "/s", "save", "x"],
+            ),
+            (
+                &["rbuild", "--insecure-registry", "h:5000", "push", "x"],
+                &["rbuild", "--insecure-registry", "h:5000", "push", "x"],
             ),
             (
                 &["rbuild", "--root", "/s", "."],

@@ -2,6 +2,7 @@
 //! users type them, wires the library together, and renders progress and errors; nothing else.
 
 mod cli;
+mod registry;
 mod render;
 
 use std::process::ExitCode;

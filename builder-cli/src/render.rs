@@ -1,9 +1,12 @@
 //! How the CLI shows progress and errors; the library only emits typed events and errors.
 
-use std::io::Write;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 
+use engine::pull::{BlobState, Direction, RegistryEvent};
 use engine::{BuildError, Event, ProgressSink};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Progress styles, as `docker build --progress` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,20 +23,213 @@ pub enum Style {
 pub struct Renderer {
     style: Style,
     out: Mutex<std::io::Stderr>,
+    bars: Option<Bars>,
 }
 
 impl Renderer {
-    /// A renderer for `style`.
+    /// A renderer for `style`; registry transfers get per-layer bars when stderr is a terminal.
     pub fn new(style: Style) -> Self {
+        let bars = (style == Style::Plain && std::io::stderr().is_terminal()).then(Bars::new);
         Renderer {
             style,
             out: Mutex::new(std::io::stderr()),
+            bars,
+        }
+    }
+
+    /// Removes finished progress bars, so the command's own output starts on a clean line.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bars {
+            let _ = b.multi.clear();
+        }
+    }
+}
+
+// --- registry transfer progress: bars on a terminal, quiet lines otherwise ---
+
+/// Per-blob progress bars for pulls and pushes on a terminal.
+struct Bars {
+    multi: MultiProgress,
+    by_digest: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Bars {
+    fn new() -> Self {
+        Bars {
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            by_digest: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Updates the bar of the blob the event is about; other events print above the bars.
+    fn show(&self, ev: &RegistryEvent) {
+        let RegistryEvent::Blob {
+            direction,
+            digest,
+            state,
+        } = ev
+        else {
+            if let Some(l) = registry_line(ev) {
+                let _ = self.multi.println(l);
+            }
+            return;
+        };
+        let Ok(mut map) = self.by_digest.lock() else {
+            return;
+        };
+        let bar = map
+            .entry(digest.clone())
+            .or_insert_with(|| {
+                let pb = self.multi.add(ProgressBar::new(0));
+                let style = ProgressStyle::with_template(
+                    "{prefix} {msg:<18} [{bar:30}] {bytes}/{total_bytes}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                pb.set_style(style);
+                pb.set_prefix(short_digest(digest));
+                pb
+            })
+            .clone();
+        drop(map);
+        match state {
+            BlobState::Started { size } => {
+                bar.set_length(*size);
+                bar.set_message(verb(*direction, "Downloading", "Pushing"));
+            }
+            BlobState::Progress { done, size } => {
+                bar.set_length(*size);
+                bar.set_position(*done);
+            }
+            BlobState::Retrying { attempt } => bar.set_message(format!("Retrying ({attempt})")),
+            BlobState::Done => {
+                if let Some(len) = bar.length() {
+                    bar.set_position(len);
+                }
+                bar.set_message(verb(*direction, "Download complete", "Pushed"));
+                if *direction == Direction::Push {
+                    bar.finish();
+                }
+            }
+            BlobState::Exists => bar.finish_with_message("Already exists"),
+            BlobState::Mounted { from } => bar.finish_with_message(format!("Mounted from {from}")),
+            BlobState::Extracted => bar.finish_with_message("Pull complete"),
+        }
+    }
+}
+
+fn verb(d: Direction, pull: &'static str, push: &'static str) -> &'static str {
+    match d {
+        Direction::Pull => pull,
+        Direction::Push => push,
+    }
+}
+
+fn short_digest(d: &str) -> String {
+    let hex = d.split_once(':').map_or(d, |(_, h)| h);
+    hex.chars().take(12).collect()
+}
+
+fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+/// The quiet one-line form of a registry event; `None` for byte-level progress.
+fn registry_line(ev: &RegistryEvent) -> Option<String> {
+    Some(match ev {
+        RegistryEvent::Started {
+            direction,
+            reference,
+        } => format!("{} {reference}", verb(*direction, "Pulling", "Pushing to")),
+        RegistryEvent::Blob {
+            direction,
+            digest,
+            state,
+        } => {
+            let what = match state {
+                BlobState::Started { size } => format!(
+                    "{} {}",
+                    verb(*direction, "Downloading", "Pushing"),
+                    human_bytes(*size)
+                ),
+                BlobState::Progress { .. } => return None,
+                BlobState::Retrying { attempt } => format!("Retrying (attempt {attempt})"),
+                BlobState::Done => verb(*direction, "Download complete", "Pushed").to_string(),
+                BlobState::Exists => "Already exists".to_string(),
+                BlobState::Mounted { from } => format!("Mounted from {from}"),
+                BlobState::Extracted => "Pull complete".to_string(),
+            };
+            format!("{}: {what}", short_digest(digest))
+        }
+        RegistryEvent::Finished {
+            direction: Direction::Pull,
+            reference,
+            digest,
+            image_id,
+        } => format!("Digest: {digest}\nStatus: image {image_id} is up to date for {reference}"),
+        RegistryEvent::Finished {
+            direction: Direction::Push,
+            reference,
+            digest,
+            ..
+        } => format!("{reference}: pushed, digest: {digest}"),
+    })
+}
+
+fn registry_json(ev: &RegistryEvent) -> serde_json::Value {
+    use serde_json::json;
+    let dir = |d: &Direction| match d {
+        Direction::Pull => "pull",
+        Direction::Push => "push",
+    };
+    match ev {
+        RegistryEvent::Started {
+            direction,
+            reference,
+        } => {
+            json!({"event": "registry_started", "direction": dir(direction), "reference": reference})
+        }
+        RegistryEvent::Blob {
+            direction,
+            digest,
+            state,
+        } => {
+            let mut v =
+                json!({"event": "registry_blob", "direction": dir(direction), "digest": digest});
+            let (st, extra) = match state {
+                BlobState::Started { size } => ("started", json!({"size": size})),
+                BlobState::Progress { done, size } => {
+                    ("progress", json!({"done": done, "size": size}))
+                }
+                BlobState::Retrying { attempt } => ("retrying", json!({"attempt": attempt})),
+                BlobState::Done => ("done", json!({})),
+                BlobState::Exists => ("exists", json!({})),
+                BlobState::Mounted { from } => ("mounted", json!({"from": from})),
+                BlobState::Extracted => ("extracted", json!({})),
+            };
+            v["state"] = json!(st);
+            if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            v
+        }
+        RegistryEvent::Finished {
+            direction,
+            reference,
+            digest,
+            image_id,
+        } => {
+            json!({"event": "registry_done", "direction": dir(direction), "reference": reference, "digest": digest, "image": image_id})
         }
     }
 }
 
 impl ProgressSink for Renderer {
     fn event(&self, event: Event) {
+        if let (Event::Registry(r), Some(bars)) = (&event, &self.bars) {
+            bars.show(r);
+            return;
+        }
         let line = match self.style {
             Style::Quiet => return,
             Style::Json => json(&event),
@@ -74,6 +270,7 @@ fn plain(event: &Event) -> Option<String> {
             s
         }
         Event::Exported { kind, dest } => format!("exported {kind} to {dest}"),
+        Event::Registry(r) => return registry_line(r),
     })
 }
 
@@ -93,6 +290,7 @@ fn json(event: &Event) -> String {
         Event::Warning { message } => json!({"event": "warning", "message": message}),
         Event::ImageWritten { id, tags } => json!({"event": "image", "id": id, "tags": tags}),
         Event::Exported { kind, dest } => json!({"event": "exported", "kind": kind, "dest": dest}),
+        Event::Registry(r) => registry_json(r),
     };
     v.to_string()
 }

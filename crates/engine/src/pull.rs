@@ -51,9 +51,9 @@ impl RegistryOptions {
     /// pull or push, so nothing is shared between builders.
     pub fn client(&self) -> Result<BlockingClient, TransferError> {
         let env = |k: &str| std::env::var(k).ok();
-        BlockingClient::new(self.client_options(&env)).map_err(|source| TransferError::Registry {
+        BlockingClient::new(self.client_options(&env)).map_err(|e| TransferError::Registry {
             reference: String::new(),
-            source,
+            source: Box::new(e),
         })
     }
 }
@@ -69,7 +69,7 @@ pub enum TransferError {
         /// What was given.
         input: String,
         /// Why it is invalid.
-        source: ImageError,
+        source: Box<ImageError>,
     },
     /// The registry (or the network) failed.
     #[error("{}{source}", prefix(reference))]
@@ -77,7 +77,7 @@ pub enum TransferError {
         /// The image being transferred (empty while the client is being set up).
         reference: String,
         /// What the client said; it names URLs and digests.
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     /// The manifest and the config of a pulled image disagree on the number of layers.
     #[error("{reference}: manifest has {layers} layers but its config lists {diff_ids} diff_ids")]
@@ -113,10 +113,22 @@ pub enum TransferError {
     },
     /// The local store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(Box<StoreError>),
     /// The local image database failed.
     #[error(transparent)]
-    Image(#[from] ImageError),
+    Image(Box<ImageError>),
+}
+
+impl From<StoreError> for TransferError {
+    fn from(e: StoreError) -> Self {
+        TransferError::Store(Box::new(e))
+    }
+}
+
+impl From<ImageError> for TransferError {
+    fn from(e: ImageError) -> Self {
+        TransferError::Image(Box::new(e))
+    }
 }
 
 fn prefix(reference: &str) -> String {
@@ -130,8 +142,8 @@ fn prefix(reference: &str) -> String {
 impl From<TransferError> for BuildError {
     fn from(e: TransferError) -> Self {
         match e {
-            TransferError::Store(s) => BuildError::Store(s),
-            TransferError::Image(i) => BuildError::Image(i),
+            TransferError::Store(s) => BuildError::Store(*s),
+            TransferError::Image(i) => BuildError::Image(*i),
             other => BuildError::Request(other.to_string()),
         }
     }
@@ -271,9 +283,9 @@ fn to_registry_platform(p: &Platform) -> registry::Platform {
 }
 
 fn parse_ref(name: &str) -> Result<Reference, TransferError> {
-    Reference::parse(name).map_err(|source| TransferError::Reference {
+    Reference::parse(name).map_err(|e| TransferError::Reference {
         input: name.to_string(),
-        source,
+        source: Box::new(e),
     })
 }
 
@@ -307,9 +319,9 @@ pub fn pull_image(
     progress: &dyn ProgressSink,
 ) -> Result<LocalImage, TransferError> {
     let rname = reference.to_string();
-    let reg_err = |source| TransferError::Registry {
+    let reg_err = |e| TransferError::Registry {
         reference: rname.clone(),
-        source,
+        source: Box::new(e),
     };
     emit(
         progress,
@@ -539,9 +551,9 @@ pub fn push_image(
         .push_with(store, &bytes, MEDIA_TYPE_OCI_MANIFEST, dest, &opts, &|ev| {
             push_event(progress, ev)
         })
-        .map_err(|source| TransferError::Registry {
+        .map_err(|e| TransferError::Registry {
             reference: rname.clone(),
-            source,
+            source: Box::new(e),
         })?;
     emit(
         progress,

@@ -1,0 +1,284 @@
+//! The registry verbs: `pull`, `push`, `login`, `logout`, and the `--insecure-registry` wiring
+//! shared with `build`. Parsing only; the work is in `engine::pull` and the `registry` crate.
+
+use std::io::{BufRead, IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use engine::image::export::ExportCompression;
+use engine::image::reference::Reference;
+use engine::pull::{PushSettings, RegistryOptions};
+use engine::{BuildError, Builder, BuilderOptions};
+use registry::auth::{self, AuthSource, Credentials};
+
+use crate::render::{Renderer, Style};
+
+/// `rbuild pull IMAGE`.
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Image to pull (name[:tag] or name@digest)
+    pub image: String,
+    /// Platform to pull from a multi-platform image (os/arch[/variant])
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print only the image id
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `rbuild push IMAGE [DEST]`.
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Local image to push (name, name:tag or id)
+    pub image: String,
+    /// Where to push it (default: IMAGE's own reference)
+    pub dest: Option<String>,
+    /// Layer compression: gzip, zstd or uncompressed
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// Print only the manifest digest
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `rbuild login [-u USER] [-p PASS | --password-stdin] [REGISTRY]`.
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Registry host (default: docker.io)
+    pub registry: Option<String>,
+    /// Username
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password (prefer --password-stdin: command lines are visible to other users)
+    #[arg(short, long)]
+    pub password: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+/// `rbuild logout [REGISTRY]`.
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    /// Registry host (default: docker.io)
+    pub registry: Option<String>,
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+fn registry_options(insecure: &[String]) -> RegistryOptions {
+    RegistryOptions {
+        registries_conf: None,
+        insecure_registries: insecure.to_vec(),
+    }
+}
+
+/// The builder for any verb, with the global `--insecure-registry` hosts.
+pub fn builder_with(root: &Option<PathBuf>, insecure: &[String]) -> Result<Builder, BuildError> {
+    let base = BuilderOptions::from_env();
+    Builder::open(BuilderOptions {
+        root: root.clone().unwrap_or(base.root),
+        registry: registry_options(insecure),
+    })
+}
+
+fn parse_compression(s: &str) -> Result<ExportCompression, BuildError> {
+    match s {
+        "gzip" => Ok(ExportCompression::Gzip),
+        "zstd" => Ok(ExportCompression::Zstd),
+        "uncompressed" | "none" => Ok(ExportCompression::None),
+        other => Err(BuildError::Request(format!(
+            "invalid --compression {other:?}: use gzip, zstd or uncompressed"
+        ))),
+    }
+}
+
+/// `rbuild pull`: fetches an image into the store and tags it, as `docker pull`.
+pub fn pull(
+    root: &Option<PathBuf>,
+    insecure: &[String],
+    a: PullArgs,
+) -> Result<ExitCode, BuildError> {
+    let builder = builder_with(root, insecure)?;
+    let platform = match &a.platform {
+        Some(p) => engine::dockerfile::Platform::parse(p)
+            .map_err(|e| BuildError::Request(format!("invalid --platform {p:?}: {e}")))?,
+        None => engine::host_platform(),
+    };
+    let style = if a.quiet { Style::Quiet } else { Style::Plain };
+    let renderer = Renderer::new(style);
+    let img = engine::pull::pull_base(
+        builder.images(),
+        builder.registry_options(),
+        &a.image,
+        &platform,
+        &renderer,
+    )?;
+    renderer.finish();
+    if a.quiet {
+        println!("{}", img.id);
+    } else {
+        let r = Reference::parse(&a.image)?;
+        println!("{}", r);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rbuild push`: uploads a local image, as `docker push` (with an optional new name).
+pub fn push(
+    root: &Option<PathBuf>,
+    insecure: &[String],
+    a: PushArgs,
+) -> Result<ExitCode, BuildError> {
+    let builder = builder_with(root, insecure)?;
+    let img = builder.images().resolve(&a.image)?;
+    let dest = Reference::parse(a.dest.as_deref().unwrap_or(&a.image))?;
+    let settings = PushSettings {
+        compression: parse_compression(&a.compression)?,
+        mount_from: Vec::new(),
+    };
+    let style = if a.quiet { Style::Quiet } else { Style::Plain };
+    let renderer = Renderer::new(style);
+    let client = builder.registry_options().client()?;
+    let digest =
+        engine::pull::push_image(builder.images(), &client, &img, &dest, &settings, &renderer)?;
+    renderer.finish();
+    if a.quiet {
+        println!("{digest}");
+    } else {
+        println!("{}: digest: {digest}", dest.familiar());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn docker_config_path() -> Result<PathBuf, BuildError> {
+    AuthSource::from_env(&env).docker_config.ok_or_else(|| {
+        BuildError::Request(
+            "cannot find where to keep credentials: set DOCKER_CONFIG or HOME".into(),
+        )
+    })
+}
+
+fn registry_host(r: &Option<String>) -> String {
+    let r = r.as_deref().unwrap_or("docker.io");
+    auth::normalize_registry(r)
+}
+
+/// `rbuild login`: checks the credentials against the registry, then saves them where docker and
+/// podman-compatible tools read them. The password is never printed.
+pub fn login(insecure: &[String], a: LoginArgs) -> Result<ExitCode, BuildError> {
+    let host = registry_host(&a.registry);
+    let mut stdin = std::io::stdin().lock();
+    let username = match a.username {
+        Some(u) => u,
+        None => {
+            if a.password_stdin {
+                return Err(BuildError::Request(
+                    "--password-stdin needs --username".into(),
+                ));
+            }
+            eprint!("Username: ");
+            let mut line = String::new();
+            stdin
+                .read_line(&mut line)
+                .map_err(|e| BuildError::io("<stdin>", e))?;
+            line.trim().to_string()
+        }
+    };
+    if username.is_empty() {
+        return Err(BuildError::Request("a username is required".into()));
+    }
+    let password = match (a.password, a.password_stdin) {
+        (Some(_), true) => {
+            return Err(BuildError::Request(
+                "--password and --password-stdin are mutually exclusive".into(),
+            ))
+        }
+        (Some(p), false) => {
+            eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+            p
+        }
+        (None, true) => {
+            let mut s = String::new();
+            stdin
+                .read_to_string(&mut s)
+                .map_err(|e| BuildError::io("<stdin>", e))?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => {
+            if std::io::stdin().is_terminal() {
+                return Err(BuildError::Request(
+                    "give the password with --password-stdin (rbuild does not read passwords \
+                     from a terminal, where they would echo)"
+                        .into(),
+                ));
+            }
+            let mut line = String::new();
+            stdin
+                .read_line(&mut line)
+                .map_err(|e| BuildError::io("<stdin>", e))?;
+            line.trim_end_matches(['\n', '\r']).to_string()
+        }
+    };
+    if password.is_empty() {
+        return Err(BuildError::Request("a password is required".into()));
+    }
+    let creds = Credentials::new(username, password);
+    let opts = registry_options(insecure);
+    let client = opts.client()?;
+    client
+        .login_check(&host, &creds)
+        .map_err(|e| BuildError::Request(format!("login to {host} failed: {e}")))?;
+    let path = docker_config_path()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
+    }
+    auth::store_login(&host, &creds, &path)
+        .map_err(|e| BuildError::Request(format!("cannot save credentials: {e}")))?;
+    println!("Login Succeeded");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rbuild logout`: forgets the saved credentials for a registry.
+pub fn logout(a: LogoutArgs) -> Result<ExitCode, BuildError> {
+    let host = registry_host(&a.registry);
+    let path = docker_config_path()?;
+    let removed = auth::remove_login(&host, &path)
+        .map_err(|e| BuildError::Request(format!("cannot update {}: {e}", path.display())))?;
+    if removed {
+        println!("Removing login credentials for {host}");
+    } else {
+        println!("Not logged in to {host}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressions() {
+        let cases = [
+            ("gzip", Some(ExportCompression::Gzip)),
+            ("zstd", Some(ExportCompression::Zstd)),
+            ("uncompressed", Some(ExportCompression::None)),
+            ("lz4", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_compression(s).ok(), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn registry_defaults_to_docker_hub() {
+        assert_eq!(registry_host(&None), "docker.io");
+        assert_eq!(
+            registry_host(&Some("127.0.0.1:5000".into())),
+            "127.0.0.1:5000"
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! Registry integration, end to end against real tools: a real `docker-registry`, docker 20.10
+//! (pull + run what rbuild pushed), and skopeo (push bases rbuild pulls; inspect what it pushed).
+
+mod common;
+#[path = "common/registry.rs"]
+mod reg;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+use reg::{skopeo_manifest, skopeo_push_base, Registry};
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn run_fail(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        !out.status.success(),
+        "{cmd:?} succeeded but should fail:\n{}",
+        text(&out)
+    );
+    out
+}
+
+/// A build context with `Dockerfile` and the given files.
+fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    for (name, body) in files {
+        std::fs::write(dir.path().join(name), body).unwrap();
+    }
+    dir
+}
+
+fn docker_image_id(image: &str) -> String {
+    let out = run_ok(docker().args(["image", "inspect", "--format", "{{.Id}}", image]));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn rbuild_id(store: &Path, image: &str) -> String {
+    let out = run_ok(rbuild(store).args(["inspect", image]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["Id"].as_str().unwrap().to_string()
+}
+
+/// rbuild's view of an image: saved as a docker-archive and flattened.
+fn rbuild_image(store: &Path, image: &str) -> ArchiveImage {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("img.tar");
+    run_ok(rbuild(store).args(["save", "-o"]).arg(&tar).arg(image));
+    read_docker_archive(&tar)
+}
+
+#[test]
+fn build_push_then_docker_pulls_and_runs_it() {
+    let store = store_with_base();
+    let reg = Registry::start();
+    let tag = format!("{}/app/hello:1", reg.host());
+    let ctx = context(
+        &format!("FROM {BUSYBOX}\nCOPY hello.txt /hello.txt\nCMD [\"cat\", \"/hello.txt\"]\n"),
+        &[("hello.txt", "hello from rbuild\n")],
+    );
+    let iid = ctx.path().join("iid");
+    run_ok(
+        rbuild(store.path())
+            .args(["build", "--push", "-t", &tag, "--iidfile"])
+            .arg(&iid)
+            .arg(ctx.path()),
+    );
+    let id = std::fs::read_to_string(&iid).unwrap();
+
+    // skopeo sees an OCI manifest whose config is rbuild's image.
+    let m = skopeo_manifest(&tag);
+    assert_eq!(m["config"]["digest"].as_str(), Some(id.as_str()), "{m}");
+    assert_eq!(
+        m["mediaType"].as_str(),
+        Some("application/vnd.oci.image.manifest.v1+json")
+    );
+    for l in m["layers"].as_array().unwrap() {
+        assert_eq!(
+            l["mediaType"].as_str(),
+            Some("application/vnd.oci.image.layer.v1.tar+gzip")
+        );
+    }
+
+    // docker pulls and runs it.
+    run_ok(docker().args(["pull", "-q", &tag]));
+    assert_eq!(docker_image_id(&tag), id);
+    let out = run_ok(docker().args(["run", "--rm", "--network", "none", &tag]));
+    let _ = docker().args(["rmi", "-f", &tag]).output();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from rbuild\n");
+
+    // `rbuild push IMAGE DEST` with zstd to another name; the registry holds the zstd layers.
+    let dest = format!("{}/app/hello-zstd:2", reg.host());
+    run_ok(rbuild(store.path()).args(["push", "--compression", "zstd", &tag, &dest]));
+    let m2 = skopeo_manifest(&dest);
+    assert_eq!(m2["config"]["digest"].as_str(), Some(id.as_str()));
+    let last = m2["layers"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        last["mediaType"].as_str(),
+        Some("application/vnd.oci.image.layer.v1.tar+zstd"),
+        "{m2}"
+    );
+}
+
+#[test]
+fn skopeo_pushed_base_is_pulled_into_a_fresh_store() {
+    let reg = Registry::start();
+    let base = format!("{}/base/busybox:1", reg.host());
+    skopeo_push_base(base_archive(), &base);
+    let store = tempfile::tempdir().unwrap();
+    let ctx = context(&format!("FROM {base}\nCOPY f /f\n"), &[("f", "x")]);
+    let out = run_ok(
+        rbuild(store.path())
+            .args(["build", "-t", "derived:1"])
+            .arg(ctx.path()),
+    );
+    let log = text(&out);
+    assert!(log.contains(&format!("Pulling {}", base)), "{log}");
+
+    // The pulled base keeps docker's image id (config bytes untouched) and its tree.
+    assert_eq!(rbuild_id(store.path(), &base), docker_image_id(BUSYBOX));
+    let original = read_docker_archive(base_archive());
+    let pulled = rbuild_image(store.path(), &base);
+    assert_eq!(pulled.config, original.config);
+    assert_eq!(pulled.tree, original.tree);
+    let derived = rbuild_image(store.path(), "derived:1");
+    assert_eq!(derived.layer_count, original.layer_count + 1);
+
+    // A second `rbuild pull` finds every layer already there.
+    let again = run_ok(rbuild(store.path()).args(["pull", &base]));
+    assert!(text(&again).contains("Already exists"), "{}", text(&again));
+    assert!(!text(&again).contains("Downloading"), "{}", text(&again));
+}
+
+#[test]
+fn registries_conf_mirror_serves_docker_hub_names() {
+    let mirror = Registry::start();
+    skopeo_push_base(
+        base_archive(),
+        &format!("{}/library/debian:bookworm", mirror.host()),
+    );
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n[[registry.mirror]]\nlocation = \"{}\"\ninsecure = true\n",
+            mirror.host()
+        ),
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let ctx = context("FROM debian:bookworm\nCOPY f /f\n", &[("f", "x")]);
+    run_ok(
+        rbuild(store.path())
+            .env("RBUILD_REGISTRIES_CONF", &conf)
+            .args(["build", "-t", "on-debian:1"])
+            .arg(ctx.path()),
+    );
+    assert_eq!(
+        rbuild_id(store.path(), "debian:bookworm"),
+        docker_image_id(BUSYBOX)
+    );
+    let out = run_ok(rbuild(store.path()).args(["images"]));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("debian ") && l.contains("bookworm")),
+        "{listing}"
+    );
+}
+
+#[test]
+fn local_base_needs_no_registry_but_pull_does() {
+    let mut reg = Registry::start();
+    let base = format!("{}/base/busybox:1", reg.host());
+    skopeo_push_base(base_archive(), &base);
+    let store = tempfile::tempdir().unwrap();
+    let ctx = context(&format!("FROM {base}\nCOPY f /f\n"), &[("f", "1")]);
+    run_ok(
+        rbuild(store.path())
+            .args(["build", "-t", "a:1"])
+            .arg(ctx.path()),
+    );
+
+    reg.stop();
+    std::fs::write(ctx.path().join("f"), "2").unwrap();
+    let out = run_ok(
+        rbuild(store.path())
+            .args(["build", "-t", "a:2"])
+            .arg(ctx.path()),
+    );
+    assert!(!text(&out).contains("Pulling"), "{}", text(&out));
+
+    let out = run_fail(
+        rbuild(store.path())
+            .args(["build", "--pull", "-t", "a:3"])
+            .arg(ctx.path()),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Dockerfile:1"), "{err}");
+    assert!(err.contains(&reg.host()), "{err}");
+    assert!(err.contains("base image"), "{err}");
+}
+
+#[test]
+fn corrupt_blob_fails_pull_naming_the_digest_and_leaves_no_image() {
+    let reg = Registry::start();
+    let base = format!("{}/base/busybox:1", reg.host());
+    skopeo_push_base(base_archive(), &base);
+    let m = skopeo_manifest(&base);
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let data = reg.blob_data(&layer);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+
+    let store = tempfile::tempdir().unwrap();
+    let out = run_fail(rbuild(store.path()).args(["pull", &base]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&layer), "error must name {layer}: {err}");
+    let images = run_ok(rbuild(store.path()).args(["images", "-q"]));
+    assert_eq!(String::from_utf8_lossy(&images.stdout).trim(), "");
+    run_fail(rbuild(store.path()).args(["inspect", &base]));
+}
+
+#[test]
+fn login_push_logout_against_htpasswd_registry() {
+    const PASS: &str = "s3cret-Pa55word";
+    let reg = Registry::start_htpasswd("alice", PASS);
+    let store = store_with_base();
+    let cfg = tempfile::tempdir().unwrap();
+    let dest = format!("{}/private/app:1", reg.host());
+    let with_cfg = |c: &mut Command| {
+        c.env("DOCKER_CONFIG", cfg.path())
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("XDG_RUNTIME_DIR");
+    };
+    let mut outputs = Vec::new();
+
+    // Anonymous push is refused with a clear message.
+    let mut c = rbuild(store.path());
+    with_cfg(&mut c);
+    let out = run_fail(c.args(["push", BUSYBOX, &dest]));
+    assert!(
+        text(&out).to_lowercase().contains("not authorized"),
+        "{}",
+        text(&out)
+    );
+    outputs.push(out);
+
+    // A wrong password is refused and nothing is saved.
+    let mut c = rbuild(store.path());
+    with_cfg(&mut c);
+    let out = run_fail(
+        c.args(["login", "-u", "alice", "-p", "wrong-password", &reg.host()])
+            .stdin(std::process::Stdio::null()),
+    );
+    assert!(!cfg.path().join("config.json").exists());
+    outputs.push(out);
+
+    // Login with the password on stdin.
+    let mut c = rbuild(store.path());
+    with_cfg(&mut c);
+    c.args(["login", "-u", "alice", "--password-stdin", &reg.host()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{PASS}").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Login Succeeded"), "{}", text(&out));
+    outputs.push(out);
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cfg.path().join("config.json")).unwrap()).unwrap();
+    assert!(saved["auths"][reg.host()]["auth"].is_string(), "{saved}");
+
+    let mut c = rbuild(store.path());
+    with_cfg(&mut c);
+    outputs.push(run_ok(c.args(["push", BUSYBOX, &dest])));
+    let m = skopeo_manifest_auth(&dest, PASS);
+    assert!(m["config"]["digest"].is_string(), "{m}");
+
+    let mut c = rbuild(store.path());
+    with_cfg(&mut c);
+    let out = run_ok(c.args(["logout", &reg.host()]));
+    assert!(
+        text(&out).contains("Removing login credentials"),
+        "{}",
+        text(&out)
+    );
+    outputs.push(out);
+
+    let mut c = rbuild(store.path());
+    with_cfg(&mut c);
+    let out = run_fail(c.args(["push", BUSYBOX, &format!("{}/private/app:2", reg.host())]));
+    assert!(
+        text(&out).to_lowercase().contains("not authorized"),
+        "{}",
+        text(&out)
+    );
+    outputs.push(out);
+
+    for o in &outputs {
+        assert!(!text(o).contains(PASS), "password leaked: {}", text(o));
+    }
+}
+
+fn skopeo_manifest_auth(image: &str, pass: &str) -> serde_json::Value {
+    let out = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        &format!("alice:{pass}"),
+        &format!("docker://{image}"),
+    ]));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
