@@ -52,6 +52,27 @@
 //! `/etc/hosts`, `/etc/resolv.conf` and `/etc/hostname` are bind mounts of generated files, so
 //! what the step writes to them never lands in the layer.
 //!
+//! # What the step gets (docker build parity)
+//!
+//! - `/proc` (new, for its pid namespace) with docker's masked paths (`/proc/kcore`,
+//!   `/proc/keys`, `/proc/timer_list`, ... → `/dev/null` or an empty read-only tmpfs) and
+//!   read-only paths (`/proc/sys`, `/proc/sysrq-trigger`, `/proc/irq`, `/proc/bus`,
+//!   `/proc/fs`); `/sys` read-only (a fresh sysfs with `Network::None`, else the host's).
+//! - `/dev` tmpfs with null, zero, full, random, urandom, tty bound from the host, a new
+//!   devpts instance (`/dev/ptmx` → `pts/ptmx`), `/dev/shm` and the fd/stdin/stdout/stderr
+//!   links.
+//! - Docker's default capability set (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID,
+//!   SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP) in
+//!   its bounding set; MKNOD is dropped when running as real root without a user namespace,
+//!   because docker relies on the device cgroup (which the sandbox does not set up) to keep a
+//!   `mknod`ed host disk unusable.
+//! - Hostname `buildkitsandbox` unless [`RunSpec::hostname`] says otherwise.
+//! - The step is PID 1 of its pid namespace, as in `docker build`: signals it sends itself
+//!   without a handler are ignored by the kernel (`kill -9 $$` does nothing).
+//!
+//! Not done (yet): seccomp, cgroup limits, `/dev/console`, `no_new_privs` (docker does not
+//! set it either), bind-mount propagation options.
+//!
 //! # Example
 //!
 //! ```no_run

@@ -1106,10 +1106,16 @@ struct HelperGuard {
 }
 
 impl HelperGuard {
+    /// Kills the step's init when known: the kernel then kills its whole pid namespace, and
+    /// the helper reaps init only once all of it is gone, so reaping the helper afterwards
+    /// proves nothing of the step is left. Before init exists, kills the helper instead.
     fn kill_all(&mut self) {
         if self.reaped.is_none() {
-            kill(self.init);
-            kill(self.helper);
+            if self.init > 0 {
+                kill(self.init);
+            } else {
+                kill(self.helper);
+            }
         }
     }
     fn reap(&mut self) -> Option<c_int> {

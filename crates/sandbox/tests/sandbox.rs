@@ -761,3 +761,40 @@ fn probe_reports_root() {
     assert!(c.user_namespaces);
     assert!(c.overlay_in_userns, "{:?}", c.notes);
 }
+
+#[test]
+fn single_map_as_root_warns_and_limits_ids() {
+    let (_t, root) = rootfs();
+    let sb = Sandbox::new(SandboxOptions {
+        id_map: sandbox::IdMapMode::Single,
+    })
+    .unwrap();
+    assert!(sb.uses_user_namespace());
+    let mut spec = sh(
+        &root,
+        "id -u; touch /tmp/f; chown 1:1 /tmp/f 2>/dev/null; echo chown=$?",
+    );
+    spec.additional_gids = vec![5];
+    let out = run_with(&sb, &spec);
+    let r = out.result.unwrap();
+    assert_eq!(out.stdout, "0\nchown=1\n", "{}", out.stderr);
+    assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+    assert!(r.warnings[0].contains("single-id map"));
+    assert!(r.warnings[1].contains("supplementary groups [5] ignored"));
+}
+
+#[test]
+fn a_panicking_output_callback_leaves_no_process_behind() {
+    let (_t, root) = rootfs();
+    let needle = format!("{}", 800_000 + std::process::id() % 100_000);
+    let spec = sh(&root, &format!("echo boom; exec sleep {needle}"));
+    let sb = Sandbox::new(SandboxOptions::default()).unwrap();
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sb.run(&spec, &mut |_, _| panic!("callback failed"))
+    }));
+    assert!(res.is_err());
+    assert_eq!(
+        host_pids_with(&format!("sleep {needle}")),
+        Vec::<u32>::new()
+    );
+}
