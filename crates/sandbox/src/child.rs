@@ -16,6 +16,8 @@ pub(crate) const FD_REPORT: c_int = 5;
 pub(crate) const KIND_ERROR: u32 = 1;
 pub(crate) const KIND_STUB: u32 = 2;
 pub(crate) const KIND_STATUS: u32 = 3;
+/// Followed by `code` bytes of kernel log text for the next error.
+pub(crate) const KIND_MESSAGE: u32 = 4;
 
 /// Fixed set-up step codes; plan operations use `OP_BASE + index`.
 pub(crate) const STEP_UNSHARE: u32 = 1;
@@ -297,32 +299,29 @@ unsafe fn run_op(op: &Op, slots: &mut [c_int]) -> Result<bool, ()> {
                 return Err(());
             }
             let fs = fs as c_int;
+            let mut ok = true;
             for l in lowers {
-                if fsconfig(fs, FSCONFIG_SET_STRING, c"lowerdir+".as_ptr(), l.as_ptr()) < 0 {
-                    return Err(());
-                }
+                ok =
+                    ok && fsconfig(fs, FSCONFIG_SET_STRING, c"lowerdir+".as_ptr(), l.as_ptr()) >= 0;
             }
-            if fsconfig(
-                fs,
-                FSCONFIG_SET_STRING,
-                c"upperdir".as_ptr(),
-                upper.as_ptr(),
-            ) < 0
-                || fsconfig(fs, FSCONFIG_SET_STRING, c"workdir".as_ptr(), work.as_ptr()) < 0
-            {
-                return Err(());
-            }
-            if *userxattr
+            ok = ok
                 && fsconfig(
                     fs,
-                    FSCONFIG_SET_FLAG,
-                    c"userxattr".as_ptr(),
-                    std::ptr::null(),
-                ) < 0
-            {
-                return Err(());
-            }
-            if fsconfig(fs, FSCONFIG_CMD_CREATE, std::ptr::null(), std::ptr::null()) < 0 {
+                    FSCONFIG_SET_STRING,
+                    c"upperdir".as_ptr(),
+                    upper.as_ptr(),
+                ) >= 0
+                && fsconfig(fs, FSCONFIG_SET_STRING, c"workdir".as_ptr(), work.as_ptr()) >= 0
+                && (!*userxattr
+                    || fsconfig(
+                        fs,
+                        FSCONFIG_SET_FLAG,
+                        c"userxattr".as_ptr(),
+                        std::ptr::null(),
+                    ) >= 0)
+                && fsconfig(fs, FSCONFIG_CMD_CREATE, std::ptr::null(), std::ptr::null()) >= 0;
+            if !ok {
+                forward_fs_log(fs);
                 return Err(());
             }
             let m = libc::syscall(
@@ -425,6 +424,39 @@ unsafe fn run_op(op: &Op, slots: &mut [c_int]) -> Result<bool, ()> {
             }
         }
     }
+}
+
+/// Sends the kernel's messages for a failed filesystem context (e.g. "overlayfs: failed to
+/// resolve '/x': -2") to the parent as a `KIND_MESSAGE` record, keeping errno intact.
+unsafe fn forward_fs_log(fs: c_int) {
+    let saved = errno();
+    let mut rec = [0u8; 12 + 512];
+    let mut len = 0usize;
+    let mut msg = [0u8; 256];
+    for _ in 0..4 {
+        let n = libc::read(fs, msg.as_mut_ptr().cast(), msg.len());
+        if n <= 0 {
+            break;
+        }
+        let n = n as usize;
+        if let (Some(dst), Some(src)) = (rec.get_mut(12 + len..12 + len + n + 1), msg.get(..n)) {
+            if let Some((sep, body)) = dst.split_first_mut() {
+                *sep = b'\n';
+                body.copy_from_slice(src);
+                len += n + 1;
+            }
+        }
+    }
+    if len > 0 {
+        let (hdr, _) = rec.split_at_mut(12);
+        let (a, rest) = hdr.split_at_mut(4);
+        let (b, c) = rest.split_at_mut(4);
+        a.copy_from_slice(&KIND_MESSAGE.to_ne_bytes());
+        b.copy_from_slice(&(len as u32).to_ne_bytes());
+        c.copy_from_slice(&0i32.to_ne_bytes());
+        libc::write(FD_REPORT, rec.as_ptr().cast(), 12 + len);
+    }
+    *libc::__errno_location() = saved;
 }
 
 /// `open_tree(OPEN_TREE_CLONE)` of `source`, optionally made read-only (recursively).

@@ -36,7 +36,7 @@ pub enum SandboxError {
     /// The step's command could not be executed (not found, not executable...).
     #[error("exec {program:?} failed: {source}")]
     Exec {
-        /// argv[0] as given.
+        /// `argv[0]` as given.
         program: String,
         /// The errno of the last `execve` attempt.
         #[source]

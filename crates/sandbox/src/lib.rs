@@ -198,7 +198,7 @@ pub enum Stream {
 pub struct RunSpec {
     /// Root filesystem of the step.
     pub rootfs: RootfsSpec,
-    /// argv; argv[0] without a `/` is searched in the `PATH` of `env` (or the default PATH).
+    /// argv; `argv[0]` without a `/` is searched in the `PATH` of `env` (or the default PATH).
     pub args: Vec<String>,
     /// Environment as `KEY=value` strings, exactly what the step sees.
     pub env: Vec<String>,

@@ -1019,7 +1019,11 @@ pub(crate) fn run(
     let mut step_status = None;
     let mut error = None;
     let mut stubs = Vec::new();
-    for rec in rec_bytes.chunks_exact(12) {
+    let mut kernel_log = String::new();
+    let mut rest: &[u8] = &rec_bytes;
+    while rest.len() >= 12 {
+        let (rec, tail) = rest.split_at(12);
+        rest = tail;
         let word = |i: usize| -> [u8; 4] {
             let mut w = [0u8; 4];
             if let Some(s) = rec.get(i * 4..i * 4 + 4) {
@@ -1030,6 +1034,13 @@ pub(crate) fn run(
         let kind = u32::from_ne_bytes(word(0));
         let code = u32::from_ne_bytes(word(1));
         let value = i32::from_ne_bytes(word(2));
+        if kind == child::KIND_MESSAGE {
+            let n = (code as usize).min(rest.len());
+            let (text, tail) = rest.split_at(n);
+            rest = tail;
+            kernel_log.push_str(String::from_utf8_lossy(text).trim());
+            continue;
+        }
         match kind {
             child::KIND_STATUS => step_status = Some(value),
             child::KIND_STUB => {
@@ -1047,14 +1058,17 @@ pub(crate) fn run(
                     }
                 } else if code >= child::OP_BASE {
                     let idx = (code - child::OP_BASE) as usize;
-                    SandboxError::Setup {
-                        step: prep
-                            .descs
-                            .get(idx)
-                            .cloned()
-                            .unwrap_or_else(|| format!("operation {idx}")),
-                        source,
+                    let mut step = prep
+                        .descs
+                        .get(idx)
+                        .cloned()
+                        .unwrap_or_else(|| format!("operation {idx}"));
+                    if !kernel_log.is_empty() {
+                        step.push_str(&format!(" (kernel: {})", kernel_log.replace('\n', "; ")));
+                    } else if step.starts_with("mount overlay") && value == libc::EINVAL {
+                        step.push_str(" (overlayfs explains EINVAL in the kernel log: dmesg)");
                     }
+                    SandboxError::Setup { step, source }
                 } else {
                     SandboxError::Setup {
                         step: step_desc(code, spec, hostname),

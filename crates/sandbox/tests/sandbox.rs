@@ -600,6 +600,24 @@ fn errors_name_what_failed() {
         }
         other => panic!("{other:?}"),
     }
+    // upper == work: EINVAL, with a pointer to where overlayfs explains it.
+    std::fs::create_dir(t.path().join("uw")).unwrap();
+    let mut spec = sh(&root, "true");
+    spec.rootfs = RootfsSpec::Overlay {
+        lowers: vec![root.clone()],
+        upper: t.path().join("uw"),
+        work: t.path().join("uw"),
+    };
+    match run(&spec).result {
+        Err(e @ SandboxError::Setup { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("dmesg") && msg.contains("Invalid argument"),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     // A user that the mount target can't become (bind source missing) is caught before fork.
     let mut spec = sh(&root, "true");
     spec.mounts = vec![MountSpec {
