@@ -597,6 +597,8 @@ unsafe fn init_main(plan: &ChildPlan, slots: &mut [c_int]) -> ! {
     if libc::chdir(plan.cwd.as_ptr()) < 0 {
         fail(STEP_CHDIR);
     }
+    // Docker's umask, whatever the embedding program uses.
+    libc::umask(0o022);
     // Credential changes clear the parent-death signal; set it again for the exec'd step.
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as c_ulong, 0, 0, 0);
     if libc::syscall(
