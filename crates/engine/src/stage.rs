@@ -449,6 +449,7 @@ impl<'a> StageRun<'a> {
     ) -> Result<(), BuildError> {
         let wopts = layer::WriteOptions {
             source_date_epoch: self.source_date_epoch,
+            ..Default::default()
         };
         let c = view.commit(&wopts, exclude)?;
         if c.empty && allow_empty {

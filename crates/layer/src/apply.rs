@@ -78,6 +78,28 @@ impl IdMap {
     pub fn map_gid(&self, id: u64) -> Option<u32> {
         Self::map(&self.gids, id)
     }
+
+    fn unmap(ranges: &[IdRange], host: u32) -> Option<u32> {
+        ranges.iter().find_map(|r| {
+            let off = host.checked_sub(r.host)?;
+            if off < r.size {
+                r.container.checked_add(off)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Container uid for a host uid, `None` when no range covers it; lets a rootless writer record
+    /// the ids a step saw inside its user namespace instead of the host's subordinate ids.
+    pub fn to_container_uid(&self, host: u32) -> Option<u32> {
+        Self::unmap(&self.uids, host)
+    }
+
+    /// Container gid for a host gid, `None` when no range covers it (see [`IdMap::to_container_uid`]).
+    pub fn to_container_gid(&self, host: u32) -> Option<u32> {
+        Self::unmap(&self.gids, host)
+    }
 }
 
 /// How to lay a layer down; the defaults suit an unprivileged build that does not care about
@@ -774,5 +796,60 @@ mod tests {
         assert_eq!(m.map_uid(0), Some(100_000));
         assert_eq!(m.map_gid(1000), Some(101_000));
         assert_eq!(m.map_uid(65_536), None);
+    }
+
+    #[test]
+    fn id_map_reverse_lookups() {
+        // Rootless shape: container 0 -> caller 1001, 1..=65536 -> 100000..
+        let m = IdMap {
+            uids: vec![
+                IdRange {
+                    container: 0,
+                    host: 1001,
+                    size: 1,
+                },
+                IdRange {
+                    container: 1,
+                    host: 100_000,
+                    size: 65_536,
+                },
+            ],
+            gids: vec![IdRange {
+                container: 0,
+                host: 1002,
+                size: 1,
+            }],
+        };
+        for (host, want) in [
+            (1001, Some(0)),
+            (100_000, Some(1)),
+            (100_004, Some(5)),
+            (165_535, Some(65_536)),
+            (165_536, None),
+            (0, None),
+            (1000, None),
+            (99_999, None),
+            (u32::MAX, None),
+        ] {
+            assert_eq!(m.to_container_uid(host), want, "uid {host}");
+        }
+        assert_eq!(m.to_container_gid(1002), Some(0));
+        assert_eq!(m.to_container_gid(1001), None);
+        // Forward and reverse agree on every mapped id at the range edges.
+        for c in [0u32, 1, 2, 65_535, 65_536] {
+            let h = m.map_uid(u64::from(c)).unwrap();
+            assert_eq!(m.to_container_uid(h), Some(c));
+        }
+        // A range whose container end would overflow u32 yields None rather than wrapping.
+        let big = IdMap {
+            uids: vec![IdRange {
+                container: u32::MAX,
+                host: 10,
+                size: 5,
+            }],
+            gids: Vec::new(),
+        };
+        assert_eq!(big.to_container_uid(10), Some(u32::MAX));
+        assert_eq!(big.to_container_uid(11), None);
     }
 }

@@ -16,7 +16,7 @@
 //! let (tar_bytes, info) = layer::write_tree(
 //!     src.path(),
 //!     Vec::new(),
-//!     &layer::WriteOptions { source_date_epoch: Some(0) },
+//!     &layer::WriteOptions { source_date_epoch: Some(0), ..Default::default() },
 //! )?;
 //! assert_eq!(info.size, tar_bytes.len() as u64);
 //!
@@ -39,7 +39,10 @@ mod write;
 
 pub use apply::{apply_layer, ApplyOptions, ApplyStats, IdMap, IdRange};
 pub use list::{list_layer, list_tree, EntryKind, TreeEntry};
-pub use write::{write_paths, write_tree, LayerInfo, LayerWriter, PathEntry, WriteOptions};
+pub use write::{
+    write_paths, write_tree, LayerInfo, LayerWriter, OwnerOverride, PathEntry, WriteOptions,
+    OVERFLOW_ID,
+};
 
 /// Prefix that marks a whiteout file in a layer (OCI / AUFS convention), exported so other crates
 /// computing diffs agree on the spelling.

@@ -16,20 +16,46 @@ use std::path::{Component, Path, PathBuf};
 use digest::{Digest, DigestWriter};
 use tar::{EntryType, Header};
 
-use crate::{LayerError, OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::{IdMap, LayerError, OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 const BLOCK: usize = 512;
 /// Largest value a 8-byte octal ustar field can carry.
 const MAX_OCTAL_ID: u64 = 0o7777777;
 /// Largest value the 12-byte octal size field can carry.
 const MAX_OCTAL_SIZE: u64 = 0o77777777777;
+/// The id the kernel shows for a host id that has no mapping in a user namespace
+/// (`/proc/sys/kernel/overflowuid`), used for owners outside [`WriteOptions::id_map`].
+pub const OVERFLOW_ID: u32 = 65534;
 
 /// Knobs that change the bytes of a layer; kept tiny so equal options mean equal layers.
+/// Construct with `..Default::default()` so new knobs do not break callers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteOptions {
     /// `SOURCE_DATE_EPOCH`: when set, every mtime later than it is clamped down to it, so a
     /// rebuild at another time gives the same diff id.
     pub source_date_epoch: Option<i64>,
+    /// The user namespace's container-to-host map when the tree was written by a rootless step:
+    /// owners found on disk are host ids and are translated back to the container ids the step
+    /// saw (host ids outside every range become [`OVERFLOW_ID`], as the kernel shows them, and
+    /// are counted in [`LayerInfo::unmapped`]). `None` writes the on-disk ids unchanged.
+    pub id_map: Option<IdMap>,
+    /// Owners (container ids) to record for paths whose on-disk owner is known to be wrong: a
+    /// rootless `COPY --chown` cannot chown to a subordinate id from outside the namespace, so the
+    /// engine says here what the owner should have been. Wins over `id_map`.
+    pub owner_overrides: Vec<OwnerOverride>,
+}
+
+/// One entry of [`WriteOptions::owner_overrides`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerOverride {
+    /// Path relative to the layer root, without `..`.
+    pub rel: PathBuf,
+    /// Also applies to everything below `rel`.
+    pub recursive: bool,
+    /// uid to record (container id).
+    pub uid: u32,
+    /// gid to record (container id).
+    pub gid: u32,
 }
 
 /// Identity of an uncompressed layer, which is what image configs list as `rootfs.diff_ids`.
@@ -39,6 +65,9 @@ pub struct LayerInfo {
     pub diff_id: Digest,
     /// Length of the uncompressed tar in bytes.
     pub size: u64,
+    /// Entries whose host uid or gid was outside [`WriteOptions::id_map`] and was written as
+    /// [`OVERFLOW_ID`]; non-zero means the caller should warn (the image has `nobody` files).
+    pub unmapped: u64,
 }
 
 /// One path for [`write_paths`]: lets a diff say "this changed", "this and everything below it
@@ -59,6 +88,10 @@ pub struct LayerWriter<W: Write> {
     opts: WriteOptions,
     /// (dev, ino) of multiply-linked files already written, to the tar name they were written as.
     links: HashMap<(u64, u64), Vec<u8>>,
+    /// `opts.owner_overrides` by tar name (no trailing `/`): (recursive, uid, gid).
+    overrides: HashMap<Vec<u8>, (bool, u32, u32)>,
+    /// Names of entries written with [`OVERFLOW_ID`] because their owner was not mapped.
+    unmapped: Vec<String>,
 }
 
 /// Everything that goes into one header, gathered before any byte is written.
@@ -130,11 +163,57 @@ fn copy_field(dst: &mut [u8], src: &[u8]) {
 impl<W: Write> LayerWriter<W> {
     /// Starts an empty layer on `out`.
     pub fn new(out: W, opts: WriteOptions) -> Self {
+        // An override whose path is not a clean relative path can never match an entry.
+        let overrides = opts
+            .owner_overrides
+            .iter()
+            .filter_map(|o| Some((rel_bytes(&o.rel).ok()?, (o.recursive, o.uid, o.gid))))
+            .collect();
         LayerWriter {
             out: DigestWriter::new(out),
             opts,
             links: HashMap::new(),
+            overrides,
+            unmapped: Vec::new(),
         }
+    }
+
+    /// Tar names of the entries so far whose host owner was outside the id map (written as
+    /// [`OVERFLOW_ID`]), so callers can name them in a warning before [`LayerWriter::finish`].
+    pub fn unmapped_paths(&self) -> &[String] {
+        &self.unmapped
+    }
+
+    /// The (uid, gid) to record for `name` (no trailing `/`) owned by host `uid`/`gid` on disk.
+    fn owner_for(&mut self, name: &[u8], uid: u32, gid: u32) -> (u64, u64) {
+        if !self.overrides.is_empty() {
+            // The entry itself, then each ancestor whose override is recursive.
+            if let Some(&(_, u, g)) = self.overrides.get(name) {
+                return (u64::from(u), u64::from(g));
+            }
+            let mut end = name.len();
+            while let Some(i) = name
+                .get(..end)
+                .and_then(|n| n.iter().rposition(|b| *b == b'/'))
+            {
+                if let Some(&(true, u, g)) = name.get(..i).and_then(|p| self.overrides.get(p)) {
+                    return (u64::from(u), u64::from(g));
+                }
+                end = i;
+            }
+        }
+        let Some(map) = &self.opts.id_map else {
+            return (u64::from(uid), u64::from(gid));
+        };
+        let (u, g) = (map.to_container_uid(uid), map.to_container_gid(gid));
+        if u.is_none() || g.is_none() {
+            self.unmapped
+                .push(String::from_utf8_lossy(name).into_owned());
+        }
+        (
+            u64::from(u.unwrap_or(OVERFLOW_ID)),
+            u64::from(g.unwrap_or(OVERFLOW_ID)),
+        )
     }
 
     fn clamp(&self, mtime: i64) -> i64 {
@@ -280,12 +359,13 @@ impl<W: Write> LayerWriter<W> {
         };
         let md = fs::symlink_metadata(&full).map_err(rerr)?;
         let ft = md.file_type();
+        let (uid, gid) = self.owner_for(&name, md.uid(), md.gid());
         let mut item = Item {
             name: Vec::new(),
             kind: EntryType::Regular,
             mode: md.mode() & 0o7777,
-            uid: u64::from(md.uid()),
-            gid: u64::from(md.gid()),
+            uid,
+            gid,
             mtime: md.mtime(),
             size: 0,
             link: None,
@@ -378,8 +458,16 @@ impl<W: Write> LayerWriter<W> {
         };
         self.out.write_all(&[0u8; 2 * BLOCK]).map_err(werr)?;
         self.out.flush().map_err(werr)?;
+        let unmapped = self.unmapped.len() as u64;
         let (w, diff_id, size) = self.out.finish();
-        Ok((w, LayerInfo { diff_id, size }))
+        Ok((
+            w,
+            LayerInfo {
+                diff_id,
+                size,
+                unmapped,
+            },
+        ))
     }
 }
 
@@ -562,6 +650,138 @@ mod tests {
     fn whiteout_names() {
         assert_eq!(whiteout_name(b"a/b/c"), b"a/b/.wh.c");
         assert_eq!(whiteout_name(b"top"), b".wh.top");
+    }
+
+    /// Writes the tree and returns (name, uid, gid) per entry plus the layer info.
+    fn owners(root: &Path, opts: &WriteOptions) -> (Vec<(String, u64, u64)>, LayerInfo) {
+        let (tar, info) = write_tree(root, Vec::new(), opts).unwrap();
+        let mut ar = tar::Archive::new(&tar[..]);
+        let got = ar
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    h.uid().unwrap(),
+                    h.gid().unwrap(),
+                )
+            })
+            .collect();
+        (got, info)
+    }
+
+    fn owned_tree() -> (tempfile::TempDir, u32, u32) {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("d/sub")).unwrap();
+        fs::write(t.path().join("d/sub/f"), b"x").unwrap();
+        fs::write(t.path().join("top"), b"y").unwrap();
+        std::os::unix::fs::symlink("top", t.path().join("link")).unwrap();
+        let md = fs::metadata(t.path().join("top")).unwrap();
+        (t, md.uid(), md.gid())
+    }
+
+    fn range(container: u32, host: u32, size: u32) -> crate::IdRange {
+        crate::IdRange {
+            container,
+            host,
+            size,
+        }
+    }
+
+    #[test]
+    fn id_map_writes_container_ids() {
+        let (t, uid, gid) = owned_tree();
+        // Table: (uid ranges, gid ranges, expected uid, expected gid, expected unmapped count).
+        let cases = [
+            // The caller is container root: files it wrote are 0:0 in the layer.
+            (vec![range(0, uid, 1)], vec![range(0, gid, 1)], 0, 0, 0),
+            // The owner is inside a second, subordinate-style range (after an unrelated one).
+            (
+                vec![range(0, uid.wrapping_add(1), 1), range(5, uid, 10)],
+                vec![range(0, gid.wrapping_add(1), 1), range(5, gid, 10)],
+                5,
+                5,
+                0,
+            ),
+            // Not mapped at all: the overflow id, as the kernel shows it, and counted.
+            (
+                vec![range(0, uid.wrapping_add(1), 1)],
+                vec![range(0, gid, 1)],
+                u64::from(OVERFLOW_ID),
+                0,
+                5,
+            ),
+        ];
+        for (uids, gids, want_u, want_g, want_unmapped) in cases {
+            let opts = WriteOptions {
+                id_map: Some(IdMap { uids, gids }),
+                ..Default::default()
+            };
+            let (got, info) = owners(t.path(), &opts);
+            assert_eq!(got.len(), 5);
+            for (name, u, g) in &got {
+                assert_eq!((*u, *g), (want_u, want_g), "{name}");
+            }
+            assert_eq!(info.unmapped, want_unmapped);
+        }
+        // Without a map the on-disk ids are written unchanged.
+        let (got, info) = owners(t.path(), &WriteOptions::default());
+        assert!(got
+            .iter()
+            .all(|(_, u, g)| (*u, *g) == (u64::from(uid), u64::from(gid))));
+        assert_eq!(info.unmapped, 0);
+    }
+
+    #[test]
+    fn owner_overrides_win_over_the_map() {
+        let (t, uid, gid) = owned_tree();
+        let opts = WriteOptions {
+            id_map: Some(IdMap {
+                uids: vec![range(0, uid, 1)],
+                gids: vec![range(0, gid, 1)],
+            }),
+            owner_overrides: vec![
+                OwnerOverride {
+                    rel: PathBuf::from("d/sub"),
+                    recursive: true,
+                    uid: 5,
+                    gid: 6,
+                },
+                OwnerOverride {
+                    rel: PathBuf::from("top"),
+                    recursive: false,
+                    uid: 7,
+                    gid: 8,
+                },
+                // Not recursive: nothing below "d" is affected by it.
+                OwnerOverride {
+                    rel: PathBuf::from("d"),
+                    recursive: false,
+                    uid: 9,
+                    gid: 9,
+                },
+                // Never matches anything, never panics.
+                OwnerOverride {
+                    rel: PathBuf::from("../escape"),
+                    recursive: true,
+                    uid: 1,
+                    gid: 1,
+                },
+            ],
+            ..Default::default()
+        };
+        let (got, info) = owners(t.path(), &opts);
+        let want = vec![
+            ("d/".to_string(), 9, 9),
+            ("d/sub/".to_string(), 5, 6),
+            ("d/sub/f".to_string(), 5, 6),
+            ("link".to_string(), 0, 0),
+            ("top".to_string(), 7, 8),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(info.unmapped, 0);
     }
 
     #[test]

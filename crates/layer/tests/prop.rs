@@ -80,7 +80,7 @@ proptest! {
                 }
             }
         }
-        let opts = WriteOptions { source_date_epoch: None };
+        let opts = WriteOptions::default();
         let (tar, info) = write_tree(&src, Vec::new(), &opts).unwrap();
         let (_, info2) = write_tree(&src, Vec::new(), &opts).unwrap();
         prop_assert_eq!(info, info2);

@@ -84,9 +84,7 @@ fn walk(d: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn opts() -> WriteOptions {
-    WriteOptions {
-        source_date_epoch: None,
-    }
+    WriteOptions::default()
 }
 
 #[test]
@@ -234,6 +232,7 @@ fn source_date_epoch_clamps_mtimes() {
         Vec::new(),
         &WriteOptions {
             source_date_epoch: Some(100),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -248,6 +247,7 @@ fn source_date_epoch_clamps_mtimes() {
         Vec::new(),
         &WriteOptions {
             source_date_epoch: Some(100),
+            ..Default::default()
         },
     )
     .unwrap();

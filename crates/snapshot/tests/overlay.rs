@@ -272,6 +272,7 @@ fn scratch_base_and_deterministic_layers() {
                 active,
                 &layer::WriteOptions {
                     source_date_epoch: Some(0),
+                    ..Default::default()
                 },
                 &[],
             )
