@@ -261,6 +261,28 @@ pub struct RunResult {
     pub mount_stubs: Vec<String>,
 }
 
+/// One line of a user namespace's `uid_map`/`gid_map`, so callers that read what a step wrote
+/// (the layer writer) can translate host owners back to the ids the step saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapRange {
+    /// First id inside the namespace (container).
+    pub container: u32,
+    /// First id on the host it maps to.
+    pub host: u32,
+    /// Number of ids in the range.
+    pub size: u32,
+}
+
+/// The container-to-host id map steps run under; exposed so the engine records container ids in
+/// layers built rootless instead of the host's subordinate ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdMaps {
+    /// uid ranges, as written to `/proc/PID/uid_map`.
+    pub uids: Vec<MapRange>,
+    /// gid ranges, as written to `/proc/PID/gid_map`.
+    pub gids: Vec<MapRange>,
+}
+
 /// How this sandbox maps ids, decided once in [`Sandbox::new`].
 #[derive(Debug, Clone)]
 pub(crate) enum IdMapping {
@@ -354,6 +376,64 @@ impl Sandbox {
         !matches!(self.mapping, IdMapping::Host)
     }
 
+    /// The container-to-host id map of every step's user namespace, exactly as written to
+    /// `uid_map`/`gid_map`; `None` without a user namespace (root), where on-disk ids already are
+    /// the container's.
+    pub fn id_map(&self) -> Option<IdMaps> {
+        let one = |id: u32| MapRange {
+            container: 0,
+            host: id,
+            size: 1,
+        };
+        match &self.mapping {
+            IdMapping::Host => None,
+            IdMapping::Identity => {
+                let all = vec![MapRange {
+                    container: 0,
+                    host: 0,
+                    size: u32::MAX,
+                }];
+                Some(IdMaps {
+                    uids: all.clone(),
+                    gids: all,
+                })
+            }
+            IdMapping::Single { uid, gid } => Some(IdMaps {
+                uids: vec![one(*uid)],
+                gids: vec![one(*gid)],
+            }),
+            IdMapping::Ranges {
+                uid,
+                gid,
+                uid_ranges,
+                gid_ranges,
+                ..
+            } => {
+                // Same layout as run::run_map_tool: 0 -> caller, then the ranges back to back.
+                let ranges = |own: u32, sub: &[IdRange]| {
+                    let mut out = vec![one(own)];
+                    let mut next: u32 = 1;
+                    for r in sub {
+                        out.push(MapRange {
+                            container: next,
+                            host: r.start,
+                            size: r.count,
+                        });
+                        match next.checked_add(r.count) {
+                            Some(n) => next = n,
+                            None => break,
+                        }
+                    }
+                    out
+                };
+                Some(IdMaps {
+                    uids: ranges(*uid, uid_ranges),
+                    gids: ranges(*gid, gid_ranges),
+                })
+            }
+        }
+    }
+
     /// Runs one step to completion, streaming its output to `output` as it arrives.
     ///
     /// Returns `Ok` whenever the step's command ran, whatever its exit status; `Err` when the
@@ -365,5 +445,75 @@ impl Sandbox {
         output: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<RunResult, SandboxError> {
         run::run(self, spec, output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(mapping: IdMapping) -> Sandbox {
+        Sandbox {
+            mapping,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn r(container: u32, host: u32, size: u32) -> MapRange {
+        MapRange {
+            container,
+            host,
+            size,
+        }
+    }
+
+    #[test]
+    fn id_map_matches_what_is_written_to_the_namespace() {
+        assert_eq!(sandbox(IdMapping::Host).id_map(), None);
+        assert_eq!(
+            sandbox(IdMapping::Identity).id_map(),
+            Some(IdMaps {
+                uids: vec![r(0, 0, u32::MAX)],
+                gids: vec![r(0, 0, u32::MAX)],
+            })
+        );
+        assert_eq!(
+            sandbox(IdMapping::Single {
+                uid: 1001,
+                gid: 1002
+            })
+            .id_map(),
+            Some(IdMaps {
+                uids: vec![r(0, 1001, 1)],
+                gids: vec![r(0, 1002, 1)],
+            })
+        );
+        let ranges = sandbox(IdMapping::Ranges {
+            uid: 1001,
+            gid: 1001,
+            uid_ranges: vec![
+                IdRange {
+                    start: 100_000,
+                    count: 65_536,
+                },
+                IdRange {
+                    start: 300_000,
+                    count: 10,
+                },
+            ],
+            gid_ranges: vec![IdRange {
+                start: 200_000,
+                count: 1000,
+            }],
+            newuidmap: PathBuf::from("/usr/bin/newuidmap"),
+            newgidmap: PathBuf::from("/usr/bin/newgidmap"),
+        });
+        assert_eq!(
+            ranges.id_map(),
+            Some(IdMaps {
+                uids: vec![r(0, 1001, 1), r(1, 100_000, 65_536), r(65_537, 300_000, 10)],
+                gids: vec![r(0, 1001, 1), r(1, 200_000, 1000)],
+            })
+        );
     }
 }
