@@ -362,12 +362,14 @@ pub(crate) fn write_plan(
         }
         .map_err(werr)?;
     }
+    let unmapped = w.unmapped_paths().to_vec();
     let (ingest, info) = w.finish().map_err(werr)?;
     let (diff_id, size) = ingest.commit(Some(&info.diff_id))?;
     Ok(Committed {
         diff_id,
         size,
         empty: items.is_empty(),
+        unmapped,
     })
 }
 

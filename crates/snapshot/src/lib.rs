@@ -75,9 +75,20 @@
 //!
 //! # Rootless ownership
 //!
-//! Files are written to layers with the ids `lstat` reports. A rootless engine should therefore
-//! call [`Snapshotter::commit`] from inside its user namespace (where the step's files belong to
-//! uid 0), or the layer records the host ids of the mapped user.
+//! Files are written to layers with the ids `lstat` reports, translated by
+//! [`layer::WriteOptions::id_map`] when it is set. A rootless engine passes the sandbox's user
+//! namespace map (container 0 -> the caller, 1..=N -> its `/etc/subuid` range) in the `opts` of
+//! [`Snapshotter::commit`], so a file a RUN step created as container root (on disk: the caller's
+//! uid) or chowned to 5 (on disk: subuid start + 4) is recorded as 0 or 5. Host ids outside the
+//! map become 65534 and are listed in [`Committed::unmapped`].
+//!
+//! Known limitation: unpacking runs in the caller's own user namespace, and an unprivileged
+//! process cannot chown to its subordinate ids from outside a user namespace, so rootless
+//! ([`layer::ApplyOptions::same_owner`] off) every unpacked file belongs to the caller, i.e. to
+//! container root once mapped. Ownership from *base* layers is therefore not visible to later
+//! RUN steps (a step running as a non-root USER may be unable to write files the image gave it),
+//! but it is never rewritten either: the copy snapshotter only writes paths a step changed, so
+//! unchanged base files keep their owner in the image, which is made of the original layers.
 //!
 //! # Crash and concurrency safety
 //!
@@ -192,7 +203,7 @@ pub enum MountPlan {
 }
 
 /// A finished step's layer, as the image config and manifest need it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
     /// sha256 of the uncompressed layer tar; the blob is in the store under it.
     pub diff_id: Digest,
@@ -201,6 +212,9 @@ pub struct Committed {
     /// The step changed nothing (the tar holds no entries), so the engine may mark the history
     /// entry `empty_layer` and skip the layer.
     pub empty: bool,
+    /// Entries written as uid/gid 65534 because their host owner was outside
+    /// [`layer::WriteOptions::id_map`] (tar names), so the engine can warn about them.
+    pub unmapped: Vec<String>,
 }
 
 /// What an active copy-mode entry looked like right after prepare, so commit can tell what the
