@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's first command: builds rbuild, assembles a busybox context from the host's static busybox,
-# builds `example:1.0` into a private store, lists it, and saves it as a docker-archive.
+# The README's first command: builds rbuild, imports a busybox base made from the host's static busybox
+# (`rbuild import`, as `docker import`), builds `example:1.0` (with RUN steps) into a private store,
+# lists it and saves it as a docker-archive that `docker load` reads. Needs no registry and no network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! [ -x /bin/busybox ] || ! dpkg -s busybox-static >/dev/null 2>&1; then
@@ -9,17 +10,19 @@ if ! [ -x /bin/busybox ] || ! dpkg -s busybox-static >/dev/null 2>&1; then
 fi
 cargo build --release --locked -p rbuild-cli
 out=${EXAMPLE_OUT:-target/example}
-rm -rf "$out" && mkdir -p "$out/context/rootfs/bin" "$out/context/rootfs/etc" "$out/context/rootfs/tmp"
-cp testdata/example/Dockerfile testdata/example/hello.sh "$out/context/"
-cp /bin/busybox "$out/context/rootfs/bin/busybox"
+rm -rf "$out" && mkdir -p "$out/rootfs/bin" "$out/rootfs/etc" "$out/rootfs/tmp" "$out/rootfs/root"
+cp /bin/busybox "$out/rootfs/bin/busybox"
 for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$out/context/rootfs/bin/$applet"
+    [ "$applet" = busybox ] || ln -s busybox "$out/rootfs/bin/$applet"
 done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$out/context/rootfs/etc/passwd"
-echo 'root:x:0:' >"$out/context/rootfs/etc/group"
+echo 'root:x:0:0:root:/root:/bin/sh' >"$out/rootfs/etc/passwd"
+echo 'root:x:0:' >"$out/rootfs/etc/group"
+chmod 1777 "$out/rootfs/tmp"
+tar --numeric-owner --owner=0 --group=0 -C "$out/rootfs" -cf "$out/busybox-rootfs.tar" .
 export RBUILD_ROOT="$PWD/$out/store"
 rbuild=target/release/rbuild
-"$rbuild" -f "$out/context/Dockerfile" -t example:1.0 "$out/context"
+"$rbuild" import "$out/busybox-rootfs.tar" example/busybox:latest
+"$rbuild" -f testdata/example/Dockerfile -t example:1.0 testdata/example
 "$rbuild" images
 "$rbuild" save example:1.0 -o "$out/example.tar"
 echo "saved $out/example.tar: load it with 'docker load -i $out/example.tar' or 'rbuild load -i $out/example.tar'"

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+scripts/test-users.sh
 RBUILD_TEST_DOCKER_HOST=$(scripts/dockerd.sh start)
 export RBUILD_TEST_DOCKER_HOST
 trap 'scripts/dockerd.sh stop' EXIT

@@ -81,6 +81,16 @@ enum Command {
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Import a root filesystem tarball as a one-layer image (as `docker import`)
+    Import {
+        /// The tarball (plain, gzip, zstd, bzip2 or xz)
+        file: PathBuf,
+        /// Name for the image (`name[:tag]`)
+        reference: Option<String>,
+        /// Platform to record in the config (default: this machine's)
+        #[arg(long)]
+        platform: Option<String>,
+    },
     /// Load images from a tar archive (docker, podman, skopeo or rbuild archives, or an OCI layout)
     Load {
         /// Read from this archive or OCI layout directory
@@ -176,8 +186,8 @@ struct ImagesArgs {
 }
 
 const VERBS: &[&str] = &[
-    "build", "images", "tag", "rmi", "inspect", "history", "prune", "save", "load", "pull", "push",
-    "login", "logout", "help",
+    "build", "images", "tag", "rmi", "inspect", "history", "prune", "save", "load", "import",
+    "pull", "push", "login", "logout", "help",
 ];
 
 /// `rbuild -f X -t y .` means `rbuild build -f X -t y .`: insert the verb unless one is there.
@@ -246,8 +256,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
             }
             let _ = writeln!(
                 out,
-                "{:<40} {:<20} {:<15} {:<20} {}",
-                "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+                "{:<40} {:<20} {:<15} {:<20} SIZE",
+                "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
             );
             for r in rows {
                 let id = if a.no_trunc {
@@ -313,8 +323,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
             let builder = builder(&cli.root)?;
             let rows = builder.images().history(&image)?;
             println!(
-                "{:<15} {:<22} {:<60} {}",
-                "IMAGE", "CREATED", "CREATED BY", "SIZE"
+                "{:<15} {:<22} {:<60} SIZE",
+                "IMAGE", "CREATED", "CREATED BY"
             );
             for r in rows {
                 let mut by = r.created_by.clone();
@@ -376,6 +386,22 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Import {
+            file,
+            reference,
+            platform,
+        } => {
+            let builder = builder(&cli.root)?;
+            let r = reference.as_deref().map(Reference::parse).transpose()?;
+            let platform = match platform {
+                Some(p) => engine::dockerfile::Platform::parse(&p)
+                    .map_err(|e| BuildError::Request(format!("invalid --platform {p:?}: {e}")))?,
+                None => engine::host_platform(),
+            };
+            let img = engine::import_rootfs(builder.images(), &file, r.as_ref(), &platform, None)?;
+            println!("{}", img.id);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Load { input, quiet } => {
             let builder = builder(&cli.root)?;
             let loaded = engine::image::import::load(builder.images(), &input)?;
@@ -409,14 +435,23 @@ fn human_size(bytes: u64) -> String {
         u += 1;
     }
     if u == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{v:.3}{}", UNITS[u])
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-            + ""
+        return format!("{bytes}B");
     }
+    // Three significant digits, as `docker images` shows sizes (4.28MB, 12.3kB, 145MB).
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let n = format!("{v:.digits$}");
+    let n = if n.contains('.') {
+        n.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        n
+    };
+    format!("{n}{}", UNITS[u])
 }
 
 fn parse_kv(what: &str, s: &str) -> Result<(String, String), BuildError> {
@@ -643,6 +678,9 @@ mod tests {
         assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(1_500_000), "1.5MB");
         assert_eq!(human_size(4_280_000), "4.28MB");
+        assert_eq!(human_size(12_345), "12.3kB");
+        assert_eq!(human_size(145_000_000), "145MB");
+        assert_eq!(human_size(2_000_000_000), "2GB");
     }
 
     #[test]

@@ -1,2 +1,2 @@
 #!/bin/sh
-echo "$GREETING (busybox $(busybox | head -1 | cut -d' ' -f2))"
+echo "$GREETING as $(id -un) ($(cat /opt/app/build-info); $(cat /opt/app/heredoc.txt))"

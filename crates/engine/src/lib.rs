@@ -21,6 +21,7 @@ mod builder;
 mod error;
 mod fetch;
 mod fsutil;
+mod import;
 pub mod progress;
 pub mod pull;
 mod request;
@@ -30,6 +31,7 @@ mod view;
 
 pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions};
 pub use error::BuildError;
+pub use import::import_rootfs;
 pub use progress::{CollectProgress, Event, NoProgress, ProgressSink, StepId};
 pub use request::{BuildRequest, Output, SecretFrom, SecretSource};
 

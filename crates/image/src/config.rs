@@ -327,12 +327,48 @@ impl ImageConfig {
 
 /// Serialises any value as canonical JSON (sorted keys, no whitespace) so equal values always hash
 /// to the same digest.
+///
+/// Strings are escaped as standard JSON requires (control characters as `\n`, `\u0000`...):
+/// OLPC canonical JSON writes them raw, which Docker, skopeo and serde reject, and a heredoc RUN
+/// puts newlines into history entries.
 pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    let v = serde_json::to_value(value)?;
     let mut buf = Vec::new();
-    let mut ser =
-        serde_json::Serializer::with_formatter(&mut buf, olpc_cjson::CanonicalFormatter::new());
-    value.serialize(&mut ser)?;
+    write_sorted(&v, &mut buf)?;
     Ok(buf)
+}
+
+fn write_sorted(v: &serde_json::Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, k)?;
+                out.push(b':');
+                if let Some(child) = map.get(k) {
+                    write_sorted(child, out)?;
+                }
+            }
+            out.push(b'}');
+        }
+        serde_json::Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_sorted(item, out)?;
+            }
+            out.push(b']');
+        }
+        other => serde_json::to_writer(&mut *out, other)?,
+    }
+    Ok(())
 }
 
 impl ImageConfig {
@@ -360,6 +396,23 @@ impl ImageConfig {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn canonical_json_is_valid_json_with_control_characters() {
+        let mut cfg = super::ImageConfig::empty("linux", "amd64", None);
+        cfg.history.push(super::History {
+            created_by: Some("RUN <<EOF\nline\tx\u{1}\nEOF".into()),
+            ..Default::default()
+        });
+        let bytes = cfg.to_canonical_json();
+        let back: serde_json::Value = serde_json::from_slice(&bytes).expect("valid JSON");
+        assert_eq!(
+            back["history"][0]["created_by"],
+            "RUN <<EOF\nline\tx\u{1}\nEOF"
+        );
+        assert!(!bytes.contains(&b'\n'), "raw newline in canonical JSON");
+        assert_eq!(bytes, super::canonical_json(&back).unwrap(), "stable bytes");
+    }
+
     use super::*;
 
     #[test]
