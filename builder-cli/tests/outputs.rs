@@ -352,3 +352,30 @@ fn add_url_checksum_is_verified() {
         "a 404 fails at its line: {err}"
     );
 }
+
+#[test]
+fn identical_layers_repeated_in_a_chain_still_mount() {
+    // Steps that change nothing all produce the same empty layer; overlayfs refuses a lower
+    // directory listed twice, so the chain must be deduplicated (found by benches/run-steps.sh).
+    let store = store_with_base();
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {BUSYBOX}\nRUN true\nRUN true\nRUN echo a > /dev/null\nRUN echo done > /done\n\
+             RUN cat /done\n"
+        ),
+    )
+    .unwrap();
+    let out = run_ok(
+        rbuild(store.path())
+            .args(["--progress", "plain", "-t", "rep:1"])
+            .arg(ctx.path()),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("done"));
+    let inspect = run_ok(rbuild(store.path()).args(["inspect", "rep:1"]));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let layers = v[0]["RootFS"]["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 6, "base + 5 RUN layers: {layers:?}");
+    assert_eq!(layers[1], layers[2], "empty RUN layers are identical");
+}

@@ -454,9 +454,14 @@ impl Snapshotter {
                 let work = dir.join("work");
                 fsx::mkdir(&upper, 0o755)?;
                 fsx::mkdir(&work, 0o700)?;
+                // A layer repeated in the chain (e.g. identical empty RUN layers) appears once, at
+                // its topmost position: overlayfs refuses a directory twice (ELOOP), and the deeper
+                // copy is fully shadowed by the upper one, so the merged view is the same.
+                let mut seen = std::collections::HashSet::new();
                 let mut lowers: Vec<PathBuf> = parent
                     .iter()
                     .rev()
+                    .filter(|d| seen.insert(**d))
                     .map(|d| self.layers_dir().join(d.hex()))
                     .collect();
                 if lowers.is_empty() {

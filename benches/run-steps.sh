@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# RUN-step benchmark against docker build and buildah bud on the same machine, in one run
+# (not part of CI; the machine is shared and noisy, so read the ratios, not the seconds).
+#
+#   overhead: a Dockerfile of STEPS trivial RUN steps on a busybox base (--no-cache): per-step cost
+#   bigstep:  one RUN that writes 20,000 small files and a 300 MB file: the cost of committing it
+#
+# Prints wall times (best of RUNS) and the ratios rbuild/docker and rbuild/buildah (< 1: rbuild is
+# faster), plus rbuild's peak RSS. Needs root, the test dockerd (scripts/dockerd.sh start), buildah.
+# Usage: benches/run-steps.sh   (RBUILD=target/release/rbuild STEPS=20 RUNS=3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RBUILD=${RBUILD:-target/release/rbuild}
+STEPS=${STEPS:-20}
+RUNS=${RUNS:-3}
+DOCKER_HOST=${RBUILD_TEST_DOCKER_HOST:-$(scripts/dockerd.sh start)}
+export DOCKER_HOST DOCKER_BUILDKIT=1
+for tool in "$RBUILD" /usr/bin/docker buildah /usr/bin/time; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "run-steps.sh: $tool not found" >&2; exit 1; }
+done
+work=$(mktemp -d /tmp/rbuild-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# A busybox base all three builders have.
+mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/tmp"
+cp /bin/busybox "$work/rootfs/bin/"
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$work/rootfs/bin/$a"; done
+echo 'root:x:0:0:root:/root:/bin/sh' >"$work/rootfs/etc/passwd"
+tar --numeric-owner -C "$work/rootfs" -cf "$work/base.tar" .
+/usr/bin/docker import "$work/base.tar" bench/busybox:latest >/dev/null
+/usr/bin/docker save bench/busybox:latest -o "$work/base-docker.tar"
+export RBUILD_ROOT="$work/store"
+"$RBUILD" load -i "$work/base-docker.tar" >/dev/null
+buildah pull -q "docker-archive:$work/base-docker.tar" >/dev/null
+buildah tag "$(buildah images -q --filter reference='*bench/busybox*' | head -1)" bench/busybox:latest 2>/dev/null || true
+
+mkdir -p "$work/overhead" "$work/bigstep"
+{
+    echo "FROM bench/busybox:latest"
+    for i in $(seq 1 "$STEPS"); do echo "RUN echo step $i > /dev/null"; done
+} >"$work/overhead/Dockerfile"
+cat >"$work/bigstep/Dockerfile" <<'DF'
+FROM bench/busybox:latest
+RUN mkdir /data && cd /data && i=0 && while [ $i -lt 20000 ]; do echo $i > f$i; i=$((i+1)); done && dd if=/dev/urandom of=/big bs=1M count=300 2>/dev/null
+DF
+
+best() { # best wall time in seconds of RUNS runs of "$@"
+    local best=""
+    for _ in $(seq 1 "$RUNS"); do
+        local t0 t1 d
+        t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N)
+        d=$(echo "$t1 - $t0" | bc -l)
+        if [ -z "$best" ] || [ "$(echo "$d < $best" | bc -l)" = 1 ]; then best=$d; fi
+    done
+    echo "$best"
+}
+
+for case in overhead bigstep; do
+    ctx="$work/$case"
+    r=$(best "$RBUILD" --no-cache -q -t "bench/$case" "$ctx")
+    d=$(best /usr/bin/docker build --no-cache --network host -q -t "bench/$case" "$ctx")
+    b=$(best buildah bud --isolation chroot --no-cache -q -t "bench/$case" "$ctx")
+    rss=$( { /usr/bin/time -f "%M" "$RBUILD" --no-cache -q -t "bench/$case" "$ctx" >/dev/null; } 2>&1 | tail -3) || { echo "rbuild failed: $rss" >&2; exit 1; }
+    printf '%-9s rbuild %7.2fs  docker %7.2fs  buildah %7.2fs  rbuild/docker %5.2f  rbuild/buildah %5.2f  rbuild peak RSS %s MB\n' \
+        "$case" "$r" "$d" "$b" "$(echo "$r / $d" | bc -l)" "$(echo "$r / $b" | bc -l)" "$((rss / 1024))"
+    if [ "$case" = overhead ]; then
+        printf '%-9s per step: rbuild %.0f ms, docker %.0f ms, buildah %.0f ms (total / %s steps, base included)\n' \
+            "" "$(echo "$r * 1000 / $STEPS" | bc -l)" "$(echo "$d * 1000 / $STEPS" | bc -l)" "$(echo "$b * 1000 / $STEPS" | bc -l)" "$STEPS"
+    fi
+done
