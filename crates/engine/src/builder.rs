@@ -91,7 +91,20 @@ impl Builder {
                 } else {
                     snapshot::Mode::Copy
                 };
-                snapshot::Snapshotter::new(self.images().store(), mode).map_err(|e| e.to_string())
+                let snap = snapshot::Snapshotter::new(self.images().store(), mode)
+                    .map_err(|e| e.to_string())?;
+                if root {
+                    return Ok(snap);
+                }
+                // Rootless, a step's files may belong to subordinate ids the caller cannot delete:
+                // active snapshots are removed from inside the sandbox's user namespace.
+                let inner = Arc::downgrade(&self.inner);
+                Ok(snap.with_remover(Arc::new(move |path: &Path| {
+                    let inner = inner
+                        .upgrade()
+                        .ok_or_else(|| std::io::Error::other("builder was dropped"))?;
+                    inner.sandboxes.remove_tree(path)
+                })))
             })
             .as_ref()
             .map_err(|e| BuildError::Snapshot(e.clone()))?;

@@ -449,9 +449,19 @@ impl<'a> StageRun<'a> {
     ) -> Result<(), BuildError> {
         let wopts = layer::WriteOptions {
             source_date_epoch: self.source_date_epoch,
+            id_map: self.sandbox.id_map(),
             ..Default::default()
         };
         let c = view.commit(&wopts, exclude)?;
+        if let Some(first) = c.unmapped.first() {
+            self.progress.event(crate::progress::Event::Warning {
+                message: format!(
+                    "{created_by}: {} file(s) (first: /{first}) are owned by host ids outside the \
+                     build's user namespace and were recorded as 65534 (nobody)",
+                    c.unmapped.len()
+                ),
+            });
+        }
         if c.empty && allow_empty {
             self.meta(state, created_by);
             return Ok(());
@@ -475,7 +485,7 @@ impl<'a> StageRun<'a> {
     ) -> Result<(), BuildError> {
         let verb = if add.is_some() { "ADD" } else { "COPY" };
         let store = self.images.store();
-        let view = View::open(self.snap, store, &state.chain())?;
+        let mut view = View::open(self.snap, store, &state.chain())?;
         let root = view_root(&view)?;
         let chown = match copy.chown.as_deref() {
             Some(spec) => Some(
@@ -504,7 +514,8 @@ impl<'a> StageRun<'a> {
                 exclude: &copy.exclude,
                 keep_ownership: false,
             };
-            context::copy(&req).map_err(|e| self.step_error(instr, e))?;
+            let out = context::copy(&req).map_err(|e| self.step_error(instr, e))?;
+            view.record_owner(&out);
         } else {
             // The source tree: the context, another stage, or an image (`--from`).
             let mut _from_view = None;
@@ -571,7 +582,8 @@ impl<'a> StageRun<'a> {
                     exclude: &copy.exclude,
                     keep_ownership: copy.from.is_some() && chown.is_none(),
                 };
-                context::copy(&req).map_err(|e| self.step_error(instr, e))?;
+                let out = context::copy(&req).map_err(|e| self.step_error(instr, e))?;
+                view.record_owner(&out);
             }
         }
         let shown = if copy.heredocs.is_empty() {

@@ -21,6 +21,9 @@ pub struct View<'s> {
     mount: Option<OverlayMount>,
     /// The copy snapshotter's writable directory.
     dir: Option<PathBuf>,
+    /// Owners file steps gave paths, recorded in the layer even where the filesystem could not
+    /// store them (a rootless `COPY --chown` to a subordinate id).
+    owners: Vec<layer::OwnerOverride>,
 }
 
 /// An overlay mounted by the engine itself (root only); unmounted on drop so a failing step never
@@ -53,6 +56,7 @@ impl<'s> View<'s> {
             active: Some(active),
             mount: None,
             dir,
+            owners: Vec::new(),
         })
     }
 
@@ -100,6 +104,21 @@ impl<'s> View<'s> {
         }
     }
 
+    /// Remembers the owner a copy gave every path it wrote, so the layer records it even when
+    /// this (rootless) process could not chown to it.
+    pub fn record_owner(&mut self, out: &context::CopyOutcome) {
+        let Some((uid, gid)) = out.owner else {
+            return;
+        };
+        self.owners
+            .extend(out.changed.iter().map(|c| layer::OwnerOverride {
+                rel: c.rel.clone(),
+                recursive: c.recursive,
+                uid,
+                gid,
+            }));
+    }
+
     /// Writes what changed as a layer into the store; `None` when nothing changed.
     pub fn commit(
         mut self,
@@ -111,7 +130,9 @@ impl<'s> View<'s> {
             .active
             .take()
             .ok_or_else(|| BuildError::Task("snapshot committed twice".into()))?;
-        self.snap.commit(active, opts, exclude).map_err(snap_err)
+        let mut opts = opts.clone();
+        opts.owner_overrides.append(&mut self.owners);
+        self.snap.commit(active, &opts, exclude).map_err(snap_err)
     }
 }
 

@@ -95,6 +95,7 @@
 mod child;
 mod error;
 mod probe;
+mod remove;
 mod run;
 mod subid;
 
@@ -432,6 +433,13 @@ impl Sandbox {
                 })
             }
         }
+    }
+
+    /// Deletes a tree that steps wrote (e.g. a copy-mode rootfs), from root of a user namespace
+    /// with this sandbox's map when there is one: rootless, the caller alone cannot remove files
+    /// a step chowned to subordinate ids. Missing `path` is not an error.
+    pub fn remove_tree(&self, path: &std::path::Path) -> Result<(), SandboxError> {
+        remove::remove_tree(self, path)
     }
 
     /// Runs one step to completion, streaming its output to `output` as it arrives.

@@ -82,7 +82,13 @@
 //! uid) or chowned to 5 (on disk: subuid start + 4) is recorded as 0 or 5. Host ids outside the
 //! map become 65534 and are listed in [`Committed::unmapped`].
 //!
-//! Known limitation: unpacking runs in the caller's own user namespace, and an unprivileged
+//! Known limitations. Rootless commit reads what the step wrote from outside the namespace, as the caller (container
+//! root's host id without its capabilities): a directory the step left unreadable to it (e.g.
+//! `chown 5 d && chmod 700 d`) fails the commit with a "Permission denied" naming the path.
+//! Removal is different: [`Snapshotter::with_remover`] lets the engine delete such trees from
+//! inside the namespace.
+//!
+//! Also: unpacking runs in the caller's own user namespace, and an unprivileged
 //! process cannot chown to its subordinate ids from outside a user namespace, so rootless
 //! ([`layer::ApplyOptions::same_owner`] off) every unpacked file belongs to the caller, i.e. to
 //! container root once mapped. Ownership from *base* layers is therefore not visible to later
@@ -125,6 +131,7 @@ mod unpack;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use digest::Digest;
 use store::{ScratchDir, Store};
@@ -316,6 +323,21 @@ fn escape_overlay_path(p: &str) -> String {
     out
 }
 
+/// Deletes a directory tree this process may not be able to remove by itself; rootless, files a
+/// step chowned to subordinate ids can only be removed from inside the build's user namespace,
+/// which the sandbox (not this crate) knows how to enter.
+pub type RemoveFn = Arc<dyn Fn(&Path) -> std::io::Result<()> + Send + Sync>;
+
+/// [`RemoveFn`] with a `Debug` impl, so [`Snapshotter`] stays `Debug`.
+#[derive(Clone)]
+struct Remover(RemoveFn);
+
+impl std::fmt::Debug for Remover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Remover(..)")
+    }
+}
+
 /// Creates, tracks and commits snapshots over one store; holds only paths and the probed kind, so
 /// it is cheap, has no global state and several can share a store (also across processes).
 #[derive(Debug, Clone)]
@@ -324,6 +346,7 @@ pub struct Snapshotter {
     root: PathBuf,
     kind: Kind,
     apply: layer::ApplyOptions,
+    remover: Option<Remover>,
 }
 
 impl Snapshotter {
@@ -359,6 +382,7 @@ impl Snapshotter {
                 same_owner: is_root,
                 id_map: None,
             },
+            remover: None,
         };
         fsx::mkdir_all(&s.layers_dir())?;
         Ok(s)
@@ -367,6 +391,13 @@ impl Snapshotter {
     /// Replaces how layers are unpacked (ownership, id mapping for rootless builds).
     pub fn with_apply_options(mut self, opts: layer::ApplyOptions) -> Snapshotter {
         self.apply = opts;
+        self
+    }
+
+    /// Sets how active snapshots that this process cannot delete by itself are removed (rootless:
+    /// through the sandbox's user namespace); tried only after a plain removal left something.
+    pub fn with_remover(mut self, remove: RemoveFn) -> Snapshotter {
+        self.remover = Some(Remover(remove));
         self
     }
 
@@ -502,6 +533,20 @@ impl Snapshotter {
         opts: &layer::WriteOptions,
         exclude: &[PathBuf],
     ) -> Result<Committed, SnapshotError> {
+        // Whatever happens, the active snapshot goes through `remove` (and so the remover).
+        let written = self.write_changes(&active, opts, exclude);
+        let removed = self.remove(active);
+        let committed = written?;
+        removed?;
+        Ok(committed)
+    }
+
+    fn write_changes(
+        &self,
+        active: &Active,
+        opts: &layer::WriteOptions,
+        exclude: &[PathBuf],
+    ) -> Result<Committed, SnapshotError> {
         let exclude = diff::Exclude::new(exclude)?;
         let plan = match &active.kind {
             ActiveKind::Overlay {
@@ -518,9 +563,7 @@ impl Snapshotter {
             ActiveKind::Overlay { upper, .. } => upper,
             ActiveKind::Copy { rootfs, .. } => rootfs,
         };
-        let committed = diff::write_plan(&self.store, root, &plan, opts, active.key())?;
-        self.remove(active)?;
-        Ok(committed)
+        diff::write_plan(&self.store, root, &plan, opts, active.key())
     }
 
     /// Deletes committed trees of this kind whose name is not in `keep` (diff ids for overlay,
@@ -554,6 +597,13 @@ impl Snapshotter {
     pub fn remove(&self, active: Active) -> Result<(), SnapshotError> {
         let path = active.scratch.path().to_path_buf();
         drop(active);
+        if let (true, Some(Remover(remove))) = (path.exists(), &self.remover) {
+            remove(&path).map_err(|source| SnapshotError::Io {
+                action: "remove the active snapshot",
+                path: path.clone(),
+                source,
+            })?;
+        }
         if path.exists() {
             return Err(SnapshotError::Io {
                 action: "remove the active snapshot",

@@ -1,0 +1,174 @@
+//! Deleting a tree a rootless step wrote: files it chowned to subordinate ids (and directories
+//! it made unwritable) cannot be removed by the caller from outside the user namespace, so `rm`
+//! runs as root of a user namespace with the same map, where it may touch every mapped inode.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::{IdMapping, MapRange, Sandbox, SandboxError};
+
+fn pipe() -> Result<(std::fs::File, std::fs::File), SandboxError> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid two-element array for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(SandboxError::io(
+            "create a pipe",
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    let (r, w) = unsafe {
+        use std::os::fd::FromRawFd;
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    Ok((r.into(), w.into()))
+}
+
+/// `newuidmap PID c h n ...` / `newgidmap`, or a direct write for the single-id map.
+fn write_maps(sb: &Sandbox, pid: i32) -> Result<(), SandboxError> {
+    let Some(maps) = sb.id_map() else {
+        return Ok(());
+    };
+    let direct = |which: &'static str, file: &str, data: String| {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, &data).map_err(|e| SandboxError::IdMap {
+            which,
+            detail: format!("write {data:?} to {path}: {e}"),
+        })
+    };
+    let tool = |which: &'static str, tool: &Path, ranges: &[MapRange]| {
+        let mut args = vec![pid.to_string()];
+        for r in ranges {
+            args.extend([r.container, r.host, r.size].map(|v| v.to_string()));
+        }
+        let out = Command::new(tool)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| SandboxError::IdMap {
+                which,
+                detail: format!("run {}: {e}", tool.display()),
+            })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(SandboxError::IdMap {
+            which,
+            detail: format!(
+                "{} {} exited with {}: {}",
+                tool.display(),
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    };
+    let line = |r: &[MapRange]| {
+        r.iter()
+            .map(|r| format!("{} {} {}\n", r.container, r.host, r.size))
+            .collect::<String>()
+    };
+    match &sb.mapping {
+        IdMapping::Ranges {
+            newuidmap,
+            newgidmap,
+            ..
+        } => {
+            tool("uid", newuidmap, &maps.uids)?;
+            tool("gid", newgidmap, &maps.gids)
+        }
+        _ => {
+            direct("gid", "setgroups", "deny".into())?;
+            direct("uid", "uid_map", line(&maps.uids))?;
+            direct("gid", "gid_map", line(&maps.gids))
+        }
+    }
+}
+
+pub(crate) fn remove_tree(sb: &Sandbox, path: &Path) -> Result<(), SandboxError> {
+    let gone = |p: &Path| matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == io::ErrorKind::NotFound);
+    if gone(path) {
+        return Ok(());
+    }
+    // SAFETY: geteuid cannot fail.
+    if matches!(sb.mapping, IdMapping::Host) || unsafe { libc::geteuid() } == 0 {
+        return std::fs::remove_dir_all(path)
+            .map_err(|e| SandboxError::io(format!("remove {}", path.display()), e));
+    }
+    let rm = crate::subid::find_tool("rm").ok_or_else(|| {
+        SandboxError::io(
+            format!("remove {}", path.display()),
+            io::Error::new(io::ErrorKind::NotFound, "no rm in /usr/bin, /bin or PATH"),
+        )
+    })?;
+    let (mut pid_r, pid_w) = pipe()?;
+    let (go_r, mut go_w) = pipe()?;
+    let (pid_wfd, go_rfd, go_wfd) = (pid_w.as_raw_fd(), go_r.as_raw_fd(), go_w.as_raw_fd());
+    let mut cmd = Command::new(&rm);
+    cmd.arg("-rf")
+        .arg("--one-file-system")
+        .arg("--")
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure only makes async-signal-safe raw syscalls (unshare, getpid, write,
+    // close, read) on fds that stay open until the command is dropped, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Our own copy of the write end would keep the read below from ever seeing EOF.
+            libc::close(go_wfd);
+            let pid = libc::getpid().to_ne_bytes();
+            if libc::write(pid_wfd, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                return Err(io::Error::last_os_error());
+            }
+            let mut b = 0u8;
+            if libc::read(go_rfd, (&mut b as *mut u8).cast(), 1) != 1 {
+                return Err(io::Error::from_raw_os_error(libc::ECANCELED));
+            }
+            Ok(())
+        });
+    }
+    // spawn() blocks until exec, which waits for the maps: spawn on another thread.
+    let spawner = std::thread::spawn(move || {
+        let child = cmd.spawn();
+        drop(cmd);
+        drop((pid_w, go_r));
+        child
+    });
+    let mut buf = [0u8; 4];
+    let mapped = match pid_r.read_exact(&mut buf) {
+        Ok(()) => write_maps(sb, i32::from_ne_bytes(buf)),
+        Err(e) => Err(SandboxError::io("read the remover's pid", e)),
+    };
+    if mapped.is_ok() {
+        // A failed write means the child is already gone; spawn's result says why.
+        let _ = go_w.write_all(b"g");
+    }
+    drop(go_w);
+    let child = spawner
+        .join()
+        .map_err(|_| SandboxError::io("spawn rm", io::Error::other("spawning thread panicked")))?
+        .map_err(|e| SandboxError::io(format!("start {} in a user namespace", rm.display()), e));
+    mapped?;
+    let out = child?
+        .wait_with_output()
+        .map_err(|e| SandboxError::io(format!("wait for {}", rm.display()), e))?;
+    if !out.status.success() || !gone(path) {
+        return Err(SandboxError::io(
+            format!("remove {} in the build's user namespace", path.display()),
+            io::Error::other(format!(
+                "rm exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        ));
+    }
+    Ok(())
+}
