@@ -1,0 +1,157 @@
+//! Rootless builds record the ids steps saw in their user namespace: the built `rbuild` runs as
+//! the unprivileged `rbuildtest` (subuid range 100000:65536, created by scripts/test-users.sh),
+//! and its layers must carry container ids (0 for container root, 5 for `chown 5:5`), never the
+//! caller's host uid or the subordinate host ids; docker must run the image.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+const USER: &str = "rbuildtest";
+
+/// Runs `rbuild ARGS` as the test user with `store` as its store.
+fn rbuild_as_user(store: &Path, args: &[&str], cwd: &Path) -> std::process::Output {
+    run_ok(
+        Command::new("runuser")
+            .args(["-u", USER, "--", "env"])
+            .arg(format!("RBUILD_ROOT={}", store.display()))
+            .arg(env!("CARGO_BIN_EXE_rbuild"))
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("SOURCE_DATE_EPOCH"),
+    )
+}
+
+/// (path, uid, gid) of every entry of every layer after the first (the busybox base), by layer.
+fn layer_owners(archive: &Path) -> Vec<Vec<(String, u64, u64)>> {
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut buf = Vec::new();
+        e.read_to_end(&mut buf).unwrap();
+        files.insert(name, buf);
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let layers = manifest[0]["Layers"].as_array().unwrap();
+    layers
+        .iter()
+        .skip(1)
+        .map(|l| {
+            let data = &files[l.as_str().unwrap()];
+            let r = layer::compress::decompress(std::io::Cursor::new(data.clone())).unwrap();
+            layer::list_layer(r)
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.path, e.uid, e.gid))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn rootless_build_records_container_ids() {
+    // Never skipped: without the test user this fails, with the script's own error.
+    run_ok(&mut Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/test-users.sh"
+    )));
+    let dir = tempfile::Builder::new()
+        .prefix("rbuild-rootless-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = dir.path();
+    let (ctx, store) = (root.join("ctx"), root.join("store"));
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::copy(base_archive(), root.join("base.tar")).unwrap();
+    std::fs::write(ctx.join("file.txt"), "copied\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {BUSYBOX}\n\
+             RUN echo hi > /hi && chown 5:5 /hi && mkdir -p /d/sub && touch /d/sub/f && \
+             chown -R 5:5 /d && mkdir /made && touch /made/by-root\n\
+             COPY --chown=5:5 file.txt /owned/\n\
+             COPY file.txt /plain.txt\n\
+             RUN chown 1000:50 /home/app && touch /tmp/t && chown 5:0 /tmp/t\n\
+             CMD [\"sh\", \"-c\", \"stat -c '%u:%g %n' /hi /d /d/sub/f /made/by-root /owned \
+             /owned/file.txt /plain.txt /home/app /tmp/t\"]\n"
+        ),
+    )
+    .unwrap();
+    run_ok(
+        Command::new("chown")
+            .args(["-R", &format!("{USER}:{USER}")])
+            .arg(root),
+    );
+    run_ok(&mut Command::new("chmod").arg("755").arg(root));
+
+    rbuild_as_user(&store, &["load", "-i", "base.tar"], root);
+    let build = rbuild_as_user(&store, &["build", "-t", "rootless-owners:1", "ctx"], root);
+    let log = String::from_utf8_lossy(&build.stderr).into_owned()
+        + &String::from_utf8_lossy(&build.stdout);
+    assert!(!log.contains("65534 (nobody)"), "{log}");
+    rbuild_as_user(
+        &store,
+        &["save", "-o", "out.tar", "rootless-owners:1"],
+        root,
+    );
+    let archive = root.join("out.tar");
+
+    let layers = layer_owners(&archive);
+    assert_eq!(layers.len(), 4, "{layers:?}");
+    let all: BTreeMap<String, (u64, u64)> = layers
+        .iter()
+        .flatten()
+        .map(|(p, u, g)| (p.clone(), (*u, *g)))
+        .collect();
+    for (path, want) in [
+        ("hi", (5, 5)),
+        ("d", (5, 5)),
+        ("d/sub", (5, 5)),
+        ("d/sub/f", (5, 5)),
+        ("made", (0, 0)),
+        ("made/by-root", (0, 0)),
+        ("owned", (5, 5)),
+        ("owned/file.txt", (5, 5)),
+        ("plain.txt", (0, 0)),
+        ("home/app", (1000, 50)),
+        ("tmp/t", (5, 0)),
+    ] {
+        assert_eq!(all.get(path), Some(&want), "{path} in {layers:?}");
+    }
+    // Nothing leaks the caller's host uid or a subordinate host id.
+    let host_uid = u64::from(
+        String::from_utf8(run_ok(&mut Command::new("id").args(["-u", USER])).stdout)
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap(),
+    );
+    for (p, u, g) in layers.iter().flatten() {
+        for id in [*u, *g] {
+            assert!(id != host_uid && id < 100_000, "{p} owned by {u}:{g}");
+        }
+    }
+    // The store's scratch space is empty again: snapshots with subuid-owned files were removed.
+    let leftovers: Vec<_> = std::fs::read_dir(store.join("tmp"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Real tools accept it and see the same owners.
+    run_ok(docker().arg("load").arg("-i").arg(&archive));
+    let out = run_ok(docker().args(["run", "--rm", "rootless-owners:1"]));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "5:5 /hi\n5:5 /d\n5:5 /d/sub/f\n0:0 /made/by-root\n5:5 /owned\n5:5 /owned/file.txt\n\
+         0:0 /plain.txt\n1000:50 /home/app\n5:0 /tmp/t\n"
+    );
+    run_ok(docker().args(["rmi", "rootless-owners:1"]));
+}
