@@ -90,7 +90,7 @@ fn rootless_build_records_container_ids() {
             .args(["-R", &format!("{USER}:{USER}")])
             .arg(root),
     );
-    run_ok(&mut Command::new("chmod").arg("755").arg(root));
+    run_ok(Command::new("chmod").arg("755").arg(root));
 
     rbuild_as_user(&store, &["load", "-i", "base.tar"], root);
     let build = rbuild_as_user(&store, &["build", "-t", "rootless-owners:1", "ctx"], root);
@@ -128,7 +128,7 @@ fn rootless_build_records_container_ids() {
     }
     // Nothing leaks the caller's host uid or a subordinate host id.
     let host_uid = u64::from(
-        String::from_utf8(run_ok(&mut Command::new("id").args(["-u", USER])).stdout)
+        String::from_utf8(run_ok(Command::new("id").args(["-u", USER])).stdout)
             .unwrap()
             .trim()
             .parse::<u32>()
