@@ -379,3 +379,59 @@ fn identical_layers_repeated_in_a_chain_still_mount() {
     assert_eq!(layers.len(), 6, "base + 5 RUN layers: {layers:?}");
     assert_eq!(layers[1], layers[2], "empty RUN layers are identical");
 }
+
+#[test]
+fn from_oci_layout_uses_an_exported_layout_as_base() {
+    let store = store_with_base();
+    let ctx = context("layout-base");
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    run_ok(
+        rbuild(store.path())
+            .args(["-q", "-t", "layout-base:1", "-o"])
+            .arg(format!("type=oci,dest={}", layout.display()))
+            .arg(ctx.path()),
+    );
+    // A fresh store that has never seen the image builds on the layout.
+    let fresh = tempfile::tempdir().unwrap();
+    let child = tempfile::tempdir().unwrap();
+    std::fs::write(
+        child.path().join("Dockerfile"),
+        format!(
+            "FROM oci-layout://{}:1\nRUN cat /hello.txt > /copied.txt\n",
+            layout.display()
+        ),
+    )
+    .unwrap();
+    run_ok(
+        rbuild(fresh.path())
+            .args(["-q", "-t", "child:1"])
+            .arg(child.path()),
+    );
+    let tar = work.path().join("child.tar");
+    run_ok(
+        rbuild(fresh.path())
+            .args(["save", "child:1", "-o"])
+            .arg(&tar),
+    );
+    let img = read_docker_archive(&tar);
+    let copied = img
+        .tree
+        .iter()
+        .find(|e| e.path == "copied.txt")
+        .expect("copied.txt");
+    assert_eq!(copied.size, "hello layout-base\n".len() as u64);
+    assert!(img.config["config"]["Env"]
+        .to_string()
+        .contains("MARKER=layout-base"));
+
+    // A tag the layout does not have is a clear error naming it.
+    std::fs::write(
+        child.path().join("Dockerfile"),
+        format!("FROM oci-layout://{}:nope\n", layout.display()),
+    )
+    .unwrap();
+    let out = rbuild(fresh.path()).arg(child.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}
