@@ -27,40 +27,33 @@ fn repo_root() -> PathBuf {
 enum Loose {
     /// Kind, mode, owner, link and xattrs are compared; the content (digest and size) is not.
     Metadata,
+    /// A text log: content compared with every `YYYY-MM-DD HH:MM:SS` stamp blanked.
+    Timestamps,
     /// A shadow(5) file: content compared with each line's last-change day (field 3) blanked.
     ShadowDays,
 }
 
 /// Paths whose content differs between two builds of the same Dockerfile by nature, with why.
-/// Everything else in the tree is compared by content digest.
+/// Everything else in the tree is compared by content digest; each of these must exist in both
+/// images, so the list cannot silently go stale.
 const LOOSE: &[(&str, Loose, &str)] = &[
-    // Logs that stamp every line with the wall-clock time of the build step.
+    // Logs that stamp lines with the wall-clock time of the build step; the rest must match.
     (
         "var/log/apt/history.log",
-        Loose::Metadata,
+        Loose::Timestamps,
         "apt history: Start-Date/End-Date lines",
     ),
     (
         "var/log/apt/term.log",
-        Loose::Metadata,
-        "apt terminal log: Log started/ended timestamps",
-    ),
-    (
-        "var/log/apt/eipp.log.xz",
-        Loose::Metadata,
-        "apt solver dump: timestamped, xz-compressed",
+        Loose::Timestamps,
+        "apt terminal log: Log started/Log ended lines",
     ),
     (
         "var/log/dpkg.log",
-        Loose::Metadata,
+        Loose::Timestamps,
         "dpkg log: every line starts with date and time",
     ),
-    (
-        "var/log/alternatives.log",
-        Loose::Metadata,
-        "update-alternatives log: timestamped lines",
-    ),
-    // Binary caches that embed inode numbers, mtimes or sizes of the files they index.
+    // Binary caches that embed inode numbers, ctimes or mtimes of the files they index.
     (
         "var/cache/ldconfig/aux-cache",
         Loose::Metadata,
@@ -76,16 +69,11 @@ const LOOSE: &[(&str, Loose, &str)] = &[
         Loose::Metadata,
         "apt's binary cache records the mtimes of the index files it was built from",
     ),
-    // useradd writes the day of the build as the password's last change.
+    // useradd writes the day of the build as the password's last change (differs across midnight).
     (
         "etc/shadow",
         Loose::ShadowDays,
         "last password change is the build day",
-    ),
-    (
-        "etc/shadow-",
-        Loose::ShadowDays,
-        "backup of shadow before useradd, same field",
     ),
 ];
 
@@ -108,6 +96,57 @@ fn shadow_without_days(text: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Replaces every `YYYY-MM-DD<spaces>HH:MM:SS` (dpkg's and apt's log stamps) with `<time>`.
+fn without_timestamps(text: &str) -> String {
+    fn shape(s: &[u8], pattern: &[u8]) -> bool {
+        s.len() >= pattern.len()
+            && pattern.iter().zip(s).all(|(p, c)| match p {
+                b'D' => c.is_ascii_digit(),
+                other => other == c,
+            })
+    }
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(rest) = b.get(i..) {
+        if rest.is_empty() {
+            break;
+        }
+        if shape(rest, b"DDDD-DD-DD ") {
+            let mut j = 10;
+            while rest.get(j) == Some(&b' ') {
+                j += 1;
+            }
+            if rest.get(j..).is_some_and(|t| shape(t, b"DD:DD:DD")) {
+                out.extend_from_slice(b"<time>");
+                i += j + 8;
+                continue;
+            }
+        }
+        out.push(rest[0]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn timestamps_are_blanked() {
+    let cases = [
+        ("2026-11-26 04:33:32 install jq", "<time> install jq"),
+        ("Start-Date: 2026-11-26  04:33:32\n", "Start-Date: <time>\n"),
+        ("no stamp 2026-11-26 here", "no stamp 2026-11-26 here"),
+        ("", ""),
+        ("x 1234-56-78 12:34", "x 1234-56-78 12:34"),
+    ];
+    for (input, want) in cases {
+        assert_eq!(without_timestamps(input), want, "input {input:?}");
+    }
+    assert_eq!(
+        shadow_without_days("root:*:20418:0:99999:7:::\napp:!:20419:0:99999:7:::"),
+        "root:*::0:99999:7:::\napp:!::0:99999:7:::"
+    );
 }
 
 /// Proxy settings of the environment, passed to both builders as build args (predefined ARGs in
@@ -166,32 +205,31 @@ fn entry_diffs(
     // mtimes are not defined by Docker across builders.
     a.mtime = 0;
     b.mtime = 0;
-    match loose(&a.path) {
-        Some(Loose::Metadata) => {
-            a.sha256 = None;
-            b.sha256 = None;
-            a.size = 0;
-            b.size = 0;
+    let normalize: Option<fn(&str) -> String> = match loose(&a.path) {
+        Some(Loose::Metadata) => None,
+        Some(Loose::Timestamps) => Some(without_timestamps),
+        Some(Loose::ShadowDays) => Some(shadow_without_days),
+        None => None,
+    };
+    if let Some(normalize) = normalize {
+        let read = |root: &Path| {
+            std::fs::read(root.join(&ours.path))
+                .map(|t| normalize(&String::from_utf8_lossy(&t)))
+                .unwrap_or_else(|e| format!("<unreadable: {e}>"))
+        };
+        let (ta, tb) = (read(ours_root), read(theirs_root));
+        if ta != tb {
+            return vec![format!(
+                "{}: content differs beyond its timestamps\n  rbuild: {ta:?}\n  docker: {tb:?}",
+                a.path
+            )];
         }
-        Some(Loose::ShadowDays) => {
-            let read = |root: &Path| {
-                std::fs::read_to_string(root.join(&ours.path))
-                    .map(|t| shadow_without_days(&t))
-                    .unwrap_or_else(|e| format!("<unreadable: {e}>"))
-            };
-            let (ta, tb) = (read(ours_root), read(theirs_root));
-            if ta != tb {
-                return vec![format!(
-                    "{}: content differs beyond the last-change day\n  rbuild: {ta:?}\n  docker: {tb:?}",
-                    a.path
-                )];
-            }
-            a.sha256 = None;
-            b.sha256 = None;
-            a.size = 0;
-            b.size = 0;
-        }
-        None => {}
+    }
+    if loose(&a.path).is_some() {
+        a.sha256 = None;
+        b.sha256 = None;
+        a.size = 0;
+        b.size = 0;
     }
     if a == b {
         Vec::new()
@@ -252,6 +290,117 @@ fn history(c: &serde_json::Value) -> Vec<(String, bool)> {
         .unwrap_or_default()
 }
 
+/// Every difference Docker defines between rbuild's image and docker's, as readable lines.
+fn differences(ours: &Unpacked, theirs: &Unpacked) -> Vec<String> {
+    let mut diffs: Vec<String> = Vec::new();
+    for field in CONFIG_FIELDS {
+        let (a, b) = (
+            &ours.image.config["config"][field],
+            &theirs.image.config["config"][field],
+        );
+        if a != b {
+            diffs.push(format!("config {field}: rbuild {a} docker {b}"));
+        }
+    }
+    if ours.image.config["author"] != theirs.image.config["author"] {
+        diffs.push("author differs".to_string());
+    }
+    if history(&ours.image.config) != history(&theirs.image.config) {
+        diffs.push(format!(
+            "history: rbuild {:?}\n  docker {:?}",
+            history(&ours.image.config),
+            history(&theirs.image.config)
+        ));
+    }
+    if ours.image.layer_count != theirs.image.layer_count {
+        diffs.push(format!(
+            "layer count: rbuild {} docker {}",
+            ours.image.layer_count, theirs.image.layer_count
+        ));
+    }
+    let theirs_by_path = by_path(theirs);
+    let ours_by_path = by_path(ours);
+    for (p, e) in &ours_by_path {
+        match theirs_by_path.get(p) {
+            None => diffs.push(format!("only in rbuild: {e:?}")),
+            Some(t) => diffs.extend(entry_diffs(e, t, ours.root.path(), theirs.root.path())),
+        }
+    }
+    for (p, e) in &theirs_by_path {
+        if !ours_by_path.contains_key(p) {
+            diffs.push(format!("only in docker: {e:?}"));
+        }
+    }
+    // The loosely compared files exist in both (the list is not stale), and so do the files the
+    // steps exist to make.
+    let must_exist =
+        LOOSE
+            .iter()
+            .map(|(p, _, _)| *p)
+            .chain(["usr/bin/jq", "home/app/.bashrc", "tmp/id"]);
+    for p in must_exist {
+        if !(ours_by_path.contains_key(p) && theirs_by_path.contains_key(p)) {
+            diffs.push(format!(
+                "{p} is missing from an image (rbuild: {}, docker: {})",
+                ours_by_path.contains_key(p),
+                theirs_by_path.contains_key(p)
+            ));
+        }
+    }
+    diffs
+}
+
+fn by_path(u: &Unpacked) -> std::collections::BTreeMap<&str, &layer::TreeEntry> {
+    u.image.tree.iter().map(|e| (e.path.as_str(), e)).collect()
+}
+
+/// The unprivileged user (subordinate range 100000:65536, from scripts/test-users.sh) the rootless
+/// build runs as: apt drops to `_apt` (uid 42) and dpkg chowns to root, so the step needs the
+/// whole mapped range, not just the caller's id.
+const ROOTLESS_USER: &str = "rbuildtest";
+
+/// Builds the case as [`ROOTLESS_USER`] with its own store; returns the `rbuild save` archive.
+fn build_rootless(
+    base: &Path,
+    ctx: &Path,
+    args: &[String],
+    tag: &str,
+) -> (tempfile::TempDir, PathBuf) {
+    run_ok(&mut Command::new(repo_root().join("scripts/test-users.sh")));
+    let dir = tempfile::Builder::new()
+        .prefix("rbuild-debian-rootless-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = dir.path();
+    std::fs::copy(base, root.join("base.tar")).unwrap();
+    run_ok(Command::new("cp").arg("-r").arg(ctx).arg(root.join("ctx")));
+    run_ok(
+        Command::new("chown")
+            .args(["-R", &format!("{ROOTLESS_USER}:{ROOTLESS_USER}")])
+            .arg(root),
+    );
+    run_ok(Command::new("chmod").arg("755").arg(root));
+    let as_user = |rbuild_args: &[&str]| {
+        run_ok(
+            Command::new("runuser")
+                .args(["-u", ROOTLESS_USER, "--", "env"])
+                .arg(format!("RBUILD_ROOT={}", root.join("store").display()))
+                .arg(env!("CARGO_BIN_EXE_rbuild"))
+                .args(rbuild_args)
+                .current_dir(root)
+                .env_remove("SOURCE_DATE_EPOCH"),
+        )
+    };
+    as_user(&["load", "-i", "base.tar"]);
+    let mut build = vec!["build", "-q", "-t", tag];
+    build.extend(args.iter().map(String::as_str));
+    build.push("ctx");
+    as_user(&build);
+    as_user(&["save", "-o", "out.tar", tag]);
+    let archive = root.join("out.tar");
+    (dir, archive)
+}
+
 #[test]
 fn apt_get_install_useradd_user() {
     let work = tempfile::tempdir().unwrap();
@@ -278,6 +427,7 @@ fn apt_get_install_useradd_user() {
             .arg(&docker_tar)
             .arg(docker_tag),
     );
+    let theirs = unpack(&docker_tar);
 
     run_ok(
         rbuild(store.path())
@@ -293,71 +443,14 @@ fn apt_get_install_useradd_user() {
             .arg(&ours_tar)
             .arg(ours_tag),
     );
-
-    let theirs = unpack(&docker_tar);
     let ours = unpack(&ours_tar);
-
-    let mut diffs: Vec<String> = Vec::new();
-    for field in CONFIG_FIELDS {
-        let (a, b) = (
-            &ours.image.config["config"][field],
-            &theirs.image.config["config"][field],
-        );
-        if a != b {
-            diffs.push(format!("config {field}: rbuild {a} docker {b}"));
-        }
-    }
-    if history(&ours.image.config) != history(&theirs.image.config) {
-        diffs.push(format!(
-            "history: rbuild {:?}\n  docker {:?}",
-            history(&ours.image.config),
-            history(&theirs.image.config)
-        ));
-    }
-    if ours.image.layer_count != theirs.image.layer_count {
-        diffs.push(format!(
-            "layer count: rbuild {} docker {}",
-            ours.image.layer_count, theirs.image.layer_count
-        ));
-    }
-
-    let theirs_by_path: std::collections::BTreeMap<&str, &layer::TreeEntry> = theirs
-        .image
-        .tree
-        .iter()
-        .map(|e| (e.path.as_str(), e))
-        .collect();
-    let ours_by_path: std::collections::BTreeMap<&str, &layer::TreeEntry> = ours
-        .image
-        .tree
-        .iter()
-        .map(|e| (e.path.as_str(), e))
-        .collect();
-    for (p, e) in &ours_by_path {
-        match theirs_by_path.get(p) {
-            None => diffs.push(format!("only in rbuild: {e:?}")),
-            Some(t) => diffs.extend(entry_diffs(e, t, ours.root.path(), theirs.root.path())),
-        }
-    }
-    for (p, e) in &theirs_by_path {
-        if !ours_by_path.contains_key(p) {
-            diffs.push(format!("only in docker: {e:?}"));
-        }
-    }
+    let diffs = differences(&ours, &theirs);
     assert!(
         diffs.is_empty(),
-        "rbuild and docker differ on the bookworm apt case ({} differences):\n{}",
+        "rbuild (as root) and docker differ on the bookworm apt case ({} differences):\n{}",
         diffs.len(),
         diffs.join("\n")
     );
-
-    // The loosely compared files exist in both (the case really exercises them).
-    for p in ["var/log/dpkg.log", "etc/shadow", "usr/bin/jq", "tmp/id"] {
-        assert!(
-            ours_by_path.contains_key(p),
-            "{p} missing from rbuild's image"
-        );
-    }
     let id = std::fs::read_to_string(ours.root.path().join("tmp/id")).unwrap();
     assert!(
         id.starts_with("uid=1000(app) gid=1000(app)"),
@@ -383,4 +476,48 @@ fn apt_get_install_useradd_user() {
     let whoami = run_ok(docker().args(["run", "--rm", "--network", "none", ours_tag, "id", "-un"]));
     assert_eq!(String::from_utf8_lossy(&whoami.stdout), "app\n");
     let _ = docker().args(["rmi", "-f", ours_tag, docker_tag]).output();
+}
+
+/// The same build by an unprivileged user must give the same image content as docker's.
+///
+/// Known to fail today, so it runs only when asked (`cargo test -- --ignored`): apt's download step
+/// leaves `/var/cache/apt/archives/partial` as `_apt` (uid 42) mode 0700, which on the host is
+/// subordinate uid 100041; rbuild's commit walks the step's tree from outside the user namespace as
+/// the unprivileged caller and cannot list it ("snapshot: cannot list .../partial: Permission
+/// denied"). Any RUN that leaves a non-root-owned private directory or file hits the same wall.
+#[test]
+#[ignore = "rootless commit cannot read files owned by subordinate ids (apt's 0700 partial dir)"]
+fn apt_get_install_rootless() {
+    let work = tempfile::tempdir().unwrap();
+    let base = import_bookworm(work.path());
+    let ctx = repo_root().join("testdata/debian/apt-user");
+    let args = proxy_args();
+    let docker_tag = "rbuild-debian/apt-rootless:docker";
+    run_ok(
+        docker()
+            .args(["build", "--network", "host", "-q", "-t", docker_tag])
+            .args(&args)
+            .arg(&ctx),
+    );
+    let docker_tar = work.path().join("docker.tar");
+    run_ok(
+        docker()
+            .arg("save")
+            .arg("-o")
+            .arg(&docker_tar)
+            .arg(docker_tag),
+    );
+    let theirs = unpack(&docker_tar);
+    let (_rootless_dir, rootless_tar) =
+        build_rootless(&base, &ctx, &args, "rbuild-debian/apt-rootless:rbuild");
+    let rootless = unpack(&rootless_tar);
+    let diffs = differences(&rootless, &theirs);
+    let _ = docker().args(["rmi", "-f", docker_tag]).output();
+    assert!(
+        diffs.is_empty(),
+        "rootless rbuild (as {ROOTLESS_USER}) and docker differ on the bookworm apt case ({} \
+         differences):\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
 }
