@@ -266,7 +266,7 @@ fn unpack(archive: &Path) -> Unpacked {
             r,
             &layer::ApplyOptions {
                 same_owner: true,
-                id_map: None,
+                ..Default::default()
             },
         )
         .unwrap();
