@@ -274,22 +274,6 @@ fn unpack(archive: &Path) -> Unpacked {
     Unpacked { image, root }
 }
 
-fn history(c: &serde_json::Value) -> Vec<(String, bool)> {
-    c["history"]
-        .as_array()
-        .map(|h| {
-            h.iter()
-                .map(|e| {
-                    (
-                        e["created_by"].as_str().unwrap_or("").to_string(),
-                        e["empty_layer"].as_bool().unwrap_or(false),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Every difference Docker defines between rbuild's image and docker's, as readable lines.
 fn differences(ours: &Unpacked, theirs: &Unpacked) -> Vec<String> {
     let mut diffs: Vec<String> = Vec::new();
@@ -305,11 +289,11 @@ fn differences(ours: &Unpacked, theirs: &Unpacked) -> Vec<String> {
     if ours.image.config["author"] != theirs.image.config["author"] {
         diffs.push("author differs".to_string());
     }
-    if history(&ours.image.config) != history(&theirs.image.config) {
+    if history_rows(&ours.image.config) != history_rows(&theirs.image.config) {
         diffs.push(format!(
             "history: rbuild {:?}\n  docker {:?}",
-            history(&ours.image.config),
-            history(&theirs.image.config)
+            history_rows(&ours.image.config),
+            history_rows(&theirs.image.config)
         ));
     }
     if ours.image.layer_count != theirs.image.layer_count {

@@ -85,27 +85,12 @@ fn compare(name: &str, extra_args: &[&str]) {
         ours.config["author"], theirs.config["author"],
         "case {name}: author"
     );
-    let created_by = |c: &serde_json::Value| -> Vec<(String, bool)> {
-        c["history"]
-            .as_array()
-            .map(|h| {
-                h.iter()
-                    .map(|e| {
-                        (
-                            e["created_by"].as_str().unwrap_or("").to_string(),
-                            e["empty_layer"].as_bool().unwrap_or(false),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     // With an older-syntax stand-in the instructions differ by construction, so history and layer
     // count are only compared when both built the same Dockerfile.
     if !older.exists() {
         assert_eq!(
-            created_by(&ours.config),
-            created_by(&theirs.config),
+            history_rows(&ours.config),
+            history_rows(&theirs.config),
             "case {name}: history differs"
         );
         assert_eq!(

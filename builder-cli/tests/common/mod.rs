@@ -216,3 +216,21 @@ pub fn serve_file(body: &'static [u8]) -> String {
     });
     format!("http://{addr}")
 }
+
+/// `(created_by, empty_layer)` of every history entry, the part of the history Docker defines
+/// (timestamps are not compared).
+pub fn history_rows(config: &serde_json::Value) -> Vec<(String, bool)> {
+    config["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|e| {
+                    (
+                        e["created_by"].as_str().unwrap_or("").to_string(),
+                        e["empty_layer"].as_bool().unwrap_or(false),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

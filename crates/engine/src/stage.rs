@@ -10,7 +10,7 @@ use dockerfile::{Base, Command, Heredoc, Instruction, InstructionKind, Plan, Pla
 use image::config::{HealthConfig, History, ImageConfig};
 use image::{Images, LayerDesc};
 
-use crate::builder::{empty_config, host_platform, new_scope, step_id};
+use crate::builder::{empty_config, new_scope, step_id};
 use crate::fsutil::{join_workdir, mkdir_all_in_root};
 use crate::progress::{Event, ProgressSink, StepId};
 use crate::view::View;
@@ -126,7 +126,6 @@ impl<'a> StageRun<'a> {
                     })?,
                     None => self.opts.target_platform.clone(),
                 };
-                let _ = host_platform;
                 // BuildKit's empty image for `scratch` has WorkingDir "/".
                 let mut config = empty_config(&platform);
                 config.config.working_dir = Some("/".into());
