@@ -83,6 +83,18 @@ best() {
     echo "$best"
 }
 
+if [ -n "${IMAGE_TAR:-}" ]; then
+    # A real image instead of the synthetic one, e.g. the debootstrapped bookworm:
+    #   IMAGE_TAR=$(scripts/make-bookworm.sh /tmp/bookworm-rootfs.tar) benches/pull.sh
+    # (a rootfs tarball is imported with `rbuild import` and saved as a docker-archive first).
+    echo "== image: $IMAGE_TAR"
+    if tar -tf "$IMAGE_TAR" manifest.json >/dev/null 2>&1; then
+        cp "$IMAGE_TAR" "$work/image.tar"
+    else
+        "$RBUILD" --root "$work/import" import "$IMAGE_TAR" bench/img:1 >/dev/null
+        "$RBUILD" --root "$work/import" save bench/img:1 -o "$work/image.tar"
+    fi
+else
 echo "== image: $LAYERS layers x $LAYER_MB MiB (incompressible)"
 python3 - "$work/image.tar" "$LAYERS" "$LAYER_MB" <<'EOF'
 import hashlib, io, json, os, sys, tarfile
@@ -92,6 +104,11 @@ with tarfile.open(out, "w") as archive:
     for i in range(layers):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+            if i == 0:
+                # A shell, so a RUN step can start on the image (pull+first RUN below).
+                t.add("/bin/busybox", arcname="bin/busybox")
+                sh = tarfile.TarInfo("bin/sh"); sh.type = tarfile.SYMTYPE; sh.linkname = "busybox"
+                t.addfile(sh)
             for j in range(8):
                 data = os.urandom(mb * 1024 * 1024 // 8)
                 ti = tarfile.TarInfo(f"layer{i}/file{j}.bin"); ti.size = len(data); ti.mtime = 0
@@ -108,6 +125,7 @@ with tarfile.open(out, "w") as archive:
             [{"Config": cname, "RepoTags": ["bench/img:1"], "Layers": names}]).encode())]:
         ti = tarfile.TarInfo(name); ti.size = len(data); archive.addfile(ti, io.BytesIO(data))
 EOF
+fi
 
 start_registry src; src=$REG_HOST
 skopeo copy --quiet --dest-tls-verify=false "docker-archive:$work/image.tar" "docker://$src/bench/img:1"
@@ -117,12 +135,21 @@ echo "== pull (best of $RUNS)"
 rb_pull=$(best "rm -rf $work/store" "$RBUILD" --root "$work/store" pull -q "$src/bench/img:1")
 sk_pull=$(best "rm -rf $work/oci" skopeo copy --quiet --src-tls-verify=false "docker://$src/bench/img:1" "oci:$work/oci:img")
 echo "   rbuild pull:            ${rb_pull}s"
+rm -rf "$work/store"
+rss_kb=$( { /usr/bin/time -f '%M' "$RBUILD" --root "$work/store" pull -q "$src/bench/img:1" >/dev/null; } 2>&1 | tail -1)
+echo "   rbuild pull peak RSS:   $((rss_kb / 1024)) MB (largest layer: $LAYER_MB MiB)"
+# Until a RUN step can start on the base: pull, unpack for the snapshotter, run one trivial step.
+mkdir -p "$work/runctx"
+printf 'FROM %s\nRUN true\n' "$src/bench/img:1" >"$work/runctx/Dockerfile"
+rb_run=$(best "rm -rf $work/store" "$RBUILD" --root "$work/store" build -q "$work/runctx")
+echo "   rbuild pull+first RUN:  ${rb_run}s"
 echo "   skopeo copy -> oci:     ${sk_pull}s"
 python3 -c "print(f'   ratio rbuild/skopeo:    {$rb_pull/$sk_pull:.2f}')"
 if command -v podman >/dev/null 2>&1; then
     pd_pull=$(best "podman rmi -f $src/bench/img:1 >/dev/null 2>&1 || true" podman pull -q --tls-verify=false "$src/bench/img:1")
     echo "   podman pull:            ${pd_pull}s"
     python3 -c "print(f'   ratio rbuild/podman:    {$rb_pull/$pd_pull:.2f}')"
+    python3 -c "print(f'   ratio rbuild pull+first RUN / podman pull: {$rb_run/$pd_pull:.2f}')"
 else
     echo "   podman: not installed, skipped"
 fi
