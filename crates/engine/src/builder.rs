@@ -62,6 +62,7 @@ struct Inner {
 impl Builder {
     /// Opens (creating if needed) the store at `opts.root`.
     pub fn open(opts: BuilderOptions) -> Result<Builder, BuildError> {
+        detach_stale_mounts(&opts.root);
         let store = Store::open(&opts.root)?;
         Ok(Builder {
             inner: Arc::new(Inner {
@@ -224,6 +225,61 @@ impl Builder {
             tags: applied,
         })
     }
+}
+
+/// A build killed while the engine had a snapshot mounted for a COPY leaves that overlay mounted
+/// under the store's scratch area; detach those whose process is gone, so the store's own sweep can
+/// remove their directories. Mounts of live builds (other processes) are left alone.
+fn detach_stale_mounts(root: &Path) {
+    let Ok(root) = root.canonicalize() else {
+        return;
+    };
+    let tmp = root.join("tmp");
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    for line in info.lines() {
+        let Some(field) = line.split(' ').nth(4) else {
+            continue;
+        };
+        let mount_point = PathBuf::from(unescape_mountinfo(field));
+        let Ok(rel) = mount_point.strip_prefix(&tmp) else {
+            continue;
+        };
+        let owner = rel
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .and_then(|n| n.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok());
+        let Some(pid) = owner else { continue };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = rustix::mount::unmount(&mount_point, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn export(
@@ -424,4 +480,17 @@ pub(crate) fn empty_config(platform: &Platform) -> ImageConfig {
         &platform.architecture,
         platform.variant.as_deref(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b/c"), "/a b/c");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/end\\04"), "/end\\04");
+        assert_eq!(unescape_mountinfo("/x\\134y"), "/x\\y");
+    }
 }
