@@ -435,3 +435,30 @@ fn from_oci_layout_uses_an_exported_layout_as_base() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
+
+#[test]
+fn local_output_writes_the_tree_into_a_directory() {
+    let store = store_with_base();
+    let ctx = context("local-out");
+    let work = tempfile::tempdir().unwrap();
+    let bare = work.path().join("bare");
+    let typed = work.path().join("typed");
+    run_ok(
+        rbuild(store.path())
+            .args(["-q", "-o"])
+            .arg(&bare)
+            .arg("-o")
+            .arg(format!("type=local,dest={}", typed.display()))
+            .arg(ctx.path()),
+    );
+    for dir in [&bare, &typed] {
+        assert_eq!(
+            std::fs::read_to_string(dir.join("hello.txt")).unwrap(),
+            "hello local-out\n"
+        );
+        assert!(std::fs::symlink_metadata(dir.join("bin/sh"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+}

@@ -324,6 +324,33 @@ fn export(
                 f.sync_all().map_err(|e| BuildError::io(dest, e))?;
                 ("tar", dest)
             }
+            Output::Local { dest } => {
+                // The flattened tree streams through a pipe into the safe applier, so nothing in
+                // the image can write outside `dest`.
+                std::fs::create_dir_all(dest).map_err(|e| BuildError::io(dest, e))?;
+                let (reader, writer) = std::io::pipe().map_err(|e| BuildError::io(dest, e))?;
+                let applied = std::thread::scope(|s| {
+                    let apply = s.spawn(|| {
+                        layer::apply_layer(
+                            dest,
+                            std::io::BufReader::new(reader),
+                            &layer::ApplyOptions {
+                                // SAFETY: geteuid has no preconditions.
+                                same_owner: unsafe { libc::geteuid() } == 0,
+                                ..Default::default()
+                            },
+                        )
+                    });
+                    let written = image::export::rootfs_tar(images, image, writer).map(drop);
+                    let applied = apply
+                        .join()
+                        .map_err(|_| BuildError::Task("local export thread panicked".into()))?;
+                    written?;
+                    applied.map_err(BuildError::from)
+                });
+                applied?;
+                ("local", dest)
+            }
             // --- registry push (owned by the registry integration) ---
             Output::Registry { names, compression } => {
                 let dests = if names.is_empty() {

@@ -80,6 +80,11 @@ pub enum Output {
         /// File to write.
         dest: PathBuf,
     },
+    /// The flattened root filesystem written into a directory (`type=local`, or a bare `-o DIR`).
+    Local {
+        /// Directory to fill (created if missing).
+        dest: PathBuf,
+    },
     /// Pushed to registries (`type=registry`, or `type=image,push=true`), as `--push` does.
     Registry {
         /// References to push to; empty means every `-t` tag of the request.
@@ -90,8 +95,8 @@ pub enum Output {
 }
 
 impl Output {
-    /// Parses docker's `-o` syntax (`type=oci,dest=out.tar`, or a bare path meaning a local directory
-    /// export, which we map to a rootfs tar when it ends in `.tar`).
+    /// Parses docker's `-o` syntax (`type=oci,dest=out.tar`, or a bare path meaning a local
+    /// directory export, as `docker build -o DIR` does).
     pub fn parse(spec: &str) -> Result<Output, BuildError> {
         let bad = |why: &str| BuildError::Request(format!("invalid --output {spec:?}: {why}"));
         if !spec.contains('=') {
@@ -100,7 +105,7 @@ impl Output {
                     "writing to standard output is not supported; give a file",
                 ));
             }
-            return Ok(Output::Tar {
+            return Ok(Output::Local {
                 dest: PathBuf::from(spec),
             });
         }
@@ -156,7 +161,7 @@ impl Output {
             }
             "docker" => Ok(Output::Docker { dest: need_dest()? }),
             "tar" => Ok(Output::Tar { dest: need_dest()? }),
-            "local" => Err(bad("type=local is not supported yet; use type=tar")),
+            "local" => Ok(Output::Local { dest: need_dest()? }),
             other => Err(bad(&format!("unknown type {other:?}"))),
         }
     }
@@ -196,6 +201,16 @@ mod tests {
                 }),
             ),
             ("type=image", Some(Output::Store)),
+            (
+                "type=local,dest=d",
+                Some(Output::Local { dest: "d".into() }),
+            ),
+            (
+                "out-dir",
+                Some(Output::Local {
+                    dest: "out-dir".into(),
+                }),
+            ),
             (
                 "type=registry,name=localhost:5000/a:1,compression=zstd",
                 Some(Output::Registry {
