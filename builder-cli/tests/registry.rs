@@ -135,6 +135,26 @@ fn skopeo_pushed_base_is_pulled_into_a_fresh_store() {
     assert_eq!(pulled.tree, original.tree);
     let derived = rbuild_image(store.path(), "derived:1");
     assert_eq!(derived.layer_count, original.layer_count + 1);
+    // The pull kept only the compressed blobs: the base's uncompressed layers were never written,
+    // yet the build above ran on them and `save` (docker-archive) decoded them.
+    let diff_ids = pulled.config["rootfs"]["diff_ids"].as_array().unwrap();
+    assert!(!diff_ids.is_empty());
+    for d in diff_ids {
+        let hex = d.as_str().unwrap().trim_start_matches("sha256:");
+        let blob = store.path().join("blobs/sha256").join(hex);
+        assert!(
+            !blob.exists(),
+            "{} was decompressed into the store",
+            blob.display()
+        );
+    }
+    // ...and pushing the derived image elsewhere reuses them.
+    let dest = format!("{}/app/derived:1", reg.host());
+    run_ok(rbuild(store.path()).args(["push", "derived:1", &dest]));
+    assert_eq!(
+        skopeo_manifest(&dest)["config"]["digest"].as_str(),
+        Some(rbuild_id(store.path(), "derived:1").as_str())
+    );
 
     // A second `rbuild pull` finds every layer already there.
     let again = run_ok(rbuild(store.path()).args(["pull", &base]));

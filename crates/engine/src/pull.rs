@@ -1,7 +1,10 @@
 //! Base images from registries: pulling into the local store and pushing results.
 //!
-//! Pulled layers arrive compressed; the store keeps layers uncompressed (the form builds use) and
-//! remembers the compressed blobs as variants, so a later push or export does not compress again.
+//! Pulled layers arrive compressed and stay that way: the compressed blob is recorded as the
+//! variant of its diff id and is decoded (and verified against the diff id) only when a snapshot
+//! unpacks it or an export needs the uncompressed tar (`image::layers::open_layer`). A pull is
+//! therefore as fast as fetching the blobs, and a push or export reuses them without recompressing.
+//! Until a layer is decoded its `LayerDesc::size` is the compressed size.
 //! The config is kept byte for byte, so a pulled image has the same id as in the registry (and in
 //! docker).
 
@@ -335,7 +338,10 @@ pub fn pull_image(
     let _lock = store.lock_shared()?;
     let resolved = client.resolve(reference, platform).map_err(reg_err)?;
     let diff_ids = diff_ids_of(&resolved.config_bytes, &rname)?;
-    let all_local = diff_ids.iter().all(|d| store.contains(d));
+    let mut all_local = true;
+    for d in &diff_ids {
+        all_local &= image::layers::layer_available(store, d)?;
+    }
     let (manifest, manifest_digest, config_bytes) = if all_local {
         for l in &resolved.manifest.layers {
             blob(progress, Direction::Pull, &l.digest, BlobState::Exists);
@@ -367,8 +373,8 @@ pub fn pull_image(
     }
     let mut layers = Vec::with_capacity(diff_ids.len());
     for (desc, diff_id) in manifest.layers.iter().zip(&diff_ids) {
-        let size = unpack_layer(images, desc, diff_id, &rname)?;
-        if desc.digest != *diff_id {
+        let (size, decoded) = record_layer(images, desc, diff_id, &rname)?;
+        if decoded {
             blob(
                 progress,
                 Direction::Pull,
@@ -422,9 +428,57 @@ fn variant_kind(media_type: &str) -> Option<(&'static str, &'static str)> {
     }
 }
 
+/// Records a pulled layer: a compressed blob becomes the variant of its diff id (decoded later, on
+/// first use); only a blob in a format we cannot keep as a variant is decompressed now. Returns the
+/// layer's size (compressed while it has not been decoded) and whether it was decompressed here.
+fn record_layer(
+    images: &Images,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    reference: &str,
+) -> Result<(u64, bool), TransferError> {
+    let store = images.store();
+    let kind = variant_kind(&desc.media_type).filter(|_| desc.digest != *diff_id);
+    if let Some((name, media_type)) = kind {
+        if store.contains(diff_id) {
+            // Already decoded earlier (or built locally): keep the uncompressed size.
+            remember_variant(store, desc, diff_id, name, media_type)?;
+            return Ok((store.blob_size(diff_id)?, false));
+        }
+        if store.contains(&desc.digest) {
+            remember_variant(store, desc, diff_id, name, media_type)?;
+            return Ok((desc.size, false));
+        }
+        // Neither form is here but the layer is available through another variant (all_local).
+        if image::layers::layer_available(store, diff_id)? {
+            return Ok((desc.size, false));
+        }
+    }
+    let decoded = !store.contains(diff_id);
+    Ok((decode_layer(images, desc, diff_id, reference)?, decoded))
+}
+
+fn remember_variant(
+    store: &store::Store,
+    desc: &Descriptor,
+    diff_id: &Digest,
+    name: &str,
+    media_type: &str,
+) -> Result<(), TransferError> {
+    let v = Variant {
+        digest: desc.digest,
+        size: desc.size,
+        media_type: media_type.to_string(),
+    };
+    if store.get_variant(diff_id, name)?.as_ref() != Some(&v) {
+        store.set_variant(diff_id, name, &v)?;
+    }
+    Ok(())
+}
+
 /// Makes sure the uncompressed form of a pulled layer is in the store (verified against its
-/// diff_id) and that its compressed blob is remembered as a variant. Returns the uncompressed size.
-fn unpack_layer(
+/// diff_id), for blobs that cannot be kept as a variant. Returns the uncompressed size.
+fn decode_layer(
     images: &Images,
     desc: &Descriptor,
     diff_id: &Digest,
@@ -456,18 +510,6 @@ fn unpack_layer(
                 })
             }
             Err(e) => return Err(e.into()),
-        }
-    }
-    if desc.digest != *diff_id && store.contains(&desc.digest) {
-        if let Some((name, media_type)) = variant_kind(&desc.media_type) {
-            let v = Variant {
-                digest: desc.digest,
-                size: desc.size,
-                media_type: media_type.to_string(),
-            };
-            if store.get_variant(diff_id, name)?.as_ref() != Some(&v) {
-                store.set_variant(diff_id, name, &v)?;
-            }
         }
     }
     Ok(store.blob_size(diff_id)?)

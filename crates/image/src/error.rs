@@ -96,6 +96,9 @@ pub enum ImageError {
     /// Applying or writing a layer failed.
     #[error(transparent)]
     Layer(#[from] layer::LayerError),
+    /// A stored compressed variant does not decompress to its layer's diff id.
+    #[error(transparent)]
+    CorruptVariant(#[from] crate::layers::CorruptVariant),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

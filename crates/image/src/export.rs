@@ -69,7 +69,7 @@ pub fn layer_variant(
         return Ok(Descriptor::new(
             MEDIA_TYPE_OCI_LAYER,
             *diff_id,
-            store.blob_size(diff_id)?,
+            crate::layers::layer_size(store, diff_id)?,
         ));
     }
     if let Some(v) = store.get_variant(diff_id, c.variant_name())? {
@@ -77,11 +77,18 @@ pub fn layer_variant(
             return Ok(Descriptor::new(&v.media_type, v.digest, v.size));
         }
     }
-    let src = store.open_blob(diff_id)?;
+    let mut src = images.open_layer(diff_id)?;
     let ingest = store.ingest()?;
-    let blob_path = store.blob_path(diff_id);
-    let ingest = layer::compress::compress(src, ingest, c.codec(), None)
-        .map_err(|e| ImageError::io(&blob_path, e))?;
+    let what = format!("layer {diff_id}");
+    let ingest = match layer::compress::compress(&mut src, ingest, c.codec(), None) {
+        Ok(i) => i,
+        Err(e) => {
+            // A corrupt variant surfaces here first; name it rather than the io wrapper.
+            src.finish()?;
+            return Err(ImageError::io(&what, e));
+        }
+    };
+    src.finish()?;
     let (digest, size) = ingest.commit(None)?;
     let variant = Variant {
         digest,
@@ -110,6 +117,27 @@ fn copy_blob(
     sink.add_file(name, size, &mut f)
 }
 
+/// Copies the uncompressed tar of layer `diff_id` into `sink` as `name`, decoding a compressed
+/// variant when the uncompressed blob is not stored (twice: once for the size a tar header needs).
+fn copy_layer(
+    images: &Images,
+    sink: &mut dyn Sink,
+    name: &str,
+    diff_id: &Digest,
+) -> Result<(), ImageError> {
+    if sink.has(name) {
+        return Ok(());
+    }
+    if images.store().contains(diff_id) {
+        return copy_blob(images, sink, name, diff_id);
+    }
+    let size = crate::layers::layer_size(images.store(), diff_id)?;
+    let mut r = images.open_layer(diff_id)?;
+    sink.add_file(name, size, &mut r)?;
+    r.finish()?;
+    Ok(())
+}
+
 fn platform_of(img: &LocalImage) -> Option<Platform> {
     (!img.config.os.is_empty()).then(|| Platform {
         architecture: img.config.architecture.clone(),
@@ -130,7 +158,11 @@ fn write_layout_blobs(
         let mut layers = Vec::with_capacity(img.layers.len());
         for l in &img.layers {
             let desc = layer_variant(images, &l.diff_id, c)?;
-            copy_blob(images, sink, &blob_name(&desc.digest), &desc.digest)?;
+            if desc.digest == l.diff_id {
+                copy_layer(images, sink, &blob_name(&desc.digest), &desc.digest)?;
+            } else {
+                copy_blob(images, sink, &blob_name(&desc.digest), &desc.digest)?;
+            }
             layers.push(desc);
         }
         copy_blob(images, sink, &blob_name(&img.id), &img.id)?;
@@ -279,7 +311,7 @@ pub fn docker_archive<W: Write>(
                 json.insert("created".into(), "1970-01-01T00:00:00Z".into());
                 let json = crate::config::canonical_json(&json).unwrap_or_default();
                 sink.add_bytes(&format!("{v1}/json"), &json)?;
-                copy_blob(images, &mut sink, &path, &l.diff_id)?;
+                copy_layer(images, &mut sink, &path, &l.diff_id)?;
             }
             layer_paths.push(path);
             parent = Some(v1);

@@ -68,7 +68,6 @@ pub(crate) fn flatten<W: Write>(
     img: &LocalImage,
     out: W,
 ) -> Result<W, ImageError> {
-    let store = images.store();
     // Pass 1, top-down: which (layer, entry index) pairs survive.
     let mut keep: Vec<HashSet<usize>> = vec![HashSet::new(); img.layers.len()];
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
@@ -78,7 +77,8 @@ pub(crate) fn flatten<W: Write>(
         let mut new_seen = Vec::new();
         let mut new_hidden = Vec::new();
         let mut new_opaque = Vec::new();
-        let mut ar = tar::Archive::new(BufReader::new(store.open_blob(&l.diff_id)?));
+        let mut src = images.open_layer(&l.diff_id)?;
+        let mut ar = tar::Archive::new(BufReader::new(&mut src));
         for (n, entry) in ar.entries().map_err(|e| layer_err(img, i, e))?.enumerate() {
             let entry = entry.map_err(|e| layer_err(img, i, e))?;
             let raw = entry.path_bytes();
@@ -113,6 +113,9 @@ pub(crate) fn flatten<W: Write>(
             }
             new_seen.push(p);
         }
+        drop(ar);
+        // Only a layer read to its end is verified (decoded variants); check before using it.
+        src.finish()?;
         seen.extend(new_seen);
         hidden.extend(new_hidden);
         opaque.extend(new_opaque);
@@ -124,7 +127,8 @@ pub(crate) fn flatten<W: Write>(
         if k.is_empty() {
             continue;
         }
-        let mut ar = tar::Archive::new(BufReader::new(store.open_blob(&l.diff_id)?));
+        let mut src = images.open_layer(&l.diff_id)?;
+        let mut ar = tar::Archive::new(BufReader::new(&mut src));
         for (n, entry) in ar.entries().map_err(|e| layer_err(img, i, e))?.enumerate() {
             let mut entry = entry.map_err(|e| layer_err(img, i, e))?;
             if !k.contains(&n) {
@@ -158,6 +162,8 @@ pub(crate) fn flatten<W: Write>(
             };
             result.map_err(|e| ImageError::io("rootfs tar", e))?;
         }
+        drop(ar);
+        src.finish()?;
     }
     builder
         .into_inner()

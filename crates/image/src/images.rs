@@ -25,7 +25,9 @@ const RECORD_PREFIX: &str = "@image/";
 pub struct LayerDesc {
     /// Digest of the uncompressed tar, which is both the blob name in the store and the diff_id.
     pub diff_id: Digest,
-    /// Size of the uncompressed tar in bytes.
+    /// Size of the uncompressed tar in bytes, or, for a pulled layer whose uncompressed blob was
+    /// never written (pulls keep only the registry's compressed blob), the compressed size: the
+    /// exact size costs a full decompression, and listings only need an estimate.
     pub size: u64,
 }
 
@@ -172,6 +174,13 @@ impl Images {
         &self.store
     }
 
+    /// Opens the uncompressed tar of a layer, whether it is stored uncompressed or only as a
+    /// compressed variant (verified against the diff id while streaming); the one way exporters
+    /// and the snapshotter read layers.
+    pub fn open_layer(&self, diff_id: &Digest) -> Result<crate::layers::LayerReader, ImageError> {
+        crate::layers::open_layer(&self.store, diff_id)
+    }
+
     /// Records an image built from `config` and layer blobs already in the store, and returns it.
     ///
     /// `config.rootfs.diff_ids` is set from `layers` (the layer list is the truth), and the config is
@@ -214,10 +223,15 @@ impl Images {
         let mut descs = Vec::with_capacity(layers.len());
         let mut checked = Vec::with_capacity(layers.len());
         for l in layers {
-            if !self.store.contains(&l.diff_id) {
+            // A lazily pulled layer has only its compressed variant; it keeps the size it was
+            // given (the compressed size, see `LayerDesc::size`) until it is stored uncompressed.
+            let size = if self.store.contains(&l.diff_id) {
+                self.store.blob_size(&l.diff_id)?
+            } else if crate::layers::layer_available(&self.store, &l.diff_id)? {
+                l.size
+            } else {
                 return Err(ImageError::MissingBlob(l.diff_id));
-            }
-            let size = self.store.blob_size(&l.diff_id)?;
+            };
             descs.push(Descriptor::new(MEDIA_TYPE_OCI_LAYER, l.diff_id, size));
             checked.push(LayerDesc {
                 diff_id: l.diff_id,

@@ -26,6 +26,7 @@ mod flatten;
 mod human;
 mod images;
 pub mod import;
+pub mod layers;
 pub mod manifest;
 pub mod reference;
 

@@ -14,6 +14,16 @@ pub enum SnapshotError {
     /// digest or path.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// A layer's bytes could not be read: no uncompressed blob and no usable compressed variant,
+    /// or a variant that does not decompress to the diff id (the error names both digests).
+    #[error("reading layer {layer}: {source}")]
+    Source {
+        /// Diff id of the layer.
+        layer: Digest,
+        /// What the image database said.
+        #[source]
+        source: Box<image::ImageError>,
+    },
     /// A layer could not be unpacked; `layer` is its diff id.
     #[error("unpacking layer {layer}: {source}")]
     Unpack {

@@ -41,8 +41,32 @@ fn components(raw: &[u8]) -> Option<Vec<Vec<u8>>> {
     Some(out)
 }
 
+/// Opens a layer's uncompressed bytes (a lazily pulled layer exists only as its compressed
+/// variant, decoded and verified on the fly).
+fn open_layer(store: &Store, layer: &Digest) -> Result<image::layers::LayerReader, SnapshotError> {
+    image::layers::open_layer(store, layer).map_err(|e| source_err(layer, e))
+}
+
+fn source_err(layer: &Digest, e: image::ImageError) -> SnapshotError {
+    match e {
+        image::ImageError::Store(s) => SnapshotError::Store(s),
+        other => SnapshotError::Source {
+            layer: *layer,
+            source: Box::new(other),
+        },
+    }
+}
+
+/// Reads a layer to its end so a decoded variant is checked against the diff id; done after the
+/// tree is built and before it is published, so a corrupt variant leaves nothing behind.
+fn verify(layer: &Digest, r: image::layers::LayerReader) -> Result<(), SnapshotError> {
+    r.finish().map(|_| ()).map_err(|e| source_err(layer, e))
+}
+
 fn scan_markers(store: &Store, layer: &Digest) -> Result<Vec<Marker>, SnapshotError> {
-    let blob = store.open_blob(layer)?;
+    // Not verified here: `apply` reads the same immutable blob again and verifies it before
+    // anything is published, so markers from a corrupt variant never take effect.
+    let blob = open_layer(store, layer)?;
     let mut archive = tar::Archive::new(BufReader::new(blob));
     let tar_err = |e: std::io::Error| SnapshotError::Unpack {
         layer: *layer,
@@ -235,14 +259,20 @@ fn apply(
     tree: &Path,
     opts: &layer::ApplyOptions,
 ) -> Result<(), SnapshotError> {
-    let blob = store.open_blob(layer)?;
-    layer::apply_layer(tree, BufReader::with_capacity(256 * 1024, blob), opts).map_err(
-        |source| SnapshotError::Unpack {
-            layer: *layer,
-            source,
+    let mut blob = open_layer(store, layer)?;
+    let applied = layer::apply_layer(tree, BufReader::with_capacity(256 * 1024, &mut blob), opts);
+    // A corrupt variant is reported as such even when the tar reader tripped over it first.
+    let verified = verify(layer, blob);
+    match applied {
+        Ok(_) => verified,
+        Err(source) => match verified {
+            Err(e @ SnapshotError::Source { .. }) => Err(e),
+            _ => Err(SnapshotError::Unpack {
+                layer: *layer,
+                source,
+            }),
         },
-    )?;
-    Ok(())
+    }
 }
 
 /// Unpacks one layer into `dest` as an overlay lower directory.
