@@ -3,10 +3,11 @@
 //! renamed into place, so readers never see a half-built tree.
 
 use std::ffi::OsStr;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use digest::Digest;
 use rustix::fs::{self as rfs, FileType, Mode, OFlags, RenameFlags, ResolveFlags, CWD};
@@ -63,11 +64,10 @@ fn verify(layer: &Digest, r: image::layers::LayerReader) -> Result<(), SnapshotE
     r.finish().map(|_| ()).map_err(|e| source_err(layer, e))
 }
 
-fn scan_markers(store: &Store, layer: &Digest) -> Result<Vec<Marker>, SnapshotError> {
-    // Not verified here: `apply` reads the same immutable blob again and verifies it before
-    // anything is published, so markers from a corrupt variant never take effect.
-    let blob = open_layer(store, layer)?;
-    let mut archive = tar::Archive::new(BufReader::new(blob));
+/// Lists what `layer`'s tar says that `apply_layer` cannot express in an overlay lower directory;
+/// fed the same bytes the applier reads (see [`Tee`]), so a layer is decoded once.
+fn scan_markers<R: Read>(layer: &Digest, r: R) -> Result<Vec<Marker>, SnapshotError> {
+    let mut archive = tar::Archive::new(r);
     let tar_err = |e: std::io::Error| SnapshotError::Unpack {
         layer: *layer,
         source: layer::LayerError::Tar {
@@ -275,6 +275,106 @@ fn apply(
     }
 }
 
+/// Hands a copy of every chunk its reader yields to the marker scanner on another thread, so a
+/// layer (possibly a compressed variant) is decoded once for both jobs. A scanner that has stopped
+/// (error or end of archive) just stops receiving.
+struct Tee<R> {
+    inner: R,
+    tx: Option<SyncSender<Vec<u8>>>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let (Some(tx), Some(chunk)) = (&self.tx, buf.get(..n)) {
+            if n > 0 && tx.send(chunk.to_vec()).is_err() {
+                self.tx = None;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The scanner's end of a [`Tee`]: end of input when the applier is done.
+struct ChannelReader {
+    rx: Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(rest) = self.cur.get(self.pos..).filter(|r| !r.is_empty()) {
+                let n = rest.len().min(buf.len());
+                if let (Some(dst), Some(src)) = (buf.get_mut(..n), rest.get(..n)) {
+                    dst.copy_from_slice(src);
+                }
+                self.pos += n;
+                return Ok(n);
+            }
+            match self.rx.recv() {
+                Ok(v) => {
+                    self.cur = v;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+    }
+}
+
+/// Applies `layer` into `tree` while a second thread scans the same bytes for overlay markers;
+/// verifies a decoded variant against the diff id before returning, so nothing built from a
+/// corrupt variant is published. Errors are reported in the order a sequential scan-then-apply
+/// would have: corrupt variant, then a marker the overlay cannot express, then the applier's.
+fn apply_and_scan(
+    store: &Store,
+    layer: &Digest,
+    tree: &Path,
+    opts: &layer::ApplyOptions,
+) -> Result<Vec<Marker>, SnapshotError> {
+    let src = open_layer(store, layer)?;
+    let (tx, rx) = sync_channel::<Vec<u8>>(16);
+    let (applied, verified, scanned) = std::thread::scope(|s| {
+        let scanner = s.spawn(move || {
+            let r = ChannelReader {
+                rx,
+                cur: Vec::new(),
+                pos: 0,
+            };
+            scan_markers(layer, BufReader::with_capacity(256 * 1024, r))
+        });
+        let mut tee = Tee {
+            inner: src,
+            tx: Some(tx),
+        };
+        let applied =
+            layer::apply_layer(tree, BufReader::with_capacity(256 * 1024, &mut tee), opts);
+        // Closing the channel ends the scanner's input; the rest is read for verification only.
+        let Tee { inner, tx } = tee;
+        drop(tx);
+        let verified = verify(layer, inner);
+        let scanned = scanner.join().unwrap_or_else(|_| {
+            Err(SnapshotError::InvalidLayer {
+                layer: *layer,
+                path: String::new(),
+                reason: "the marker scanner panicked".into(),
+            })
+        });
+        (applied, verified, scanned)
+    });
+    verified?;
+    match (scanned, applied) {
+        (Err(e @ SnapshotError::InvalidLayer { .. }), _) => Err(e),
+        (_, Err(source)) => Err(SnapshotError::Unpack {
+            layer: *layer,
+            source,
+        }),
+        (scanned, Ok(_)) => scanned,
+    }
+}
+
 /// Unpacks one layer into `dest` as an overlay lower directory.
 pub(crate) fn unpack_overlay_layer(
     store: &Store,
@@ -286,9 +386,7 @@ pub(crate) fn unpack_overlay_layer(
     let scratch = store.temp_dir("unpack")?;
     let tree = scratch.path().join("tree");
     fsx::mkdir(&tree, 0o755)?;
-    // Check the markers first: a malformed layer fails before any work is done.
-    let markers = scan_markers(store, layer)?;
-    apply(store, layer, &tree, opts)?;
+    let markers = apply_and_scan(store, layer, &tree, opts)?;
     convert_markers(&tree, layer, &markers, userxattr)?;
     publish(&tree, dest)
 }
