@@ -137,7 +137,11 @@ sk_pull=$(best "rm -rf $work/oci" skopeo copy --quiet --src-tls-verify=false "do
 echo "   rbuild pull:            ${rb_pull}s"
 rm -rf "$work/store"
 rss_kb=$( { /usr/bin/time -f '%M' "$RBUILD" --root "$work/store" pull -q "$src/bench/img:1" >/dev/null; } 2>&1 | tail -1)
-echo "   rbuild pull peak RSS:   $((rss_kb / 1024)) MB (largest layer: $LAYER_MB MiB)"
+if [ -n "${IMAGE_TAR:-}" ]; then
+    echo "   rbuild pull peak RSS:   $((rss_kb / 1024)) MB ($IMAGE_TAR)"
+else
+    echo "   rbuild pull peak RSS:   $((rss_kb / 1024)) MB (largest layer: $LAYER_MB MiB)"
+fi
 # Until a RUN step can start on the base: pull, unpack for the snapshotter, run one trivial step.
 mkdir -p "$work/runctx"
 printf 'FROM %s\nRUN true\n' "$src/bench/img:1" >"$work/runctx/Dockerfile"
@@ -146,7 +150,9 @@ echo "   rbuild pull+first RUN:  ${rb_run}s"
 echo "   skopeo copy -> oci:     ${sk_pull}s"
 python3 -c "print(f'   ratio rbuild/skopeo:    {$rb_pull/$sk_pull:.2f}')"
 if command -v podman >/dev/null 2>&1; then
-    pd_pull=$(best "podman rmi -f $src/bench/img:1 >/dev/null 2>&1 || true" podman pull -q --tls-verify=false "$src/bench/img:1")
+    # A private, emptied storage per run: `podman rmi` keeps shared layers, which made pulls look free.
+    pd="podman --root $work/podman --runroot $work/podman-run --storage-driver overlay"
+    pd_pull=$(best "rm -rf $work/podman $work/podman-run" $pd pull -q --tls-verify=false "$src/bench/img:1")
     echo "   podman pull:            ${pd_pull}s"
     python3 -c "print(f'   ratio rbuild/podman:    {$rb_pull/$pd_pull:.2f}')"
     python3 -c "print(f'   ratio rbuild pull+first RUN / podman pull: {$rb_run/$pd_pull:.2f}')"
