@@ -397,20 +397,7 @@ fn apt_get_install_useradd_user() {
     let docker_tag = "rbuild-debian/apt-user:docker";
     let ours_tag = "rbuild-debian/apt-user:rbuild";
 
-    run_ok(
-        docker()
-            .args(["build", "--network", "host", "-q", "-t", docker_tag])
-            .args(&args)
-            .arg(&ctx),
-    );
-    let docker_tar = work.path().join("docker.tar");
-    run_ok(
-        docker()
-            .arg("save")
-            .arg("-o")
-            .arg(&docker_tar)
-            .arg(docker_tag),
-    );
+    let docker_tar = docker_build_and_save(&ctx, docker_tag, &args, work.path());
     let theirs = unpack(&docker_tar);
 
     run_ok(
@@ -477,20 +464,7 @@ fn apt_get_install_rootless() {
     let ctx = repo_root().join("testdata/debian/apt-user");
     let args = proxy_args();
     let docker_tag = "rbuild-debian/apt-rootless:docker";
-    run_ok(
-        docker()
-            .args(["build", "--network", "host", "-q", "-t", docker_tag])
-            .args(&args)
-            .arg(&ctx),
-    );
-    let docker_tar = work.path().join("docker.tar");
-    run_ok(
-        docker()
-            .arg("save")
-            .arg("-o")
-            .arg(&docker_tar)
-            .arg(docker_tag),
-    );
+    let docker_tar = docker_build_and_save(&ctx, docker_tag, &args, work.path());
     let theirs = unpack(&docker_tar);
     let (_rootless_dir, rootless_tar) =
         build_rootless(&base, &ctx, &args, "rbuild-debian/apt-rootless:rbuild");

@@ -48,16 +48,14 @@ fn compare(name: &str, extra_args: &[&str]) {
     let work = tempfile::tempdir().unwrap();
     let tag = format!("rbuild-diff/{name}:latest");
 
-    let mut d = docker();
-    d.args(["build", "--network", "host", "-q", "-t", &tag]);
     let older = ctx.path().join("Dockerfile.docker");
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
     if older.exists() {
-        d.arg("-f").arg(&older);
+        args.push("-f".into());
+        args.push(older.clone().into());
     }
-    d.args(extra_args).arg(ctx.path());
-    run_ok(&mut d);
-    let docker_tar = work.path().join("docker.tar");
-    run_ok(docker().arg("save").arg("-o").arg(&docker_tar).arg(&tag));
+    args.extend(extra_args.iter().map(Into::into));
+    let docker_tar = docker_build_and_save(ctx.path(), &tag, &args, work.path());
 
     let mut r = rbuild(store.path());
     r.args(["-q", "-t", &tag]).args(extra_args).arg(ctx.path());

@@ -234,3 +234,21 @@ pub fn history_rows(config: &serde_json::Value) -> Vec<(String, bool)> {
         })
         .unwrap_or_default()
 }
+
+/// `docker build` of `ctx` (with `args` before the context, e.g. `-f` or `--build-arg`) tagged `tag`,
+/// then `docker save` into `out_dir/docker.tar`; returns the archive.
+pub fn docker_build_and_save<I, S>(ctx: &Path, tag: &str, args: I, out_dir: &Path) -> PathBuf
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    run_ok(
+        docker()
+            .args(["build", "--network", "host", "-q", "-t", tag])
+            .args(args)
+            .arg(ctx),
+    );
+    let tar = out_dir.join("docker.tar");
+    run_ok(docker().arg("save").arg("-o").arg(&tar).arg(tag));
+    tar
+}

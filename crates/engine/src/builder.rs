@@ -7,13 +7,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dockerfile::{Instruction, Plan, PlanOptions, Platform, Scope};
-use image::config::ImageConfig;
+use dockerfile::{Plan, PlanOptions, Platform};
 use image::reference::Reference;
 use image::{Images, LocalImage};
 use store::Store;
 
-use crate::progress::{Event, ProgressSink, StepId};
+use crate::progress::{Event, ProgressSink};
 use crate::request::{BuildRequest, Output};
 use crate::stage::{StageRun, StageState};
 use crate::BuildError;
@@ -85,8 +84,7 @@ impl Builder {
             .inner
             .snapshotter
             .get_or_init(|| {
-                // SAFETY: geteuid has no preconditions.
-                let root = unsafe { libc::geteuid() } == 0;
+                let root = crate::fsutil::is_root();
                 let mode = if root {
                     snapshot::Mode::Auto
                 } else {
@@ -335,8 +333,7 @@ fn export(
                             dest,
                             std::io::BufReader::new(reader),
                             &layer::ApplyOptions {
-                                // SAFETY: geteuid has no preconditions.
-                                same_owner: unsafe { libc::geteuid() } == 0,
+                                same_owner: crate::fsutil::is_root(),
                                 ..Default::default()
                             },
                         )
@@ -474,39 +471,6 @@ pub(crate) fn stage_label(plan: &Plan, i: usize) -> String {
         .name
         .clone()
         .unwrap_or_else(|| format!("stage-{i}"))
-}
-
-pub(crate) fn step_id(
-    plan: &Plan,
-    stage: usize,
-    index: usize,
-    total: usize,
-    instr: &Instruction,
-) -> StepId {
-    StepId {
-        index,
-        total,
-        stage: stage_label(plan, stage),
-        line: instr.line,
-        text: instr.original.clone(),
-    }
-}
-
-pub(crate) fn new_scope(
-    plan: &Plan,
-    stage: usize,
-    opts: &PlanOptions,
-    base_env: &[String],
-) -> Scope {
-    Scope::new(plan, stage, opts, base_env)
-}
-
-pub(crate) fn empty_config(platform: &Platform) -> ImageConfig {
-    ImageConfig::empty(
-        &platform.os,
-        &platform.architecture,
-        platform.variant.as_deref(),
-    )
 }
 
 #[cfg(test)]

@@ -64,14 +64,24 @@ pub fn mkdir_all_in_root(
                 }
             }
             // The real location may differ from `prefix` when a parent was a symlink inside the root.
-            let real = std::fs::read_link(format!("/proc/self/fd/{}", handle.as_fd().as_raw_fd()))
-                .map_err(|e| BuildError::io(&prefix, e))?;
+            let real = fd_path(&handle, &prefix)?;
             if let Ok(rel) = real.strip_prefix(rootfs) {
                 created.push(rel.to_path_buf());
             }
         }
     }
     Ok(created)
+}
+
+/// The host path an open handle refers to (what the kernel resolved, symlinks included).
+fn fd_path(handle: &pathrs::Handle, shown: &Path) -> Result<PathBuf, BuildError> {
+    std::fs::read_link(format!("/proc/self/fd/{}", handle.as_fd().as_raw_fd()))
+        .map_err(|e| BuildError::io(shown, e))
+}
+
+/// Whether this process is root, which decides ownership handling and the snapshotter.
+pub(crate) fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 /// Resolves `abs` inside `rootfs` and returns its real host path, for APIs that need a plain path
@@ -82,8 +92,7 @@ pub fn real_path_in_root(rootfs: &Path, abs: &Path) -> Result<PathBuf, BuildErro
     let handle = root
         .resolve(abs)
         .map_err(|e| BuildError::io(abs, std::io::Error::other(e.to_string())))?;
-    let real = std::fs::read_link(format!("/proc/self/fd/{}", handle.as_fd().as_raw_fd()))
-        .map_err(|e| BuildError::io(abs, e))?;
+    let real = fd_path(&handle, abs)?;
     if !real.starts_with(rootfs) {
         return Err(BuildError::io(
             abs,

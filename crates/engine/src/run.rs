@@ -130,12 +130,7 @@ impl StageRun<'_> {
 
     /// The argv a RUN executes: shell form through SHELL; heredocs as docker runs them.
     fn run_argv(&self, state: &StageState, run: &dockerfile::Run) -> Vec<String> {
-        let shell = state
-            .config
-            .config
-            .shell
-            .clone()
-            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+        let shell = crate::stage::shell_of(&state.config);
         match &run.command {
             Command::Exec(v) => v.clone(),
             Command::Shell(cmd) if run.heredocs.is_empty() => {

@@ -10,7 +10,8 @@ use dockerfile::{Base, Command, Heredoc, Instruction, InstructionKind, Plan, Pla
 use image::config::{HealthConfig, History, ImageConfig};
 use image::{Images, LayerDesc};
 
-use crate::builder::{empty_config, new_scope, step_id};
+use crate::builder::stage_label;
+use crate::fsutil::is_root;
 use crate::fsutil::{join_workdir, mkdir_all_in_root};
 use crate::progress::{Event, ProgressSink, StepId};
 use crate::view::View;
@@ -94,7 +95,7 @@ impl<'a> StageRun<'a> {
         let stage = &self.plan.stages[i];
         let mut state = self.base_state(i)?;
         let base_env = state.config.env().to_vec();
-        let mut scope = new_scope(self.plan, i, self.opts, &base_env);
+        let mut scope = Scope::new(self.plan, i, self.opts, &base_env);
         if !state.config.env().iter().any(|e| e.starts_with("PATH=")) {
             state.config.env_mut().insert(0, DEFAULT_PATH.to_string());
         }
@@ -127,7 +128,11 @@ impl<'a> StageRun<'a> {
                     None => self.opts.target_platform.clone(),
                 };
                 // BuildKit's empty image for `scratch` has WorkingDir "/".
-                let mut config = empty_config(&platform);
+                let mut config = ImageConfig::empty(
+                    &platform.os,
+                    &platform.architecture,
+                    platform.variant.as_deref(),
+                );
                 config.config.working_dir = Some("/".into());
                 Ok(StageState {
                     config,
@@ -207,7 +212,13 @@ impl<'a> StageRun<'a> {
         raw: &Instruction,
     ) -> Result<(), BuildError> {
         self.step_counter += 1;
-        let id = step_id(self.plan, stage, self.step_counter, self.total_steps, raw);
+        let id = StepId {
+            index: self.step_counter,
+            total: self.total_steps,
+            stage: stage_label(self.plan, stage),
+            line: raw.line,
+            text: raw.original.clone(),
+        };
         self.progress.event(Event::StepStarted(id.clone()));
         let started = Instant::now();
         let instr = scope.expand(raw)?;
@@ -417,11 +428,7 @@ impl<'a> StageRun<'a> {
         match cmd {
             Command::Exec(v) => (v.clone(), false),
             Command::Shell(s) => {
-                let mut argv = c
-                    .config
-                    .shell
-                    .clone()
-                    .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+                let mut argv = shell_of(c);
                 argv.push(s.clone());
                 (argv, true)
             }
@@ -559,7 +566,7 @@ impl<'a> StageRun<'a> {
                 let unpack = add.map(|a| a.unpack.unwrap_or(true)).unwrap_or(false);
                 if unpack && from_root.is_none() && !src.contains(['*', '?', '[']) {
                     let p = self.context.root().join(src.trim_start_matches('/'));
-                    if archive_kind(&p).is_some() {
+                    if is_tar_archive(&p) {
                         self.extract(&root, &p, &copy.dest, &workdir)
                             .map_err(|e| self.step_error(instr, e))?;
                         continue;
@@ -679,25 +686,31 @@ fn view_root(view: &View<'_>) -> Result<PathBuf, BuildError> {
         .ok_or_else(|| BuildError::Task("snapshot view has no writable path".into()))
 }
 
-/// Detects a tar archive (plain or compressed) by content, as ADD does.
-fn archive_kind(path: &Path) -> Option<layer::compress::Compression> {
-    let meta = std::fs::symlink_metadata(path).ok()?;
+/// The stage's SHELL, or docker's default, for shell-form commands.
+pub(crate) fn shell_of(c: &ImageConfig) -> Vec<String> {
+    c.config
+        .shell
+        .clone()
+        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+}
+
+/// Whether ADD extracts this file: a tar archive, plain or compressed, detected by content.
+fn is_tar_archive(path: &Path) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
     if !meta.is_file() {
-        return None;
+        return false;
     }
-    let f = std::fs::File::open(path).ok()?;
-    let mut head = [0u8; 8];
-    let mut f2 = std::fs::File::open(path).ok()?;
-    let n = f2.read(&mut head).ok()?;
-    let kind = layer::compress::detect(&head[..n]);
-    let mut r = layer::compress::decompress(f).ok()?;
-    let mut block = vec![0u8; 512];
-    r.read_exact(&mut block).ok()?;
-    if &block[257..262] == b"ustar" {
-        Some(kind)
-    } else {
-        None
-    }
+    // `decompress` sniffs the compression itself, so one open is enough.
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(mut r) = layer::compress::decompress(f) else {
+        return false;
+    };
+    let mut block = [0u8; 512];
+    r.read_exact(&mut block).is_ok() && &block[257..262] == b"ustar"
 }
 
 fn write_heredocs(dir: &Path, docs: &[Heredoc]) -> Result<(), BuildError> {
@@ -798,11 +811,6 @@ fn go_quoted_list(items: &[String]) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     format!("[{inner}]")
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn set_root_mode(p: &Path) -> Result<(), BuildError> {
