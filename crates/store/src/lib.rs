@@ -31,6 +31,7 @@
 //!   ingest/<pid>-<random>      in-flight blob writes and temp files of atomic record updates
 //!   refs/<encoded name>        image references (tags): JSON {name, digest, mediaType, created}
 //!   meta/variants/<hex>/<enc>  compressed-variant records keyed by uncompressed digest + compression
+//!   meta/sources/<hex>/<enc>   registry repositories known to hold a blob (see [`Store::add_blob_source`])
 //!   tmp/<pid>-<purpose>-<rnd>  scratch directories of running builds (see [`Store::temp_dir`])
 //! ```
 //!
@@ -75,6 +76,7 @@ mod fsutil;
 mod gc;
 mod ingest;
 mod names;
+mod sources;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -253,10 +255,9 @@ impl Store {
 
     /// The store location when the user did not give one, read from the real environment and uid.
     pub fn default_root() -> PathBuf {
-        Self::default_root_from(
-            |k| std::env::var(k).ok(),
-            rustix::process::getuid().as_raw(),
-        )
+        let uid = rustix::process::getuid().as_raw();
+        let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+        Self::default_root_from(|k| std::env::var(k).ok(), host_uid(uid, &map))
     }
 
     /// [`Store::default_root`] with the environment and uid injected, so the rule is testable:
@@ -619,6 +620,42 @@ impl Store {
                     return Err(e);
                 }
             }
+        }
+    }
+}
+
+/// The uid outside a user namespace that `uid` inside it maps to (one level, from the text of
+/// `/proc/self/uid_map`), so a rootless builder that runs as root of its own namespace still
+/// picks the caller's store and not `/var/lib/rbuild`. Unmapped or unreadable: `uid` itself.
+fn host_uid(uid: u32, uid_map: &str) -> u32 {
+    uid_map
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().map(|v| v.parse::<u64>().ok());
+            Some((f.next()??, f.next()??, f.next()??))
+        })
+        .find(|&(inside, _, count)| (inside..inside + count).contains(&u64::from(uid)))
+        .and_then(|(inside, outside, _)| u32::try_from(outside + (u64::from(uid) - inside)).ok())
+        .unwrap_or(uid)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_uid_follows_the_namespace_map() {
+        let rootless = "         0       1000          1\n         1     100000      65536\n";
+        let cases: &[(u32, &str, u32)] = &[
+            (0, rootless, 1000),
+            (1, rootless, 100000),
+            (33, rootless, 100032),
+            (70000, rootless, 70000),
+            (0, "         0          0 4294967295\n", 0),
+            (1000, "         0          0 4294967295\n", 1000),
+            (0, "", 0),
+            (0, "garbage\n", 0),
+        ];
+        for &(uid, map, want) in cases {
+            assert_eq!(super::host_uid(uid, map), want, "uid {uid} in {map:?}");
         }
     }
 }
