@@ -219,6 +219,10 @@ pub struct PushOptions {
     /// Repositories that may already hold the blobs (the image's base, for instance); blobs are
     /// mounted from those on the destination's registry instead of uploaded.
     pub mount_from: Vec<Reference>,
+    /// Repositories known to hold one particular blob (recorded when it was pulled from or
+    /// pushed to them), tried before `mount_from` for that blob: a mount is only worth a request
+    /// where the blob is known to be. Sources on other registries are ignored.
+    pub blob_sources: HashMap<Digest, Vec<Reference>>,
 }
 
 #[derive(Default)]
@@ -1085,20 +1089,43 @@ impl Client {
         let ep = self
             .conf
             .push_endpoint(dest, &self.opts.insecure_registries)?;
-        let mounts: Vec<String> = opts
-            .mount_from
+        // Only a repository of the destination's own registry (not a mirror), other than the
+        // destination itself, can be a mount source.
+        let same_registry = |r: &Reference| {
+            let eps = self
+                .conf
+                .endpoints_for(r, &self.opts.insecure_registries)
+                .ok()?;
+            let src = eps.into_iter().find(|e| !e.is_mirror)?;
+            (src.host == ep.host && src.repository != ep.repository).then_some(src.repository)
+        };
+        let mut mounts: Vec<String> = Vec::new();
+        for m in opts.mount_from.iter().filter_map(same_registry) {
+            if !mounts.contains(&m) {
+                mounts.push(m);
+            }
+        }
+        let mut blob_mounts: HashMap<Digest, Vec<String>> = HashMap::new();
+        for (digest, refs) in &opts.blob_sources {
+            let mut list: Vec<String> = Vec::new();
+            for m in refs.iter().filter_map(same_registry) {
+                if !list.contains(&m) {
+                    list.push(m);
+                }
+            }
+            if !list.is_empty() {
+                blob_mounts.insert(*digest, list);
+            }
+        }
+        // The token must allow pulling from every repository a blob may be mounted from.
+        let mut sources: Vec<&String> = mounts
             .iter()
-            .filter_map(|r| {
-                let eps = self
-                    .conf
-                    .endpoints_for(r, &self.opts.insecure_registries)
-                    .ok()?;
-                let src = eps.into_iter().find(|e| !e.is_mirror)?;
-                (src.host == ep.host && src.repository != ep.repository).then_some(src.repository)
-            })
+            .chain(blob_mounts.values().flatten())
             .collect();
+        sources.sort();
+        sources.dedup();
         let mut scopes = vec![format!("repository:{}:pull,push", ep.repository)];
-        scopes.extend(mounts.iter().map(|m| scope_pull(m)));
+        scopes.extend(sources.into_iter().map(|m| scope_pull(m)));
         let tag = match (dest.tag(), dest.digest()) {
             (Some(t), _) => t.to_string(),
             (None, Some(d)) => d.to_string(),
@@ -1108,6 +1135,7 @@ impl Client {
             ep: &ep,
             scopes: &scopes,
             mounts: &mounts,
+            blob_mounts: &blob_mounts,
             store,
             progress,
         };
@@ -1207,7 +1235,15 @@ impl Client {
             return Ok(());
         }
         let mut session: Option<String> = None;
-        for from in ctx.mounts {
+        let known = ctx
+            .blob_mounts
+            .get(&digest)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let candidates = known
+            .iter()
+            .chain(ctx.mounts.iter().filter(|m| !known.contains(m)));
+        for from in candidates {
             let path = format!("/v2/{}/blobs/uploads/", ep.repository);
             let from_q = from.clone();
             let mk = |c: &reqwest::Client, base: &str| {
@@ -1469,6 +1505,7 @@ struct PushCtx<'a> {
     ep: &'a Endpoint,
     scopes: &'a [String],
     mounts: &'a [String],
+    blob_mounts: &'a HashMap<Digest, Vec<String>>,
     store: &'a store::Store,
     progress: &'a (dyn Fn(PushEvent) + Send + Sync),
 }

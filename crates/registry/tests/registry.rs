@@ -179,6 +179,7 @@ fn second_push_skips_existing_blobs_and_mounts_across_repositories() {
     let evs = Events::new();
     let push_opts = PushOptions {
         mount_from: vec![a.clone()],
+        ..PushOptions::default()
     };
     c.push_with(
         &src,
@@ -448,6 +449,7 @@ fn bearer_token_auth_with_scopes_and_cache() {
         &app,
         &PushOptions {
             mount_from: vec![base.clone()],
+            ..PushOptions::default()
         },
         &|e| evs.push(e),
     )
@@ -471,6 +473,54 @@ fn bearer_token_auth_with_scopes_and_cache() {
         ["repository:tok/app:pull,push", "repository:tok/base:pull"]
     );
     assert!(last.contains(&format!("service={TOKEN_SERVICE}")), "{last}");
+
+    // Per-blob sources (what a pull recorded) mount exactly those blobs, and their repository is
+    // in the token's scope; a source on another registry is ignored.
+    let m: image::manifest::Manifest = serde_json::from_slice(&mbytes).expect("manifest json");
+    let elsewhere = r("127.0.0.1:1/tok/base:1");
+    let blob_sources: std::collections::HashMap<_, _> = m
+        .layers
+        .iter()
+        .map(|l| (l.digest, vec![elsewhere.clone(), base.clone()]))
+        .collect();
+    let app2 = r(&format!("{}/tok/app2:1", reg.host()));
+    let evs = Events::new();
+    c.push_with(
+        &src,
+        &mbytes,
+        MEDIA_TYPE_OCI_MANIFEST,
+        &app2,
+        &PushOptions {
+            blob_sources,
+            ..PushOptions::default()
+        },
+        &|e| evs.push(e),
+    )
+    .unwrap_or_else(|e| panic!("push with blob sources: {e}\n{}", reg.log()));
+    let evs = evs.all();
+    for l in &m.layers {
+        assert!(
+            evs.iter().any(|e| matches!(e, PushEvent::Mounted { digest, from } if *digest == l.digest && from == "tok/base")),
+            "{} not mounted: {evs:?}",
+            l.digest
+        );
+    }
+    // The config had no recorded source: uploaded.
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, PushEvent::Done { digest } if *digest == m.config.digest)),
+        "{evs:?}"
+    );
+    let reqs = tokens.requests.lock().expect("lock").clone();
+    let last = reqs.last().cloned().unwrap_or_default();
+    let scopes: Vec<String> = url::form_urlencoded::parse(last.as_bytes())
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    assert_eq!(
+        scopes,
+        ["repository:tok/app2:pull,push", "repository:tok/base:pull"]
+    );
 
     let (_d2, dst) = new_store();
     c.pull(&app, &amd64(), &dst, &|_| {})
@@ -807,6 +857,7 @@ fn docker_schema2_manifest_and_mount_fallback_to_upload() {
             &dest,
             &PushOptions {
                 mount_from: vec![r(&format!("{}/docker/empty:1", reg.host()))],
+                ..PushOptions::default()
             },
             &|e| evs.push(e),
         )
