@@ -122,6 +122,12 @@ pub struct ApplyStats {
     pub bytes: u64,
     /// Things skipped because this process may not do them (device nodes, privileged xattrs).
     pub warnings: Vec<String>,
+    /// Character/block devices not created because this process may not (`mknod` refused, as in
+    /// a user namespace); the rootfs still works for builds, which rarely need real devices.
+    pub skipped_devices: u64,
+    /// Entries whose owner could not be set because the id has no mapping in this user
+    /// namespace; they keep the applying user as owner, as moby does in a user namespace.
+    pub unmapped_owners: u64,
 }
 
 /// Lexically cleans a tar path into its components; `Ok(None)` means it would leave the root.
@@ -295,6 +301,50 @@ impl Ctx<'_> {
         };
         // SAFETY-free: from_raw only wraps the integer.
         Some((Uid::from_raw(u), Gid::from_raw(g)))
+    }
+
+    /// Sets the owner through `chown` (an fd- or name-based chown of the current entry). An id
+    /// the current user namespace has no mapping for (`EINVAL`) is left as the applying user's,
+    /// as moby does in a user namespace: uid and gid are then tried one at a time so the mapped
+    /// one still lands. Warns once per layer; every such entry is counted.
+    fn chown(
+        &mut self,
+        uid: Uid,
+        gid: Gid,
+        chown: impl Fn(Option<Uid>, Option<Gid>) -> Result<(), Errno>,
+    ) -> Result<(), LayerError> {
+        match chown(Some(uid), Some(gid)) {
+            Ok(()) => return Ok(()),
+            Err(Errno::INVAL) => {}
+            Err(e) => return Err(self.errno(e)),
+        }
+        let mut unmapped = Vec::new();
+        for (r, what) in [
+            (chown(Some(uid), None), format!("uid {}", uid.as_raw())),
+            (chown(None, Some(gid)), format!("gid {}", gid.as_raw())),
+        ] {
+            match r {
+                Ok(()) => {}
+                Err(Errno::INVAL) => unmapped.push(what),
+                Err(e) => return Err(self.errno(e)),
+            }
+        }
+        self.stats.unmapped_owners += 1;
+        if self.stats.unmapped_owners == 1 {
+            let ids = unmapped.join(", ");
+            tracing::warn!(
+                path = %self.cur,
+                ids = %ids,
+                "id not mapped in this user namespace; owner left as the applying user \
+                 (further entries of this layer are counted, not logged)"
+            );
+            let msg = format!(
+                "{}: {ids} not mapped in this user namespace; owner left as the applying user",
+                self.cur
+            );
+            self.warn(msg);
+        }
+        Ok(())
     }
 
     fn set_xattrs(
@@ -621,7 +671,7 @@ fn apply_entry<R: Read>(
             )
             .map_err(|e| ctx.errno(e))?;
             if let Some((u, g)) = owner {
-                rfs::fchown(&fd, Some(u), Some(g)).map_err(|e| ctx.errno(e))?;
+                ctx.chown(u, g, |u, g| rfs::fchown(&fd, u, g))?;
             }
             ctx.set_xattrs(&fd, &meta.xattrs)?;
             ctx.dir_times.push((comps.clone(), mode, meta.times));
@@ -633,8 +683,9 @@ fn apply_entry<R: Read>(
                 .into_owned();
             rfs::symlinkat(OsStr::from_bytes(&target), &dir, name).map_err(|e| ctx.errno(e))?;
             if let Some((u, g)) = owner {
-                rfs::chownat(&dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| ctx.errno(e))?;
+                ctx.chown(u, g, |u, g| {
+                    rfs::chownat(&dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW)
+                })?;
             }
             if !meta.xattrs.is_empty() {
                 let msg = format!("{}: xattrs on a symlink are not applied", ctx.cur);
@@ -691,6 +742,11 @@ fn apply_entry<R: Read>(
             match rfs::mknodat(&dir, name, ft, mode, dev) {
                 Ok(()) => {}
                 Err(e @ (Errno::PERM | Errno::ACCESS | Errno::OPNOTSUPP)) => {
+                    // As moby in a user namespace: a rootfs without the node still builds.
+                    if ft != FileType::Fifo {
+                        ctx.stats.skipped_devices += 1;
+                    }
+                    tracing::warn!(path = %ctx.cur, error = %e, "device node not created");
                     let msg = format!("{}: device/fifo not created: {e}", ctx.cur);
                     ctx.warn(msg);
                     return Ok(());
@@ -698,8 +754,9 @@ fn apply_entry<R: Read>(
                 Err(e) => return Err(ctx.errno(e)),
             }
             if let Some((u, g)) = owner {
-                rfs::chownat(&dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| ctx.errno(e))?;
+                ctx.chown(u, g, |u, g| {
+                    rfs::chownat(&dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW)
+                })?;
             }
             // Just created by us as a non-symlink, so following is harmless; fchmodat cannot
             // take AT_SYMLINK_NOFOLLOW on Linux.
@@ -732,7 +789,7 @@ fn finish_fd(
     meta: &Meta,
 ) -> Result<(), LayerError> {
     if let Some((u, g)) = owner {
-        rfs::fchown(fd, Some(u), Some(g)).map_err(|e| ctx.errno(e))?;
+        ctx.chown(u, g, |u, g| rfs::fchown(fd, u, g))?;
     }
     rfs::fchmod(fd, mode).map_err(|e| ctx.errno(e))?;
     ctx.set_xattrs(fd, &meta.xattrs)?;
