@@ -354,3 +354,105 @@ fn skopeo_manifest_auth(image: &str, pass: &str) -> serde_json::Value {
     ]));
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+#[test]
+fn push_mounts_pulled_base_layers_from_their_repository() {
+    let reg = Registry::start();
+    let base = format!("{}/a/base:1", reg.host());
+    skopeo_push_base(base_archive(), &base);
+    let base_layers: Vec<String> = skopeo_manifest(&base)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!base_layers.is_empty());
+
+    let store = tempfile::tempdir().unwrap();
+    run_ok(rbuild(store.path()).args(["pull", &base]));
+    let ctx = context(&format!("FROM {base}\nCOPY f /f\n"), &[("f", "app")]);
+    run_ok(
+        rbuild(store.path())
+            .args(["build", "-t", "app:1"])
+            .arg(ctx.path()),
+    );
+    let dest = format!("{}/b/app:1", reg.host());
+    let out = run_ok(rbuild(store.path()).args(["push", "app:1", &dest]));
+    let log = text(&out);
+    for l in &base_layers {
+        let short = &l["sha256:".len().."sha256:".len() + 12];
+        assert!(
+            log.lines()
+                .any(|line| line.starts_with(short) && line.contains("Mounted from a/base")),
+            "base layer {l} was not mounted:\n{log}"
+        );
+        assert!(
+            !log.lines()
+                .any(|line| line.starts_with(short) && line.contains("Pushing")),
+            "base layer {l} was uploaded:\n{log}"
+        );
+    }
+    // The new layer had nowhere to come from: uploaded.
+    assert!(log.contains("Pushed"), "{log}");
+    // The registry holds the image with the base layers linked into b/app.
+    let pushed = skopeo_manifest(&dest);
+    let pushed_layers: Vec<&str> = pushed["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(&pushed_layers[..base_layers.len()], base_layers.as_slice());
+    for l in &base_layers {
+        let link = reg
+            .dir
+            .path()
+            .join("storage/docker/registry/v2/repositories/b/app/_layers/sha256")
+            .join(&l["sha256:".len()..])
+            .join("link");
+        assert!(link.is_file(), "{} missing", link.display());
+    }
+
+    // A push of the result to a third repository mounts every blob, the new layer included,
+    // because the first push recorded that b/app holds it.
+    let again = format!("{}/c/app:1", reg.host());
+    let out = run_ok(rbuild(store.path()).args(["push", "app:1", &again]));
+    let log = text(&out);
+    assert!(!log.contains(": Pushing"), "{log}");
+    assert_eq!(
+        log.matches("Mounted from").count(),
+        base_layers.len() + 2,
+        "{log}"
+    );
+    assert!(
+        log.contains("Mounted from b/app") || log.contains("Mounted from a/base"),
+        "{log}"
+    );
+}
+
+#[test]
+fn pulled_image_stays_listed_as_none_when_its_tag_moves() {
+    let reg = Registry::start();
+    let base = format!("{}/a/base:1", reg.host());
+    skopeo_push_base(base_archive(), &base);
+    let store = tempfile::tempdir().unwrap();
+    let out = run_ok(rbuild(store.path()).args(["pull", "-q", &base]));
+    let pulled = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let short = &pulled["sha256:".len().."sha256:".len() + 12];
+
+    let ctx = context(&format!("FROM {base}\nCOPY f /f\n"), &[("f", "x")]);
+    run_ok(
+        rbuild(store.path())
+            .args(["build", "-t", &base])
+            .arg(ctx.path()),
+    );
+    let out = run_ok(rbuild(store.path()).args(["images"]));
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    let row = listing
+        .lines()
+        .find(|l| l.contains(short))
+        .unwrap_or_else(|| panic!("pulled image {short} dropped from the listing:\n{listing}"));
+    assert!(row.starts_with("<none>"), "{listing}");
+    // Like docker, the image is still usable by id.
+    run_ok(rbuild(store.path()).args(["inspect", &pulled]));
+}

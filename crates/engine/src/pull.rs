@@ -8,7 +8,7 @@
 //! The config is kept byte for byte, so a pulled image has the same id as in the registry (and in
 //! docker).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -16,7 +16,7 @@ use digest::Digest;
 use dockerfile::Platform;
 use image::export::ExportCompression;
 use image::manifest::{
-    Descriptor, Manifest, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_LAYER_GZIP,
+    Descriptor, Manifest, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_GZIP,
     MEDIA_TYPE_OCI_LAYER_ZSTD, MEDIA_TYPE_OCI_MANIFEST,
 };
 use image::reference::Reference;
@@ -389,6 +389,9 @@ pub fn pull_image(
     }
     let image = commit_keeping_config(images, &config_bytes, &layers)?;
     images.tag(&image, reference)?;
+    let blobs =
+        std::iter::once(&manifest.config.digest).chain(manifest.layers.iter().map(|l| &l.digest));
+    record_sources(store, blobs, reference, progress);
     emit(
         progress,
         RegistryEvent::Finished {
@@ -399,6 +402,52 @@ pub fn pull_image(
         },
     );
     Ok(image)
+}
+
+/// Most mount sources tried per blob: each is a request, and each repository widens the token.
+const MAX_SOURCES_PER_BLOB: usize = 3;
+
+/// Records that `reference`'s repository holds `blobs`, so a later push to the same registry
+/// mounts them instead of uploading. The records are hints: failing to write one only warns.
+fn record_sources<'a>(
+    store: &store::Store,
+    blobs: impl Iterator<Item = &'a Digest>,
+    reference: &Reference,
+    progress: &dyn ProgressSink,
+) {
+    let name = reference.name();
+    for d in blobs {
+        if let Err(e) = store.add_blob_source(d, &name) {
+            progress.event(Event::Warning {
+                message: format!("cannot record that {name} holds {d}: {e}"),
+            });
+            return;
+        }
+    }
+}
+
+/// The recorded repositories of `dest`'s registry (other than `dest` itself) holding each blob,
+/// for cross-repository mounts; unreadable records are skipped (they are hints).
+fn mount_sources<'a>(
+    store: &store::Store,
+    blobs: impl Iterator<Item = &'a Digest>,
+    dest: &Reference,
+) -> HashMap<Digest, Vec<Reference>> {
+    let mut out = HashMap::new();
+    for d in blobs {
+        let refs: Vec<Reference> = store
+            .blob_sources(d)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| Reference::parse(s).ok())
+            .filter(|r| r.registry() == dest.registry() && r.repository() != dest.repository())
+            .take(MAX_SOURCES_PER_BLOB)
+            .collect();
+        if !refs.is_empty() {
+            out.insert(*d, refs);
+        }
+    }
+    out
 }
 
 /// `reference` pinned to `digest` (keeping the repository), for a pull that cannot race a tag.
@@ -516,27 +565,22 @@ fn decode_layer(
 }
 
 /// Records an image whose config bytes must stay exactly as served (the image id is their digest),
-/// with a local manifest over the uncompressed layers, as the image database lays images out.
+/// with its own image record, so it stays listed (as `<none>`) when its tag moves elsewhere.
 fn commit_keeping_config(
     images: &Images,
     config_bytes: &[u8],
     layers: &[LayerDesc],
 ) -> Result<LocalImage, TransferError> {
-    let store = images.store();
-    let id = store.put_bytes(config_bytes)?;
-    let mut descs = Vec::with_capacity(layers.len());
-    for l in layers {
-        descs.push(Descriptor::new(MEDIA_TYPE_OCI_LAYER, l.diff_id, l.size));
-    }
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
-        config: Descriptor::new(MEDIA_TYPE_OCI_CONFIG, id, config_bytes.len() as u64),
-        layers: descs,
-        annotations: BTreeMap::new(),
-    };
-    let digest = store.put_bytes(&manifest.to_canonical_json())?;
-    Ok(images.load_manifest(&digest)?)
+    images
+        .commit_exact_config(config_bytes, layers)
+        .map_err(|e| match e {
+            ImageError::Json { source, .. } => ImageError::Json {
+                what: format!("image config {}", Digest::of(config_bytes)),
+                source,
+            },
+            other => other,
+        })
+        .map_err(TransferError::from)
 }
 
 /// How a push compresses layers and where it may mount them from.
@@ -544,8 +588,9 @@ fn commit_keeping_config(
 pub struct PushSettings {
     /// Layer compression (gzip by default; stored variants are reused).
     pub compression: ExportCompression,
-    /// Repositories on the destination registry that may already hold the layers (the base
-    /// image's), so the registry links them instead of receiving them again.
+    /// Repositories on the destination registry that may already hold the layers, so the registry
+    /// links them instead of receiving them again. Sources recorded in the store (by earlier pulls
+    /// and pushes) are used per blob without being listed here.
     pub mount_from: Vec<Reference>,
 }
 
@@ -586,8 +631,12 @@ pub fn push_image(
     };
     let bytes = manifest.to_canonical_json();
     store.put_bytes(&bytes)?;
+    let blobs = || {
+        std::iter::once(&manifest.config.digest).chain(manifest.layers.iter().map(|l| &l.digest))
+    };
     let opts = PushOptions {
         mount_from: settings.mount_from.clone(),
+        blob_sources: mount_sources(store, blobs(), dest),
     };
     let digest = client
         .push_with(store, &bytes, MEDIA_TYPE_OCI_MANIFEST, dest, &opts, &|ev| {
@@ -597,6 +646,7 @@ pub fn push_image(
             reference: rname.clone(),
             source: Box::new(e),
         })?;
+    record_sources(store, blobs(), dest, progress);
     emit(
         progress,
         RegistryEvent::Finished {
@@ -629,6 +679,7 @@ pub fn push_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::manifest::MEDIA_TYPE_OCI_LAYER;
 
     #[test]
     fn variant_kinds_follow_media_types() {

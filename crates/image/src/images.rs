@@ -197,6 +197,19 @@ impl Images {
         self.commit_raw(&bytes, config, layers)
     }
 
+    /// Records an image whose config bytes must stay exactly as a registry served them (the image
+    /// id is their digest, so a pulled image keeps the id it has in the registry and in docker),
+    /// over layers already in the store. Like [`Images::commit`], it gets its own `@image/` record,
+    /// so when its tag later moves to another image it is still listed (as `<none>`) and kept.
+    pub fn commit_exact_config(
+        &self,
+        config_bytes: &[u8],
+        layers: &[LayerDesc],
+    ) -> Result<LocalImage, ImageError> {
+        let config = ImageConfig::from_json(config_bytes)?;
+        self.commit_raw(config_bytes, config, layers)
+    }
+
     /// Commits a config whose exact bytes must be kept (imports keep docker's image id).
     pub(crate) fn commit_raw(
         &self,
@@ -615,10 +628,74 @@ impl Images {
             }
         }
         let gc = self.store.gc()?;
+        {
+            // Mount hints of blobs gc just removed are useless; drop them under gc's lock.
+            let _lock = self.store.lock_exclusive()?;
+            self.store.prune_blob_sources()?;
+        }
         Ok(PruneStats {
             images_deleted,
             bytes_freed: gc.bytes_removed,
             gc,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_json(diff_id: &Digest, created: &str) -> Vec<u8> {
+        // Deliberately not canonical (spacing, key order): the bytes must be kept as given.
+        format!(
+            "{{ \"rootfs\": {{\"type\": \"layers\", \"diff_ids\": [\"{diff_id}\"]}}, \"os\": \"linux\", \"architecture\": \"amd64\", \"created\": \"{created}\", \"config\": {{}} }}"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn exact_config_image_keeps_its_id_and_stays_listed_when_its_tag_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Images::new(Store::open(dir.path()).unwrap());
+        let layer = images.store().put_bytes(b"not really a tar").unwrap();
+        let layers = [LayerDesc {
+            diff_id: layer,
+            size: 0,
+        }];
+        let first_bytes = config_json(&layer, "2024-01-01T00:00:00Z");
+        let first = images.commit_exact_config(&first_bytes, &layers).unwrap();
+        assert_eq!(first.id, Digest::of(&first_bytes));
+        assert_eq!(first.layers[0].size, 16);
+        let r = Reference::parse("localhost:5000/a/base:1").unwrap();
+        images.tag(&first, &r).unwrap();
+
+        let second_bytes = config_json(&layer, "2025-01-01T00:00:00Z");
+        let second = images.commit_exact_config(&second_bytes, &layers).unwrap();
+        images.tag(&second, &r).unwrap();
+
+        let rows = images.list().unwrap();
+        let row = |id: &Digest| rows.iter().find(|row| row.id == *id).cloned();
+        let old = row(&first.id).expect("the image the tag left is still listed");
+        assert_eq!(
+            (old.repository.as_str(), old.tag.as_str()),
+            ("<none>", "<none>")
+        );
+        let new = row(&second.id).expect("the tagged image is listed");
+        assert_eq!(new.tag, "1");
+        assert_eq!(images.resolve(&first.id.to_string()).unwrap().id, first.id);
+
+        // Broken config bytes are an error, not a panic.
+        assert!(images.commit_exact_config(b"{", &layers).is_err());
+        // Layers must match the config's diff_ids.
+        let other = Digest::of(b"other");
+        assert!(images
+            .commit_exact_config(
+                &first_bytes,
+                &[LayerDesc {
+                    diff_id: other,
+                    size: 1
+                }]
+            )
+            .is_err());
     }
 }
