@@ -167,24 +167,40 @@ fn registry_host(r: &Option<String>) -> String {
     auth::normalize_registry(r)
 }
 
+/// Why an interactive login cannot prompt, in the words docker uses, with the way out.
+const NOT_A_TTY: &str = "cannot perform an interactive login from a non-TTY device: give \
+     --username and the password with --password-stdin (e.g. `echo \"$TOKEN\" | rbuild login -u USER \
+     --password-stdin REGISTRY`)";
+
 /// `rbuild login`: checks the credentials against the registry, then saves them where docker and
-/// podman-compatible tools read them. The password is never printed.
+/// podman-compatible tools read them. Missing values are prompted for on a terminal (the password
+/// with echo off); the password is never printed.
 pub fn login(insecure: &[String], a: LoginArgs) -> Result<ExitCode, BuildError> {
     let host = registry_host(&a.registry);
+    let tty = std::io::stdin().is_terminal();
     let mut stdin = std::io::stdin().lock();
+    if a.password.is_some() && a.password_stdin {
+        return Err(BuildError::Request(
+            "--password and --password-stdin are mutually exclusive".into(),
+        ));
+    }
     let username = match a.username {
         Some(u) => u,
+        None if a.password_stdin => {
+            return Err(BuildError::Request(
+                "--password-stdin needs --username".into(),
+            ))
+        }
+        None if !tty => return Err(BuildError::Request(NOT_A_TTY.into())),
         None => {
-            if a.password_stdin {
-                return Err(BuildError::Request(
-                    "--password-stdin needs --username".into(),
-                ));
-            }
             eprint!("Username: ");
             let mut line = String::new();
-            stdin
+            let n = stdin
                 .read_line(&mut line)
                 .map_err(|e| BuildError::io("<stdin>", e))?;
+            if n == 0 {
+                eprintln!();
+            }
             line.trim().to_string()
         }
     };
@@ -192,12 +208,7 @@ pub fn login(insecure: &[String], a: LoginArgs) -> Result<ExitCode, BuildError> 
         return Err(BuildError::Request("a username is required".into()));
     }
     let password = match (a.password, a.password_stdin) {
-        (Some(_), true) => {
-            return Err(BuildError::Request(
-                "--password and --password-stdin are mutually exclusive".into(),
-            ))
-        }
-        (Some(p), false) => {
+        (Some(p), _) => {
             eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
             p
         }
@@ -208,21 +219,15 @@ pub fn login(insecure: &[String], a: LoginArgs) -> Result<ExitCode, BuildError> 
                 .map_err(|e| BuildError::io("<stdin>", e))?;
             s.trim_end_matches(['\n', '\r']).to_string()
         }
+        (None, false) if !tty => return Err(BuildError::Request(NOT_A_TTY.into())),
         (None, false) => {
-            if std::io::stdin().is_terminal() {
-                return Err(BuildError::Request(
-                    "give the password with --password-stdin (rbuild does not read passwords \
-                     from a terminal, where they would echo)"
-                        .into(),
-                ));
-            }
-            let mut line = String::new();
-            stdin
-                .read_line(&mut line)
-                .map_err(|e| BuildError::io("<stdin>", e))?;
-            line.trim_end_matches(['\n', '\r']).to_string()
+            drop(stdin);
+            let p = read_password("Password: ")?;
+            stdin = std::io::stdin().lock();
+            p
         }
     };
+    drop(stdin);
     if password.is_empty() {
         return Err(BuildError::Request("a password is required".into()));
     }
@@ -240,6 +245,82 @@ pub fn login(insecure: &[String], a: LoginArgs) -> Result<ExitCode, BuildError> 
         .map_err(|e| BuildError::Request(format!("cannot save credentials: {e}")))?;
     println!("Login Succeeded");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Puts the terminal's settings back when dropped, so echo returns however the prompt ends
+/// (Enter, Ctrl-C, Ctrl-D, a read error or a panic).
+struct RestoreTerminal {
+    saved: rustix::termios::Termios,
+}
+
+impl Drop for RestoreTerminal {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
+    }
+}
+
+/// Prompts on stderr and reads a password from the terminal on stdin without echoing it.
+///
+/// The terminal is switched to non-canonical mode with echo and signals off, and the line is
+/// edited here (Backspace, Ctrl-U), so Ctrl-C arrives as a byte: the prompt ends with an error and
+/// the settings are restored, instead of the process dying with echo still off.
+fn read_password(prompt: &str) -> Result<String, BuildError> {
+    use rustix::termios::{self, LocalModes, OptionalActions, SpecialCodeIndex};
+    let tty_err = |e: rustix::io::Errno| BuildError::io("<stdin>", std::io::Error::from(e));
+    let saved = termios::tcgetattr(std::io::stdin()).map_err(tty_err)?;
+    let mut quiet = saved.clone();
+    quiet
+        .local_modes
+        .remove(LocalModes::ECHO | LocalModes::ICANON | LocalModes::ISIG);
+    quiet.special_codes[SpecialCodeIndex::VMIN] = 1;
+    quiet.special_codes[SpecialCodeIndex::VTIME] = 0;
+    let restore = RestoreTerminal { saved };
+    termios::tcsetattr(std::io::stdin(), OptionalActions::Now, &quiet).map_err(tty_err)?;
+    eprint!("{prompt}");
+    let mut secret: Vec<u8> = Vec::new();
+    let mut stdin = std::io::stdin().lock();
+    let outcome = loop {
+        let mut byte = [0u8; 1];
+        match stdin.read(&mut byte) {
+            Ok(0) => break Err("end of input before the password was complete"),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                drop(restore);
+                eprintln!();
+                return Err(BuildError::io("<stdin>", e));
+            }
+        }
+        match byte[0] {
+            b'\n' | b'\r' => break Ok(()),
+            // Ctrl-C
+            0x03 => break Err("login interrupted"),
+            // Ctrl-D on an empty line
+            0x04 if secret.is_empty() => break Err("end of input before the password was typed"),
+            // Backspace / Delete
+            0x08 | 0x7f => {
+                // Drop a whole UTF-8 character: continuation bytes, then the lead byte.
+                while let Some(b) = secret.pop() {
+                    if b & 0xc0 != 0x80 {
+                        break;
+                    }
+                }
+            }
+            // Ctrl-U
+            0x15 => secret.clear(),
+            b => secret.push(b),
+        }
+    };
+    drop(stdin);
+    drop(restore);
+    eprintln!();
+    outcome.map_err(|m| BuildError::Request(m.into()))?;
+    String::from_utf8(secret)
+        .map_err(|_| BuildError::Request("the password is not valid UTF-8".into()))
 }
 
 /// `rbuild logout`: forgets the saved credentials for a registry.

@@ -456,3 +456,130 @@ fn pulled_image_stays_listed_as_none_when_its_tag_moves() {
     // Like docker, the image is still usable by id.
     run_ok(rbuild(store.path()).args(["inspect", &pulled]));
 }
+
+#[test]
+fn login_without_a_terminal_names_password_stdin() {
+    let cfg = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    // No registry is needed: the arguments are refused before any request.
+    for args in [
+        &["login", "-u", "bob", "127.0.0.1:1"][..],
+        &["login", "127.0.0.1:1"][..],
+    ] {
+        let out = run_fail(
+            rbuild(store.path())
+                .env("DOCKER_CONFIG", cfg.path())
+                .args(args)
+                .stdin(std::process::Stdio::piped()),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--password-stdin"), "{args:?}: {err}");
+        assert!(err.contains("non-TTY"), "{args:?}: {err}");
+        assert!(!cfg.path().join("config.json").exists());
+    }
+}
+
+/// Runs `shell_cmd` under `script` (util-linux) so it gets a pseudo-terminal, answering each
+/// prompt in `dialog` only once it appeared (typing ahead would be echoed before echo is off).
+/// Returns everything the terminal showed.
+fn on_terminal(shell_cmd: &str, envs: &[(&str, &Path)], dialog: &[(&str, &str)]) -> String {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let mut cmd = Command::new("script");
+    cmd.args(["-qfec", shell_cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("script (util-linux)");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let mut seen = Vec::new();
+    for (prompt, answer) in dialog {
+        while !String::from_utf8_lossy(&seen).contains(prompt) {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(chunk) => seen.extend(chunk),
+                Err(e) => panic!(
+                    "no {prompt:?} prompt ({e}); terminal showed:\n{}",
+                    String::from_utf8_lossy(&seen)
+                ),
+            }
+        }
+        // Later prompts must be searched for after this one.
+        let shown = String::from_utf8_lossy(&seen).to_string();
+        let at = shown.find(prompt).unwrap() + prompt.len();
+        seen = shown.as_bytes()[at..].to_vec();
+        stdin.write_all(answer.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    let mut rest = Vec::new();
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(60)) {
+        rest.extend(chunk);
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&seen),
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(status.success(), "script failed: {shown}");
+    shown
+}
+
+#[test]
+fn login_prompts_on_a_terminal_without_echoing_the_password() {
+    const PASS: &str = "tty-Pa55word";
+    let reg = Registry::start_htpasswd("carol", PASS);
+    let cfg = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_rbuild");
+    let envs = [("DOCKER_CONFIG", cfg.path()), ("RBUILD_ROOT", store.path())];
+
+    let shown = on_terminal(
+        &format!("'{bin}' login {}", reg.host()),
+        &envs,
+        &[
+            ("Username: ", "carol\n"),
+            ("Password: ", &format!("{PASS}\n")),
+        ],
+    );
+    assert!(shown.contains("Login Succeeded"), "{shown}");
+    assert!(!shown.contains(PASS), "password echoed: {shown}");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cfg.path().join("config.json")).unwrap()).unwrap();
+    assert!(saved["auths"][reg.host()]["auth"].is_string(), "{saved}");
+
+    // Ctrl-C at the password prompt ends the login and gives the terminal its echo back.
+    std::fs::remove_file(cfg.path().join("config.json")).unwrap();
+    let shown = on_terminal(
+        &format!(
+            "'{bin}' login -u carol {}; echo \"exit=$?\"; stty -a",
+            reg.host()
+        ),
+        &envs,
+        &[("Password: ", "tty-\u{3}")],
+    );
+    assert!(shown.contains("interrupted"), "{shown}");
+    assert!(!shown.contains("exit=0"), "{shown}");
+    let modes: Vec<&str> = shown.split([' ', ';', '\n', '\r']).collect();
+    for mode in ["echo", "icanon", "isig"] {
+        assert!(modes.contains(&mode), "{mode} not restored: {shown}");
+        assert!(!modes.contains(&format!("-{mode}").as_str()), "{shown}");
+    }
+    assert!(!cfg.path().join("config.json").exists());
+}
