@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use engine::pull::{BlobState, Direction, RegistryEvent};
@@ -24,6 +25,8 @@ pub struct Renderer {
     style: Style,
     out: Mutex<std::io::Stderr>,
     bars: Option<Bars>,
+    /// Whether the pull in progress downloaded a blob, for its closing status line.
+    fetched: AtomicBool,
 }
 
 impl Renderer {
@@ -34,6 +37,7 @@ impl Renderer {
             style,
             out: Mutex::new(std::io::stderr()),
             bars,
+            fetched: AtomicBool::new(false),
         }
     }
 
@@ -62,14 +66,14 @@ impl Bars {
     }
 
     /// Updates the bar of the blob the event is about; other events print above the bars.
-    fn show(&self, ev: &RegistryEvent) {
+    fn show(&self, ev: &RegistryEvent, fetched: bool) {
         let RegistryEvent::Blob {
             direction,
             digest,
             state,
         } = ev
         else {
-            if let Some(l) = registry_line(ev) {
+            if let Some(l) = registry_line(ev, fetched) {
                 let _ = self.multi.println(l);
             }
             return;
@@ -106,16 +110,27 @@ impl Bars {
                 if let Some(len) = bar.length() {
                     bar.set_position(len);
                 }
-                bar.set_message(verb(*direction, "Download complete", "Pushed"));
-                if *direction == Direction::Push {
-                    bar.finish();
-                }
+                // Pulls keep layers compressed (decoded on first use), so a downloaded layer is
+                // complete; an `Extracted` that follows only changes the message.
+                bar.finish_with_message(verb(*direction, "Download complete", "Pushed"));
             }
-            BlobState::Exists => bar.finish_with_message("Already exists"),
-            BlobState::Mounted { from } => bar.finish_with_message(format!("Mounted from {from}")),
+            // Nothing moves for these: a line without a bar, as docker shows them.
+            BlobState::Exists => {
+                bar.set_style(no_bar_style());
+                bar.finish_with_message("Already exists");
+            }
+            BlobState::Mounted { from } => {
+                bar.set_style(no_bar_style());
+                bar.finish_with_message(format!("Mounted from {from}"));
+            }
             BlobState::Extracted => bar.finish_with_message("Pull complete"),
         }
     }
+}
+
+/// The style of a blob line that has no bytes to move.
+fn no_bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar())
 }
 
 fn verb(d: Direction, pull: &'static str, push: &'static str) -> &'static str {
@@ -134,8 +149,9 @@ fn human_bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
 
-/// The quiet one-line form of a registry event; `None` for byte-level progress.
-fn registry_line(ev: &RegistryEvent) -> Option<String> {
+/// The quiet one-line form of a registry event; `None` for byte-level progress. `fetched` says
+/// whether the current pull downloaded anything (docker's "Downloaded newer image" status).
+fn registry_line(ev: &RegistryEvent, fetched: bool) -> Option<String> {
     Some(match ev {
         RegistryEvent::Started {
             direction,
@@ -165,8 +181,15 @@ fn registry_line(ev: &RegistryEvent) -> Option<String> {
             direction: Direction::Pull,
             reference,
             digest,
-            image_id,
-        } => format!("Digest: {digest}\nStatus: image {image_id} is up to date for {reference}"),
+            ..
+        } => {
+            let status = if fetched {
+                "Downloaded newer image for"
+            } else {
+                "Image is up to date for"
+            };
+            format!("Digest: {digest}\nStatus: {status} {reference}")
+        }
         RegistryEvent::Finished {
             direction: Direction::Push,
             reference,
@@ -226,14 +249,27 @@ fn registry_json(ev: &RegistryEvent) -> serde_json::Value {
 
 impl ProgressSink for Renderer {
     fn event(&self, event: Event) {
+        match &event {
+            Event::Registry(RegistryEvent::Started {
+                direction: Direction::Pull,
+                ..
+            }) => self.fetched.store(false, Ordering::Relaxed),
+            Event::Registry(RegistryEvent::Blob {
+                direction: Direction::Pull,
+                state: BlobState::Started { .. },
+                ..
+            }) => self.fetched.store(true, Ordering::Relaxed),
+            _ => {}
+        }
+        let fetched = self.fetched.load(Ordering::Relaxed);
         if let (Event::Registry(r), Some(bars)) = (&event, &self.bars) {
-            bars.show(r);
+            bars.show(r, fetched);
             return;
         }
         let line = match self.style {
             Style::Quiet => return,
             Style::Json => json(&event),
-            Style::Plain => match plain(&event) {
+            Style::Plain => match plain(&event, fetched) {
                 Some(l) => l,
                 None => return,
             },
@@ -244,7 +280,7 @@ impl ProgressSink for Renderer {
     }
 }
 
-fn plain(event: &Event) -> Option<String> {
+fn plain(event: &Event, fetched: bool) -> Option<String> {
     Some(match event {
         Event::Planned { steps, stages } => {
             format!("#0 planned {steps} steps in {} stage(s)", stages.len())
@@ -270,7 +306,7 @@ fn plain(event: &Event) -> Option<String> {
             s
         }
         Event::Exported { kind, dest } => format!("exported {kind} to {dest}"),
-        Event::Registry(r) => return registry_line(r),
+        Event::Registry(r) => return registry_line(r, fetched),
     })
 }
 
@@ -300,5 +336,129 @@ pub fn error(e: &BuildError) -> String {
     match e {
         BuildError::Dockerfile(pe) => format!("ERROR: {}", pe.render()),
         other => format!("ERROR: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn blob(direction: Direction, state: BlobState) -> RegistryEvent {
+        RegistryEvent::Blob {
+            direction,
+            digest: D.into(),
+            state,
+        }
+    }
+
+    #[test]
+    fn quiet_lines_for_pull_and_push() {
+        let finished = |direction| RegistryEvent::Finished {
+            direction,
+            reference: "h:5000/a/b:1".into(),
+            digest: "sha256:aa".into(),
+            image_id: "sha256:bb".into(),
+        };
+        let cases: Vec<(RegistryEvent, bool, Option<&str>)> = vec![
+            (
+                RegistryEvent::Started {
+                    direction: Direction::Pull,
+                    reference: "h:5000/a/b:1".into(),
+                },
+                false,
+                Some("Pulling h:5000/a/b:1"),
+            ),
+            (
+                blob(Direction::Pull, BlobState::Started { size: 2048 }),
+                false,
+                Some("0123456789ab: Downloading 2.00 KiB"),
+            ),
+            (
+                blob(Direction::Pull, BlobState::Progress { done: 1, size: 2 }),
+                false,
+                None,
+            ),
+            (
+                blob(Direction::Pull, BlobState::Done),
+                false,
+                Some("0123456789ab: Download complete"),
+            ),
+            (
+                blob(Direction::Pull, BlobState::Exists),
+                false,
+                Some("0123456789ab: Already exists"),
+            ),
+            (
+                blob(Direction::Push, BlobState::Started { size: 1 }),
+                false,
+                Some("0123456789ab: Pushing 1 B"),
+            ),
+            (
+                blob(Direction::Push, BlobState::Done),
+                false,
+                Some("0123456789ab: Pushed"),
+            ),
+            (
+                blob(
+                    Direction::Push,
+                    BlobState::Mounted {
+                        from: "a/base".into(),
+                    },
+                ),
+                false,
+                Some("0123456789ab: Mounted from a/base"),
+            ),
+            (
+                blob(Direction::Push, BlobState::Retrying { attempt: 2 }),
+                false,
+                Some("0123456789ab: Retrying (attempt 2)"),
+            ),
+            (
+                finished(Direction::Pull),
+                true,
+                Some("Digest: sha256:aa\nStatus: Downloaded newer image for h:5000/a/b:1"),
+            ),
+            (
+                finished(Direction::Pull),
+                false,
+                Some("Digest: sha256:aa\nStatus: Image is up to date for h:5000/a/b:1"),
+            ),
+            (
+                finished(Direction::Push),
+                false,
+                Some("h:5000/a/b:1: pushed, digest: sha256:aa"),
+            ),
+        ];
+        for (ev, fetched, want) in cases {
+            assert_eq!(registry_line(&ev, fetched).as_deref(), want, "{ev:?}");
+        }
+    }
+
+    #[test]
+    fn json_events_name_direction_and_state() {
+        let cases = [
+            (
+                blob(Direction::Pull, BlobState::Progress { done: 3, size: 9 }),
+                r#"{"digest":"DIG","direction":"pull","done":3,"event":"registry_blob","size":9,"state":"progress"}"#,
+            ),
+            (
+                blob(
+                    Direction::Push,
+                    BlobState::Mounted {
+                        from: "a/base".into(),
+                    },
+                ),
+                r#"{"digest":"DIG","direction":"push","event":"registry_blob","from":"a/base","state":"mounted"}"#,
+            ),
+        ];
+        for (ev, want) in cases {
+            assert_eq!(
+                json(&Event::Registry(ev)),
+                want.replace("DIG", D),
+                "json form"
+            );
+        }
     }
 }

@@ -583,3 +583,51 @@ fn login_prompts_on_a_terminal_without_echoing_the_password() {
     }
     assert!(!cfg.path().join("config.json").exists());
 }
+
+#[test]
+fn pull_and_push_show_bars_on_a_terminal_and_lines_otherwise() {
+    let reg = Registry::start();
+    let base = format!("{}/a/base:1", reg.host());
+    skopeo_push_base(base_archive(), &base);
+    let bin = env!("CARGO_BIN_EXE_rbuild");
+
+    // Not a terminal: one quiet line per blob state, and docker's closing status.
+    let store = tempfile::tempdir().unwrap();
+    let out = run_ok(rbuild(store.path()).args(["pull", &base]));
+    let log = text(&out);
+    assert!(log.contains(": Downloading "), "{log}");
+    assert!(log.contains(": Download complete"), "{log}");
+    assert!(
+        log.contains(&format!("Status: Downloaded newer image for {base}")),
+        "{log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape codes off a terminal: {log}"
+    );
+    let out = run_ok(rbuild(store.path()).args(["pull", &base]));
+    assert!(
+        text(&out).contains(&format!("Status: Image is up to date for {base}")),
+        "{}",
+        text(&out)
+    );
+
+    // A terminal: per-layer bars (drawn with cursor control), not the quiet lines.
+    let store = tempfile::tempdir().unwrap();
+    let envs = [("RBUILD_ROOT", store.path())];
+    let shown = on_terminal(&format!("'{bin}' pull {base}"), &envs, &[]);
+    assert!(shown.contains('\u{1b}'), "no bars drawn: {shown}");
+    assert!(shown.contains("Download complete"), "{shown}");
+    assert!(
+        !shown.contains(": Downloading "),
+        "quiet lines on a terminal: {shown}"
+    );
+    let dest = format!("{}/b/copy:1", reg.host());
+    let shown = on_terminal(&format!("'{bin}' push {base} {dest}"), &envs, &[]);
+    assert!(shown.contains('\u{1b}'), "no bars drawn: {shown}");
+    assert!(shown.contains("Mounted from a/base"), "{shown}");
+    assert!(
+        !shown.contains(": Mounted"),
+        "quiet lines on a terminal: {shown}"
+    );
+}
