@@ -109,6 +109,28 @@ enum Command {
     Login(crate::registry::LoginArgs),
     /// Log out from a registry
     Logout(crate::registry::LogoutArgs),
+    /// Run a command inside rbuild's rootless user namespace (as `buildah unshare`), e.g. to
+    /// inspect or remove store files owned by subordinate ids
+    Unshare {
+        /// The command and its arguments (default: $SHELL)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
+}
+
+impl Cli {
+    /// Whether this command touches the store's trees, whose files belong to subordinate ids
+    /// when built rootless, so it must run inside the user namespace (registry credentials
+    /// do not).
+    pub fn wants_user_namespace(&self) -> bool {
+        !matches!(self.command, Command::Login(_) | Command::Logout(_))
+    }
+
+    /// `rbuild unshare` fails when no namespace can be entered instead of running the command
+    /// outside one.
+    pub fn is_unshare(&self) -> bool {
+        matches!(self.command, Command::Unshare { .. })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -185,11 +207,6 @@ struct ImagesArgs {
     no_trunc: bool,
 }
 
-const VERBS: &[&str] = &[
-    "build", "images", "tag", "rmi", "inspect", "history", "prune", "save", "load", "import",
-    "pull", "push", "login", "logout", "help",
-];
-
 /// `rbuild -f X -t y .` means `rbuild build -f X -t y .`: insert the verb unless one is there.
 pub fn insert_default_verb(mut args: Vec<OsString>) -> Vec<OsString> {
     let mut i = 1;
@@ -206,7 +223,9 @@ pub fn insert_default_verb(mut args: Vec<OsString>) -> Vec<OsString> {
         if matches!(a.as_ref(), "-h" | "--help" | "-V" | "--version") {
             return args;
         }
-        if VERBS.contains(&a.as_ref()) {
+        // The verbs are clap's subcommands, so a new one can never be mistaken for a path.
+        let cmd = <Cli as clap::CommandFactory>::command();
+        if a == "help" || cmd.get_subcommands().any(|s| s.get_name() == a) {
             return args;
         }
         break;
@@ -228,6 +247,22 @@ fn builder(cli_root: &Option<PathBuf>) -> Result<Builder, BuildError> {
     Builder::open(opts)
 }
 
+/// `rbuild unshare`: main has already entered the namespace (or the caller is root); replace
+/// this process with the command so its exit status is ours.
+fn unshare(command: Vec<OsString>) -> Result<ExitCode, BuildError> {
+    use std::os::unix::process::CommandExt;
+    let mut argv = command.into_iter();
+    let program = argv
+        .next()
+        .or_else(|| std::env::var_os("SHELL"))
+        .unwrap_or_else(|| "/bin/sh".into());
+    let err = std::process::Command::new(&program).args(argv).exec();
+    Err(BuildError::Request(format!(
+        "rbuild unshare: cannot run {}: {err}",
+        program.to_string_lossy()
+    )))
+}
+
 /// Runs the parsed command; `Err` is rendered by main with exit code 1.
 pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
     match cli.command {
@@ -236,6 +271,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
         Command::Push(a) => crate::registry::push(&cli.root, &cli.insecure_registry, a),
         Command::Login(a) => crate::registry::login(&cli.insecure_registry, a),
         Command::Logout(a) => crate::registry::logout(a),
+        Command::Unshare { command } => unshare(command),
         Command::Images(a) => {
             let builder = builder(&cli.root)?;
             let rows = builder.images().list()?;

@@ -18,6 +18,23 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Rootless: become root of a user namespace holding the caller's subordinate ids now, while
+    // the process has one thread, so unpacking, RUN and commit all see the image's owners.
+    if parsed.wants_user_namespace() {
+        match engine::sandbox::enter_user_namespace() {
+            Ok(engine::sandbox::UserNamespace::Unavailable(why)) => {
+                if parsed.is_unshare() {
+                    eprintln!("error: rbuild unshare: no user namespace: {why}");
+                    return ExitCode::from(1);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: entering the rootless user namespace: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     match cli::run(parsed) {
         Ok(code) => code,
         Err(e) => {

@@ -449,15 +449,12 @@ fn apt_get_install_useradd_user() {
     let _ = docker().args(["rmi", "-f", ours_tag, docker_tag]).output();
 }
 
-/// The same build by an unprivileged user must give the same image content as docker's.
-///
-/// Known to fail today, so it runs only when asked (`cargo test -- --ignored`): apt's download step
-/// leaves `/var/cache/apt/archives/partial` as `_apt` (uid 42) mode 0700, which on the host is
-/// subordinate uid 100041; rbuild's commit walks the step's tree from outside the user namespace as
-/// the unprivileged caller and cannot list it ("snapshot: cannot list .../partial: Permission
-/// denied"). Any RUN that leaves a non-root-owned private directory or file hits the same wall.
+/// The same build by an unprivileged user must give the same image content as docker's, and
+/// docker must run it. apt's download step leaves `/var/cache/apt/archives/partial` owned by
+/// `_apt` (uid 42, subordinate host uid 100041) mode 0700, and dpkg renames new directories into
+/// place: the build reads and commits them only because `rbuild` runs as root of its own user
+/// namespace (`sandbox::enter_user_namespace`) and mounts overlays there with `userxattr`.
 #[test]
-#[ignore = "rootless commit cannot read files owned by subordinate ids (apt's 0700 partial dir)"]
 fn apt_get_install_rootless() {
     let work = tempfile::tempdir().unwrap();
     let base = import_bookworm(work.path());
@@ -477,5 +474,14 @@ fn apt_get_install_rootless() {
          differences):\n{}",
         diffs.len(),
         diffs.join("\n")
+    );
+    let tag = "rbuild-debian/apt-rootless:rbuild";
+    run_ok(docker().arg("load").arg("-i").arg(&rootless_tar));
+    let run = run_ok(docker().args(["run", "--rm", "--network", "none", tag, "jq", "--version"]));
+    let version = String::from_utf8_lossy(&run.stdout).into_owned();
+    let _ = docker().args(["rmi", "-f", tag]).output();
+    assert!(
+        version.starts_with("jq-1."),
+        "docker run {tag} jq --version printed {version:?}"
     );
 }

@@ -39,3 +39,6 @@ pub use request::{BuildRequest, Output, SecretFrom, SecretSource};
 pub use dockerfile;
 /// Re-exported so embedders can list, tag, export and load images without naming more crates.
 pub use image;
+/// Re-exported so a program's `main` can call [`sandbox::enter_user_namespace`] before it starts
+/// threads, which rootless builds of images with several owners need.
+pub use sandbox;

@@ -98,10 +98,12 @@ mod probe;
 mod remove;
 mod run;
 mod subid;
+mod userns;
 
 pub use error::SandboxError;
 pub use probe::{probe, Capabilities};
 pub use subid::{parse_subid, subid_ranges, subid_ranges_from, IdRange};
+pub use userns::{enter_user_namespace, in_user_namespace, UserNamespace};
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -308,6 +310,9 @@ pub(crate) enum IdMapping {
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     mapping: IdMapping,
+    /// The caller itself runs in a (non-initial) user namespace, so overlays need `userxattr`
+    /// even when the sandbox adds no namespace of its own.
+    nested: bool,
     warnings: Vec<String>,
 }
 
@@ -364,7 +369,11 @@ impl Sandbox {
                 }
             }
         };
-        Ok(Sandbox { mapping, warnings })
+        Ok(Sandbox {
+            mapping,
+            nested: userns::in_user_namespace(),
+            warnings,
+        })
     }
 
     /// Warnings that apply to every run of this sandbox (also copied into each [`RunResult`]).
@@ -463,6 +472,7 @@ mod tests {
     fn sandbox(mapping: IdMapping) -> Sandbox {
         Sandbox {
             mapping,
+            nested: false,
             warnings: Vec::new(),
         }
     }

@@ -248,7 +248,7 @@ fn prepare(
                     lowers: lowers_c,
                     upper: cpath("overlay upper", upper)?,
                     work: cpath("overlay work", work)?,
-                    userxattr: userns,
+                    userxattr: userns || sb.nested,
                     slot: root_slot,
                 },
                 format!(
@@ -260,7 +260,11 @@ fn prepare(
                         .join(":"),
                     upper.display(),
                     work.display(),
-                    if userns { ", userxattr" } else { "" }
+                    if userns || sb.nested {
+                        ", userxattr"
+                    } else {
+                        ""
+                    }
                 ),
                 None,
             );
@@ -780,7 +784,7 @@ fn write_id_maps(sb: &Sandbox, pid: libc::pid_t) -> Result<(), SandboxError> {
     }
 }
 
-fn run_map_tool(
+pub(crate) fn run_map_tool(
     which: &'static str,
     tool: &Path,
     pid: libc::pid_t,
