@@ -285,6 +285,14 @@ fn plain(event: &Event, fetched: bool) -> Option<String> {
         Event::Planned { steps, stages } => {
             format!("#0 planned {steps} steps in {} stage(s)", stages.len())
         }
+        Event::Snapshotter {
+            name,
+            fallback_reason: None,
+        } => format!("#0 snapshotter: {name}"),
+        Event::Snapshotter {
+            name,
+            fallback_reason: Some(why),
+        } => format!("WARNING: using the {name} snapshotter: {why}"),
         Event::StepStarted(s) => format!(
             "#{} [{} {}/{}] {}",
             s.index, s.stage, s.index, s.total, s.text
@@ -316,6 +324,10 @@ fn json(event: &Event) -> String {
         Event::Planned { steps, stages } => {
             json!({"event": "planned", "steps": steps, "stages": stages})
         }
+        Event::Snapshotter {
+            name,
+            fallback_reason,
+        } => json!({"event": "snapshotter", "name": name, "fallback_reason": fallback_reason}),
         Event::StepStarted(s) => {
             json!({"event": "step_started", "index": s.index, "total": s.total, "stage": s.stage, "line": s.line, "text": s.text})
         }

@@ -16,9 +16,14 @@ const USER: &str = "rbuildtest";
 
 /// Runs `rbuild ARGS` as the test user with `store` as its store.
 fn rbuild_as_user(store: &Path, args: &[&str], cwd: &Path) -> std::process::Output {
+    rbuild_as(USER, store, args, cwd)
+}
+
+/// Runs `rbuild ARGS` as `user` with `store` as its store.
+fn rbuild_as(user: &str, store: &Path, args: &[&str], cwd: &Path) -> std::process::Output {
     run_ok(
         Command::new("runuser")
-            .args(["-u", USER, "--", "env"])
+            .args(["-u", user, "--", "env"])
             .arg(format!("RBUILD_ROOT={}", store.display()))
             .arg(env!("CARGO_BIN_EXE_rbuild"))
             .args(args)
@@ -97,6 +102,11 @@ fn rootless_build_records_container_ids() {
     let log = String::from_utf8_lossy(&build.stderr).into_owned()
         + &String::from_utf8_lossy(&build.stdout);
     assert!(!log.contains("65534 (nobody)"), "{log}");
+    // rbuild made itself root of a namespace with the subordinate ranges, so steps ran on overlay.
+    assert!(
+        log.contains("snapshotter: overlayfs (rootless, userxattr)"),
+        "{log}"
+    );
     rbuild_as_user(
         &store,
         &["save", "-o", "out.tar", "rootless-owners:1"],
@@ -154,4 +164,56 @@ fn rootless_build_records_container_ids() {
          0:0 /plain.txt\n1000:50 /home/app\n5:0 /tmp/t\n"
     );
     run_ok(docker().args(["rmi", "rootless-owners:1"]));
+}
+
+/// A user without subordinate ranges cannot get a mapped namespace: the build still runs its RUN
+/// steps (container root mapped to the caller alone), on the copy snapshotter, and says so and
+/// what will not work, instead of failing or pretending.
+#[test]
+fn user_without_subordinate_ids_falls_back_with_warnings() {
+    run_ok(&mut Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/test-users.sh"
+    )));
+    let user = "rbuildnosub";
+    let dir = tempfile::Builder::new()
+        .prefix("rbuild-nosub-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = dir.path();
+    let (ctx, store) = (root.join("ctx"), root.join("store"));
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::copy(base_archive(), root.join("base.tar")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {BUSYBOX}\nRUN echo made > /made && mkdir /dir\n"),
+    )
+    .unwrap();
+    run_ok(
+        Command::new("chown")
+            .args(["-R", &format!("{user}:{user}")])
+            .arg(root),
+    );
+    run_ok(Command::new("chmod").arg("755").arg(root));
+    rbuild_as(user, &store, &["load", "-i", "base.tar"], root);
+    let build = rbuild_as(
+        user,
+        &store,
+        &["build", "--progress=plain", "-t", "nosub:1", "ctx"],
+        root,
+    );
+    let log = String::from_utf8_lossy(&build.stderr).into_owned()
+        + &String::from_utf8_lossy(&build.stdout);
+    assert!(log.contains("WARNING: using the copy snapshotter"), "{log}");
+    assert!(log.contains("only container uid/gid 0 is mapped"), "{log}");
+    rbuild_as(user, &store, &["save", "-o", "out.tar", "nosub:1"], root);
+    let layers = layer_owners(&root.join("out.tar"));
+    let last: BTreeMap<String, (u64, u64)> = layers
+        .last()
+        .unwrap()
+        .iter()
+        .map(|(p, u, g)| (p.clone(), (*u, *g)))
+        .collect();
+    assert_eq!(last.get("made"), Some(&(0, 0)), "{layers:?}");
+    assert_eq!(last.get("dir"), Some(&(0, 0)), "{layers:?}");
 }

@@ -108,8 +108,19 @@ impl Builder {
             .as_ref()
             .map_err(|e| BuildError::Snapshot(e.clone()))?;
         if first {
-            progress.event(Event::Warning {
-                message: format!("using the {} snapshotter", snap.kind().name()),
+            let copy = matches!(snap.kind(), snapshot::Kind::Copy);
+            let fallback_reason = copy.then(|| {
+                if crate::fsutil::is_root() {
+                    "overlayfs cannot be mounted here".to_string()
+                } else {
+                    "not root and not in a user namespace with subordinate ids (call \
+                     sandbox::enter_user_namespace at the start of main, as rbuild does)"
+                        .to_string()
+                }
+            });
+            progress.event(Event::Snapshotter {
+                name: snap.kind().name().to_string(),
+                fallback_reason,
             });
         }
         Ok(snap)

@@ -29,6 +29,14 @@ pub enum Event {
         /// Stage names or indices in execution order.
         stages: Vec<String>,
     },
+    /// The snapshotter chosen for this builder (first step that needs one), so users see
+    /// whether steps run on overlayfs or on the slower copy fallback, and why.
+    Snapshotter {
+        /// `overlayfs`, `overlayfs (rootless, userxattr)` or `copy`.
+        name: String,
+        /// Why overlayfs was not used, when it was not.
+        fallback_reason: Option<String>,
+    },
     /// A step began.
     StepStarted(StepId),
     /// Output of a step (RUN output, or a note from the engine such as "copied 3 files").
