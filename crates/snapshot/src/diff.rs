@@ -219,6 +219,102 @@ pub(crate) fn overlay_changes(
     Ok(w.out)
 }
 
+/// Sets a path's access and modification times back to what `md` recorded, so removing an
+/// entry below a directory does not change the directory's mtime in the layer.
+fn restore_times(path: &Path, md: &Metadata) -> Result<(), SnapshotError> {
+    use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+    let ts = Timestamps {
+        last_access: Timespec {
+            tv_sec: md.atime(),
+            tv_nsec: md.atime_nsec(),
+        },
+        last_modification: Timespec {
+            tv_sec: md.mtime(),
+            tv_nsec: md.mtime_nsec(),
+        },
+    };
+    rustix::fs::utimensat(CWD, path, &ts, AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(crate::error::errno_err("restore the times of", path))
+}
+
+/// Removes `full` (a file or a whole directory), keeping its parent directory's times.
+fn remove_keeping_parent_times(full: &Path, md: &Metadata) -> Result<(), SnapshotError> {
+    let parent = full.parent().map(Path::to_path_buf);
+    let parent_md = match &parent {
+        Some(p) => Some(fs::symlink_metadata(p).map_err(io_err("stat", p))?),
+        None => None,
+    };
+    if md.is_dir() {
+        fs::remove_dir_all(full).map_err(io_err("remove excluded", full))?;
+    } else {
+        fs::remove_file(full).map_err(io_err("remove excluded", full))?;
+    }
+    if let (Some(p), Some(pmd)) = (parent, parent_md) {
+        restore_times(&p, &pmd)?;
+    }
+    Ok(())
+}
+
+/// Deletes the excluded paths (bind-mount targets) from an upper directory that is about to
+/// become a layer's own tree, plus every directory that was copied up only to hold them (the
+/// entries [`overlay_changes`] would leave out of the layer), so the tree holds exactly what the
+/// layer holds. Never follows a symlink: an excluded path below a symlink in the upper is not
+/// there (the walk would not have reached it either).
+pub(crate) fn remove_excluded(
+    upper: &Path,
+    lowers: &[PathBuf],
+    userxattr: bool,
+    exclude: &Exclude,
+) -> Result<(), SnapshotError> {
+    let opaque_name = fsx::overlay_xattr(userxattr, "opaque").into_bytes();
+    let mut rels: Vec<&Vec<u8>> = exclude.0.iter().collect();
+    rels.sort();
+    for rel in rels {
+        let comps: Vec<Vec<u8>> = rel.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
+        let reachable = (1..comps.len()).all(|n| {
+            comps
+                .get(..n)
+                .and_then(|anc| fs::symlink_metadata(rel_path(upper, anc)).ok())
+                .is_some_and(|m| m.is_dir())
+        });
+        if !reachable {
+            continue;
+        }
+        let full = rel_path(upper, &comps);
+        let md = match fs::symlink_metadata(&full) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("stat", &full)(e)),
+        };
+        remove_keeping_parent_times(&full, &md)?;
+        // Ancestors left empty that carry no change of their own go too, deepest first.
+        for k in (1..comps.len()).rev() {
+            let Some(anc) = comps.get(..k) else { break };
+            let p = rel_path(upper, anc);
+            let md = fs::symlink_metadata(&p).map_err(io_err("stat", &p))?;
+            let empty = fs::read_dir(&p)
+                .map_err(io_err("list", &p))?
+                .next()
+                .is_none();
+            let opaque = fsx::get_xattr(&p, &opaque_name)?.is_some_and(|v| v == b"y");
+            if !empty || opaque || !same_dir_in_lowers(lowers, anc, &md) {
+                break;
+            }
+            remove_keeping_parent_times(&p, &md)?;
+        }
+    }
+    Ok(())
+}
+
+/// The directories of a plan that carry an opaque marker, for setting overlay's opaque xattr
+/// back on them when the upper directory becomes the layer's tree.
+pub(crate) fn opaque_dirs(plan: &[Item]) -> Vec<PathBuf> {
+    plan.iter()
+        .filter(|i| i.op == Op::Opaque)
+        .map(Item::rel)
+        .collect()
+}
+
 fn stamp_of(md: &Metadata) -> Stamp {
     Stamp {
         ino: md.ino(),

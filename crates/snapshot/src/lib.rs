@@ -311,6 +311,31 @@ impl Active {
     }
 }
 
+/// Makes `tree` durable and moves it to `dest` without replacing anything; a tree another build
+/// published first for the same layer wins (ours stays where it was, to be deleted).
+fn publish_tree(tree: &Path, dest: &Path) -> Result<(), SnapshotError> {
+    use rustix::fs::{Mode, OFlags, RenameFlags, CWD};
+    use rustix::io::Errno;
+    let dir_fd = |p: &Path| {
+        rustix::fs::open(
+            p,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(error::errno_err("open", p))
+    };
+    rustix::fs::syncfs(&dir_fd(tree)?).map_err(error::errno_err("sync", tree))?;
+    match rustix::fs::renameat_with(CWD, tree, CWD, dest, RenameFlags::NOREPLACE) {
+        Ok(()) => {}
+        Err(Errno::EXIST | Errno::NOTEMPTY) => return Ok(()),
+        Err(e) => return Err(error::errno_err("rename into place", dest)(e)),
+    }
+    if let Some(parent) = dest.parent() {
+        rustix::fs::fsync(dir_fd(parent)?).map_err(error::errno_err("fsync", parent))?;
+    }
+    Ok(())
+}
+
 /// overlayfs splits options on `,` and lower directories on `:`; both can be escaped with `\`.
 fn escape_overlay_path(p: &str) -> String {
     let mut out = String::with_capacity(p.len());
@@ -581,6 +606,12 @@ impl Snapshotter {
     /// Writes the active snapshot's changes as a layer into the store and deletes the snapshot.
     /// Paths in `exclude` (absolute or relative to the rootfs, e.g. `/etc/hosts` bind targets)
     /// and everything below them are never written.
+    ///
+    /// As root with overlay (no id map, no owner overrides) the upper directory is not deleted:
+    /// it already is the new layer's overlay tree (whiteouts as 0/0 devices, opaque directories
+    /// marked), so it is renamed to [`Snapshotter::committed_dir`] of the new diff id, as
+    /// containerd and Docker keep a committed upper directory. That saves deleting every file the
+    /// step wrote and unpacking the layer again for the next step.
     pub fn commit(
         &self,
         active: Active,
@@ -588,11 +619,53 @@ impl Snapshotter {
         exclude: &[PathBuf],
     ) -> Result<Committed, SnapshotError> {
         // Whatever happens, the active snapshot goes through `remove` (and so the remover).
-        let written = self.write_changes(&active, opts, exclude);
+        let adopt = self.adoptable(opts);
+        let written = self.write_changes(&active, opts, exclude, adopt);
+        let written = match written {
+            Ok((c, opaque)) if adopt && !c.empty => {
+                self.adopt_upper(&active, &c, &opaque).map(|()| c)
+            }
+            other => other.map(|(c, _)| c),
+        };
         let removed = self.remove(active);
         let committed = written?;
         removed?;
         Ok(committed)
+    }
+
+    /// Whether a committed upper directory is exactly what unpacking its layer would give here:
+    /// root (files keep their real owners), `trusted.*` overlay xattrs, owners written unchanged.
+    fn adoptable(&self, opts: &layer::WriteOptions) -> bool {
+        self.kind == (Kind::Overlay { userxattr: false })
+            && self.apply.same_owner
+            && self.apply.id_map.is_none()
+            && opts.id_map.is_none()
+            && opts.owner_overrides.is_empty()
+    }
+
+    /// Makes the upper directory the committed tree of `c.diff_id`: opaque markers back as the
+    /// overlay xattr, then synced and renamed into place with `RENAME_NOREPLACE` (an existing tree
+    /// for the same layer wins and ours is deleted with the active snapshot), like an unpack.
+    fn adopt_upper(
+        &self,
+        active: &Active,
+        c: &Committed,
+        opaque: &[PathBuf],
+    ) -> Result<(), SnapshotError> {
+        let ActiveKind::Overlay { upper, .. } = &active.kind else {
+            return Ok(());
+        };
+        let dest = self.layers_dir().join(c.diff_id.hex());
+        if dest.is_dir() {
+            return Ok(());
+        }
+        let name = fsx::overlay_xattr(false, "opaque");
+        for rel in opaque {
+            let p = upper.join(rel);
+            rustix::fs::lsetxattr(&p, name.as_str(), b"y", rustix::fs::XattrFlags::empty())
+                .map_err(error::errno_err("mark opaque", &p))?;
+        }
+        publish_tree(upper, &dest)
     }
 
     fn write_changes(
@@ -600,7 +673,8 @@ impl Snapshotter {
         active: &Active,
         opts: &layer::WriteOptions,
         exclude: &[PathBuf],
-    ) -> Result<Committed, SnapshotError> {
+        adopt: bool,
+    ) -> Result<(Committed, Vec<PathBuf>), SnapshotError> {
         let exclude = diff::Exclude::new(exclude)?;
         let plan = match &active.kind {
             ActiveKind::Overlay {
@@ -608,7 +682,12 @@ impl Snapshotter {
                 upper,
                 userxattr,
                 ..
-            } => diff::overlay_changes(upper, lowers, *userxattr, &exclude)?,
+            } => {
+                if adopt {
+                    diff::remove_excluded(upper, lowers, *userxattr, &exclude)?;
+                }
+                diff::overlay_changes(upper, lowers, *userxattr, &exclude)?
+            }
             ActiveKind::Copy { rootfs, baseline } => {
                 diff::copy_changes(rootfs, baseline, &exclude)?
             }
@@ -617,7 +696,8 @@ impl Snapshotter {
             ActiveKind::Overlay { upper, .. } => upper,
             ActiveKind::Copy { rootfs, .. } => rootfs,
         };
-        diff::write_plan(&self.store, root, &plan, opts, active.key())
+        let c = diff::write_plan(&self.store, root, &plan, opts, active.key())?;
+        Ok((c, diff::opaque_dirs(&plan)))
     }
 
     /// Deletes committed trees of this kind whose name is not in `keep` (diff ids for overlay,

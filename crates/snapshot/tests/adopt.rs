@@ -1,0 +1,145 @@
+//! As root, a committed overlay upper directory becomes the new layer's tree (no delete, no
+//! unpack for the next step); it must hold exactly what unpacking the layer would give, and the
+//! layer's bytes must not depend on whether the upper was adopted.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use snapshot::{Kind, MountPlan, Snapshotter};
+
+const ROOT_NS: &[&str] = &["unshare", "-m"];
+
+/// A step with a deletion (whiteout), a replaced directory (opaque), a new file, a changed xattr,
+/// bind-mount targets to exclude (one alone in an otherwise unchanged directory) and fixed times.
+const RUN: &str = "rm a && rm -rf dir && mkdir dir && echo n > dir/n && mkdir -p etc && \
+                   echo k > etc/keep && touch etc/resolv.conf bin/hosts d0/hosts2 && \
+                   setcap cap_net_raw+ep bin/ping && \
+                   touch -h -d @1000 dir dir/n etc etc/keep bin bin/ping";
+
+fn excludes() -> Vec<PathBuf> {
+    vec![
+        PathBuf::from("/etc/resolv.conf"),
+        PathBuf::from("/bin/hosts"),
+        PathBuf::from("/d0/hosts2"),
+        PathBuf::from("/nothere/x"),
+    ]
+}
+
+fn step(
+    s: &Snapshotter,
+    parent: &[digest::Digest],
+    opts: &layer::WriteOptions,
+) -> snapshot::Committed {
+    let active = s.prepare(parent).unwrap();
+    let MountPlan::Overlay { options, .. } = active.mount() else {
+        panic!("expected an overlay plan");
+    };
+    let out = tempfile::tempdir().unwrap();
+    run_overlay(ROOT_NS, &options, RUN, out.path());
+    s.commit(active, opts, &excludes()).unwrap()
+}
+
+#[test]
+fn committed_upper_is_the_layer_tree_and_layers_do_not_change() {
+    if !is_root() {
+        return;
+    }
+    let (_t, store) = store();
+    let (l1, l2) = (base_layer(&store), whiteout_layer(&store));
+    let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
+
+    let c = step(&s, &[l1, l2], &layer::WriteOptions::default());
+    let tree = s.committed_dir(&[l1, l2, c.diff_id]).unwrap();
+    assert!(tree.is_dir(), "the upper directory became the layer's tree");
+    assert!(
+        scratch_entries(&store).is_empty(),
+        "nothing left in scratch"
+    );
+    // Excluded targets are gone, and so is `d0`, copied up only to hold one; `bin` stays (ping
+    // changed).
+    assert!(!tree.join("etc/resolv.conf").exists());
+    assert!(!tree.join("bin/hosts").exists());
+    assert!(!tree.join("d0").exists());
+    assert!(tree.join("bin/ping").exists());
+    assert_eq!(
+        xattr(&tree.join("dir"), "trusted.overlay.opaque"),
+        Some(b"y".to_vec())
+    );
+    assert_eq!(
+        lstat_kind(&tree.join("a")),
+        (true, 0),
+        "whiteout kept as a 0/0 device"
+    );
+    let adopted = layer::list_tree(&tree).unwrap();
+
+    // The same step written the old way (an owner override that matches nothing disables the
+    // adoption) gives the same layer bytes.
+    let forced = layer::WriteOptions {
+        owner_overrides: vec![layer::OwnerOverride {
+            rel: PathBuf::from("no/such/path"),
+            recursive: false,
+            uid: 1,
+            gid: 1,
+        }],
+        ..Default::default()
+    };
+    let c2 = step(&s, &[l1, l2], &forced);
+    assert_eq!(c.diff_id, c2.diff_id, "adoption does not change the layer");
+    assert_eq!(c.size, c2.size);
+    assert!(scratch_entries(&store).is_empty());
+
+    // Unpacking the layer from its blob gives the same tree as the adopted upper.
+    let keep = [l1, l2].into_iter().collect();
+    assert!(s.prune(&keep).unwrap() >= 1);
+    assert!(!tree.exists());
+    s.ensure_unpacked(&[l1, l2, c.diff_id]).unwrap();
+    assert_eq!(layer::list_tree(&tree).unwrap(), adopted);
+
+    // The adopted tree stacks as a lower: the next step sees the change.
+    let next = s.prepare(&[l1, l2, c.diff_id]).unwrap();
+    let MountPlan::Overlay { options, .. } = next.mount() else {
+        panic!()
+    };
+    let out = tempfile::tempdir().unwrap();
+    run_overlay(
+        ROOT_NS,
+        &options,
+        "test ! -e a && test \"$(ls dir)\" = n && test ! -e etc/resolv.conf",
+        out.path(),
+    );
+    s.remove(next).unwrap();
+}
+
+#[test]
+fn rootless_style_options_are_never_adopted() {
+    if !is_root() {
+        return;
+    }
+    let (_t, store) = store();
+    let l1 = base_layer(&store);
+    let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
+    let opts = layer::WriteOptions {
+        id_map: Some(layer::IdMap {
+            uids: vec![layer::IdRange {
+                container: 0,
+                host: 0,
+                size: 65536,
+            }],
+            gids: vec![layer::IdRange {
+                container: 0,
+                host: 0,
+                size: 65536,
+            }],
+        }),
+        ..Default::default()
+    };
+    let c = step(&s, &[l1], &opts);
+    let tree = s.committed_dir(&[l1, c.diff_id]).unwrap();
+    assert!(
+        !tree.exists(),
+        "an id-mapped commit is unpacked, not adopted"
+    );
+    assert!(scratch_entries(&store).is_empty());
+}
