@@ -6,17 +6,20 @@
 //! changes are then made with `*at` calls on that directory fd and a single path component, with
 //! `O_NOFOLLOW` / `AT_SYMLINK_NOFOLLOW`, so the final component is never followed either.
 
-use std::collections::HashSet;
+mod files;
+
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{channel, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use rustix::fs::{
-    self as rfs, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid,
-    XattrFlags, CWD,
+    self as rfs, AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, CWD,
 };
 use rustix::io::Errno;
 
@@ -172,6 +175,21 @@ struct Ctx<'a> {
     dir_times: Vec<(Vec<Vec<u8>>, Mode, Timestamps)>,
     /// Entry currently being applied, for error messages.
     cur: String,
+    /// Position of the current entry in the tar, to merge notes and pick the first error in tar
+    /// order when writer threads are involved.
+    seq: u64,
+    /// Warnings with the entry position they belong to.
+    warnings: Vec<(u64, String)>,
+    /// Entries whose owner could not be set: position, path, the ids.
+    unmapped: Vec<(u64, String, String)>,
+    /// The last parent directory opened, by joined path; consecutive entries of one directory
+    /// reuse it. Dropped whenever anything is removed, the only way a resolved directory can stop
+    /// being what its path names.
+    parent: Option<(Vec<u8>, Arc<OwnedFd>)>,
+    /// Writer threads for regular files, when they could be started.
+    pool: Option<files::Pool>,
+    /// Whether the filesystem takes `O_TMPFILE` (cleared on the first refusal).
+    tmpfile: &'a AtomicBool,
 }
 
 impl Ctx<'_> {
@@ -262,7 +280,79 @@ impl Ctx<'_> {
     }
 
     fn warn(&mut self, msg: String) {
-        self.stats.warnings.push(msg);
+        self.warnings.push((self.seq, msg));
+    }
+
+    fn note(&mut self, seq: u64, path: &str, notes: files::Notes) {
+        for w in notes.warnings {
+            self.warnings.push((seq, w));
+        }
+        if let Some(ids) = notes.unmapped {
+            self.unmapped.push((seq, path.to_string(), ids));
+        }
+    }
+
+    /// Waits for writer jobs on `comps` or any of its prefixes, so this entry sees them on disk.
+    fn wait_for_prefixes(&mut self, comps: &[Vec<u8>]) {
+        let Some(pool) = self.pool.as_mut() else {
+            return;
+        };
+        for i in 1..=comps.len() {
+            if pool.pending.is_empty() {
+                return;
+            }
+            pool.wait_for(&join(comps.get(..i).unwrap_or_default()));
+        }
+    }
+
+    /// Waits for every writer job; needed before anything is removed.
+    fn barrier(&mut self) {
+        self.parent = None;
+        if let Some(pool) = self.pool.as_mut() {
+            pool.drain();
+        }
+    }
+
+    /// Hands `job` to a writer thread, or runs it here when there are none (left).
+    fn dispatch(&mut self, job: files::FileJob) -> Result<(), LayerError> {
+        let job = match self.pool.as_mut() {
+            Some(pool) => match pool.jobs.as_ref() {
+                Some(jobs) => {
+                    pool.pending
+                        .insert(job.key.clone(), (job.seq, job.path.clone()));
+                    match jobs.send(job) {
+                        Ok(()) => return Ok(()),
+                        Err(std::sync::mpsc::SendError(job)) => {
+                            pool.pending.remove(&job.key);
+                            pool.jobs = None;
+                            job
+                        }
+                    }
+                }
+                None => job,
+            },
+            None => job,
+        };
+        let mut notes = files::Notes::default();
+        files::run_job(self.root, &job, self.tmpfile, &mut notes)?;
+        self.note(job.seq, &job.path, notes);
+        Ok(())
+    }
+
+    /// The parent directory `comps` (created if missing), from the one-entry cache when possible.
+    fn parent_dir(&mut self, comps: &[Vec<u8>]) -> Result<Arc<OwnedFd>, LayerError> {
+        let key = join(comps);
+        if let Some((k, fd)) = &self.parent {
+            if *k == key {
+                return Ok(fd.clone());
+            }
+        }
+        let fd = self
+            .open_dir(comps, true, OFlags::PATH)?
+            .ok_or_else(|| self.invalid("parent directory could not be created"))?;
+        let fd = Arc::new(fd);
+        self.parent = Some((key, fd.clone()));
+        Ok(fd)
     }
 
     fn mark_unpacked(&mut self, comps: &[Vec<u8>]) {
@@ -303,46 +393,16 @@ impl Ctx<'_> {
         Some((Uid::from_raw(u), Gid::from_raw(g)))
     }
 
-    /// Sets the owner through `chown` (an fd- or name-based chown of the current entry). An id
-    /// the current user namespace has no mapping for (`EINVAL`) is left as the applying user's,
-    /// as moby does in a user namespace: uid and gid are then tried one at a time so the mapped
-    /// one still lands. Warns once per layer; every such entry is counted.
+    /// Sets the owner through `chown` (fd- or name-based); ids this user namespace cannot
+    /// represent are left as the applying user's and noted (see [`files::chown_mapped`]).
     fn chown(
         &mut self,
         uid: Uid,
         gid: Gid,
         chown: impl Fn(Option<Uid>, Option<Gid>) -> Result<(), Errno>,
     ) -> Result<(), LayerError> {
-        match chown(Some(uid), Some(gid)) {
-            Ok(()) => return Ok(()),
-            Err(Errno::INVAL) => {}
-            Err(e) => return Err(self.errno(e)),
-        }
-        let mut unmapped = Vec::new();
-        for (r, what) in [
-            (chown(Some(uid), None), format!("uid {}", uid.as_raw())),
-            (chown(None, Some(gid)), format!("gid {}", gid.as_raw())),
-        ] {
-            match r {
-                Ok(()) => {}
-                Err(Errno::INVAL) => unmapped.push(what),
-                Err(e) => return Err(self.errno(e)),
-            }
-        }
-        self.stats.unmapped_owners += 1;
-        if self.stats.unmapped_owners == 1 {
-            let ids = unmapped.join(", ");
-            tracing::warn!(
-                path = %self.cur,
-                ids = %ids,
-                "id not mapped in this user namespace; owner left as the applying user \
-                 (further entries of this layer are counted, not logged)"
-            );
-            let msg = format!(
-                "{}: {ids} not mapped in this user namespace; owner left as the applying user",
-                self.cur
-            );
-            self.warn(msg);
+        if let Some(ids) = files::chown_mapped(uid, gid, chown).map_err(|e| self.errno(e))? {
+            self.unmapped.push((self.seq, self.cur.clone(), ids));
         }
         Ok(())
     }
@@ -352,17 +412,11 @@ impl Ctx<'_> {
         fd: &OwnedFd,
         xattrs: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<(), LayerError> {
-        for (name, value) in xattrs {
-            match rfs::fsetxattr(fd, OsStr::from_bytes(name), value, XattrFlags::empty()) {
-                Ok(()) => {}
-                Err(e @ (Errno::PERM | Errno::OPNOTSUPP | Errno::ACCESS)) => {
-                    let msg = format!("{}: xattr {} not set: {e}", self.cur, lossy(name));
-                    self.warn(msg);
-                }
-                Err(e) => return Err(self.errno(e)),
-            }
-        }
-        Ok(())
+        let mut notes = files::Notes::default();
+        let r = files::set_xattrs(fd, xattrs, &self.cur, &mut notes);
+        let (seq, cur) = (self.seq, self.cur.clone());
+        self.note(seq, &cur, notes);
+        r.map_err(|e| self.errno(e))
     }
 }
 
@@ -514,9 +568,16 @@ fn list_names(fd: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
     Ok(names)
 }
 
+/// Writer threads for small regular files (see the `files` module for why they help).
+const WRITERS: usize = 2;
+
 /// Applies the layer tar `layer` onto the directory `root` following the OCI changeset rules
 /// (whiteouts delete, opaque markers hide lower content), without ever touching anything outside
 /// `root`. This is what makes a base image's layers into a rootfs for RUN steps.
+///
+/// Small regular files are created by writer threads while the tar is read on; anything that
+/// depends on one of them (same path, a path below it, a hardlink to it, a removal) waits for it,
+/// and the error reported is always the one a sequential apply would have hit first.
 pub fn apply_layer<R: Read>(
     root: &Path,
     layer: R,
@@ -533,15 +594,91 @@ pub fn apply_layer<R: Read>(
         path: String::new(),
         source: errno_io(e),
     })?;
-    let mut ctx = Ctx {
-        root,
-        root_fd,
-        opts,
-        stats: ApplyStats::default(),
-        unpacked: HashSet::new(),
-        dir_times: Vec::new(),
-        cur: String::new(),
-    };
+    let tmpfile = AtomicBool::new(true);
+    let (job_tx, job_rx) = sync_channel::<files::FileJob>(files::QUEUE);
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = channel::<files::Outcome>();
+    std::thread::scope(|s| {
+        let mut started = 0;
+        for i in 0..WRITERS {
+            let (jobs, done, tmpfile) = (&job_rx, done_tx.clone(), &tmpfile);
+            let spawned = std::thread::Builder::new()
+                .name(format!("layer-writer-{i}"))
+                .spawn_scoped(s, move || files::worker(root, jobs, &done, tmpfile));
+            started += usize::from(spawned.is_ok());
+        }
+        drop(done_tx);
+        let pool = (started > 0).then(|| files::Pool {
+            jobs: Some(job_tx),
+            done: done_rx,
+            pending: HashMap::new(),
+            finished: Vec::new(),
+            root: root.to_path_buf(),
+        });
+        let mut ctx = Ctx {
+            root,
+            root_fd,
+            opts,
+            stats: ApplyStats::default(),
+            unpacked: HashSet::new(),
+            dir_times: Vec::new(),
+            cur: String::new(),
+            seq: 0,
+            warnings: Vec::new(),
+            unmapped: Vec::new(),
+            parent: None,
+            pool,
+            tmpfile: &tmpfile,
+        };
+        let applied = apply_entries(&mut ctx, layer);
+        finish(ctx, applied)
+        // `ctx` (and with it the job queue) is gone here, so the writers end and the scope joins.
+    })
+}
+
+/// Merges the writers' outcomes and picks the error a sequential apply would have reported.
+fn finish(mut ctx: Ctx<'_>, applied: Result<(), LayerError>) -> Result<ApplyStats, LayerError> {
+    let main_seq = ctx.seq;
+    ctx.barrier();
+    let mut outcomes = ctx.pool.take().map(|p| p.finished).unwrap_or_default();
+    outcomes.sort_by_key(|o| o.seq);
+    let mut worker_err = None;
+    for o in outcomes {
+        match o.result {
+            Err(e) => {
+                if worker_err.is_none() {
+                    worker_err = Some((o.seq, e));
+                }
+            }
+            Ok(()) => ctx.note(o.seq, &o.path, o.notes),
+        }
+    }
+    match (applied, worker_err) {
+        (Err(e), Some((seq, we))) => return Err(if seq < main_seq { we } else { e }),
+        (Err(e), None) | (Ok(()), Some((_, e))) => return Err(e),
+        (Ok(()), None) => {}
+    }
+    ctx.unmapped.sort_by_key(|u| u.0);
+    ctx.stats.unmapped_owners = ctx.unmapped.len() as u64;
+    if let Some((seq, path, ids)) = ctx.unmapped.first() {
+        tracing::warn!(
+            path = %path,
+            ids = %ids,
+            count = ctx.unmapped.len(),
+            "id not mapped in this user namespace; owner left as the applying user \
+             (further entries of this layer are counted, not logged)"
+        );
+        let msg = format!(
+            "{path}: {ids} not mapped in this user namespace; owner left as the applying user"
+        );
+        ctx.warnings.push((*seq, msg));
+    }
+    ctx.warnings.sort_by_key(|w| w.0);
+    ctx.stats.warnings = ctx.warnings.into_iter().map(|w| w.1).collect();
+    Ok(ctx.stats)
+}
+
+fn apply_entries<R: Read>(ctx: &mut Ctx<'_>, layer: R) -> Result<(), LayerError> {
     let mut archive = tar::Archive::new(layer);
     let mut last: Option<String> = None;
     let tar_err = |last: &Option<String>, e: io::Error| LayerError::Tar {
@@ -550,10 +687,15 @@ pub fn apply_layer<R: Read>(
     };
     let entries = archive.entries().map_err(|e| tar_err(&last, e))?;
     for entry in entries {
+        if ctx.pool.as_mut().is_some_and(|p| p.poll()) {
+            // A writer failed earlier in the tar; `finish` reports it.
+            return Ok(());
+        }
+        ctx.seq += 1;
         let mut entry = entry.map_err(|e| tar_err(&last, e))?;
         let raw = entry.path_bytes().into_owned();
         ctx.cur = lossy(&raw);
-        apply_entry(&mut ctx, &mut entry, &raw).map_err(|e| match e {
+        apply_entry(ctx, &mut entry, &raw).map_err(|e| match e {
             // Short reads of the entry body are tar damage, not a filesystem problem.
             LayerError::Apply { source, .. } if source.kind() == io::ErrorKind::UnexpectedEof => {
                 tar_err(&last, source)
@@ -562,6 +704,11 @@ pub fn apply_layer<R: Read>(
         })?;
         last = Some(ctx.cur.clone());
     }
+    ctx.barrier();
+    if ctx.pool.as_ref().is_some_and(|p| p.failed()) {
+        return Ok(());
+    }
+    ctx.seq = u64::MAX;
     // Children are all in place now; directory mtimes set earlier would have been bumped.
     let dir_times = std::mem::take(&mut ctx.dir_times);
     for (comps, mode, times) in dir_times.iter().rev() {
@@ -571,7 +718,7 @@ pub fn apply_layer<R: Read>(
             rfs::futimens(&fd, times).map_err(|e| ctx.errno(e))?;
         }
     }
-    Ok(ctx.stats)
+    Ok(())
 }
 
 fn apply_entry<R: Read>(
@@ -595,6 +742,7 @@ fn apply_entry<R: Read>(
     let meta = read_meta(entry).map_err(|e| ctx.err(e))?;
 
     if base.as_slice() == OPAQUE_MARKER.as_bytes() {
+        ctx.barrier();
         let dir = ctx
             .open_dir(parent, true, OFlags::RDONLY)?
             .ok_or_else(|| ctx.invalid("opaque marker's directory could not be opened"))?;
@@ -616,20 +764,25 @@ fn apply_entry<R: Read>(
         if victim.is_empty() || victim == b"." || victim == b".." {
             return Err(ctx.invalid("whiteout does not name a file"));
         }
+        ctx.barrier();
         if let Some(dir) = ctx.open_dir(parent, false, OFlags::PATH)? {
             remove_all(&dir, OsStr::from_bytes(victim)).map_err(|e| ctx.errno(e))?;
         }
         return Ok(());
     }
 
-    let dir = ctx
-        .open_dir(parent, true, OFlags::PATH)?
-        .ok_or_else(|| ctx.invalid("parent directory could not be created"))?;
+    // Whatever a writer thread is still creating at this path or above it must exist first.
+    ctx.wait_for_prefixes(&comps);
+    let dir = ctx.parent_dir(parent)?;
     let name = OsStr::from_bytes(base);
     let is_dir = kind == tar::EntryType::Directory;
     match rfs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) if is_dir && FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
-        Ok(_) => remove_all(&dir, name).map_err(|e| ctx.errno(e))?,
+        Ok(_) => {
+            // A directory being replaced may hold files still being written.
+            ctx.barrier();
+            remove_all(&dir, name).map_err(|e| ctx.errno(e))?
+        }
         Err(Errno::NOENT) => {}
         Err(e) => return Err(ctx.errno(e)),
     }
@@ -638,25 +791,53 @@ fn apply_entry<R: Read>(
 
     match kind {
         tar::EntryType::Regular | tar::EntryType::Continuous => {
-            let fd = rfs::openat(
-                &dir,
-                name,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            )
-            .map_err(|e| ctx.errno(e))?;
-            let mut file = File::from(fd);
             let want = entry.size();
-            let got = io::copy(entry, &mut file).map_err(|e| ctx.err(e))?;
-            if got != want {
-                return Err(ctx.err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("entry body has {got} of {want} bytes"),
-                )));
+            let fmeta = files::FileMeta {
+                owner,
+                mode,
+                xattrs: meta.xattrs,
+                times: meta.times,
+            };
+            let (seq, cur) = (ctx.seq, ctx.cur.clone());
+            let pooled = ctx.pool.as_ref().is_some_and(|p| p.jobs.is_some());
+            if pooled && want <= files::POOLED_MAX {
+                let mut body = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+                let got = (&mut *entry)
+                    .take(want)
+                    .read_to_end(&mut body)
+                    .map_err(|e| ctx.err(e))?;
+                if got as u64 != want {
+                    return Err(ctx.err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("entry body has {got} of {want} bytes"),
+                    )));
+                }
+                ctx.stats.bytes += want;
+                ctx.dispatch(files::FileJob {
+                    seq,
+                    key: join(&comps),
+                    path: cur,
+                    dir,
+                    name: base.to_vec(),
+                    body: files::Body::Bytes(body),
+                    meta: fmeta,
+                })?;
+            } else {
+                let mut notes = files::Notes::default();
+                let got = files::write_regular(
+                    ctx.root,
+                    &cur,
+                    &dir,
+                    base,
+                    entry,
+                    want,
+                    &fmeta,
+                    ctx.tmpfile,
+                    &mut notes,
+                )?;
+                ctx.stats.bytes += got;
+                ctx.note(seq, &cur, notes);
             }
-            ctx.stats.bytes += got;
-            let fd = OwnedFd::from(file);
-            finish_fd(ctx, &fd, owner, mode, &meta)?;
         }
         tar::EntryType::Directory => {
             match rfs::mkdirat(&dir, name, Mode::from_raw_mode(0o700)) {
@@ -681,18 +862,20 @@ fn apply_entry<R: Read>(
                 .link_name_bytes()
                 .ok_or_else(|| ctx.invalid("symlink without a target"))?
                 .into_owned();
-            rfs::symlinkat(OsStr::from_bytes(&target), &dir, name).map_err(|e| ctx.errno(e))?;
-            if let Some((u, g)) = owner {
-                ctx.chown(u, g, |u, g| {
-                    rfs::chownat(&dir, name, u, g, AtFlags::SYMLINK_NOFOLLOW)
-                })?;
-            }
-            if !meta.xattrs.is_empty() {
-                let msg = format!("{}: xattrs on a symlink are not applied", ctx.cur);
-                ctx.warn(msg);
-            }
-            rfs::utimensat(&dir, name, &meta.times, AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| ctx.errno(e))?;
+            ctx.dispatch(files::FileJob {
+                seq: ctx.seq,
+                key: join(&comps),
+                path: ctx.cur.clone(),
+                dir,
+                name: base.to_vec(),
+                body: files::Body::Symlink(target),
+                meta: files::FileMeta {
+                    owner,
+                    mode,
+                    xattrs: meta.xattrs,
+                    times: meta.times,
+                },
+            })?;
         }
         tar::EntryType::Link => {
             let target_raw = entry
@@ -705,6 +888,7 @@ fn apply_entry<R: Read>(
                 target: lossy(&target_raw),
             };
             let tcomps = clean_components(&target_raw).ok_or_else(breakout)?;
+            ctx.wait_for_prefixes(&tcomps);
             let Some((tbase, tparent)) = tcomps.split_last() else {
                 return Err(ctx.invalid("hardlink to the root directory"));
             };
@@ -776,24 +960,6 @@ fn apply_entry<R: Read>(
         }
     }
     ctx.mark_unpacked(&comps);
-    Ok(())
-}
-
-/// Ownership, mode, xattrs and times on an open regular file, in that order: chown clears the
-/// setuid bits and `security.capability`, so both must come after it, and times come last.
-fn finish_fd(
-    ctx: &mut Ctx<'_>,
-    fd: &OwnedFd,
-    owner: Option<(Uid, Gid)>,
-    mode: Mode,
-    meta: &Meta,
-) -> Result<(), LayerError> {
-    if let Some((u, g)) = owner {
-        ctx.chown(u, g, |u, g| rfs::fchown(fd, u, g))?;
-    }
-    rfs::fchmod(fd, mode).map_err(|e| ctx.errno(e))?;
-    ctx.set_xattrs(fd, &meta.xattrs)?;
-    rfs::futimens(fd, &meta.times).map_err(|e| ctx.errno(e))?;
     Ok(())
 }
 
