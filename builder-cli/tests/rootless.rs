@@ -7,6 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -154,6 +155,21 @@ fn rootless_build_records_container_ids() {
         .map(|d| d.map(|e| e.unwrap().path()).collect())
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A local export lands in the caller's directory as the caller's files, which the caller
+    // can delete (not as subordinate ids), like BuildKit's rootless local exporter.
+    rbuild_as_user(
+        &store,
+        &["build", "-q", "-o", "type=local,dest=local", "ctx"],
+        root,
+    );
+    let hi = std::fs::symlink_metadata(root.join("local/hi")).unwrap();
+    assert_eq!(u64::from(hi.uid()), host_uid, "local/hi owner");
+    run_ok(
+        Command::new("runuser")
+            .args(["-u", USER, "--", "rm", "-rf"])
+            .arg(root.join("local")),
+    );
 
     // Real tools accept it and see the same owners.
     run_ok(docker().arg("load").arg("-i").arg(&archive));

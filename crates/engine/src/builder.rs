@@ -344,7 +344,11 @@ fn export(
                             dest,
                             std::io::BufReader::new(reader),
                             &layer::ApplyOptions {
-                                same_owner: crate::fsutil::is_root(),
+                                // Files land in the caller's directory: keep the image's
+                                // owners only for real root, never as subordinate ids the
+                                // rootless caller could not delete.
+                                same_owner: crate::fsutil::is_root()
+                                    && !sandbox::in_user_namespace(),
                                 ..Default::default()
                             },
                         )
