@@ -67,7 +67,7 @@ enum Command {
         #[arg(long)]
         no_trunc: bool,
     },
-    /// Remove unreferenced data from the store
+    /// Remove untagged images, the build cache and unreferenced data from the store
     Prune,
     /// Save images to a tar archive (docker-archive by default, as `docker save`)
     Save {
@@ -379,6 +379,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
         }
         Command::Prune => {
             let builder = builder(&cli.root)?;
+            let records = engine::cache::prune(builder.images().store())?;
+            if records > 0 {
+                println!("Deleted build cache records: {records}");
+            }
             let stats = builder.images().prune()?;
             println!("Total reclaimed space: {}", human_size(stats.bytes_freed));
             Ok(ExitCode::SUCCESS)

@@ -302,6 +302,7 @@ fn plain(event: &Event, fetched: bool) -> Option<String> {
             .map(|l| format!("#{} {l}", step.index))
             .collect::<Vec<_>>()
             .join("\n"),
+        Event::StepCached(step) => format!("#{} CACHED", step.index),
         Event::StepDone { step, elapsed } => {
             format!("#{} DONE {:.1}s", step.index, elapsed.as_secs_f64())
         }
@@ -332,6 +333,7 @@ fn json(event: &Event) -> String {
             json!({"event": "step_started", "index": s.index, "total": s.total, "stage": s.stage, "line": s.line, "text": s.text})
         }
         Event::StepLog { step, text } => json!({"event": "log", "index": step.index, "text": text}),
+        Event::StepCached(step) => json!({"event": "step_cached", "index": step.index}),
         Event::StepDone { step, elapsed } => {
             json!({"event": "step_done", "index": step.index, "seconds": elapsed.as_secs_f64()})
         }

@@ -93,7 +93,10 @@ pub fn real_path_in_root(rootfs: &Path, abs: &Path) -> Result<PathBuf, BuildErro
         .resolve(abs)
         .map_err(|e| BuildError::io(abs, std::io::Error::other(e.to_string())))?;
     let real = fd_path(&handle, abs)?;
-    if !real.starts_with(rootfs) {
+    // The kernel's path of the handle is absolute and free of symlinks: compare it with the
+    // root's own (the caller may give a relative or symlinked root, e.g. a context `ctx`).
+    let real_root = std::fs::canonicalize(rootfs).map_err(|e| BuildError::io(rootfs, e))?;
+    if !real.starts_with(&real_root) {
         return Err(BuildError::io(
             abs,
             std::io::Error::other("resolved outside the root filesystem"),

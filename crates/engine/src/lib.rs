@@ -18,6 +18,7 @@
 //! ```
 
 mod builder;
+pub mod cache;
 mod error;
 mod fetch;
 mod fsutil;

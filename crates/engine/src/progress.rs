@@ -39,6 +39,8 @@ pub enum Event {
     },
     /// A step began.
     StepStarted(StepId),
+    /// A step's result came from the build cache; it did not run (follows its `StepStarted`).
+    StepCached(StepId),
     /// Output of a step (RUN output, or a note from the engine such as "copied 3 files").
     StepLog {
         /// The step.

@@ -29,7 +29,7 @@ pub struct StageState {
     /// Layers of the image, base layers first.
     pub layers: Vec<LayerDesc>,
     /// Whether CMD was set in this stage (ENTRYPOINT resets an inherited CMD only).
-    cmd_set: bool,
+    pub(crate) cmd_set: bool,
 }
 
 impl StageState {
@@ -172,7 +172,7 @@ impl<'a> StageRun<'a> {
         }
     }
 
-    fn resolve_image(&self, name: &str) -> Result<image::LocalImage, String> {
+    pub(crate) fn resolve_image(&self, name: &str) -> Result<image::LocalImage, String> {
         if let Some(rest) = name.strip_prefix("oci-layout://") {
             let (path, tag) = split_layout_ref(rest);
             let loaded =
@@ -222,7 +222,25 @@ impl<'a> StageRun<'a> {
         self.progress.event(Event::StepStarted(id.clone()));
         let started = Instant::now();
         let instr = scope.expand(raw)?;
+        let key = self.cache_key(state, scope, &instr)?;
+        let hit = match &key {
+            Some(k) if !self.req.no_cache => self.cache_get(k),
+            _ => None,
+        };
+        if let Some(cached) = hit {
+            *state = cached;
+            scope.apply(&instr);
+            self.progress.event(Event::StepCached(id));
+            return Ok(());
+        }
         self.dispatch(&id, state, scope, raw, &instr)?;
+        if let Some(k) = &key {
+            if let Err(e) = self.cache_put(k, state) {
+                self.progress.event(Event::Warning {
+                    message: format!("step {}: not cached: {e}", id.index),
+                });
+            }
+        }
         scope.apply(&instr);
         self.progress.event(Event::StepDone {
             step: id,

@@ -1,0 +1,184 @@
+//! The build cache, as `docker build` users rely on it: a rebuild reuses the steps whose
+//! definition and inputs did not change, re-runs from the first one that did, and never lets a
+//! secret's content into a key or a record.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+/// A store with a busybox base imported as `bb:1` (no docker needed).
+fn store_with_busybox(dir: &Path) -> std::path::PathBuf {
+    let rootfs = dir.join("rootfs");
+    busybox_rootfs(&rootfs);
+    let tar = dir.join("rootfs.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .args(["--numeric-owner", "-cf"])
+            .arg(&tar)
+            .arg("."),
+    );
+    let store = dir.join("store");
+    run_ok(rbuild(&store).arg("import").arg(&tar).arg("bb:1"));
+    store
+}
+
+/// Builds `ctx` with plain progress and returns, per step index, "CACHED" or "RAN", plus the log.
+fn build(store: &Path, ctx: &Path, extra: &[&str]) -> (Vec<&'static str>, String) {
+    let out = run_ok(
+        rbuild(store)
+            .args(["build", "--progress=plain", "-t", "cached:1"])
+            .args(extra)
+            .arg(ctx),
+    );
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let mut steps = Vec::new();
+    for line in log.lines() {
+        if line.ends_with(" CACHED") {
+            steps.push("CACHED");
+        } else if line.starts_with('#') && line.contains(" DONE ") {
+            steps.push("RAN");
+        }
+    }
+    (steps, log)
+}
+
+const DOCKERFILE: &str = "FROM bb:1\n\
+    ARG FLAVOUR=plain\n\
+    COPY a.txt /a.txt\n\
+    RUN echo run-$FLAVOUR | tee /one\n\
+    COPY b.txt /b.txt\n\
+    RUN --mount=type=secret,id=tok cat /run/secrets/tok | wc -c > /tok-len && echo marker-two\n\
+    WORKDIR /w\n";
+
+fn context(dir: &Path) -> std::path::PathBuf {
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    std::fs::write(ctx.join("b.txt"), "b\n").unwrap();
+    ctx
+}
+
+#[test]
+fn rebuild_reuses_unchanged_steps_and_reruns_from_the_first_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_busybox(dir.path());
+    let ctx = context(dir.path());
+    let secret = dir.path().join("tok");
+    std::fs::write(&secret, "s3cr3t-value-1").unwrap();
+    let sec = format!("id=tok,src={}", secret.display());
+    let sec = ["--secret", sec.as_str()];
+
+    // Steps: ARG, COPY a, RUN one, COPY b, RUN two, WORKDIR. ARG is config-only (always "RAN").
+    let (first, log) = build(&store, &ctx, &sec);
+    assert_eq!(first, ["RAN"; 6], "{log}");
+    assert!(log.lines().any(|l| l == "#5 marker-two"), "{log}");
+
+    let (again, log) = build(&store, &ctx, &sec);
+    assert_eq!(
+        again,
+        ["RAN", "CACHED", "CACHED", "CACHED", "CACHED", "CACHED"],
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l == "#3 run-plain" || l == "#5 marker-two"),
+        "{log}"
+    );
+
+    // A secret's content is not part of the key (as in BuildKit): still cached.
+    std::fs::write(&secret, "another-secret-2").unwrap();
+    let (new_secret, log) = build(&store, &ctx, &sec);
+    assert_eq!(new_secret[4], "CACHED", "{log}");
+
+    // Changing b.txt re-runs COPY b and everything after it, nothing before.
+    std::fs::write(ctx.join("b.txt"), "b changed\n").unwrap();
+    let (changed, log) = build(&store, &ctx, &sec);
+    assert_eq!(
+        changed,
+        ["RAN", "CACHED", "CACHED", "RAN", "RAN", "RAN"],
+        "{log}"
+    );
+
+    // A build argument RUN sees is part of its key.
+    let (flavour, log) = build(
+        &store,
+        &ctx,
+        &[&sec[..], &["--build-arg", "FLAVOUR=x"]].concat(),
+    );
+    assert_eq!(&flavour[..3], ["RAN", "CACHED", "RAN"], "{log}");
+    assert!(log.lines().any(|l| l == "#3 run-x"), "{log}");
+
+    // --no-cache runs every step.
+    let (none, log) = build(&store, &ctx, &[&sec[..], &["--no-cache"]].concat());
+    assert_eq!(none, ["RAN"; 6], "{log}");
+
+    // No secret value anywhere in the store (records, configs, layers, refs).
+    for entry in walkdir(&store) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        for s in ["s3cr3t-value-1", "another-secret-2"] {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{s} found in {}",
+                entry.display()
+            );
+        }
+    }
+
+    // prune drops the records: the next build runs everything again.
+    let out = run_ok(rbuild(&store).arg("prune"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Deleted build cache records"),
+        "{out:?}"
+    );
+    let (after_prune, log) = build(&store, &ctx, &sec);
+    assert_eq!(after_prune, ["RAN"; 6], "{log}");
+}
+
+#[test]
+fn cached_result_is_the_same_image_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_busybox(dir.path());
+    let ctx = context(dir.path());
+    let secret = dir.path().join("tok");
+    std::fs::write(&secret, "x").unwrap();
+    let sec = format!("id=tok,src={}", secret.display());
+    let inspect = |store: &Path| -> serde_json::Value {
+        let out = run_ok(rbuild(store).args(["inspect", "cached:1"]));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    build(&store, &ctx, &["--secret", &sec]);
+    let first = inspect(&store);
+    let (steps, log) = build(&store, &ctx, &["--secret", &sec]);
+    assert_eq!(steps[1..], ["CACHED"; 5], "{log}");
+    let second = inspect(&store);
+    // Same layers (the RUN was not redone, so not even its timestamps changed).
+    let layers = |v: &serde_json::Value| v[0]["RootFS"]["Layers"].clone();
+    assert_eq!(layers(&first), layers(&second));
+    assert!(layers(&first).as_array().is_some_and(|l| l.len() == 6));
+}
+
+fn walkdir(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_file() => out.push(p),
+                _ => {}
+            }
+        }
+    }
+    out
+}
