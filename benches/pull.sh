@@ -10,7 +10,8 @@
 #   and `podman pull` when podman is installed.
 # Prints each time and the ratio rbuild/other (< 1 means rbuild is faster).
 #
-# Usage: benches/pull.sh            (RBUILD=path/to/rbuild, LAYERS=3, LAYER_MB=32, RUNS=3)
+# Usage: benches/pull.sh            (RBUILD=path/to/rbuild, LAYERS=3, LAYER_MB=32, RUNS=3,
+#                                    RBUILD_BASE=another/rbuild to compare in the same run)
 # Use a release build for meaningful numbers: cargo build --release -p rbuild-cli
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -143,19 +144,44 @@ else
     echo "   rbuild pull peak RSS:   $((rss_kb / 1024)) MB (largest layer: $LAYER_MB MiB)"
 fi
 # Until a RUN step can start on the base: pull, unpack for the snapshotter, run one trivial step.
+# Timed interleaved with `podman pull` (and RBUILD_BASE, another rbuild binary, when given), so
+# that on a shared machine each ratio compares runs made under the same load.
 mkdir -p "$work/runctx"
 printf 'FROM %s\nRUN true\n' "$src/bench/img:1" >"$work/runctx/Dockerfile"
-rb_run=$(best "rm -rf $work/store" "$RBUILD" --root "$work/store" build -q "$work/runctx")
-echo "   rbuild pull+first RUN:  ${rb_run}s"
-echo "   skopeo copy -> oci:     ${sk_pull}s"
-python3 -c "print(f'   ratio rbuild/skopeo:    {$rb_pull/$sk_pull:.2f}')"
+pd=""
 if command -v podman >/dev/null 2>&1; then
     # A private, emptied storage per run: `podman rmi` keeps shared layers, which made pulls look free.
     pd="podman --root $work/podman --runroot $work/podman-run --storage-driver overlay"
-    pd_pull=$(best "rm -rf $work/podman $work/podman-run" $pd pull -q --tls-verify=false "$src/bench/img:1")
+fi
+rb_run="" pd_pull="" base_run=""
+minof() { python3 -c "b='$1'; print(min(float(b), $2) if b else $2)"; }
+for i in $(seq 1 "$RUNS"); do
+    rm -rf "$work/store"
+    t_rb=$(timed "$RBUILD" --root "$work/store" build -q "$work/runctx"); rb_run=$(minof "$rb_run" "$t_rb")
+    line="   run $i: rbuild pull+first RUN ${t_rb}s"
+    if [ -n "$pd" ]; then
+        rm -rf "$work/podman" "$work/podman-run"
+        t_pd=$(timed $pd pull -q --tls-verify=false "$src/bench/img:1"); pd_pull=$(minof "$pd_pull" "$t_pd")
+        line="$line, podman pull ${t_pd}s ($(python3 -c "print(f'{$t_rb/$t_pd:.2f}')"))"
+    fi
+    if [ -n "${RBUILD_BASE:-}" ]; then
+        rm -rf "$work/store"
+        t_b=$(timed "$RBUILD_BASE" --root "$work/store" build -q "$work/runctx"); base_run=$(minof "$base_run" "$t_b")
+        line="$line, RBUILD_BASE ${t_b}s"
+    fi
+    echo "$line"
+done
+rm -rf "$work/store"
+"$RBUILD" --root "$work/store" pull -q "$src/bench/img:1" >/dev/null
+echo "   rbuild pull+first RUN:  ${rb_run}s (best of $RUNS)"
+[ -n "$base_run" ] && echo "   RBUILD_BASE same:       ${base_run}s ($RBUILD_BASE)"
+echo "   skopeo copy -> oci:     ${sk_pull}s"
+python3 -c "print(f'   ratio rbuild/skopeo:    {$rb_pull/$sk_pull:.2f}')"
+if [ -n "$pd" ]; then
     echo "   podman pull:            ${pd_pull}s"
     python3 -c "print(f'   ratio rbuild/podman:    {$rb_pull/$pd_pull:.2f}')"
     python3 -c "print(f'   ratio rbuild pull+first RUN / podman pull: {$rb_run/$pd_pull:.2f}')"
+    [ -n "$base_run" ] && python3 -c "print(f'   ratio RBUILD_BASE pull+first RUN / podman pull: {$base_run/$pd_pull:.2f}')"
 else
     echo "   podman: not installed, skipped"
 fi

@@ -614,6 +614,7 @@ pub fn apply_layer<R: Read>(
             pending: HashMap::new(),
             finished: Vec::new(),
             root: root.to_path_buf(),
+            any_failed: false,
         });
         let mut ctx = Ctx {
             root,

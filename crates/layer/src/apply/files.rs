@@ -321,11 +321,15 @@ pub(super) struct Pool {
     pub finished: Vec<Outcome>,
     /// Where errors say the layer was going.
     pub root: std::path::PathBuf,
+    /// Whether any outcome in `finished` is an error (checked once per entry, so kept, not
+    /// searched for).
+    pub any_failed: bool,
 }
 
 impl Pool {
     fn take(&mut self, o: Outcome) {
         self.pending.remove(&o.key);
+        self.any_failed |= o.result.is_err();
         self.finished.push(o);
     }
 
@@ -335,6 +339,7 @@ impl Pool {
             Ok(o) => self.take(o),
             Err(_) => {
                 for (key, (seq, path)) in std::mem::take(&mut self.pending) {
+                    self.any_failed = true;
                     let source = io::Error::other("the file writer thread stopped");
                     self.finished.push(Outcome {
                         seq,
@@ -363,7 +368,7 @@ impl Pool {
 
     /// True once any job has failed.
     pub fn failed(&self) -> bool {
-        self.finished.iter().any(|o| o.result.is_err())
+        self.any_failed
     }
 
     /// Waits until no job for `key` is in flight.
