@@ -25,9 +25,12 @@
 //! 2. [`Snapshotter::prepare`] creates an *active* snapshot on that committed parent.
 //! 3. The sandbox mounts [`Active::mount`] in its own mount namespace and runs the step.
 //! 4. [`Snapshotter::commit`] writes the changes as a layer into the store and returns its
-//!    diff id, or [`Snapshotter::remove`] throws the active snapshot away. Either way the active
-//!    snapshot's directories are deleted: **active snapshots never become parents**; the next step
-//!    prepares on `parent + [new diff id]`, which unpacks the new layer like any other.
+//!    diff id, or [`Snapshotter::remove`] throws the active snapshot away. An active snapshot is
+//!    never a parent as such; the next step prepares on `parent + [new diff id]`. As root with
+//!    overlay (no id map), commit renames the upper directory to the new layer's tree (it already
+//!    is one: see below), as containerd and Docker keep a committed upper, so nothing is deleted
+//!    and the next step unpacks nothing; otherwise the active snapshot is deleted and the next
+//!    step unpacks the layer like any other.
 //!
 //! # Two implementations, chosen by [`probe`]
 //!
@@ -98,10 +101,13 @@
 //!
 //! # Crash and concurrency safety
 //!
-//! Unpacked trees are built in a store scratch directory (swept if the process dies), synced, and
-//! renamed into place with `RENAME_NOREPLACE`: a reader sees a complete tree or none, and when two
-//! builds unpack the same layer one rename wins and the other build uses the winner's tree. Active
-//! snapshots live in store scratch directories too, so a killed build leaves nothing behind.
+//! Unpacked trees, and adopted upper directories, are built in a store scratch directory (swept
+//! if the process dies), synced, and renamed into place with `RENAME_NOREPLACE`; an adopted upper
+//! is renamed only after its layer blob is committed, with excluded bind-mount targets removed
+//! and its opaque markers restored, so it holds exactly what unpacking the layer gives. A reader
+//! sees a complete tree or none, and when two builds unpack (or commit) the same layer one rename
+//! wins and the other build uses the winner's tree. Active snapshots live in store scratch
+//! directories too, so a killed build leaves nothing behind.
 //!
 //! # Example
 //!
