@@ -640,9 +640,10 @@ impl Snapshotter {
     }
 
     /// Whether a committed upper directory is exactly what unpacking its layer would give here:
-    /// root (files keep their real owners), `trusted.*` overlay xattrs, owners written unchanged.
+    /// root, or root of a user namespace mapping every id the layer uses (files keep their
+    /// owners), overlay xattrs of this kind, owners written unchanged.
     fn adoptable(&self, opts: &layer::WriteOptions) -> bool {
-        self.kind == (Kind::Overlay { userxattr: false })
+        matches!(self.kind, Kind::Overlay { .. })
             && self.apply.same_owner
             && self.apply.id_map.is_none()
             && opts.id_map.is_none()
@@ -665,7 +666,10 @@ impl Snapshotter {
         if dest.is_dir() {
             return Ok(());
         }
-        let name = fsx::overlay_xattr(false, "opaque");
+        let Kind::Overlay { userxattr } = self.kind else {
+            return Ok(());
+        };
+        let name = fsx::overlay_xattr(userxattr, "opaque");
         for rel in opaque {
             let p = upper.join(rel);
             rustix::fs::lsetxattr(&p, name.as_str(), b"y", rustix::fs::XattrFlags::empty())
