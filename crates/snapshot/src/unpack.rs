@@ -8,6 +8,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 
 use digest::Digest;
 use rustix::fs::{self as rfs, FileType, Mode, OFlags, RenameFlags, ResolveFlags, CWD};
@@ -65,7 +66,7 @@ fn verify(layer: &Digest, r: image::layers::LayerReader) -> Result<(), SnapshotE
 }
 
 /// Lists what `layer`'s tar says that `apply_layer` cannot express in an overlay lower directory;
-/// fed the same bytes the applier reads (see [`Tee`]), so a layer is decoded once.
+/// fed the same bytes the applier reads (see [`decode_into`]), so a layer is decoded once.
 fn scan_markers<R: Read>(layer: &Digest, r: R) -> Result<Vec<Marker>, SnapshotError> {
     let mut archive = tar::Archive::new(r);
     let tar_err = |e: std::io::Error| SnapshotError::Unpack {
@@ -296,31 +297,58 @@ fn apply(
     }
 }
 
-/// Hands a copy of every chunk its reader yields to the marker scanner on another thread, so a
-/// layer (possibly a compressed variant) is decoded once for both jobs. A scanner that has stopped
-/// (error or end of archive) just stops receiving.
-struct Tee<R> {
-    inner: R,
-    tx: Option<SyncSender<Vec<u8>>>,
-}
+/// A chunk of decoded layer bytes, shared by the applier and the marker scanner; a decode error
+/// is passed on as its kind and message so both stop where the bytes went bad.
+type Chunk = Result<Arc<Vec<u8>>, (std::io::ErrorKind, String)>;
 
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let (Some(tx), Some(chunk)) = (&self.tx, buf.get(..n)) {
-            if n > 0 && tx.send(chunk.to_vec()).is_err() {
-                self.tx = None;
+/// Size of the chunks the decoder thread hands on.
+const CHUNK: usize = 256 * 1024;
+
+/// Decodes (and hashes) `src` to its end on its own thread, handing every chunk to the applier and
+/// the scanner while they want more, so decompression overlaps file creation and a layer is
+/// decoded once for both jobs. Reading on after both have stopped checks the whole variant.
+fn decode_into(
+    layer: &Digest,
+    mut src: image::layers::LayerReader,
+    mut outs: Vec<SyncSender<Chunk>>,
+) -> Result<(), SnapshotError> {
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                for tx in &outs {
+                    let _ = tx.send(Err((e.kind(), e.to_string())));
+                }
+                break;
             }
-        }
-        Ok(n)
+        };
+        buf.truncate(n);
+        let chunk = Arc::new(buf);
+        // A reader that has stopped (done or failed) just stops receiving.
+        outs.retain(|tx| tx.send(Ok(chunk.clone())).is_ok());
     }
+    drop(outs);
+    verify(layer, src)
 }
 
-/// The scanner's end of a [`Tee`]: end of input when the applier is done.
+/// One consumer's end of [`decode_into`]: end of input when the decoder is done.
 struct ChannelReader {
-    rx: Receiver<Vec<u8>>,
-    cur: Vec<u8>,
+    rx: Receiver<Chunk>,
+    cur: Arc<Vec<u8>>,
     pos: usize,
+}
+
+impl ChannelReader {
+    fn new(rx: Receiver<Chunk>) -> Self {
+        ChannelReader {
+            rx,
+            cur: Arc::new(Vec::new()),
+            pos: 0,
+        }
+    }
 }
 
 impl Read for ChannelReader {
@@ -335,20 +363,22 @@ impl Read for ChannelReader {
                 return Ok(n);
             }
             match self.rx.recv() {
-                Ok(v) => {
+                Ok(Ok(v)) => {
                     self.cur = v;
                     self.pos = 0;
                 }
+                Ok(Err((kind, msg))) => return Err(std::io::Error::new(kind, msg)),
                 Err(_) => return Ok(0),
             }
         }
     }
 }
 
-/// Applies `layer` into `tree` while a second thread scans the same bytes for overlay markers;
-/// verifies a decoded variant against the diff id before returning, so nothing built from a
-/// corrupt variant is published. Errors are reported in the order a sequential scan-then-apply
-/// would have: corrupt variant, then a marker the overlay cannot express, then the applier's.
+/// Applies `layer` into `tree` while a second thread scans the same bytes for overlay markers and
+/// a third decodes them; verifies a decoded variant against the diff id before returning, so
+/// nothing built from a corrupt variant is published. Errors are reported in the order a
+/// sequential scan-then-apply would have: corrupt variant, then a marker the overlay cannot
+/// express, then the applier's.
 fn apply_and_scan(
     store: &Store,
     layer: &Digest,
@@ -356,33 +386,28 @@ fn apply_and_scan(
     opts: &layer::ApplyOptions,
 ) -> Result<Vec<Marker>, SnapshotError> {
     let src = open_layer(store, layer)?;
-    let (tx, rx) = sync_channel::<Vec<u8>>(16);
+    let (scan_tx, scan_rx) = sync_channel::<Chunk>(16);
+    let (apply_tx, apply_rx) = sync_channel::<Chunk>(16);
     let (applied, verified, scanned) = std::thread::scope(|s| {
         let scanner = s.spawn(move || {
-            let r = ChannelReader {
-                rx,
-                cur: Vec::new(),
-                pos: 0,
-            };
-            scan_markers(layer, BufReader::with_capacity(256 * 1024, r))
+            scan_markers(
+                layer,
+                BufReader::with_capacity(CHUNK, ChannelReader::new(scan_rx)),
+            )
         });
-        let mut tee = Tee {
-            inner: src,
-            tx: Some(tx),
+        let decoder = s.spawn(move || decode_into(layer, src, vec![apply_tx, scan_tx]));
+        let applied = layer::apply_layer(tree, ChannelReader::new(apply_rx), opts);
+        // The reader is dropped with the call, so the decoder stops sending to it and only reads
+        // on for verification.
+        let panicked = |what: &str| SnapshotError::InvalidLayer {
+            layer: *layer,
+            path: String::new(),
+            reason: format!("the {what} thread panicked"),
         };
-        let applied =
-            layer::apply_layer(tree, BufReader::with_capacity(256 * 1024, &mut tee), opts);
-        // Closing the channel ends the scanner's input; the rest is read for verification only.
-        let Tee { inner, tx } = tee;
-        drop(tx);
-        let verified = verify(layer, inner);
-        let scanned = scanner.join().unwrap_or_else(|_| {
-            Err(SnapshotError::InvalidLayer {
-                layer: *layer,
-                path: String::new(),
-                reason: "the marker scanner panicked".into(),
-            })
-        });
+        let verified = decoder.join().unwrap_or_else(|_| Err(panicked("decoder")));
+        let scanned = scanner
+            .join()
+            .unwrap_or_else(|_| Err(panicked("marker scanner")));
         (applied, verified, scanned)
     });
     verified?;
