@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -61,25 +61,45 @@ fn layer_owners(archive: &Path) -> Vec<Vec<(String, u64, u64)>> {
         .collect()
 }
 
-#[test]
-fn rootless_build_records_container_ids() {
-    // Never skipped: without the test user this fails, with the script's own error.
+/// A work directory owned by `user` (made by scripts/test-users.sh; never skipped: without the
+/// user this fails with the script's own error) holding `base.tar` (busybox), `ctx/` with
+/// `dockerfile` and `files`, and room for `store/`; the store has the base loaded.
+fn user_fixture(
+    user: &str,
+    dockerfile: &str,
+    files: &[(&str, &str)],
+) -> (tempfile::TempDir, PathBuf, PathBuf) {
     run_ok(&mut Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../scripts/test-users.sh"
     )));
     let dir = tempfile::Builder::new()
-        .prefix("rbuild-rootless-")
+        .prefix(&format!("rbuild-{user}-"))
         .tempdir_in("/tmp")
         .unwrap();
-    let root = dir.path();
+    let root = dir.path().to_path_buf();
     let (ctx, store) = (root.join("ctx"), root.join("store"));
     std::fs::create_dir(&ctx).unwrap();
     std::fs::copy(base_archive(), root.join("base.tar")).unwrap();
-    std::fs::write(ctx.join("file.txt"), "copied\n").unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!(
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    for (name, body) in files {
+        std::fs::write(ctx.join(name), body).unwrap();
+    }
+    run_ok(
+        Command::new("chown")
+            .args(["-R", &format!("{user}:{user}")])
+            .arg(&root),
+    );
+    run_ok(Command::new("chmod").arg("755").arg(&root));
+    rbuild_as(user, &store, &["load", "-i", "base.tar"], &root);
+    (dir, root, store)
+}
+
+#[test]
+fn rootless_build_records_container_ids() {
+    let (_dir, root, store) = user_fixture(
+        USER,
+        &format!(
             "FROM {BUSYBOX}\n\
              RUN echo hi > /hi && chown 5:5 /hi && mkdir -p /d/sub && touch /d/sub/f && \
              chown -R 5:5 /d && mkdir /made && touch /made/by-root\n\
@@ -89,16 +109,10 @@ fn rootless_build_records_container_ids() {
              CMD [\"sh\", \"-c\", \"stat -c '%u:%g %n' /hi /d /d/sub/f /made/by-root /owned \
              /owned/file.txt /plain.txt /home/app /tmp/t\"]\n"
         ),
-    )
-    .unwrap();
-    run_ok(
-        Command::new("chown")
-            .args(["-R", &format!("{USER}:{USER}")])
-            .arg(root),
+        &[("file.txt", "copied\n")],
     );
-    run_ok(Command::new("chmod").arg("755").arg(root));
+    let root = root.as_path();
 
-    rbuild_as_user(&store, &["load", "-i", "base.tar"], root);
     let build = rbuild_as_user(&store, &["build", "-t", "rootless-owners:1", "ctx"], root);
     let log = String::from_utf8_lossy(&build.stderr).into_owned()
         + &String::from_utf8_lossy(&build.stdout);
@@ -187,31 +201,13 @@ fn rootless_build_records_container_ids() {
 /// what will not work, instead of failing or pretending.
 #[test]
 fn user_without_subordinate_ids_falls_back_with_warnings() {
-    run_ok(&mut Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scripts/test-users.sh"
-    )));
     let user = "rbuildnosub";
-    let dir = tempfile::Builder::new()
-        .prefix("rbuild-nosub-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let root = dir.path();
-    let (ctx, store) = (root.join("ctx"), root.join("store"));
-    std::fs::create_dir(&ctx).unwrap();
-    std::fs::copy(base_archive(), root.join("base.tar")).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        format!("FROM {BUSYBOX}\nRUN echo made > /made && mkdir /dir\n"),
-    )
-    .unwrap();
-    run_ok(
-        Command::new("chown")
-            .args(["-R", &format!("{user}:{user}")])
-            .arg(root),
+    let (_dir, root, store) = user_fixture(
+        user,
+        &format!("FROM {BUSYBOX}\nRUN echo made > /made && mkdir /dir\n"),
+        &[],
     );
-    run_ok(Command::new("chmod").arg("755").arg(root));
-    rbuild_as(user, &store, &["load", "-i", "base.tar"], root);
+    let root = root.as_path();
     let build = rbuild_as(
         user,
         &store,

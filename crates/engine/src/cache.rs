@@ -171,26 +171,6 @@ impl StageRun<'_> {
         Ok(())
     }
 
-    /// The layer chain a `--from` names, stage or image, which is what the step reads of it.
-    fn chain_of_from(&self, instr: &Instruction, from: &str) -> Result<Vec<Digest>, BuildError> {
-        Ok(match self.plan.resolve_from(from) {
-            dockerfile::FromRef::Stage(j) => self
-                .finished
-                .get(&j)
-                .ok_or_else(|| {
-                    self.step_error(instr, format!("stage {from:?} has not been built"))
-                })?
-                .chain(),
-            dockerfile::FromRef::Image(name) => self
-                .resolve_image(&name)
-                .map_err(|e| self.step_error(instr, e))?
-                .layers
-                .iter()
-                .map(|l| l.diff_id)
-                .collect(),
-        })
-    }
-
     /// The state recorded for `key`, if every blob it needs is still in the store.
     pub(crate) fn cache_get(&self, key: &Digest) -> Option<StageState> {
         let store = self.images.store();

@@ -172,7 +172,31 @@ impl<'a> StageRun<'a> {
         }
     }
 
-    pub(crate) fn resolve_image(&self, name: &str) -> Result<image::LocalImage, String> {
+    /// The layer chain a `--from` names, stage or image, which is what the step reads of it.
+    pub(crate) fn chain_of_from(
+        &self,
+        instr: &Instruction,
+        from: &str,
+    ) -> Result<Vec<digest::Digest>, BuildError> {
+        Ok(match self.plan.resolve_from(from) {
+            dockerfile::FromRef::Stage(j) => self
+                .finished
+                .get(&j)
+                .ok_or_else(|| {
+                    self.step_error(instr, format!("stage {from:?} has not been built"))
+                })?
+                .chain(),
+            dockerfile::FromRef::Image(name) => self
+                .resolve_image(&name)
+                .map_err(|e| self.step_error(instr, e))?
+                .layers
+                .iter()
+                .map(|l| l.diff_id)
+                .collect(),
+        })
+    }
+
+    fn resolve_image(&self, name: &str) -> Result<image::LocalImage, String> {
         if let Some(rest) = name.strip_prefix("oci-layout://") {
             let (path, tag) = split_layout_ref(rest);
             let loaded =
@@ -546,22 +570,7 @@ impl<'a> StageRun<'a> {
             let from_root: Option<PathBuf> = match &copy.from {
                 None => None,
                 Some(from) => {
-                    let chain = match self.plan.resolve_from(from) {
-                        dockerfile::FromRef::Stage(j) => self
-                            .finished
-                            .get(&j)
-                            .ok_or_else(|| {
-                                self.step_error(instr, format!("stage {from:?} has not been built"))
-                            })?
-                            .chain(),
-                        dockerfile::FromRef::Image(name) => self
-                            .resolve_image(&name)
-                            .map_err(|e| self.step_error(instr, e))?
-                            .layers
-                            .iter()
-                            .map(|l| l.diff_id)
-                            .collect(),
-                    };
+                    let chain = self.chain_of_from(instr, from)?;
                     let v = View::open(self.snap, store, &chain)?;
                     let r = view_root(&v)?;
                     _from_view = Some(v);
