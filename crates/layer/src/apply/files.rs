@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -206,7 +206,8 @@ pub(super) fn write_regular(
         match rfs::openat(
             dir,
             ".",
-            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            // Readable too, so the content can be copied out if it cannot be linked.
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
             private,
         ) {
             Ok(fd) => anon = Some(fd),
@@ -217,15 +218,17 @@ pub(super) fn write_regular(
         }
     }
     let named = anon.is_none();
-    let fd = match anon {
-        Some(fd) => fd,
-        None => rfs::openat(
+    let create = || {
+        rfs::openat(
             dir,
             name,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             private,
         )
-        .map_err(errno)?,
+    };
+    let fd = match anon {
+        Some(fd) => fd,
+        None => create().map_err(errno)?,
     };
     let mut file = File::from(fd);
     let got = copy(body, &mut file, want).map_err(err)?;
@@ -235,9 +238,22 @@ pub(super) fn write_regular(
             format!("entry body has {got} of {want} bytes"),
         )));
     }
-    let fd = OwnedFd::from(file);
+    let mut fd = OwnedFd::from(file);
     if !named {
-        link_anon(&fd, dir, name).map_err(errno)?;
+        match link_anon(&fd, dir, name) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => return Err(errno(Errno::EXIST)),
+            // No way to name it here (no /proc, say): stop using O_TMPFILE for this layer and
+            // copy what was written into a file created under its name.
+            Err(_) => {
+                tmpfile.store(false, Ordering::Relaxed);
+                let mut anon = File::from(fd);
+                let mut out = File::from(create().map_err(errno)?);
+                anon.seek(io::SeekFrom::Start(0)).map_err(err)?;
+                io::copy(&mut anon, &mut out).map_err(err)?;
+                fd = OwnedFd::from(out);
+            }
+        }
     }
     // Owner first: chown clears setuid bits and `security.capability`; times last.
     if let Some((u, g)) = meta.owner {
