@@ -38,6 +38,7 @@ fn prepare(name: &str) -> tempfile::TempDir {
 fn known_differences(name: &str) -> &'static [&'static str] {
     match name {
         "run-basic" => &["dev", "proc", "scratch", "sys"],
+        "bind-from" => &["data.txt", "dev", "mnt", "proc", "sys"],
         _ => &[],
     }
 }
@@ -133,6 +134,7 @@ differential! {
     expansion => "expansion", ["--build-arg", "VERSION=2.5"];
     new_syntax_copy => "new-syntax";
     run_basic => "run-basic";
+    run_bind_from => "bind-from";
 }
 
 #[test]

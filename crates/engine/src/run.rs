@@ -104,7 +104,7 @@ fn merged_file(plan: &MountPlan, rel: &str) -> Option<Vec<u8>> {
     None
 }
 
-impl StageRun<'_> {
+impl<'a> StageRun<'a> {
     /// Resolves USER (names through the image's passwd and group) to ids and groups.
     fn run_user(
         &self,
@@ -230,9 +230,11 @@ impl StageRun<'_> {
         let scratch = store.temp_dir("run-mounts")?;
         let mut mounts = Vec::new();
         let mut exclude: Vec<PathBuf> = Vec::new();
+        // Snapshots of `--mount=type=bind,from=…` sources, alive until the step has run.
+        let mut from_views: Vec<View<'_>> = Vec::new();
         for (n, m) in run.mounts.iter().enumerate() {
             let spec = self
-                .mount_spec(m, n, scratch.path(), &mut env)
+                .mount_spec(instr, m, n, scratch.path(), &mut env, &mut from_views)
                 .map_err(|e| self.step_error(instr, e))?;
             if let Some(spec) = spec {
                 exclude.push(PathBuf::from(&spec.target));
@@ -326,10 +328,12 @@ impl StageRun<'_> {
     /// Turns one `RUN --mount` into a sandbox mount; secrets with `env=` go to the environment.
     fn mount_spec(
         &self,
+        instr: &Instruction,
         m: &Mount,
         n: usize,
         scratch: &Path,
         env: &mut Vec<String>,
+        from_views: &mut Vec<View<'a>>,
     ) -> Result<Option<MountSpec>, BuildError> {
         let store = self.images.store();
         Ok(match m {
@@ -412,13 +416,22 @@ impl StageRun<'_> {
                 from,
                 read_write,
             } => {
-                if from.is_some() {
-                    return Err(BuildError::Request(
-                        "RUN --mount=type=bind,from=... is not supported yet".into(),
-                    ));
-                }
                 let src = source.clone().unwrap_or_else(|| "/".into());
-                let host = crate::fsutil::real_path_in_root(self.context.root(), Path::new(&src))?;
+                let from_root = match from {
+                    None => self.context.root().to_path_buf(),
+                    // Another stage or an image: a snapshot of its layers. Writes to a `rw`
+                    // mount land in that snapshot's scratch upper and are discarded with it.
+                    Some(from) => {
+                        let chain = self.chain_of_from(instr, from)?;
+                        let view = View::open(self.snap, store, &chain)?;
+                        let root = view.path().map(Path::to_path_buf).ok_or_else(|| {
+                            BuildError::Task("snapshot view has no path to bind".into())
+                        })?;
+                        from_views.push(view);
+                        root
+                    }
+                };
+                let host = crate::fsutil::real_path_in_root(&from_root, Path::new(&src))?;
                 Some(MountSpec {
                     target: target.clone(),
                     kind: MountKind::Bind {
