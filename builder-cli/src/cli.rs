@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use engine::image::reference::Reference;
-use engine::{BuildError, BuildRequest, Builder, BuilderOptions, Output, SecretFrom, SecretSource};
+use engine::{
+    BuildError, BuildRequest, Builder, BuilderOptions, Output, SecretFrom, SecretSource, SshSource,
+};
 
 use crate::render::{Renderer, Style};
 
@@ -180,7 +182,7 @@ struct BuildArgs {
     /// Secret to expose to the build (id=mysecret[,src=/local/secret] or id=X,env=VAR)
     #[arg(long = "secret", value_name = "SPEC")]
     secrets: Vec<String>,
-    /// SSH agent socket or keys to expose to the build (default|<id>[=<socket>|<key>[,<key>]])
+    /// SSH agent socket to expose to RUN --mount=type=ssh (default|<id>[=<socket>]; default: $SSH_AUTH_SOCK)
     #[arg(long = "ssh", value_name = "SPEC")]
     ssh: Vec<String>,
     /// Set the networking mode for the RUN instructions during build (host, none)
@@ -531,6 +533,44 @@ fn parse_secret(s: &str) -> Result<SecretSource, BuildError> {
     Ok(SecretSource { id, source })
 }
 
+/// `--ssh default`, `--ssh id` (both the agent of `$SSH_AUTH_SOCK`) or `--ssh id=SOCKET`. Key
+/// files, which BuildKit loads into an agent of its own, are refused with what to do instead.
+fn parse_ssh(s: &str, auth_sock: Option<OsString>) -> Result<SshSource, BuildError> {
+    let (id, path) = match s.split_once('=') {
+        Some((id, path)) => (id, Some(PathBuf::from(path))),
+        None => (s, None),
+    };
+    if id.is_empty() || path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+        return Err(BuildError::Request(format!(
+            "invalid --ssh {s:?}: expected default, ID or ID=SOCKET"
+        )));
+    }
+    let socket = match path {
+        Some(p) => p,
+        None => PathBuf::from(auth_sock.ok_or_else(|| {
+            BuildError::Request(format!(
+                "--ssh {s}: SSH_AUTH_SOCK is not set (start an agent, or give ID=SOCKET)"
+            ))
+        })?),
+    };
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(&socket) {
+        Ok(m) if m.file_type().is_socket() => {}
+        Ok(_) => {
+            return Err(BuildError::Request(format!(
+                "--ssh {s}: {} is not an agent socket; key files are not supported, load the \
+                 key into ssh-agent (ssh-add) and pass its socket",
+                socket.display()
+            )))
+        }
+        Err(e) => return Err(BuildError::io(&socket, e)),
+    }
+    Ok(SshSource {
+        id: id.to_string(),
+        socket,
+    })
+}
+
 fn build(
     root: &Option<PathBuf>,
     insecure_registry: &[String],
@@ -564,6 +604,11 @@ fn build(
         .iter()
         .map(|s| parse_secret(s))
         .collect::<Result<Vec<_>, _>>()?;
+    let ssh = b
+        .ssh
+        .iter()
+        .map(|s| parse_ssh(s, std::env::var_os("SSH_AUTH_SOCK")))
+        .collect::<Result<Vec<_>, _>>()?;
     let (dockerfile, dockerfile_text) = match &b.file {
         Some(p) if p.as_os_str() == "-" => {
             let mut s = String::new();
@@ -595,6 +640,7 @@ fn build(
         platform: b.platform.clone(),
         outputs,
         secrets,
+        ssh,
         network: b.network.clone(),
         source_date_epoch,
         push: b.push,

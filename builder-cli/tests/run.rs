@@ -190,3 +190,99 @@ fn secrets_reach_the_step_but_never_the_image() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
 }
+
+#[test]
+fn ssh_agent_socket_reaches_the_step_but_not_the_image() {
+    let store = store_with_base();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    // Any listening socket stands for the agent: the step sees it at the target, typed a socket.
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let out = build(
+        store.path(),
+        &format!(
+            "FROM {BUSYBOX}\n\
+             RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /default-sock\n\
+             RUN --mount=type=tmpfs,target=/t --mount=type=ssh,id=deploy,target=/agent \
+             test -S /agent && echo \"$SSH_AUTH_SOCK\" > /deploy-sock\n\
+             RUN --mount=type=ssh,id=absent test -z \"$SSH_AUTH_SOCK\" && touch /absent-skipped\n"
+        ),
+        &[
+            "-t",
+            "ssh:1",
+            "--ssh",
+            &format!("default={}", sock.display()),
+            "--ssh",
+            &format!("deploy={}", sock.display()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (path, want) in [
+        ("default-sock", "/run/buildkit/ssh_agent.0\n"),
+        ("deploy-sock", "/agent\n"),
+        ("absent-skipped", ""),
+    ] {
+        assert_eq!(
+            file_in_image(store.path(), "ssh:1", path).as_deref(),
+            Some(want.as_bytes()),
+            "{path}"
+        );
+    }
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("img.tar");
+    run_ok(rbuild(store.path()).args(["save", "ssh:1", "-o"]).arg(&tar));
+    let img = read_docker_archive(&tar);
+    assert!(
+        !img.tree
+            .iter()
+            .any(|e| e.path.starts_with("run/buildkit") || e.path == "agent"),
+        "mount targets leaked into the image"
+    );
+
+    // A required agent that was not given, a key file instead of a socket, and no agent at all
+    // each fail with what to do.
+    let cases: &[(&str, Vec<String>, &str)] = &[
+        (
+            "RUN --mount=type=ssh,id=deploy,required=true true\n",
+            vec![],
+            "--ssh deploy=SOCKET",
+        ),
+        (
+            "RUN true\n",
+            vec![
+                "--ssh".into(),
+                format!("default={}", dir.path().join("nokey").display()),
+            ],
+            "nokey",
+        ),
+    ];
+    std::fs::write(dir.path().join("key"), "not a socket").unwrap();
+    let key_case = vec![
+        "--ssh".to_string(),
+        format!("default={}", dir.path().join("key").display()),
+    ];
+    for (run, args, want) in
+        cases
+            .iter()
+            .cloned()
+            .chain([("RUN true\n", key_case, "load the key into ssh-agent")])
+    {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = build(store.path(), &format!("FROM {BUSYBOX}\n{run}"), &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+    let mut no_agent = rbuild(store.path());
+    no_agent
+        .env_remove("SSH_AUTH_SOCK")
+        .args(["build", "--ssh", "default"])
+        .arg(dir.path());
+    let out = no_agent.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SSH_AUTH_SOCK is not set"));
+}

@@ -34,7 +34,7 @@ pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions};
 pub use error::BuildError;
 pub use import::import_rootfs;
 pub use progress::{CollectProgress, Event, NoProgress, ProgressSink, StepId};
-pub use request::{BuildRequest, Output, SecretFrom, SecretSource};
+pub use request::{BuildRequest, Output, SecretFrom, SecretSource, SshSource};
 
 /// Re-exported for `rbuild build --check` and other front-end uses.
 pub use dockerfile;

@@ -32,6 +32,8 @@ pub struct BuildRequest {
     pub outputs: Vec<Output>,
     /// `--secret id=..,src=..` (used by RUN --mount=type=secret).
     pub secrets: Vec<SecretSource>,
+    /// `--ssh id=SOCKET` (used by RUN --mount=type=ssh).
+    pub ssh: Vec<SshSource>,
     /// `--network` default for RUN steps.
     pub network: Option<String>,
     /// Clamp for file and history timestamps, from `SOURCE_DATE_EPOCH`.
@@ -47,6 +49,16 @@ pub struct SecretSource {
     pub id: String,
     /// File to read it from, or the environment variable holding it.
     pub source: SecretFrom,
+}
+
+/// An SSH agent a build may use through `RUN --mount=type=ssh`, so private repositories can be
+/// fetched without a key ever entering the build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSource {
+    /// The id `RUN --mount=type=ssh,id=…` names (`default` when omitted).
+    pub id: String,
+    /// The agent's socket on the host (e.g. `$SSH_AUTH_SOCK`).
+    pub socket: PathBuf,
 }
 
 /// Where a secret's value comes from.

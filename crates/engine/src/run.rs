@@ -233,8 +233,20 @@ impl<'a> StageRun<'a> {
         // Snapshots of `--mount=type=bind,from=…` sources, alive until the step has run.
         let mut from_views: Vec<View<'_>> = Vec::new();
         for (n, m) in run.mounts.iter().enumerate() {
+            // BuildKit numbers default ssh targets among the step's ssh mounts only.
+            let ssh_n = run.mounts[..n]
+                .iter()
+                .filter(|m| matches!(m, Mount::Ssh { .. }))
+                .count();
             let spec = self
-                .mount_spec(instr, m, n, scratch.path(), &mut env, &mut from_views)
+                .mount_spec(
+                    instr,
+                    m,
+                    (n, ssh_n),
+                    scratch.path(),
+                    &mut env,
+                    &mut from_views,
+                )
                 .map_err(|e| self.step_error(instr, e))?;
             if let Some(spec) = spec {
                 exclude.push(PathBuf::from(&spec.target));
@@ -330,7 +342,7 @@ impl<'a> StageRun<'a> {
         &self,
         instr: &Instruction,
         m: &Mount,
-        n: usize,
+        (n, ssh_n): (usize, usize),
         scratch: &Path,
         env: &mut Vec<String>,
         from_views: &mut Vec<View<'a>>,
@@ -440,10 +452,35 @@ impl<'a> StageRun<'a> {
                     },
                 })
             }
-            Mount::Ssh { .. } => {
-                return Err(BuildError::Request(
-                    "RUN --mount=type=ssh is not supported yet".into(),
-                ))
+            Mount::Ssh {
+                id,
+                target,
+                required,
+                ..
+            } => {
+                // The agent's own socket is bound in (its owner and mode stay the host's, so a
+                // step running as another user than the socket's owner cannot use it).
+                let id = id.as_deref().unwrap_or("default");
+                let Some(src) = self.req.ssh.iter().find(|s| s.id == id) else {
+                    if *required {
+                        return Err(BuildError::Request(format!(
+                            "ssh agent {id:?} is required but was not given (--ssh {id}=SOCKET)"
+                        )));
+                    }
+                    return Ok(None);
+                };
+                let target = target
+                    .clone()
+                    .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_n}"));
+                env.retain(|e| !e.starts_with("SSH_AUTH_SOCK="));
+                env.push(format!("SSH_AUTH_SOCK={target}"));
+                Some(MountSpec {
+                    target,
+                    kind: MountKind::Bind {
+                        source: src.socket.clone(),
+                        readonly: false,
+                    },
+                })
             }
         })
     }
