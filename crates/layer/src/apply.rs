@@ -5,6 +5,13 @@
 //! path are followed the way they would be inside a chroot of the root and never beyond it. All
 //! changes are then made with `*at` calls on that directory fd and a single path component, with
 //! `O_NOFOLLOW` / `AT_SYMLINK_NOFOLLOW`, so the final component is never followed either.
+//!
+//! Creating inodes, not reading the tar, bounds how fast a base image is laid down, so small
+//! regular files and symlinks are handed (with their already resolved parent directory fd) to
+//! writer threads while the main thread reads on (see `files`). The main thread keeps the tar
+//! order where it matters: an entry waits for queued work on its own path and the paths above it
+//! (and a hardlink for its target), anything that removes waits for all of it, and the error and
+//! warnings reported are those a one-thread apply would give.
 
 mod files;
 

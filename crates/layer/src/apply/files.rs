@@ -29,8 +29,8 @@ use super::{errno_io, lossy};
 use crate::LayerError;
 
 /// Files up to this size are read into memory and handed to a writer thread; bigger ones are
-/// streamed by the main thread (bounded memory: at most `QUEUE` such bodies are in flight).
-pub(super) const POOLED_MAX: u64 = 1 << 20;
+/// streamed by the main thread. Bounds memory: at most `QUEUE` such bodies (16 MiB) wait.
+pub(super) const POOLED_MAX: u64 = 256 * 1024;
 /// Jobs queued for the writers before the main thread blocks.
 pub(super) const QUEUE: usize = 64;
 
