@@ -115,6 +115,17 @@ fn rebuild_reuses_unchanged_steps_and_reruns_from_the_first_change() {
     assert_eq!(&flavour[..3], ["RAN", "CACHED", "RAN"], "{log}");
     assert!(log.lines().any(|l| l == "#3 run-x"), "{log}");
 
+    // SOURCE_DATE_EPOCH changes how layers are written (clamped times): not a hit.
+    let out = run_ok(
+        rbuild(&store)
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args(["build", "--progress=plain", "-t", "cached:sde"])
+            .args(sec)
+            .arg(&ctx),
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("CACHED"), "{log}");
+
     // --no-cache runs every step.
     let (none, log) = build(&store, &ctx, &[&sec[..], &["--no-cache"]].concat());
     assert_eq!(none, ["RAN"; 6], "{log}");

@@ -6,12 +6,13 @@
 //!   diff id), which already covers the base image, SHELL, USER, WORKDIR and every earlier step;
 //! - the instruction after expansion (flags included; heredoc bodies are part of it);
 //! - for `RUN`, the build arguments it sees as environment, and the build's default network;
+//! - how layers are written: `SOURCE_DATE_EPOCH` and the id map of rootless builds;
 //! - the content of what the step reads from outside the stage: context sources of COPY/ADD and
 //!   of `RUN --mount=type=bind` (a digest of paths, modes, sizes, contents and link targets),
 //!   and the layer chain of a `--from` stage or image.
 //!
 //! Secret contents never enter a key (only the mount's id and target, which are part of the
-//! instruction), nor do cache-mount contents, as in BuildKit. A step that fetches a URL (`ADD
+//! instruction), nor do cache-mount contents (including a `from=` seed), as in BuildKit. A step that fetches a URL (`ADD
 //! https://…`) has no key and always runs; the steps after it still hit when it produced the same
 //! layer, because keys chain through the resulting state, not through the steps that led to it.
 //!
@@ -104,6 +105,10 @@ impl StageRun<'_> {
         k.part("parent", state_digest(state).to_string().as_bytes());
         // The expanded instruction, without its position in the file.
         k.part("instruction", format!("{:?}", instr.kind).as_bytes());
+        // How the layer is written: timestamps clamped (SOURCE_DATE_EPOCH) and the id map
+        // (a single-id rootless build squashes owners a full map keeps).
+        k.part("epoch", format!("{:?}", self.source_date_epoch).as_bytes());
+        k.part("ids", format!("{:?}", self.sandbox.id_map()).as_bytes());
         match &instr.kind {
             InstructionKind::Workdir(_) => {}
             InstructionKind::Copy(copy) => self.copy_inputs(&mut k, instr, copy)?,

@@ -43,8 +43,7 @@ fn in_userns(test: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
     {
-        eprintln!("{test}: skipped, unprivileged user namespaces are not available");
-        return false;
+        panic!("{test}: `unshare -r` failed: unprivileged user namespaces are needed here");
     }
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("unshare")
@@ -126,6 +125,13 @@ fn unmapped_owners_fall_back_to_the_applying_user() {
             h
         })
         .raw_header(header_ids("mine", b'0', 0, 0, (0, 0)))
+        .raw_header({
+            // setuid, owned by an unmapped uid: must not become setuid to the applying user.
+            let mut h = header_ids("suid", b'0', 1000, 0, (0, 0));
+            octal(&mut h[100..108], 0o4755);
+            checksum(&mut h);
+            h
+        })
         .end();
     let stats = apply_layer(
         &a.root,
@@ -136,7 +142,7 @@ fn unmapped_owners_fall_back_to_the_applying_user() {
         },
     )
     .unwrap();
-    assert_eq!(stats.unmapped_owners, 3, "{stats:?}");
+    assert_eq!(stats.unmapped_owners, 4, "{stats:?}");
     // Warned once for the layer, naming the first path and the unmapped id only.
     let w: Vec<_> = stats
         .warnings
@@ -154,6 +160,12 @@ fn unmapped_owners_fall_back_to_the_applying_user() {
         let md = fs::symlink_metadata(a.root.join(p)).unwrap();
         assert_eq!((md.uid(), md.gid()), (me, 0), "{p}");
     }
+    let suid = fs::metadata(a.root.join("suid")).unwrap();
+    assert_eq!(
+        suid.mode() & 0o7777,
+        0o755,
+        "setuid bit kept on an unmapped owner's file"
+    );
     let home = fs::metadata(a.root.join("home")).unwrap();
     assert_eq!(home.mode() & 0o7777, 0o750);
     assert_eq!(fs::read(a.root.join("home/f")).unwrap(), b"hi");

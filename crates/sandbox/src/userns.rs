@@ -84,7 +84,9 @@ pub fn enter_user_namespace() -> Result<UserNamespace, SandboxError> {
         newuidmap,
         newgidmap,
     };
-    maps.enter()?;
+    if let Some(why) = maps.enter()? {
+        return Ok(UserNamespace::Unavailable(why));
+    }
     Ok(UserNamespace::Entered {
         host_uid: uid,
         uid_ranges,
@@ -123,9 +125,12 @@ struct Maps<'a> {
 impl Maps<'_> {
     /// The process cannot map itself (newuidmap must run outside the namespace), so a forked
     /// helper waits until this process has unshared, maps it, and reports failures as text.
-    fn enter(&self) -> Result<(), SandboxError> {
+    /// `Ok(Some(why))`: the kernel refused the namespace and nothing changed.
+    fn enter(&self) -> Result<Option<String>, SandboxError> {
         let (go_read, go_write) = pipe()?;
         let (err_read, err_write) = pipe()?;
+        // SAFETY: getpid cannot fail.
+        let parent = unsafe { libc::getpid() };
         // SAFETY: the process is single-threaded (checked by the caller), so the child may run
         // ordinary Rust code, including spawning the map tools.
         let pid = unsafe { libc::fork() };
@@ -135,7 +140,7 @@ impl Maps<'_> {
         if pid == 0 {
             drop(go_write);
             drop(err_read);
-            self.helper(go_read, err_write);
+            self.helper(parent, go_read, err_write);
         }
         drop(go_read);
         drop(err_write);
@@ -151,12 +156,18 @@ impl Maps<'_> {
         let _ = std::fs::File::from(err_read).read_to_string(&mut detail);
         let status = wait(pid);
         if rc != 0 {
-            return Err(SandboxError::io(
-                "unshare(CLONE_NEWUSER | CLONE_NEWNS)",
-                unshare_err,
-            ));
+            // Nothing changed yet: user namespaces are disabled or refused here (sysctl,
+            // seccomp in a container, LSM policy). Builds fall back to per-step namespaces and
+            // every other command works as before.
+            return Ok(Some(format!(
+                "unshare(CLONE_NEWUSER | CLONE_NEWNS) refused: {unshare_err}"
+            )));
         }
-        if status != 0 || !detail.is_empty() {
+        // A status of -1 means the helper could not be waited for (SIGCHLD ignored by whoever
+        // started us): then the map itself says whether it worked.
+        let mapped =
+            std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| !m.trim().is_empty());
+        if (status != 0 && status != -1) || !detail.is_empty() || !mapped {
             return Err(SandboxError::IdMap {
                 which: "uid/gid",
                 detail: if detail.is_empty() {
@@ -166,9 +177,13 @@ impl Maps<'_> {
                 },
             });
         }
-        // Mounts made from now on must not propagate back to the host's namespace.
+        // Mounts made from now on need not propagate anywhere. A mount namespace created with a
+        // user namespace is less privileged than the host's, so the kernel already keeps its
+        // mounts from propagating back; a refusal (some LSM policies) is therefore harmless.
+        // The caller's supplementary groups are kept: they still grant access to group-shared
+        // contexts, secrets and output directories (they only show as `nogroup`).
         // SAFETY: constant, NUL-terminated arguments.
-        let rc = unsafe {
+        unsafe {
             libc::mount(
                 c"none".as_ptr(),
                 c"/".as_ptr(),
@@ -177,28 +192,16 @@ impl Maps<'_> {
                 std::ptr::null(),
             )
         };
-        if rc != 0 {
-            return Err(SandboxError::io(
-                "make / a private mount in the new mount namespace",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // Host supplementary groups are unmapped (they would show as `nogroup`); drop them as
-        // docker drops them for a container. A refusal (setgroups denied) changes nothing.
-        // SAFETY: an empty list.
-        unsafe { libc::setgroups(0, std::ptr::null()) };
-        Ok(())
+        Ok(None)
     }
 
-    fn helper(&self, go: OwnedFd, err: OwnedFd) -> ! {
+    fn helper(&self, parent: libc::pid_t, go: OwnedFd, err: OwnedFd) -> ! {
         let mut byte = [0u8; 1];
         let started = matches!(std::fs::File::from(go).read(&mut byte), Ok(1));
         if !started {
             // SAFETY: leaving the forked child without running the parent's exit handlers.
             unsafe { libc::_exit(1) };
         }
-        // SAFETY: getppid cannot fail.
-        let parent = unsafe { libc::getppid() };
         let result =
             crate::run::run_map_tool("uid", &self.newuidmap, parent, self.uid, self.uid_ranges)
                 .and_then(|()| {

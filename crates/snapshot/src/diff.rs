@@ -169,6 +169,12 @@ impl UpperWalk<'_> {
             });
             return Ok((1, false));
         }
+        if ft.is_socket() {
+            // Layers never hold sockets (as docker's); drop it here too so an upper adopted as
+            // the layer's tree shows later steps exactly what unpacking the layer would.
+            remove_keeping_parent_times(&full, &md)?;
+            return Ok((0, false));
+        }
         if !ft.is_dir() {
             fsx::strip_overlay_xattrs(&full)?;
             self.out.push(Item {

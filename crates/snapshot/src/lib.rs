@@ -648,6 +648,9 @@ impl Snapshotter {
             && self.apply.id_map.is_none()
             && opts.id_map.is_none()
             && opts.owner_overrides.is_empty()
+            // The layer clamps times to SOURCE_DATE_EPOCH; the upper keeps the real ones, which
+            // later steps would see and a reproducible build must not depend on.
+            && opts.source_date_epoch.is_none()
     }
 
     /// Makes the upper directory the committed tree of `c.diff_id`: opaque markers back as the

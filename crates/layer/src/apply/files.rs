@@ -256,10 +256,19 @@ pub(super) fn write_regular(
         }
     }
     // Owner first: chown clears setuid bits and `security.capability`; times last.
+    let mut mode = meta.mode;
     if let Some((u, g)) = meta.owner {
         notes.unmapped = chown_mapped(u, g, |u, g| rfs::fchown(&fd, u, g)).map_err(errno)?;
+        if let Some(ids) = &mut notes.unmapped {
+            // The file stays the applying user's (container root): its setuid/setgid bits
+            // would grant that user's privileges, which the layer never gave.
+            if mode.as_raw_mode() & 0o6000 != 0 {
+                mode = Mode::from_raw_mode(mode.as_raw_mode() & !0o6000);
+                ids.push_str(" (setuid/setgid bits cleared)");
+            }
+        }
     }
-    rfs::fchmod(&fd, meta.mode).map_err(errno)?;
+    rfs::fchmod(&fd, mode).map_err(errno)?;
     set_xattrs(&fd, &meta.xattrs, path, notes).map_err(errno)?;
     rfs::futimens(&fd, &meta.times).map_err(errno)?;
     Ok(got)
