@@ -354,6 +354,24 @@ impl Ctx<'_> {
                 return Ok(fd.clone());
             }
         }
+        if !comps.is_empty() && self.pool.as_ref().is_some_and(|p| !p.pending.is_empty()) {
+            // A parent reached through a symlink (`l/x` with `l -> d`) may alias a path the
+            // writer threads are still filling (`d/x`); wait for them, so this entry meets the
+            // tree a sequential apply would and errors do not depend on timing.
+            let through_symlink = matches!(
+                rfs::openat2(
+                    &self.root_fd,
+                    OsStr::from_bytes(&key),
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
+                ),
+                Err(Errno::LOOP)
+            );
+            if through_symlink {
+                self.barrier();
+            }
+        }
         let fd = self
             .open_dir(comps, true, OFlags::PATH)?
             .ok_or_else(|| self.invalid("parent directory could not be created"))?;

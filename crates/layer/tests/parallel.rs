@@ -147,3 +147,34 @@ fn large_and_small_files_keep_content_mode_and_times() {
     assert_eq!(s.mode() & 0o7777, 0o444);
     assert_eq!((b.mtime(), s.mtime()), (1_000_000, 1_000_000));
 }
+
+/// The same file reached through a symlinked parent (`l -> d`) right after it was queued as
+/// `d/x`: replacing it, linking to it and writing below its sibling behave as a sequential apply,
+/// every time (the entry waits for the writers instead of racing them).
+#[test]
+fn paths_through_a_symlinked_parent_wait_for_queued_files() {
+    for round in 0..20 {
+        let a = Arena::new();
+        let mut t = RawTar::new();
+        t.dir("d");
+        t.symlink("l", "d");
+        filler(&mut t, "d", 100);
+        t.file("d/x", b"first");
+        t.file("l/x", b"second");
+        t.file("d/y", b"y");
+        t.hardlink("l/z", "l/y");
+        let tar = t.end();
+        apply(&a, &tar).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(
+            fs::read(a.root.join("d/x")).unwrap(),
+            b"second",
+            "round {round}"
+        );
+        let (y, z) = (
+            fs::metadata(a.root.join("d/y")).unwrap(),
+            fs::metadata(a.root.join("d/z")).unwrap(),
+        );
+        assert_eq!(y.ino(), z.ino(), "round {round}");
+        a.assert_outside_untouched();
+    }
+}

@@ -322,7 +322,18 @@ pub(super) fn worker(
         };
         let Ok(job) = job else { return };
         let mut notes = Notes::default();
-        let result = run_job(root, &job, tmpfile, &mut notes);
+        // A bug that panics here must become this entry's error: the main thread waits for
+        // every job it queued, and a silently dead writer would leave it waiting forever.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_job(root, &job, tmpfile, &mut notes)
+        }))
+        .unwrap_or_else(|_| {
+            Err(LayerError::Apply {
+                root: root.to_path_buf(),
+                path: job.path.clone(),
+                source: io::Error::other("writer thread panicked"),
+            })
+        });
         let out = Outcome {
             seq: job.seq,
             key: job.key,
