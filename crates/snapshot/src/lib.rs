@@ -564,6 +564,9 @@ impl Snapshotter {
         // The scratch directory is private (0700); the sandbox's user namespace root must be
         // able to reach the trees inside it.
         fsx::chmod(&dir, 0o755)?;
+        // The step's new files go into a fresh block group, not among inodes just freed (the
+        // same reason as for unpacked trees; a step writing many files pays per inode).
+        unpack::mark_topdir(&dir);
         let kind = match self.kind {
             Kind::Overlay { userxattr } => {
                 let upper = dir.join("upper");

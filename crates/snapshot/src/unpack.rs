@@ -224,6 +224,21 @@ fn convert_markers(
     Ok(())
 }
 
+/// Marks `dir` as the top of a directory hierarchy (`FS_TOPDIR_FL`), so directories made in it
+/// go to a block group with room (see [`make_tree`]); a filesystem without the flag changes
+/// nothing.
+pub(crate) fn mark_topdir(dir: &Path) {
+    if let Ok(fd) = rfs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        if let Ok(flags) = rfs::ioctl_getflags(&fd) {
+            let _ = rfs::ioctl_setflags(&fd, flags | rfs::IFlags::TOPDIR);
+        }
+    }
+}
+
 /// Creates the directory a layer is unpacked into, inside the fresh `scratch` directory, placed
 /// for fast inode allocation. `scratch` is marked as the top of a directory hierarchy
 /// (`FS_TOPDIR_FL`, `chattr +T`), so ext4's Orlov allocator puts the tree (and with it the whole
@@ -234,15 +249,7 @@ fn convert_markers(
 /// after removing the previous copy: 2.3-4.7 s in place, 0.3 s this way). Filesystems without
 /// the flag refuse it, which changes nothing.
 fn make_tree(scratch: &Path) -> Result<PathBuf, SnapshotError> {
-    if let Ok(fd) = rfs::open(
-        scratch,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        if let Ok(flags) = rfs::ioctl_getflags(&fd) {
-            let _ = rfs::ioctl_setflags(&fd, flags | rfs::IFlags::TOPDIR);
-        }
-    }
+    mark_topdir(scratch);
     // std's per-process random hash keys are the only randomness needed for a name.
     let salt = std::collections::hash_map::RandomState::new()
         .build_hasher()
