@@ -5,8 +5,8 @@
 #   overhead: a Dockerfile of STEPS trivial RUN steps on a busybox base (--no-cache): per-step cost
 #   bigstep:  one RUN that writes 20,000 small files and a 300 MB file: the cost of committing it
 #
-# Prints wall times (best of RUNS) and the ratios rbuild/docker and rbuild/buildah (< 1: rbuild is
-# faster), plus rbuild's peak RSS. Needs root, the test dockerd (scripts/dockerd.sh start), buildah.
+# Prints each run (the builders take turns), then the best and median wall times with the ratios
+# rbuild/docker and rbuild/buildah (< 1: rbuild is faster), plus rbuild's peak RSS. Needs root, the test dockerd (scripts/dockerd.sh start), buildah.
 # Usage: benches/run-steps.sh   (RBUILD=target/release/rbuild STEPS=20 RUNS=3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,27 +44,38 @@ FROM bench/busybox:latest
 RUN mkdir /data && cd /data && i=0 && while [ $i -lt 20000 ]; do echo $i > f$i; i=$((i+1)); done && dd if=/dev/urandom of=/big bs=1M count=300 2>/dev/null
 DF
 
-best() { # best wall time in seconds of RUNS runs of "$@"
-    local best=""
-    for _ in $(seq 1 "$RUNS"); do
-        local t0 t1 d
-        t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N)
-        d=$(echo "$t1 - $t0" | bc -l)
-        if [ -z "$best" ] || [ "$(echo "$d < $best" | bc -l)" = 1 ]; then best=$d; fi
-    done
-    echo "$best"
+secs() { # wall time in seconds of one run of "$@"
+    local t0 t1
+    t0=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; t1=$(date +%s.%N)
+    echo "$t1 - $t0" | bc -l
 }
+min() { printf '%s\n' "$@" | sort -g | head -1; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
+# The three builders take turns within each run, so a slow spell of the shared machine (or of the
+# filesystem: ext4 without a journal skips recently freed inodes when it allocates, and a step that
+# creates 20,000 files pays for that per file) hits all of them alike; per-run ratios show the spread.
 for case in overhead bigstep; do
     ctx="$work/$case"
-    r=$(best "$RBUILD" --no-cache -q -t "bench/$case" "$ctx")
-    d=$(best /usr/bin/docker build --no-cache --network host -q -t "bench/$case" "$ctx")
-    b=$(best buildah bud --isolation chroot --no-cache -q -t "bench/$case" "$ctx")
+    rs=(); ds=(); bs=()
+    for run in $(seq 1 "$RUNS"); do
+        r=$(secs "$RBUILD" --no-cache -q -t "bench/$case" "$ctx")
+        d=$(secs /usr/bin/docker build --no-cache --network host -q -t "bench/$case" "$ctx")
+        b=$(secs buildah bud --isolation chroot --no-cache -q -t "bench/$case" "$ctx")
+        rs+=("$r"); ds+=("$d"); bs+=("$b")
+        printf '%-9s run %s: rbuild %6.2fs  docker %6.2fs  buildah %6.2fs  rbuild/docker %5.2f  rbuild/buildah %5.2f\n' \
+            "$case" "$run" "$r" "$d" "$b" "$(echo "$r / $d" | bc -l)" "$(echo "$r / $b" | bc -l)"
+    done
     rss=$( { /usr/bin/time -f "%M" "$RBUILD" --no-cache -q -t "bench/$case" "$ctx" >/dev/null; } 2>&1 | tail -3) || { echo "rbuild failed: $rss" >&2; exit 1; }
-    printf '%-9s rbuild %7.2fs  docker %7.2fs  buildah %7.2fs  rbuild/docker %5.2f  rbuild/buildah %5.2f  rbuild peak RSS %s MB\n' \
-        "$case" "$r" "$d" "$b" "$(echo "$r / $d" | bc -l)" "$(echo "$r / $b" | bc -l)" "$((rss / 1024))"
+    for stat in min median; do
+        r=$($stat "${rs[@]}"); d=$($stat "${ds[@]}"); b=$($stat "${bs[@]}")
+        printf '%-9s %-6s rbuild %6.2fs  docker %6.2fs  buildah %6.2fs  rbuild/docker %5.2f  rbuild/buildah %5.2f\n' \
+            "$case" "$stat" "$r" "$d" "$b" "$(echo "$r / $d" | bc -l)" "$(echo "$r / $b" | bc -l)"
+    done
+    printf '%-9s rbuild peak RSS %s MB\n' "$case" "$((rss / 1024))"
     if [ "$case" = overhead ]; then
-        printf '%-9s per step: rbuild %.0f ms, docker %.0f ms, buildah %.0f ms (total / %s steps, base included)\n' \
+        r=$(min "${rs[@]}"); d=$(min "${ds[@]}"); b=$(min "${bs[@]}")
+        printf '%-9s per step: rbuild %.0f ms, docker %.0f ms, buildah %.0f ms (best total / %s steps, base included)\n' \
             "" "$(echo "$r * 1000 / $STEPS" | bc -l)" "$(echo "$d * 1000 / $STEPS" | bc -l)" "$(echo "$b * 1000 / $STEPS" | bc -l)" "$STEPS"
     fi
 done
