@@ -128,6 +128,14 @@ impl Cli {
         !matches!(self.command, Command::Login(_) | Command::Logout(_))
     }
 
+    /// Fixes the store location from the caller's real uid and environment, before `main` makes
+    /// the process root of a user namespace (where the default would become root's store).
+    pub fn pin_default_root(&mut self) {
+        if self.root.is_none() {
+            self.root = Some(BuilderOptions::from_env().root);
+        }
+    }
+
     /// `rbuild unshare` fails when no namespace can be entered instead of running the command
     /// outside one.
     pub fn is_unshare(&self) -> bool {

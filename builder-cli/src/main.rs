@@ -10,7 +10,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let args = cli::insert_default_verb(args);
-    let parsed = match <cli::Cli as clap::Parser>::try_parse_from(args) {
+    let mut parsed = match <cli::Cli as clap::Parser>::try_parse_from(args) {
         Ok(p) => p,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     // Rootless: become root of a user namespace holding the caller's subordinate ids now, while
     // the process has one thread, so unpacking, RUN and commit all see the image's owners.
     if parsed.wants_user_namespace() {
+        parsed.pin_default_root();
         match engine::sandbox::enter_user_namespace() {
             Ok(engine::sandbox::UserNamespace::Unavailable(why)) => {
                 if parsed.is_unshare() {

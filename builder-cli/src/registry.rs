@@ -312,6 +312,8 @@ fn read_password(prompt: &str) -> Result<String, BuildError> {
             }
             // Ctrl-U
             0x15 => secret.clear(),
+            // Ctrl-D after some input, and other control bytes, are never part of a password.
+            0x00..=0x1f => {}
             b => secret.push(b),
         }
     };

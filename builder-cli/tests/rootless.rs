@@ -229,3 +229,39 @@ fn user_without_subordinate_ids_falls_back_with_warnings() {
     assert_eq!(last.get("made"), Some(&(0, 0)), "{layers:?}");
     assert_eq!(last.get("dir"), Some(&(0, 0)), "{layers:?}");
 }
+
+/// Without `--root`/`RBUILD_ROOT`, a rootless `rbuild` keeps using the caller's own store
+/// (`$HOME/.local/share/rbuild`), although it runs as root of its user namespace.
+#[test]
+fn rootless_default_store_is_the_callers() {
+    let (_dir, root, _store) = user_fixture(USER, &format!("FROM {BUSYBOX}\n"), &[]);
+    let home = root.join("home");
+    run_ok(
+        Command::new("runuser")
+            .args(["-u", USER, "--", "mkdir"])
+            .arg(&home),
+    );
+    run_ok(
+        Command::new("runuser")
+            .args([
+                "-u",
+                USER,
+                "--",
+                "env",
+                "-u",
+                "RBUILD_ROOT",
+                "-u",
+                "XDG_DATA_HOME",
+            ])
+            .arg(format!("HOME={}", home.display()))
+            .arg(env!("CARGO_BIN_EXE_rbuild"))
+            .arg("images")
+            .current_dir(&root),
+    );
+    let store = home.join(".local/share/rbuild");
+    assert!(
+        store.join("blobs").is_dir(),
+        "no store at {}",
+        store.display()
+    );
+}

@@ -1251,7 +1251,11 @@ impl Client {
                     .query(&[("mount", digest.to_string()), ("from", from_q.clone())])
                     .header(reqwest::header::CONTENT_LENGTH, "0")
             };
-            let (resp, _) = self.send(ep, ctx.scopes, &mk).await?;
+            // A mount is only an optimisation: a refused or failed one (no pull right on the
+            // source any more, a stale record) falls through to the next source or an upload.
+            let Ok((resp, _)) = self.send(ep, ctx.scopes, &mk).await else {
+                continue;
+            };
             match resp.status() {
                 StatusCode::CREATED => {
                     (ctx.progress)(PushEvent::Mounted {

@@ -255,9 +255,10 @@ impl Store {
 
     /// The store location when the user did not give one, read from the real environment and uid.
     pub fn default_root() -> PathBuf {
-        let uid = rustix::process::getuid().as_raw();
-        let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
-        Self::default_root_from(|k| std::env::var(k).ok(), host_uid(uid, &map))
+        Self::default_root_from(
+            |k| std::env::var(k).ok(),
+            rustix::process::getuid().as_raw(),
+        )
     }
 
     /// [`Store::default_root`] with the environment and uid injected, so the rule is testable:
@@ -620,42 +621,6 @@ impl Store {
                     return Err(e);
                 }
             }
-        }
-    }
-}
-
-/// The uid outside a user namespace that `uid` inside it maps to (one level, from the text of
-/// `/proc/self/uid_map`), so a rootless builder that runs as root of its own namespace still
-/// picks the caller's store and not `/var/lib/rbuild`. Unmapped or unreadable: `uid` itself.
-fn host_uid(uid: u32, uid_map: &str) -> u32 {
-    uid_map
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace().map(|v| v.parse::<u64>().ok());
-            Some((f.next()??, f.next()??, f.next()??))
-        })
-        .find(|&(inside, _, count)| (inside..inside + count).contains(&u64::from(uid)))
-        .and_then(|(inside, outside, _)| u32::try_from(outside + (u64::from(uid) - inside)).ok())
-        .unwrap_or(uid)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn host_uid_follows_the_namespace_map() {
-        let rootless = "         0       1000          1\n         1     100000      65536\n";
-        let cases: &[(u32, &str, u32)] = &[
-            (0, rootless, 1000),
-            (1, rootless, 100000),
-            (33, rootless, 100032),
-            (70000, rootless, 70000),
-            (0, "         0          0 4294967295\n", 0),
-            (1000, "         0          0 4294967295\n", 1000),
-            (0, "", 0),
-            (0, "garbage\n", 0),
-        ];
-        for &(uid, map, want) in cases {
-            assert_eq!(super::host_uid(uid, map), want, "uid {uid} in {map:?}");
         }
     }
 }
