@@ -303,6 +303,9 @@ fn plain(event: &Event, fetched: bool) -> Option<String> {
             .collect::<Vec<_>>()
             .join("\n"),
         Event::StepCached(step) => format!("#{} CACHED", step.index),
+        Event::CacheImported { source, records } => {
+            format!("#0 importing cache from {source}: {records} records")
+        }
         Event::StepDone { step, elapsed } => {
             format!("#{} DONE {:.1}s", step.index, elapsed.as_secs_f64())
         }
@@ -334,6 +337,9 @@ fn json(event: &Event) -> String {
         }
         Event::StepLog { step, text } => json!({"event": "log", "index": step.index, "text": text}),
         Event::StepCached(step) => json!({"event": "step_cached", "index": step.index}),
+        Event::CacheImported { source, records } => {
+            json!({"event": "cache_imported", "source": source, "records": records})
+        }
         Event::StepDone { step, elapsed } => {
             json!({"event": "step_done", "index": step.index, "seconds": elapsed.as_secs_f64()})
         }

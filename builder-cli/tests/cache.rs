@@ -11,6 +11,12 @@ use common::*;
 
 /// A store with a busybox base imported as `bb:1` (no docker needed).
 fn store_with_busybox(dir: &Path) -> std::path::PathBuf {
+    let tar = busybox_tar(dir);
+    store_with_base_tar(&tar, dir)
+}
+
+/// A busybox rootfs tarball; two stores importing the same one share the base's layer.
+fn busybox_tar(dir: &Path) -> std::path::PathBuf {
     let rootfs = dir.join("rootfs");
     busybox_rootfs(&rootfs);
     let tar = dir.join("rootfs.tar");
@@ -22,8 +28,12 @@ fn store_with_busybox(dir: &Path) -> std::path::PathBuf {
             .arg(&tar)
             .arg("."),
     );
+    tar
+}
+
+fn store_with_base_tar(tar: &Path, dir: &Path) -> std::path::PathBuf {
     let store = dir.join("store");
-    run_ok(rbuild(&store).arg("import").arg(&tar).arg("bb:1"));
+    run_ok(rbuild(&store).arg("import").arg(tar).arg("bb:1"));
     store
 }
 
@@ -192,4 +202,64 @@ fn walkdir(root: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// `--cache-to type=local` in one store and `--cache-from type=local` in a fresh one (another CI
+/// job, another machine): the second build runs no step and gives the same layers. Unsupported
+/// cache types are skipped with a warning for imports and refused for exports.
+#[test]
+fn exported_cache_seeds_a_fresh_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = busybox_tar(dir.path());
+    let first = store_with_base_tar(&tar, &dir.path().join("a"));
+    let ctx = context(dir.path());
+    let secret = dir.path().join("tok");
+    std::fs::write(&secret, "x").unwrap();
+    let sec = format!("id=tok,src={}", secret.display());
+    let cache = dir.path().join("exported-cache");
+    let to = format!("type=local,dest={}", cache.display());
+    let (steps, log) = build(&first, &ctx, &["--secret", &sec, "--cache-to", &to]);
+    assert_eq!(steps, ["RAN"; 6], "{log}");
+    assert!(cache.join("index.json").is_file(), "{log}");
+
+    let second = store_with_base_tar(&tar, &dir.path().join("b"));
+    let from = format!("type=local,src={}", cache.display());
+    let (steps, log) = build(
+        &second,
+        &ctx,
+        &[
+            "--secret",
+            &sec,
+            "--cache-from",
+            &from,
+            "--cache-from",
+            "type=registry,ref=example.com/app:cache",
+        ],
+    );
+    assert_eq!(steps[1..], ["CACHED"; 5], "{log}");
+    assert!(log.contains("importing cache from"), "{log}");
+    assert!(
+        log.contains("only type=local,src=DIR is supported"),
+        "{log}"
+    );
+    let layers = |store: &Path| -> serde_json::Value {
+        let out = run_ok(rbuild(store).args(["inspect", "cached:1"]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["RootFS"]["Layers"].clone()
+    };
+    assert_eq!(layers(&first), layers(&second));
+    // The image built from imported records exports like any other.
+    run_ok(
+        rbuild(&second)
+            .args(["save", "cached:1", "-o"])
+            .arg(dir.path().join("img.tar")),
+    );
+
+    let out = rbuild(&second)
+        .args(["build", "--cache-to", "type=registry,ref=x"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only type=local,dest=DIR"));
 }

@@ -204,7 +204,20 @@ impl Builder {
             snap,
             sandbox: &self.inner.sandboxes,
             req,
+            cache_keys: Vec::new(),
         };
+        for dir in &req.cache_from {
+            // A cache that cannot be read costs only speed, as with BuildKit's cache imports.
+            match crate::cache::import_local(images.store(), dir) {
+                Ok(records) => progress.event(Event::CacheImported {
+                    source: dir.display().to_string(),
+                    records,
+                }),
+                Err(e) => progress.event(Event::Warning {
+                    message: format!("cache import from {} failed: {e}", dir.display()),
+                }),
+            }
+        }
         for &i in &order {
             let state = run.run_stage(i)?;
             run.finished.insert(i, state);
@@ -229,6 +242,13 @@ impl Builder {
             tags: applied.clone(),
         });
         export(images, &self.inner.registry, &image, &tags, req, progress)?;
+        for dir in &req.cache_to {
+            let records = crate::cache::export_local(images.store(), dir, &run.cache_keys)?;
+            progress.event(Event::Exported {
+                kind: format!("cache ({records} records)"),
+                dest: dir.display().to_string(),
+            });
+        }
         Ok(BuildOutcome {
             image,
             tags: applied,

@@ -37,6 +37,13 @@ pub enum Event {
         /// Why overlayfs was not used, when it was not.
         fallback_reason: Option<String>,
     },
+    /// An exported build cache (`--cache-from`) was loaded before the steps ran.
+    CacheImported {
+        /// Where it came from.
+        source: String,
+        /// How many step records it held.
+        records: usize,
+    },
     /// A step began.
     StepStarted(StepId),
     /// A step's result came from the build cache; it did not run (follows its `StepStarted`).

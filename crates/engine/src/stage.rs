@@ -61,6 +61,8 @@ pub struct StageRun<'a> {
     pub sandbox: &'a crate::run::Sandboxes,
     /// The build request (secrets, network default).
     pub req: &'a crate::BuildRequest,
+    /// Cache keys of this build's steps (hits and new records), for `--cache-to`.
+    pub cache_keys: Vec<digest::Digest>,
 }
 
 /// RFC 3339 timestamp for history and config `created`: SOURCE_DATE_EPOCH when set, else now.
@@ -252,6 +254,9 @@ impl<'a> StageRun<'a> {
             _ => None,
         };
         if let Some(cached) = hit {
+            if let Some(k) = key {
+                self.cache_keys.push(k);
+            }
             *state = cached;
             scope.apply(&instr);
             self.progress.event(Event::StepCached(id));
@@ -259,10 +264,11 @@ impl<'a> StageRun<'a> {
         }
         self.dispatch(&id, state, scope, raw, &instr)?;
         if let Some(k) = &key {
-            if let Err(e) = self.cache_put(k, state) {
-                self.progress.event(Event::Warning {
+            match self.cache_put(k, state) {
+                Ok(()) => self.cache_keys.push(*k),
+                Err(e) => self.progress.event(Event::Warning {
                     message: format!("step {}: not cached: {e}", id.index),
-                });
+                }),
             }
         }
         scope.apply(&instr);
