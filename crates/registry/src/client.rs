@@ -53,6 +53,9 @@ pub struct ClientOptions {
     pub chunk_size: usize,
 }
 
+/// How many source repositories one push asks mount rights for (see [`Client::push`]).
+const MAX_MOUNT_SOURCES: usize = 8;
+
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
@@ -1118,14 +1121,23 @@ impl Client {
             }
         }
         // The token must allow pulling from every repository a blob may be mounted from.
-        let mut sources: Vec<&String> = mounts
+        let mut sources: Vec<String> = mounts
             .iter()
             .chain(blob_mounts.values().flatten())
+            .cloned()
             .collect();
         sources.sort();
         sources.dedup();
+        // Explicit sources first; recorded hints only up to a bound, so the token request stays
+        // small (its URL carries every scope) and one stale hint cannot crowd out the rest.
+        sources.sort_by_key(|m| !mounts.contains(m));
+        sources.truncate(MAX_MOUNT_SOURCES);
+        let blob_mounts: HashMap<Digest, Vec<String>> = blob_mounts
+            .into_iter()
+            .map(|(d, l)| (d, l.into_iter().filter(|m| sources.contains(m)).collect()))
+            .collect();
         let mut scopes = vec![format!("repository:{}:pull,push", ep.repository)];
-        scopes.extend(sources.into_iter().map(|m| scope_pull(m)));
+        scopes.extend(sources.iter().map(|m| scope_pull(m)));
         let tag = match (dest.tag(), dest.digest()) {
             (Some(t), _) => t.to_string(),
             (None, Some(d)) => d.to_string(),
