@@ -250,10 +250,18 @@ fn registry_json(ev: &RegistryEvent) -> serde_json::Value {
 impl ProgressSink for Renderer {
     fn event(&self, event: Event) {
         match &event {
-            Event::Registry(RegistryEvent::Started {
-                direction: Direction::Pull,
-                ..
-            }) => self.fetched.store(false, Ordering::Relaxed),
+            Event::Registry(RegistryEvent::Started { direction, .. }) => {
+                if *direction == Direction::Pull {
+                    self.fetched.store(false, Ordering::Relaxed);
+                }
+                // Each transfer gets fresh bars: a blob that "already existed" for one tag's push
+                // is pushed with a bar of its own for the next.
+                if let Some(b) = &self.bars {
+                    if let Ok(mut map) = b.by_digest.lock() {
+                        map.clear();
+                    }
+                }
+            }
             Event::Registry(RegistryEvent::Blob {
                 direction: Direction::Pull,
                 state: BlobState::Started { .. },
