@@ -1089,6 +1089,34 @@ impl Client {
         opts: &PushOptions,
         progress: &(dyn Fn(PushEvent) + Send + Sync),
     ) -> Result<Digest, RegistryError> {
+        let first = self
+            .push_once(store, manifest, manifest_media_type, dest, opts, progress)
+            .await;
+        match first {
+            // Recorded mount hints widen the token's scopes; a token service that refuses the
+            // whole request over one of them (no pull right on an old source any more) must not
+            // fail a push a plain upload can do: once more without the hints.
+            Err(RegistryError::Unauthorized { .. }) if !opts.blob_sources.is_empty() => {
+                let plain = PushOptions {
+                    blob_sources: HashMap::new(),
+                    ..opts.clone()
+                };
+                self.push_once(store, manifest, manifest_media_type, dest, &plain, progress)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn push_once(
+        &self,
+        store: &store::Store,
+        manifest: &[u8],
+        manifest_media_type: &str,
+        dest: &Reference,
+        opts: &PushOptions,
+        progress: &(dyn Fn(PushEvent) + Send + Sync),
+    ) -> Result<Digest, RegistryError> {
         let ep = self
             .conf
             .push_endpoint(dest, &self.opts.insecure_registries)?;

@@ -522,6 +522,31 @@ fn bearer_token_auth_with_scopes_and_cache() {
         ["repository:tok/app2:pull,push", "repository:tok/base:pull"]
     );
 
+    // A recorded source the token service refuses outright (no read right on it any more) must
+    // not fail a push a plain upload can do: it is retried without the hints.
+    let forbidden = r(&format!("{}/forbidden/base:1", reg.host()));
+    let stale: std::collections::HashMap<_, _> = m
+        .layers
+        .iter()
+        .map(|l| (l.digest, vec![forbidden.clone()]))
+        .collect();
+    let app3 = r(&format!("{}/tok/app3:1", reg.host()));
+    c.push_with(
+        &src,
+        &mbytes,
+        MEDIA_TYPE_OCI_MANIFEST,
+        &app3,
+        &PushOptions {
+            blob_sources: stale,
+            ..PushOptions::default()
+        },
+        &|_| {},
+    )
+    .unwrap_or_else(|e| panic!("push with a refused mount source: {e}\n{}", reg.log()));
+    let (_d4, dst3) = new_store();
+    c.pull(&app3, &amd64(), &dst3, &|_| {})
+        .expect("pull what was pushed without the refused hints");
+
     let (_d2, dst) = new_store();
     c.pull(&app, &amd64(), &dst, &|_| {})
         .expect("pull with token");

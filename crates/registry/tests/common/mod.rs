@@ -223,8 +223,8 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 pub const TOKEN_SERVICE: &str = "rbuild-test-registry";
 pub const TOKEN_ISSUER: &str = "rbuild-test-issuer";
 
-/// A minimal token issuer for the registry's `auth: token:`: checks basic credentials, grants
-/// every requested scope in an ES256 JWT whose `x5c` certificate is the registry's
+/// A minimal token issuer for the registry's `auth: token:`: checks basic credentials, refuses
+/// any request with a scope on `forbidden/...` (as strict services do), grants every requested scope in an ES256 JWT whose `x5c` certificate is the registry's
 /// `rootcertbundle`, and records each request's query string.
 pub struct TokenServer {
     pub port: u16,
@@ -275,7 +275,11 @@ impl TokenServer {
                 let authorized = headers
                     .iter()
                     .any(|(k, v)| k.eq_ignore_ascii_case("authorization") && *v == expected_auth);
-                if !authorized {
+                // A strict token service: one scope on a repository the user may not read
+                // (`forbidden/...`) refuses the whole request instead of leaving it out.
+                let forbidden = url::form_urlencoded::parse(query.as_bytes())
+                    .any(|(k, v)| k == "scope" && v.contains(":forbidden/"));
+                if !authorized || forbidden {
                     let body =
                         r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
                     let _ = write!(
