@@ -192,9 +192,7 @@ impl StageRun<'_> {
         for l in record["layers"].as_array()? {
             let diff_id: Digest = l["digest"].as_str()?.parse().ok()?;
             let size = l["size"].as_u64()?;
-            let present =
-                store.contains(&diff_id) || !store.list_variants(&diff_id).ok()?.is_empty();
-            if !present {
+            if !image::layers::layer_available(store, &diff_id).ok()? {
                 return None;
             }
             layers.push(LayerDesc { diff_id, size });
@@ -349,8 +347,7 @@ pub(crate) fn import_local(store: &Store, dir: &Path) -> Result<usize, BuildErro
             }
         }
         for d in &needed {
-            let present = store.contains(d) || !store.list_variants(d)?.is_empty();
-            if !present {
+            if !image::layers::layer_available(store, d)? {
                 store.put_file(&blob(d), Some(d))?;
             }
         }
