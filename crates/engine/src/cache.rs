@@ -103,6 +103,16 @@ impl StageRun<'_> {
         scope: &Scope,
         instr: &Instruction,
     ) -> Result<Option<Digest>, BuildError> {
+        // Config-only steps have no key: decide that before hashing the parent state.
+        if !matches!(
+            instr.kind,
+            InstructionKind::Workdir(_)
+                | InstructionKind::Copy(_)
+                | InstructionKind::Add(_)
+                | InstructionKind::Run(_)
+        ) {
+            return Ok(None);
+        }
         let mut k = KeyBuilder::new();
         k.part("parent", state_digest(state).to_string().as_bytes());
         // The expanded instruction, without its position in the file.
