@@ -61,17 +61,7 @@ fn try_overlay_in_userns(euid: u32, egid: u32) -> Result<(), String> {
         // SAFETY: freshly forked child.
         unsafe { crate::child::probe_overlay_child(&lower, &upper, &work, &uid_map, &gid_map) }
     }
-    let mut status = 0;
-    loop {
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return Err("waitpid failed".into());
-        }
-    }
+    let status = crate::run::wait_pid(pid).ok_or("waitpid failed")?;
     match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
         (true, 0) => Ok(()),
         (true, 10) => Err("unshare(CLONE_NEWUSER) refused".into()),

@@ -730,7 +730,8 @@ fn read_full(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
-fn wait_pid(pid: libc::pid_t) -> Option<c_int> {
+/// Waits for our child `pid`, retrying on EINTR; `None` if it cannot be waited for.
+pub(crate) fn wait_pid(pid: libc::pid_t) -> Option<c_int> {
     let mut status = 0;
     loop {
         // SAFETY: plain waitpid on our own child.

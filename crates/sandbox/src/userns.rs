@@ -154,7 +154,7 @@ impl Maps<'_> {
         drop(go);
         let mut detail = String::new();
         let _ = std::fs::File::from(err_read).read_to_string(&mut detail);
-        let status = wait(pid);
+        let status = crate::run::wait_pid(pid);
         if rc != 0 {
             // Nothing changed yet: user namespaces are disabled or refused here (sysctl,
             // seccomp in a container, LSM policy). Builds fall back to per-step namespaces and
@@ -163,15 +163,18 @@ impl Maps<'_> {
                 "unshare(CLONE_NEWUSER | CLONE_NEWNS) refused: {unshare_err}"
             )));
         }
-        // A status of -1 means the helper could not be waited for (SIGCHLD ignored by whoever
+        // No status means the helper could not be waited for (SIGCHLD ignored by whoever
         // started us): then the map itself says whether it worked.
         let mapped =
             std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| !m.trim().is_empty());
-        if (status != 0 && status != -1) || !detail.is_empty() || !mapped {
+        if status.is_some_and(|s| s != 0) || !detail.is_empty() || !mapped {
             return Err(SandboxError::IdMap {
                 which: "uid/gid",
                 detail: if detail.is_empty() {
-                    format!("map helper ended with wait status {status:#x}")
+                    format!(
+                        "map helper ended with wait status {:#x}",
+                        status.unwrap_or(-1)
+                    )
                 } else {
                     detail
                 },
@@ -233,18 +236,4 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     }
     // SAFETY: both descriptors were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn wait(pid: libc::pid_t) -> i32 {
-    let mut status = 0;
-    loop {
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            return status;
-        }
-        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return -1;
-        }
-    }
 }
