@@ -3,7 +3,7 @@
 //! runs as root of a user namespace with the same map, where it may touch every mapped inode.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,20 +11,8 @@ use std::process::{Command, Stdio};
 use crate::{IdMapping, MapRange, Sandbox, SandboxError};
 
 fn pipe() -> Result<(std::fs::File, std::fs::File), SandboxError> {
-    let mut fds = [0; 2];
-    // SAFETY: fds is a valid two-element array for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(SandboxError::io(
-            "create a pipe",
-            io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-    let (r, w) = unsafe {
-        use std::os::fd::FromRawFd;
-        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
-    };
-    Ok((r.into(), w.into()))
+    let (r, w) = crate::run::pipe()?;
+    Ok((std::fs::File::from(r), std::fs::File::from(w)))
 }
 
 /// `newuidmap PID c h n ...` / `newgidmap`, or a direct write for the single-id map.

@@ -693,7 +693,8 @@ fn harden_proc_and_sys(b: &mut PlanBuilder) -> Result<(), SandboxError> {
     Ok(())
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+/// A close-on-exec pipe (read end, write end).
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     let mut fds = [0 as c_int; 2];
     // SAFETY: fds is a valid 2-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {

@@ -19,7 +19,7 @@
 use crate::subid::{self, IdRange};
 use crate::SandboxError;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 /// What [`enter_user_namespace`] did, so the caller can say which rootless mode a build runs in.
@@ -127,8 +127,8 @@ impl Maps<'_> {
     /// helper waits until this process has unshared, maps it, and reports failures as text.
     /// `Ok(Some(why))`: the kernel refused the namespace and nothing changed.
     fn enter(&self) -> Result<Option<String>, SandboxError> {
-        let (go_read, go_write) = pipe()?;
-        let (err_read, err_write) = pipe()?;
+        let (go_read, go_write) = crate::run::pipe()?;
+        let (err_read, err_write) = crate::run::pipe()?;
         // SAFETY: getpid cannot fail.
         let parent = unsafe { libc::getpid() };
         // SAFETY: the process is single-threaded (checked by the caller), so the child may run
@@ -226,14 +226,4 @@ impl Maps<'_> {
         // SAFETY: as above.
         unsafe { libc::_exit(code) }
     }
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(SandboxError::io("pipe", std::io::Error::last_os_error()));
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
