@@ -63,6 +63,9 @@ impl Builder {
     pub fn open(opts: BuilderOptions) -> Result<Builder, BuildError> {
         detach_stale_mounts(&opts.root);
         let store = Store::open(&opts.root)?;
+        // Layers of earlier builds may be kept as snapshot trees only; saving or pushing them
+        // writes their tars on first read.
+        snapshot::register_producer(&store);
         Ok(Builder {
             inner: Arc::new(Inner {
                 images: Images::new(store),

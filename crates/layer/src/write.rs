@@ -486,7 +486,9 @@ fn whiteout_name(rel: &[u8]) -> Vec<u8> {
 }
 
 /// xattrs worth carrying in a layer, sorted by name. `security.selinux` is host policy, not image
-/// content, so it is left out (as Docker does).
+/// content, so it is left out (as Docker does); so are overlayfs's own `trusted.overlay.*` and
+/// `user.overlay.*` (opaque markers, redirects, origins): they describe how a tree sits in an
+/// overlay stack, which a layer says with whiteout entries, and unpacking strips them anyway.
 pub(crate) fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let unsupported = |e: rustix::io::Errno| e == rustix::io::Errno::OPNOTSUPP;
     let mut names = vec![0u8; 1024];
@@ -503,7 +505,11 @@ pub(crate) fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     };
     let mut out = Vec::new();
     for name in names.get(..n).unwrap_or_default().split(|b| *b == 0) {
-        if name.is_empty() || name == b"security.selinux" {
+        if name.is_empty()
+            || name == b"security.selinux"
+            || name.starts_with(b"trusted.overlay.")
+            || name.starts_with(b"user.overlay.")
+        {
             continue;
         }
         let mut value = vec![0u8; 256];

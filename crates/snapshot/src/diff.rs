@@ -135,6 +135,8 @@ struct UpperWalk<'a> {
     lowers: &'a [PathBuf],
     opaque_name: Vec<u8>,
     exclude: &'a Exclude,
+    /// Reading a committed tree (to write its deferred blob): change nothing on disk.
+    read_only: bool,
     out: Vec<Item>,
 }
 
@@ -172,11 +174,15 @@ impl UpperWalk<'_> {
         if ft.is_socket() {
             // Layers never hold sockets (as docker's); drop it here too so an upper adopted as
             // the layer's tree shows later steps exactly what unpacking the layer would.
-            remove_keeping_parent_times(&full, &md)?;
+            if !self.read_only {
+                remove_keeping_parent_times(&full, &md)?;
+            }
             return Ok((0, false));
         }
         if !ft.is_dir() {
-            fsx::strip_overlay_xattrs(&full)?;
+            if !self.read_only {
+                fsx::strip_overlay_xattrs(&full)?;
+            }
             self.out.push(Item {
                 comps: comps.clone(),
                 op: Op::Path,
@@ -184,7 +190,9 @@ impl UpperWalk<'_> {
             return Ok((1, false));
         }
         let opaque = fsx::get_xattr(&full, &self.opaque_name)?.is_some_and(|v| v == b"y");
-        fsx::strip_overlay_xattrs(&full)?;
+        if !self.read_only {
+            fsx::strip_overlay_xattrs(&full)?;
+        }
         let at = self.out.len();
         self.out.push(Item {
             comps: comps.clone(),
@@ -219,6 +227,26 @@ pub(crate) fn overlay_changes(
         lowers,
         opaque_name: fsx::overlay_xattr(userxattr, "opaque").into_bytes(),
         exclude,
+        read_only: false,
+        out: Vec::new(),
+    };
+    w.walk(&mut Vec::new())?;
+    Ok(w.out)
+}
+
+/// The entries of a committed overlay tree (an upper directory adopted at commit, see
+/// [`crate::Snapshotter::commit`]), read without changing anything: the same plan
+/// [`overlay_changes`] made when the tree was still an upper directory, because commit removed
+/// excluded paths and sockets from it and only overlay's own xattrs (which layers never carry)
+/// differ.
+pub(crate) fn tree_changes(tree: &Path, userxattr: bool) -> Result<Vec<Item>, SnapshotError> {
+    let none = Exclude(HashSet::new());
+    let mut w = UpperWalk {
+        upper: tree,
+        lowers: &[],
+        opaque_name: fsx::overlay_xattr(userxattr, "opaque").into_bytes(),
+        exclude: &none,
+        read_only: true,
         out: Vec::new(),
     };
     w.walk(&mut Vec::new())?;
@@ -416,15 +444,9 @@ pub(crate) fn copy_changes(
     Ok(out)
 }
 
-/// Writes the planned entries (plus any missing parent directories, as containerd's differ does)
-/// as one layer into the store.
-pub(crate) fn write_plan(
-    store: &Store,
-    root: &Path,
-    plan: &[Item],
-    opts: &layer::WriteOptions,
-    key: &str,
-) -> Result<Committed, SnapshotError> {
+/// The planned entries plus any missing parent directories (as containerd's differ adds them),
+/// in layer order.
+pub(crate) fn complete_plan(root: &Path, plan: &[Item]) -> Vec<Item> {
     let mut items: Vec<Item> = plan.to_vec();
     let have: HashSet<Vec<Vec<u8>>> = items
         .iter()
@@ -448,14 +470,23 @@ pub(crate) fn write_plan(
     }));
     items.sort_by_cached_key(Item::sort_key);
     items.dedup_by(|a, b| a.op == b.op && a.comps == b.comps);
+    items
+}
 
+/// Writes `items` (from [`complete_plan`]) as one layer tar to `out`.
+fn write_items<W: std::io::Write>(
+    out: W,
+    root: &Path,
+    items: &[Item],
+    opts: &layer::WriteOptions,
+    key: &str,
+) -> Result<(W, layer::LayerInfo, Vec<String>), SnapshotError> {
     let werr = |source| SnapshotError::Write {
         key: key.to_string(),
         source,
     };
-    let ingest = store.ingest()?;
-    let mut w = layer::LayerWriter::new(ingest, opts.clone());
-    for it in &items {
+    let mut w = layer::LayerWriter::new(out, opts.clone());
+    for it in items {
         let rel = it.rel();
         match it.op {
             Op::Path => w.append_path(root, &rel),
@@ -465,7 +496,20 @@ pub(crate) fn write_plan(
         .map_err(werr)?;
     }
     let unmapped = w.unmapped_paths().to_vec();
-    let (ingest, info) = w.finish().map_err(werr)?;
+    let (out, info) = w.finish().map_err(werr)?;
+    Ok((out, info, unmapped))
+}
+
+/// Writes the planned entries (plus any missing parent directories) as one layer into the store.
+pub(crate) fn write_plan(
+    store: &Store,
+    root: &Path,
+    plan: &[Item],
+    opts: &layer::WriteOptions,
+    key: &str,
+) -> Result<Committed, SnapshotError> {
+    let items = complete_plan(root, plan);
+    let (ingest, info, unmapped) = write_items(store.ingest()?, root, &items, opts, key)?;
     let (diff_id, size) = ingest.commit(Some(&info.diff_id))?;
     Ok(Committed {
         diff_id,
@@ -473,6 +517,42 @@ pub(crate) fn write_plan(
         empty: items.is_empty(),
         unmapped,
     })
+}
+
+/// What [`write_plan`] would store for `items`, computed without storing anything: the tar only
+/// passes through the hash.
+pub(crate) fn hash_items(
+    root: &Path,
+    items: &[Item],
+    opts: &layer::WriteOptions,
+    key: &str,
+) -> Result<Committed, SnapshotError> {
+    let (_, info, unmapped) = write_items(std::io::sink(), root, items, opts, key)?;
+    Ok(Committed {
+        diff_id: info.diff_id,
+        size: info.size,
+        empty: items.is_empty(),
+        unmapped,
+    })
+}
+
+/// Writes the layer `expected` from its committed overlay tree into the store, refusing (and
+/// storing nothing) if the tree no longer gives exactly those bytes.
+pub(crate) fn write_tree_blob(
+    store: &Store,
+    tree: &Path,
+    userxattr: bool,
+    expected: &digest::Digest,
+) -> Result<(), SnapshotError> {
+    let plan = tree_changes(tree, userxattr)?;
+    let items = complete_plan(tree, &plan);
+    let key = format!("layer {expected}");
+    // Trees are only adopted for layers written with the default options (see `adoptable`).
+    let opts = layer::WriteOptions::default();
+    let (ingest, info, _) = write_items(store.ingest()?, tree, &items, &opts, &key)?;
+    ingest.commit(Some(expected))?;
+    debug_assert_eq!(info.diff_id, *expected);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -318,8 +318,9 @@ impl Active {
 }
 
 /// Makes `tree` durable and moves it to `dest` without replacing anything; a tree another build
-/// published first for the same layer wins (ours stays where it was, to be deleted).
-fn publish_tree(tree: &Path, dest: &Path) -> Result<(), SnapshotError> {
+/// published first for the same layer wins (ours stays where it was, to be deleted, and the
+/// result is `false`).
+fn publish_tree(tree: &Path, dest: &Path) -> Result<bool, SnapshotError> {
     use rustix::fs::{Mode, OFlags, RenameFlags, CWD};
     use rustix::io::Errno;
     let dir_fd = |p: &Path| {
@@ -333,13 +334,13 @@ fn publish_tree(tree: &Path, dest: &Path) -> Result<(), SnapshotError> {
     rustix::fs::syncfs(&dir_fd(tree)?).map_err(error::errno_err("sync", tree))?;
     match rustix::fs::renameat_with(CWD, tree, CWD, dest, RenameFlags::NOREPLACE) {
         Ok(()) => {}
-        Err(Errno::EXIST | Errno::NOTEMPTY) => return Ok(()),
+        Err(Errno::EXIST | Errno::NOTEMPTY) => return Ok(false),
         Err(e) => return Err(error::errno_err("rename into place", dest)(e)),
     }
     if let Some(parent) = dest.parent() {
         rustix::fs::fsync(dir_fd(parent)?).map_err(error::errno_err("fsync", parent))?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// overlayfs splits options on `,` and lower directories on `:`; both can be escaped with `\`.
@@ -352,6 +353,40 @@ fn escape_overlay_path(p: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Lets `store` write the layers [`Snapshotter::commit`] left as trees (deferred blobs) when
+/// something reads them. Every snapshotter registers it on its store; a program that reads
+/// images of a store without opening a snapshotter on it (e.g. to save or push) calls this
+/// right after [`store::Store::open`].
+pub fn register_producer(store: &Store) {
+    let root = store.root().join("snapshots");
+    store.set_producer(Arc::new(move |store: &Store, d: &Digest, rec: &store::Deferred| {
+        let fail = |reason: String| store::StoreError::Produce { digest: *d, reason };
+        let userxattr = match rec.recipe.get("tree").and_then(|t| t.as_str()) {
+            Some(TREES_OVERLAY) => false,
+            Some(TREES_OVERLAY_USERXATTR) => true,
+            other => return Err(fail(format!("unknown recipe {other:?} (written by a newer rbuild?)"))),
+        };
+        let kind = if userxattr { TREES_OVERLAY_USERXATTR } else { TREES_OVERLAY };
+        let tree = root.join(kind).join(d.hex());
+        if !tree.is_dir() {
+            return Err(fail(format!(
+                "its snapshot tree {} is gone; remove the images that use it and build them again",
+                tree.display()
+            )));
+        }
+        match diff::write_tree_blob(store, &tree, userxattr, d) {
+            Ok(()) => Ok(()),
+            Err(SnapshotError::Store(store::StoreError::DigestMismatch { actual, .. })) => {
+                Err(fail(format!(
+                    "its snapshot tree {} now gives {actual}: the tree was changed, or it is read                      in a user namespace that maps ids differently than when it was built",
+                    tree.display()
+                )))
+            }
+            Err(e) => Err(fail(e.to_string())),
+        }
+    }));
 }
 
 /// Deletes a directory tree this process may not be able to remove by itself; rootless, files a
@@ -379,6 +414,11 @@ pub struct Snapshotter {
     apply: layer::ApplyOptions,
     remover: Option<Remover>,
 }
+
+/// Directory (under `<store>/snapshots`) of the overlay trees written as real root.
+const TREES_OVERLAY: &str = "overlay";
+/// Directory of the overlay trees of rootless builds (`user.overlay.*` xattrs).
+const TREES_OVERLAY_USERXATTR: &str = "overlay-userxattr";
 
 /// How many layers of one chain are unpacked at once in overlay mode: enough to overlap decoding
 /// with file creation on small machines without flooding a shared one.
@@ -420,6 +460,7 @@ impl Snapshotter {
             remover: None,
         };
         fsx::mkdir_all(&s.layers_dir())?;
+        register_producer(store);
         Ok(s)
     }
 
@@ -444,9 +485,7 @@ impl Snapshotter {
     /// Where the committed trees of this kind live.
     fn layers_dir(&self) -> PathBuf {
         match self.kind {
-            Kind::Overlay { userxattr: false } => self.root.join("overlay"),
-            Kind::Overlay { userxattr: true } => self.root.join("overlay-userxattr"),
-            Kind::Copy => self.root.join("copy"),
+            Kind::Overlay { .. } | Kind::Copy => self.root.join(self.tree_kind_name()),
         }
     }
 
@@ -616,11 +655,17 @@ impl Snapshotter {
     /// Paths in `exclude` (absolute or relative to the rootfs, e.g. `/etc/hosts` bind targets)
     /// and everything below them are never written.
     ///
-    /// As root with overlay (no id map, no owner overrides) the upper directory is not deleted:
-    /// it already is the new layer's overlay tree (whiteouts as 0/0 devices, opaque directories
-    /// marked), so it is renamed to [`Snapshotter::committed_dir`] of the new diff id, as
-    /// containerd and Docker keep a committed upper directory. That saves deleting every file the
-    /// step wrote and unpacking the layer again for the next step.
+    /// As root with overlay (or as root of a user namespace with `userxattr`; no id map, no owner
+    /// overrides, no `SOURCE_DATE_EPOCH`) the upper directory is not deleted: it already is the
+    /// new layer's overlay tree (whiteouts as 0/0 devices, opaque directories marked), so it is
+    /// renamed to [`Snapshotter::committed_dir`] of the new diff id, as containerd and Docker
+    /// keep a committed upper directory. That saves deleting every file the step wrote and
+    /// unpacking the layer again for the next step. The layer's tar is then only hashed, not
+    /// stored: the store gets a deferred record ([`store::Deferred`]) and the tar is written from
+    /// the tree, and checked against the diff id, the first time something reads the blob (an
+    /// export, a push, a save), as Docker's layer store regenerates a layer from its diff
+    /// directory. A step that wrote 300 MB costs one pass over those bytes instead of two plus a
+    /// 300 MB write, and its content is on disk once, not twice.
     pub fn commit(
         &self,
         active: Active,
@@ -628,18 +673,70 @@ impl Snapshotter {
         exclude: &[PathBuf],
     ) -> Result<Committed, SnapshotError> {
         // Whatever happens, the active snapshot goes through `remove` (and so the remover).
-        let adopt = self.adoptable(opts);
-        let written = self.write_changes(&active, opts, exclude, adopt);
-        let written = match written {
-            Ok((c, opaque)) if adopt && !c.empty => {
-                self.adopt_upper(&active, &c, &opaque).map(|()| c)
-            }
-            other => other.map(|(c, _)| c),
-        };
+        let written = self.commit_changes(&active, opts, exclude);
         let removed = self.remove(active);
         let committed = written?;
         removed?;
         Ok(committed)
+    }
+
+    fn commit_changes(
+        &self,
+        active: &Active,
+        opts: &layer::WriteOptions,
+        exclude: &[PathBuf],
+    ) -> Result<Committed, SnapshotError> {
+        let adopt = self.adoptable(opts);
+        let exclude = diff::Exclude::new(exclude)?;
+        let (root, plan): (&Path, _) = match &active.kind {
+            ActiveKind::Overlay {
+                lowers,
+                upper,
+                userxattr,
+                ..
+            } => {
+                if adopt {
+                    diff::remove_excluded(upper, lowers, *userxattr, &exclude)?;
+                }
+                (
+                    upper,
+                    diff::overlay_changes(upper, lowers, *userxattr, &exclude)?,
+                )
+            }
+            ActiveKind::Copy { rootfs, baseline } => {
+                (rootfs, diff::copy_changes(rootfs, baseline, &exclude)?)
+            }
+        };
+        if !adopt || plan.is_empty() {
+            return diff::write_plan(&self.store, root, &plan, opts, active.key());
+        }
+        let items = diff::complete_plan(root, &plan);
+        let c = diff::hash_items(root, &items, opts, active.key())?;
+        let adopted = self.adopt_upper(active, &c, &diff::opaque_dirs(&plan))?;
+        if self.store.contains(&c.diff_id) {
+            return Ok(c);
+        }
+        if adopted {
+            let record = store::Deferred {
+                size: c.size,
+                recipe: serde_json::json!({ "tree": self.tree_kind_name() }),
+            };
+            self.store.set_deferred(&c.diff_id, &record)?;
+            return Ok(c);
+        }
+        // Another tree already holds this layer (unpacked from a blob since deleted, or a build
+        // that published first and has not recorded it yet): its form may differ from ours, so
+        // write the tar from our upper as well.
+        diff::write_plan(&self.store, root, &plan, opts, active.key())
+    }
+
+    /// The directory name of this kind's committed trees, as deferred records name it.
+    fn tree_kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Overlay { userxattr: false } => TREES_OVERLAY,
+            Kind::Overlay { userxattr: true } => TREES_OVERLAY_USERXATTR,
+            Kind::Copy => "copy",
+        }
     }
 
     /// Whether a committed upper directory is exactly what unpacking its layer would give here:
@@ -657,23 +754,24 @@ impl Snapshotter {
     }
 
     /// Makes the upper directory the committed tree of `c.diff_id`: opaque markers back as the
-    /// overlay xattr, then synced and renamed into place with `RENAME_NOREPLACE` (an existing tree
-    /// for the same layer wins and ours is deleted with the active snapshot), like an unpack.
+    /// overlay xattr, then synced and renamed into place with `RENAME_NOREPLACE`, like an unpack.
+    /// Returns whether it did; `false` when a tree for the layer was there first (it wins and ours
+    /// is deleted with the active snapshot).
     fn adopt_upper(
         &self,
         active: &Active,
         c: &Committed,
         opaque: &[PathBuf],
-    ) -> Result<(), SnapshotError> {
+    ) -> Result<bool, SnapshotError> {
         let ActiveKind::Overlay { upper, .. } = &active.kind else {
-            return Ok(());
+            return Ok(false);
         };
         let dest = self.layers_dir().join(c.diff_id.hex());
         if dest.is_dir() {
-            return Ok(());
+            return Ok(false);
         }
         let Kind::Overlay { userxattr } = self.kind else {
-            return Ok(());
+            return Ok(false);
         };
         let name = fsx::overlay_xattr(userxattr, "opaque");
         for rel in opaque {
@@ -684,40 +782,11 @@ impl Snapshotter {
         publish_tree(upper, &dest)
     }
 
-    fn write_changes(
-        &self,
-        active: &Active,
-        opts: &layer::WriteOptions,
-        exclude: &[PathBuf],
-        adopt: bool,
-    ) -> Result<(Committed, Vec<PathBuf>), SnapshotError> {
-        let exclude = diff::Exclude::new(exclude)?;
-        let plan = match &active.kind {
-            ActiveKind::Overlay {
-                lowers,
-                upper,
-                userxattr,
-                ..
-            } => {
-                if adopt {
-                    diff::remove_excluded(upper, lowers, *userxattr, &exclude)?;
-                }
-                diff::overlay_changes(upper, lowers, *userxattr, &exclude)?
-            }
-            ActiveKind::Copy { rootfs, baseline } => {
-                diff::copy_changes(rootfs, baseline, &exclude)?
-            }
-        };
-        let root: &Path = match &active.kind {
-            ActiveKind::Overlay { upper, .. } => upper,
-            ActiveKind::Copy { rootfs, .. } => rootfs,
-        };
-        let c = diff::write_plan(&self.store, root, &plan, opts, active.key())?;
-        Ok((c, diff::opaque_dirs(&plan)))
-    }
-
     /// Deletes committed trees of this kind whose name is not in `keep` (diff ids for overlay,
-    /// chain ids for copy, see [`Snapshotter::committed_dir`]); returns how many went. Trees are
+    /// chain ids for copy, see [`Snapshotter::committed_dir`]); returns how many went. A tree that
+    /// is the only copy of a layer the store still lists (a deferred blob, see
+    /// [`Snapshotter::commit`]) is kept whatever `keep` says: run [`store::Store::gc`] first, which
+    /// drops the records of unreferenced layers. Trees are
     /// renamed into a scratch directory first, so a crash never leaves a half-deleted tree that
     /// looks complete. Call it with the store's exclusive lock held
     /// ([`store::Store::lock_exclusive`]), so no build is using a tree being deleted.
@@ -728,10 +797,11 @@ impl Snapshotter {
         for ent in std::fs::read_dir(&dir).map_err(error::io_err("list", &dir))? {
             let ent = ent.map_err(error::io_err("list", &dir))?;
             let name = ent.file_name();
+            let overlay = matches!(self.kind, Kind::Overlay { .. });
             let wanted = name
                 .to_str()
                 .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok())
-                .is_some_and(|d| keep.contains(&d));
+                .is_some_and(|d| keep.contains(&d) || (overlay && self.store.is_deferred_only(&d)));
             if wanted {
                 continue;
             }

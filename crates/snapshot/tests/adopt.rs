@@ -169,3 +169,104 @@ fn comparable(mut entries: Vec<layer::TreeEntry>) -> Vec<layer::TreeEntry> {
     }
     entries
 }
+
+/// An adopted layer is not written at commit: the store lists it (size, `contains`) from a
+/// deferred record and writes its tar from the tree when something first reads it, checked
+/// against the diff id; the tree is kept while it is the only copy.
+#[test]
+fn an_adopted_layer_is_written_from_its_tree_on_first_read() {
+    assert!(
+        is_root(),
+        "this test needs root, as the suite runs it (scripts/test.sh); it is not skipped"
+    );
+    let (_t, store) = store();
+    let (l1, l2) = (base_layer(&store), whiteout_layer(&store));
+    let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
+    let c = step(&s, &[l1, l2], &layer::WriteOptions::default());
+    let d = c.diff_id;
+    let tree = s.committed_dir(&[l1, l2, d]).unwrap();
+    assert!(store.is_deferred_only(&d), "no blob written at commit");
+    assert!(!store.list_blobs().unwrap().contains(&d));
+    assert!(store.contains(&d));
+    assert_eq!(store.blob_size(&d).unwrap(), c.size);
+
+    // The tree is the only copy: prune keeps it whatever it is told (the base layers' trees,
+    // whose blobs are stored, go).
+    assert_eq!(s.prune(&Default::default()).unwrap(), 2);
+    assert!(tree.is_dir());
+
+    // A handle that registered no producer says so, naming the layer.
+    let bare = store::Store::open(store.root()).unwrap();
+    let err = bare.open_blob(&d).unwrap_err().to_string();
+    assert!(
+        err.contains(&d.to_string()) && err.contains("snapshot tree"),
+        "{err}"
+    );
+
+    // A changed tree never yields wrong bytes: the read fails and stores nothing.
+    std::fs::write(tree.join("dir/n"), b"tampered\n").unwrap();
+    let err = store.open_blob(&d).unwrap_err().to_string();
+    assert!(
+        err.contains(&d.to_string()) && err.contains("was changed"),
+        "{err}"
+    );
+    assert!(store.is_deferred_only(&d));
+    std::fs::write(tree.join("dir/n"), b"n\n").unwrap();
+    sh(&format!(
+        "touch -h -d @1000 {}",
+        tree.join("dir/n").display()
+    ));
+
+    // First read writes the blob: the tar hashes to the diff id and the layer reads back with
+    // whiteout, opaque marker and capability (and no overlay xattrs).
+    let bytes = store.read_blob(&d).unwrap();
+    assert_eq!(digest::Digest::of(&bytes), d);
+    assert!(store.list_blobs().unwrap().contains(&d));
+    assert!(!store.is_deferred_only(&d));
+    let entries = layer_entries(&store, &d);
+    let names: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert!(names.contains(&".wh.a"), "{names:?}");
+    assert!(names.contains(&"dir/.wh..wh..opq"), "{names:?}");
+    assert!(entries
+        .iter()
+        .all(|e| e.xattrs.iter().all(|(k, _)| !k.contains(".overlay."))));
+    assert!(entries
+        .iter()
+        .any(|e| e.path == "bin/ping" && e.xattrs.iter().any(|(k, _)| k == "security.capability")));
+
+    // Now that the blob exists the tree may go, and unpacking gives it back.
+    let keep = [l1, l2].into_iter().collect();
+    assert_eq!(s.prune(&keep).unwrap(), 1);
+    s.ensure_unpacked(&[l1, l2, d]).unwrap();
+    assert!(tree.is_dir());
+}
+
+/// gc drops the record of a layer nothing references, after which prune may delete its tree; and
+/// when a tree for a layer exists that this commit did not publish (and there is no blob),
+/// the commit writes the blob instead of trusting a tree it did not make.
+#[test]
+fn unreferenced_deferred_layers_go_and_foreign_trees_are_not_trusted() {
+    assert!(
+        is_root(),
+        "this test needs root, as the suite runs it (scripts/test.sh); it is not skipped"
+    );
+    let (_t, store) = store();
+    let l1 = base_layer(&store);
+    let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
+    let c = step(&s, &[l1], &layer::WriteOptions::default());
+    assert!(store.is_deferred_only(&c.diff_id));
+    let stats = store.gc().unwrap();
+    assert_eq!(stats.deferred_removed, 1);
+    assert!(!store.contains(&c.diff_id));
+    let tree = s.committed_dir(&[l1, c.diff_id]).unwrap();
+    assert!(tree.is_dir(), "gc leaves trees to the snapshotter");
+
+    // The tree is now foreign to the next commit of the same layer: it writes the blob.
+    let again = step(&s, &[l1], &layer::WriteOptions::default());
+    assert_eq!(again.diff_id, c.diff_id);
+    assert!(store.list_blobs().unwrap().contains(&c.diff_id));
+    assert!(!store.is_deferred_only(&c.diff_id));
+
+    assert_eq!(s.prune(&[l1].into_iter().collect()).unwrap(), 1);
+    assert!(!tree.exists());
+}

@@ -66,22 +66,46 @@ fn overlay_xattrs_carried_by_a_layer_are_stripped() {
         "this test needs root, as the suite runs it (scripts/test.sh); it is not skipped"
     );
     let (_t, store) = store();
-    let src = tempfile::tempdir().unwrap();
-    let dir = src.path().join("dir");
-    std::fs::create_dir(&dir).unwrap();
-    std::fs::write(src.path().join("f"), b"x").unwrap();
-    for (p, name, value) in [
-        (&dir, "trusted.overlay.opaque", &b"y"[..]),
-        (&dir, "trusted.overlay.redirect", b"/etc"),
-        (&src.path().join("f"), "user.overlay.metacopy", b""),
-        (&src.path().join("f"), "user.keep", b"1"),
-    ] {
-        rustix::fs::setxattr(p, name, value, rustix::fs::XattrFlags::empty()).unwrap();
+    // Our own writer never writes overlay xattrs, so the hostile layer is made by hand.
+    let mut b = tar::Builder::new(Vec::new());
+    type Pax<'a> = &'a [(&'a str, &'a [u8])];
+    let entries: [(&str, tar::EntryType, Pax); 2] = [
+        (
+            "dir/",
+            tar::EntryType::Directory,
+            &[
+                ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+                ("SCHILY.xattr.trusted.overlay.redirect", b"/etc"),
+            ],
+        ),
+        (
+            "f",
+            tar::EntryType::Regular,
+            &[
+                ("SCHILY.xattr.user.keep", b"1"),
+                ("SCHILY.xattr.user.overlay.metacopy", b""),
+            ],
+        ),
+    ];
+    for (name, kind, pax) in entries {
+        b.append_pax_extensions(pax.iter().copied()).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        let data: &[u8] = if kind == tar::EntryType::Regular {
+            b"x"
+        } else {
+            b""
+        };
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, data).unwrap();
     }
-    let d = put(&store, |w| {
-        w.append_path(src.path(), Path::new("dir")).unwrap();
-        w.append_path(src.path(), Path::new("f")).unwrap();
-    });
+    let mut ing = store.ingest().unwrap();
+    std::io::Write::write_all(&mut ing, &b.into_inner().unwrap()).unwrap();
+    let d = ing.commit(None).unwrap().0;
     let listed = layer_entries(&store, &d);
     assert!(
         listed[0]

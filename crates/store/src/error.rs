@@ -49,6 +49,14 @@ pub enum StoreError {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A deferred blob (see [`crate::Deferred`]) could not be written from its recipe.
+    #[error("cannot write blob {digest} from what it was recorded from: {reason}")]
+    Produce {
+        /// The blob that was asked for.
+        digest: Digest,
+        /// What went wrong, from the producer.
+        reason: String,
+    },
     /// A record file under `refs/` or `meta/` does not parse; it was not written by this store or
     /// was damaged.
     #[error("corrupt store record {}: {source}", path.display())]

@@ -24,6 +24,9 @@ pub struct GcStats {
     pub blobs_kept: usize,
     /// Compressed-variant records dropped because their compressed blob is gone.
     pub variants_removed: usize,
+    /// Deferred-blob records dropped because nothing reachable references them (their bytes,
+    /// e.g. a snapshot tree, can then be deleted by whoever keeps them).
+    pub deferred_removed: usize,
     /// Temp files and scratch directories of dead processes that were swept.
     pub stale_removed: usize,
 }
@@ -31,6 +34,10 @@ pub struct GcStats {
 /// Digests a blob references through the generic OCI fields: `config.digest`, `layers[].digest`
 /// (image manifest) and `manifests[].digest` (index). Non-JSON and oversized blobs have none.
 fn children(store: &Store, d: &Digest) -> Vec<Digest> {
+    // Deferred blobs are layers, never JSON: do not produce them just to find out.
+    if !store.has_file(d) {
+        return Vec::new();
+    }
     let size = match store.blob_size(d) {
         Ok(s) => s,
         Err(_) => return Vec::new(),
@@ -65,8 +72,8 @@ fn children(store: &Store, d: &Digest) -> Vec<Digest> {
 }
 
 impl Store {
-    /// Deletes every blob not reachable from a reference (following manifests, indexes and
-    /// compressed-variant records), drops variant records whose compressed blob is gone, and sweeps
+    /// Deletes every blob (and deferred-blob record) not reachable from a reference (following
+    /// manifests, indexes and compressed-variant records), drops variant records whose compressed blob is gone, and sweeps
     /// leftovers of dead processes. Takes the exclusive lock itself, so it waits for running builds;
     /// do not call it while holding [`Store::lock_shared`] on the same thread. If any reference record
     /// is unreadable, nothing is deleted.
@@ -111,6 +118,11 @@ impl Store {
         }
         if stats.blobs_removed > 0 {
             fsutil::fsync_dir(&self.paths.blobs)?;
+        }
+        for d in self.list_deferred()? {
+            if !reachable.contains(&d) && self.delete_deferred(&d)? {
+                stats.deferred_removed += 1;
+            }
         }
         stats.variants_removed = self.gc_variants()?;
         Ok(stats)

@@ -32,6 +32,7 @@
 //!   refs/<encoded name>        image references (tags): JSON {name, digest, mediaType, created}
 //!   meta/variants/<hex>/<enc>  compressed-variant records keyed by uncompressed digest + compression
 //!   meta/sources/<hex>/<enc>   registry repositories known to hold a blob (see [`Store::add_blob_source`])
+//!   meta/deferred/<hex>        blobs kept as a recipe and written on first read (see [`Deferred`])
 //!   tmp/<pid>-<purpose>-<rnd>  scratch directories of running builds (see [`Store::temp_dir`])
 //! ```
 //!
@@ -71,6 +72,7 @@
 //! assert_eq!(store.get_ref("docker.io/library/app:1.0").unwrap(), Some(target));
 //! ```
 
+mod deferred;
 mod error;
 mod fsutil;
 mod gc;
@@ -88,6 +90,7 @@ use digest::Digest;
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
+pub use deferred::{Deferred, ProduceFn};
 pub use error::StoreError;
 pub use gc::GcStats;
 pub use ingest::Ingest;
@@ -152,6 +155,8 @@ struct Paths {
 #[derive(Clone, Debug)]
 pub struct Store {
     paths: Arc<Paths>,
+    // How deferred blobs are written (see `deferred`); set once, shared by every clone.
+    producer: Arc<std::sync::OnceLock<deferred::Producer>>,
 }
 
 /// Which flock a [`LockGuard`] holds, for diagnostics.
@@ -243,6 +248,7 @@ impl Store {
             .map_err(io_err("create", &paths.lock))?;
         let store = Store {
             paths: Arc::new(paths),
+            producer: Arc::default(),
         };
         store.sweep()?;
         Ok(store)
@@ -322,9 +328,10 @@ impl Store {
         ingest.commit(expected)
     }
 
-    /// Whether the blob is committed, so callers can skip producing it again.
+    /// Whether the blob is committed (or deferred: see [`Deferred`]), so callers can skip
+    /// producing it again.
     pub fn contains(&self, d: &Digest) -> bool {
-        fs::symlink_metadata(self.blob_path(d)).is_ok_and(|m| m.is_file())
+        self.has_file(d) || self.is_deferred_only(d)
     }
 
     /// Where a blob lives, for readers that want mmap, sendfile or reflinks. The file is read-only;
@@ -340,21 +347,27 @@ impl Store {
         }
     }
 
-    /// Opens a blob for streaming; a missing blob is [`StoreError::BlobNotFound`].
+    /// Opens a blob for streaming (a deferred blob is produced first); a missing blob is
+    /// [`StoreError::BlobNotFound`].
     pub fn open_blob(&self, d: &Digest) -> Result<File, StoreError> {
         let path = self.blob_path(d);
         // Blobs are always regular files written by the store; never follow a planted symlink.
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    self.not_found(d)
-                } else {
-                    io_err("open", path)(e)
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&path)
+        };
+        match open() {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !self.produce(d)? {
+                    return Err(self.not_found(d));
                 }
-            })
+                open().map_err(io_err("open", &path))
+            }
+            Err(e) => Err(io_err("open", path)(e)),
+        }
     }
 
     /// Reads a whole blob; meant for small JSON blobs.
@@ -366,12 +379,15 @@ impl Store {
         Ok(buf)
     }
 
-    /// Size of a blob, for descriptors.
+    /// Size of a blob (a deferred one's from its record), for descriptors.
     pub fn blob_size(&self, d: &Digest) -> Result<u64, StoreError> {
         let path = self.blob_path(d);
         match fs::symlink_metadata(&path) {
             Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.not_found(d)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match self.get_deferred(d)? {
+                Some(rec) => Ok(rec.size),
+                None => Err(self.not_found(d)),
+            },
             Err(e) => Err(io_err("stat", path)(e)),
         }
     }
@@ -385,18 +401,21 @@ impl Store {
         Ok(actual == *d)
     }
 
-    /// Deletes one blob (prune tools); a missing blob is [`StoreError::BlobNotFound`]. Callers
-    /// should hold the exclusive lock so no build is using it.
+    /// Deletes one blob and its deferred record (prune tools); a missing blob is
+    /// [`StoreError::BlobNotFound`]. Callers should hold the exclusive lock so no build is using it.
     pub fn delete_blob(&self, d: &Digest) -> Result<(), StoreError> {
         let path = self.blob_path(d);
+        let had_record = self.delete_deferred(d)?;
         match fs::remove_file(&path) {
             Ok(()) => fsutil::fsync_dir(&self.paths.blobs),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && had_record => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.not_found(d)),
             Err(e) => Err(io_err("remove", path)(e)),
         }
     }
 
-    /// Every committed blob, sorted; files that are not valid digests are ignored.
+    /// Every committed blob whose bytes are on disk, sorted (deferred ones: [`Store::list_deferred`]);
+    /// files that are not valid digests are ignored.
     pub fn list_blobs(&self) -> Result<Vec<Digest>, StoreError> {
         let dir = &self.paths.blobs;
         let mut out = Vec::new();
