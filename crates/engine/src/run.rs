@@ -211,6 +211,9 @@ impl<'a> StageRun<'a> {
                 lowers: lowers.clone(),
                 upper: upper.clone(),
                 work: work.clone(),
+                // Commit syncs the upper it keeps (and deletes the rest): the step's fsyncs and
+                // the sync at unmount would only make it wait.
+                volatile: true,
             },
             MountPlan::Dir(p) => RootfsSpec::Dir(p.clone()),
         };

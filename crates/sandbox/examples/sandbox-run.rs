@@ -53,6 +53,7 @@ fn main() {
                         lowers: vec![lower.into()],
                         upper: upper.into(),
                         work: work.into(),
+                        volatile: false,
                     };
                     have_root = true;
                 }

@@ -84,6 +84,7 @@ pub(crate) enum Op {
         upper: CString,
         work: CString,
         userxattr: bool,
+        volatile: bool,
         slot: usize,
     },
     /// Attach a detached mount at `target`.
@@ -292,6 +293,7 @@ unsafe fn run_op(op: &Op, slots: &mut [c_int]) -> Result<bool, ()> {
             upper,
             work,
             userxattr,
+            volatile,
             slot,
         } => {
             let fs = libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC);
@@ -319,7 +321,32 @@ unsafe fn run_op(op: &Op, slots: &mut [c_int]) -> Result<bool, ()> {
                         c"userxattr".as_ptr(),
                         std::ptr::null(),
                     ) >= 0)
-                && fsconfig(fs, FSCONFIG_CMD_CREATE, std::ptr::null(), std::ptr::null()) >= 0;
+                // The upper directory alone must describe the change (see the snapshot crate):
+                // no index, no metadata-only copy-ups, no redirects, whatever the kernel's
+                // defaults (`redirect_dir=off` is refused together with `userxattr`; `nofollow`
+                // never creates redirects either).
+                && fsconfig(fs, FSCONFIG_SET_STRING, c"index".as_ptr(), c"off".as_ptr()) >= 0
+                && fsconfig(fs, FSCONFIG_SET_STRING, c"metacopy".as_ptr(), c"off".as_ptr()) >= 0
+                && fsconfig(
+                    fs,
+                    FSCONFIG_SET_STRING,
+                    c"redirect_dir".as_ptr(),
+                    if *userxattr {
+                        c"nofollow".as_ptr()
+                    } else {
+                        c"off".as_ptr()
+                    },
+                ) >= 0;
+            // Best effort: kernels before 5.10 do not know it, and the mount works without.
+            if ok && *volatile {
+                fsconfig(
+                    fs,
+                    FSCONFIG_SET_FLAG,
+                    c"volatile".as_ptr(),
+                    std::ptr::null(),
+                );
+            }
+            ok = ok && fsconfig(fs, FSCONFIG_CMD_CREATE, std::ptr::null(), std::ptr::null()) >= 0;
             if !ok {
                 forward_fs_log(fs);
                 return Err(());

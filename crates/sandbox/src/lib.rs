@@ -147,6 +147,11 @@ pub enum RootfsSpec {
         upper: PathBuf,
         /// Overlay work directory.
         work: PathBuf,
+        /// Mount with `volatile`: the kernel neither syncs the upper directory at unmount nor
+        /// honours the step's own `fsync`s (dpkg issues thousands). For callers that sync what
+        /// they keep themselves, as the snapshotter's commit does; the upper and work directories
+        /// must then never be mounted again.
+        volatile: bool,
     },
 }
 

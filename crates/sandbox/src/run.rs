@@ -230,6 +230,7 @@ fn prepare(
             lowers,
             upper,
             work,
+            volatile,
         } => {
             if lowers.is_empty() {
                 return Err(SandboxError::InvalidSpec(
@@ -249,6 +250,7 @@ fn prepare(
                     upper: cpath("overlay upper", upper)?,
                     work: cpath("overlay work", work)?,
                     userxattr: userns || sb.nested,
+                    volatile: *volatile,
                     slot: root_slot,
                 },
                 format!(

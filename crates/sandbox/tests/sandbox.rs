@@ -463,6 +463,49 @@ fn symlinks_in_the_rootfs_cannot_redirect_mounts_to_the_host() {
     assert!(!inside.join("hosts").exists(), "hosts stub left behind");
 }
 
+/// `volatile` reaches the kernel (its marker directory appears in the work directory), the step
+/// can still fsync and sync, and a renamed lower directory is copied up in full, never recorded
+/// as a redirect (which the upper directory alone could not describe).
+#[test]
+fn volatile_overlay_mounts_and_never_redirects() {
+    let t = tempfile::tempdir().unwrap();
+    let lower = t.path().join("lower");
+    common::busybox_rootfs(&lower);
+    std::fs::create_dir_all(lower.join("srv/d")).unwrap();
+    std::fs::write(lower.join("srv/d/f"), "f").unwrap();
+    let upper = t.path().join("upper");
+    let work = t.path().join("work");
+    std::fs::create_dir(&upper).unwrap();
+    std::fs::create_dir(&work).unwrap();
+    let mut spec = sh(
+        &lower,
+        "echo x > /x && sync && mv /srv/d /srv/e && cat /srv/e/f",
+    );
+    spec.rootfs = RootfsSpec::Overlay {
+        lowers: vec![lower.clone()],
+        upper: upper.clone(),
+        work: work.clone(),
+        volatile: true,
+    };
+    let out = run(&spec);
+    assert_eq!(out.result.unwrap().code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "f");
+    assert!(
+        work.join("work/incompat/volatile").is_dir(),
+        "the kernel did not get `volatile`"
+    );
+    assert_eq!(std::fs::read_to_string(upper.join("x")).unwrap(), "x\n");
+    assert_eq!(std::fs::read_to_string(upper.join("srv/e/f")).unwrap(), "f");
+    let path =
+        std::ffi::CString::new(upper.join("srv/e").into_os_string().into_encoded_bytes()).unwrap();
+    let mut names = vec![0u8; 4096];
+    // SAFETY: a valid C string and a buffer of the length passed.
+    let n = unsafe { libc::llistxattr(path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(n >= 0, "{}", std::io::Error::last_os_error());
+    let names = String::from_utf8_lossy(&names[..n as usize]).into_owned();
+    assert!(!names.contains("redirect"), "{names}");
+}
+
 #[test]
 fn overlay_rootfs_writes_land_in_upper() {
     let t = tempfile::tempdir().unwrap();
@@ -485,6 +528,7 @@ fn overlay_rootfs_writes_land_in_upper() {
         lowers: vec![lower2.clone(), lower.clone()],
         upper: upper.clone(),
         work: work.clone(),
+        volatile: false,
     };
     let out = run(&spec);
     let r = out.result.unwrap();
@@ -525,6 +569,7 @@ fn overlay_rootfs_writes_land_in_upper() {
         lowers: vec![lower.clone()],
         upper: upper2.clone(),
         work: work2,
+        volatile: false,
     };
     spec.mounts = vec![MountSpec {
         target: "/root/.cache/x".into(),
@@ -589,6 +634,7 @@ fn errors_name_what_failed() {
         lowers: vec![root.clone()],
         upper: t.path().join("missing-upper"),
         work: t.path().join("missing-work"),
+        volatile: false,
     };
     match run(&spec).result {
         Err(e @ SandboxError::Setup { .. }) => {
@@ -607,6 +653,7 @@ fn errors_name_what_failed() {
         lowers: vec![root.clone()],
         upper: t.path().join("uw"),
         work: t.path().join("uw"),
+        volatile: false,
     };
     match run(&spec).result {
         Err(e @ SandboxError::Setup { .. }) => {

@@ -687,6 +687,41 @@ impl Snapshotter {
         exclude: &[PathBuf],
     ) -> Result<Committed, SnapshotError> {
         let adopt = self.adoptable(opts);
+        let ActiveKind::Overlay { upper, .. } = &active.kind else {
+            return self.commit_plan(active, opts, exclude, adopt);
+        };
+        if !adopt {
+            return self.commit_plan(active, opts, exclude, adopt);
+        }
+        // The upper directory will be kept, and the sandbox may have mounted it `volatile` (no
+        // sync at unmount): write its data back now, on a second thread, while the walk and the
+        // hash read it, so the sync before it is published finds little left to do.
+        std::thread::scope(|s| {
+            let flush = s.spawn(|| {
+                let dir = rustix::fs::open(
+                    upper,
+                    rustix::fs::OFlags::RDONLY
+                        | rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )?;
+                rustix::fs::syncfs(&dir)
+            });
+            let c = self.commit_plan(active, opts, exclude, adopt);
+            let flushed = flush.join().unwrap_or(Err(rustix::io::Errno::IO));
+            let c = c?;
+            flushed.map_err(error::errno_err("sync", upper))?;
+            Ok(c)
+        })
+    }
+
+    fn commit_plan(
+        &self,
+        active: &Active,
+        opts: &layer::WriteOptions,
+        exclude: &[PathBuf],
+        adopt: bool,
+    ) -> Result<Committed, SnapshotError> {
         let exclude = diff::Exclude::new(exclude)?;
         let (root, plan): (&Path, _) = match &active.kind {
             ActiveKind::Overlay {
