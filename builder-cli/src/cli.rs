@@ -394,7 +394,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
                 println!("Deleted build cache records: {records}");
             }
             let stats = builder.images().prune()?;
-            println!("Total reclaimed space: {}", human_size(stats.bytes_freed));
+            let trees = builder.prune_snapshots()?;
+            if trees.trees > 0 {
+                println!("Deleted snapshot trees: {}", trees.trees);
+            }
+            println!(
+                "Total reclaimed space: {}",
+                human_size(stats.bytes_freed + trees.bytes)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Save {

@@ -286,3 +286,69 @@ fn ssh_agent_socket_reaches_the_step_but_not_the_image() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SSH_AUTH_SOCK is not set"));
 }
+
+/// A RUN step's layer stays a snapshot tree until something reads it. `prune` deletes the trees no
+/// image needs any more (and counts their space), keeps the ones still needed, and those still
+/// save to exactly the bytes their diff ids name.
+#[test]
+fn prune_deletes_unused_snapshot_trees_and_kept_layers_still_save() {
+    let store = store_with_base();
+    let df = format!("FROM {BUSYBOX}\nRUN head -c 2000000 /dev/urandom > /r\n");
+    for tag in ["gone:1", "kept:1"] {
+        let out = build(store.path(), &df, &["--no-cache", "-q", "-t", tag]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let trees = || {
+        std::fs::read_dir(store.path().join("snapshots/overlay"))
+            .unwrap()
+            .count()
+    };
+    let before = trees();
+    let deferred = std::fs::read_dir(store.path().join("meta/deferred"))
+        .unwrap()
+        .count();
+    assert_eq!(deferred, 2, "both RUN layers are kept as trees, not blobs");
+
+    run_ok(rbuild(store.path()).args(["rmi", "gone:1"]));
+    let pruned =
+        String::from_utf8_lossy(&run_ok(rbuild(store.path()).arg("prune")).stdout).into_owned();
+    assert!(pruned.contains("Deleted snapshot trees: 1"), "{pruned}");
+    assert!(
+        !pruned.contains("reclaimed space: 0B"),
+        "the tree's 2 MB count as reclaimed: {pruned}"
+    );
+    assert_eq!(trees(), before - 1);
+
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("kept.tar");
+    run_ok(
+        rbuild(store.path())
+            .args(["save", "kept:1", "-o"])
+            .arg(&tar),
+    );
+    let img = read_docker_archive(&tar);
+    assert!(img
+        .tree
+        .iter()
+        .any(|e| e.path == "r" && e.size == 2_000_000));
+    // The saved layers are named by their digests; each must hash to its name.
+    let mut ar = tar::Archive::new(std::fs::File::open(&tar).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        if name.ends_with("/layer.tar") {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut buf).unwrap();
+            let config = &img.config["rootfs"]["diff_ids"];
+            let d = digest::Digest::of(&buf).to_string();
+            assert!(
+                config.as_array().unwrap().iter().any(|x| x == &d),
+                "{name}: {d} is not a diff id"
+            );
+        }
+    }
+}

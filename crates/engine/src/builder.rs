@@ -139,6 +139,46 @@ impl Builder {
         &self.inner.images
     }
 
+    /// Deletes the snapshot trees (unpacked and committed layers) that no layer left in the store
+    /// needs, so `prune` frees what repeated builds leave on disk; run it after
+    /// [`Images::prune`], whose gc decides which layers are left. Trees of layers the store still
+    /// holds stay (they save the next build an unpack, and a committed step's tree may be the
+    /// layer's only copy). Waits for running builds (it holds the store's exclusive lock).
+    pub fn prune_snapshots(&self) -> Result<snapshot::Pruned, BuildError> {
+        let store = self.images().store();
+        let _lock = store.lock_exclusive()?;
+        let snap_err = |e: snapshot::SnapshotError| BuildError::Snapshot(e.to_string());
+        // Overlay trees are per layer: keep the layers still stored (as blobs, deferred, or
+        // compressed variants of a pulled image's layers).
+        let mut layers: std::collections::HashSet<digest::Digest> = store
+            .list_blobs()?
+            .into_iter()
+            .chain(store.list_deferred()?)
+            .collect();
+        // Copy-snapshotter trees are per chain: keep every prefix of every image's layers.
+        let mut chains = std::collections::HashSet::new();
+        for summary in self.images().list()? {
+            let Ok(img) = self.images().resolve(&summary.id.to_string()) else {
+                continue;
+            };
+            let ids = &img.config.rootfs.diff_ids;
+            layers.extend(ids.iter().copied());
+            chains.extend((1..=ids.len()).filter_map(|n| digest::chain_id(ids.get(..n)?)));
+        }
+        let mut removed = snapshot::Pruned::default();
+        for (kind, keep) in [
+            (snapshot::Kind::Overlay { userxattr: false }, &layers),
+            (snapshot::Kind::Overlay { userxattr: true }, &layers),
+            (snapshot::Kind::Copy, &chains),
+        ] {
+            let snap = snapshot::Snapshotter::with_kind(store, kind).map_err(snap_err)?;
+            let p = snap.prune(keep).map_err(snap_err)?;
+            removed.trees += p.trees;
+            removed.bytes += p.bytes;
+        }
+        Ok(removed)
+    }
+
     /// Builds on a blocking thread so async embedders keep their reactor free.
     pub async fn build(
         &self,

@@ -119,3 +119,27 @@ pub(crate) fn overlay_xattr(userxattr: bool, suffix: &str) -> String {
         format!("trusted.overlay.{suffix}")
     }
 }
+
+/// Disk space a tree takes (allocated blocks; a file with several links counted once); entries
+/// that cannot be read count as nothing, since this only feeds a report.
+pub(crate) fn disk_usage(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if md.nlink() > 1 && !md.is_dir() && !seen.insert((md.dev(), md.ino())) {
+            continue;
+        }
+        total += md.blocks() * 512;
+        if md.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    total
+}

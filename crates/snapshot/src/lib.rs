@@ -27,10 +27,13 @@
 //! 4. [`Snapshotter::commit`] writes the changes as a layer into the store and returns its
 //!    diff id, or [`Snapshotter::remove`] throws the active snapshot away. An active snapshot is
 //!    never a parent as such; the next step prepares on `parent + [new diff id]`. As root with
-//!    overlay (no id map), commit renames the upper directory to the new layer's tree (it already
-//!    is one: see below), as containerd and Docker keep a committed upper, so nothing is deleted
-//!    and the next step unpacks nothing; otherwise the active snapshot is deleted and the next
-//!    step unpacks the layer like any other.
+//!    overlay (or root of a user namespace with `userxattr`; no id map), commit renames the upper
+//!    directory to the new layer's tree (it already is one: see below), as containerd and Docker
+//!    keep a committed upper, so nothing is deleted and the next step unpacks nothing; the
+//!    layer's tar is then only hashed and left to the store as a *deferred blob*
+//!    ([`store::Deferred`]), written from the tree the first time something reads it (see
+//!    [`Snapshotter::commit`]). Otherwise the layer is written at once, the active snapshot is
+//!    deleted and the next step unpacks the layer like any other.
 //!
 //! # Two implementations, chosen by [`probe`]
 //!
@@ -103,11 +106,15 @@
 //!
 //! Unpacked trees, and adopted upper directories, are built in a store scratch directory (swept
 //! if the process dies), synced, and renamed into place with `RENAME_NOREPLACE`; an adopted upper
-//! is renamed only after its layer blob is committed, with excluded bind-mount targets removed
-//! and its opaque markers restored, so it holds exactly what unpacking the layer gives. A reader
-//! sees a complete tree or none, and when two builds unpack (or commit) the same layer one rename
-//! wins and the other build uses the winner's tree. Active snapshots live in store scratch
-//! directories too, so a killed build leaves nothing behind.
+//! is renamed with excluded bind-mount targets removed and its opaque markers restored, so it
+//! holds exactly what unpacking the layer gives, and its deferred-blob record is written only
+//! after the rename (a crash in between leaves a tree no record names: the next commit of that
+//! layer writes the blob instead of trusting it). A tree that is the only copy of a layer is
+//! never pruned, and the blob written from it later must hash to the diff id, so a damaged tree
+//! fails loudly instead of exporting wrong bytes. A reader sees a complete tree or none, and when
+//! two builds unpack (or commit) the same layer one rename wins and the other build uses the
+//! winner's tree (writing the blob itself if it lost the race). Active snapshots live in store
+//! scratch directories too, so a killed build leaves nothing behind.
 //!
 //! # Example
 //!
@@ -255,6 +262,15 @@ enum ActiveKind {
         rootfs: PathBuf,
         baseline: HashMap<Vec<u8>, Stamp>,
     },
+}
+
+/// What [`Snapshotter::prune`] deleted, so `prune` can report the space it freed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Committed trees deleted.
+    pub trees: usize,
+    /// Disk space they took (allocated blocks, each hardlinked file counted once).
+    pub bytes: u64,
 }
 
 /// A prepared, writable snapshot; consumed by [`Snapshotter::commit`] or [`Snapshotter::remove`]
@@ -690,7 +706,9 @@ impl Snapshotter {
         let ActiveKind::Overlay { upper, .. } = &active.kind else {
             return self.commit_plan(active, opts, exclude, adopt);
         };
-        if !adopt {
+        // A step that wrote nothing (most often) has nothing to flush.
+        let wrote = std::fs::read_dir(upper).map_or(true, |mut d| d.next().is_some());
+        if !adopt || !wrote {
             return self.commit_plan(active, opts, exclude, adopt);
         }
         // The upper directory will be kept, and the sandbox may have mounted it `volatile` (no
@@ -825,10 +843,10 @@ impl Snapshotter {
     /// renamed into a scratch directory first, so a crash never leaves a half-deleted tree that
     /// looks complete. Call it with the store's exclusive lock held
     /// ([`store::Store::lock_exclusive`]), so no build is using a tree being deleted.
-    pub fn prune(&self, keep: &std::collections::HashSet<Digest>) -> Result<usize, SnapshotError> {
+    pub fn prune(&self, keep: &std::collections::HashSet<Digest>) -> Result<Pruned, SnapshotError> {
         let dir = self.layers_dir();
         let trash = self.store.temp_dir("snapshot-prune")?;
-        let mut removed = 0;
+        let mut removed = Pruned::default();
         for ent in std::fs::read_dir(&dir).map_err(error::io_err("list", &dir))? {
             let ent = ent.map_err(error::io_err("list", &dir))?;
             let name = ent.file_name();
@@ -842,7 +860,8 @@ impl Snapshotter {
             }
             let to = trash.path().join(&name);
             std::fs::rename(ent.path(), &to).map_err(error::io_err("move away", ent.path()))?;
-            removed += 1;
+            removed.trees += 1;
+            removed.bytes += fsx::disk_usage(&to);
         }
         drop(trash);
         Ok(removed)

@@ -317,7 +317,7 @@ fn prune_keeps_only_wanted_trees() {
             _ => l2,
         };
         let _gc = store.lock_exclusive().unwrap();
-        let removed = s.prune(&[keep_id].into_iter().collect()).unwrap();
+        let removed = s.prune(&[keep_id].into_iter().collect()).unwrap().trees;
         assert_eq!(removed, 1, "{kind:?}");
         assert!(s.committed_dir(&[l1, l2]).unwrap().is_dir());
         assert!(!s.committed_dir(&[l1]).unwrap().exists());
