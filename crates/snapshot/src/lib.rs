@@ -376,33 +376,76 @@ fn escape_overlay_path(p: &str) -> String {
 /// images of a store without opening a snapshotter on it (e.g. to save or push) calls this
 /// right after [`store::Store::open`].
 pub fn register_producer(store: &Store) {
-    let root = store.root().join("snapshots");
-    store.set_producer(Arc::new(move |store: &Store, d: &Digest, rec: &store::Deferred| {
-        let fail = |reason: String| store::StoreError::Produce { digest: *d, reason };
-        let userxattr = match rec.recipe.get("tree").and_then(|t| t.as_str()) {
-            Some(TREES_OVERLAY) => false,
-            Some(TREES_OVERLAY_USERXATTR) => true,
-            other => return Err(fail(format!("unknown recipe {other:?} (written by a newer rbuild?)"))),
-        };
-        let kind = if userxattr { TREES_OVERLAY_USERXATTR } else { TREES_OVERLAY };
-        let tree = root.join(kind).join(d.hex());
-        if !tree.is_dir() {
-            return Err(fail(format!(
-                "its snapshot tree {} is gone; remove the images that use it and build them again",
-                tree.display()
-            )));
+    store.set_producer(Arc::new(TreeProducer {
+        root: store.root().join("snapshots"),
+    }));
+}
+
+/// Version of the bytes a committed tree is turned back into: the layer writer's output for
+/// [`diff::tree_changes`]. A deferred record of another version is not produced (its tar would
+/// not hash to its diff id); bump this whenever the writer's output for a given tree changes
+/// (`crates/layer/tests/format.rs` pins it).
+const TREE_FORMAT: u64 = 1;
+
+/// The [`store::Producer`] of layers committed as overlay trees.
+struct TreeProducer {
+    root: PathBuf,
+}
+
+impl TreeProducer {
+    /// The tree a record names and whether it uses `user.overlay.*`, or why it cannot be used.
+    fn tree(&self, d: &Digest, rec: &store::Deferred) -> Result<(PathBuf, bool), String> {
+        let format = rec.recipe.get("format").and_then(|f| f.as_u64());
+        if format != Some(TREE_FORMAT) {
+            return Err(format!(
+                "it was recorded by an rbuild whose layer format is {format:?}, not                  {TREE_FORMAT}; build the images that use it again"
+            ));
         }
+        let (kind, userxattr) = match rec.recipe.get("tree").and_then(|t| t.as_str()) {
+            Some(TREES_OVERLAY) => (TREES_OVERLAY, false),
+            Some(TREES_OVERLAY_USERXATTR) => (TREES_OVERLAY_USERXATTR, true),
+            other => return Err(format!("its record names no known tree kind ({other:?})")),
+        };
+        let tree = self.root.join(kind).join(d.hex());
+        if !tree.is_dir() {
+            return Err(format!(
+                "its snapshot tree {} is gone (deleted outside rbuild?); build the images that                  use it again",
+                tree.display()
+            ));
+        }
+        Ok((tree, userxattr))
+    }
+}
+
+impl store::Producer for TreeProducer {
+    fn available(&self, _: &Store, d: &Digest, rec: &store::Deferred) -> bool {
+        self.tree(d, rec).is_ok()
+    }
+
+    fn produce(
+        &self,
+        store: &Store,
+        d: &Digest,
+        rec: &store::Deferred,
+    ) -> Result<(), store::StoreError> {
+        let fail = |reason: String| store::StoreError::Produce { digest: *d, reason };
+        let (tree, userxattr) = self.tree(d, rec).map_err(fail)?;
+        let again = "build the images that use it again with --no-cache";
         match diff::write_tree_blob(store, &tree, userxattr, d) {
             Ok(()) => Ok(()),
             Err(SnapshotError::Store(store::StoreError::DigestMismatch { actual, .. })) => {
                 Err(fail(format!(
-                    "its snapshot tree {} now gives {actual}: the tree was changed, or it is read                      in a user namespace that maps ids differently than when it was built",
+                    "its snapshot tree {} now gives {actual}: the tree was changed, or it is read \
+                     in a user namespace that maps ids differently than when it was built; {again}",
                     tree.display()
                 )))
             }
-            Err(e) => Err(fail(e.to_string())),
+            Err(e) => Err(fail(format!(
+                "reading its snapshot tree {} failed: {e}; {again}",
+                tree.display()
+            ))),
         }
-    }));
+    }
 }
 
 /// Deletes a directory tree this process may not be able to remove by itself; rootless, files a
@@ -716,21 +759,24 @@ impl Snapshotter {
         // The upper directory will be kept, and the sandbox may have mounted it `volatile` (no
         // sync at unmount): write its data back now, on a second thread, while the walk and the
         // hash read it, so the sync before it is published finds little left to do.
+        // Opened here, not on the thread: commit renames `upper` away.
+        let dir = rustix::fs::open(
+            upper,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(error::errno_err("open", upper))?;
         std::thread::scope(|s| {
-            let flush = s.spawn(|| {
-                let dir = rustix::fs::open(
-                    upper,
-                    rustix::fs::OFlags::RDONLY
-                        | rustix::fs::OFlags::DIRECTORY
-                        | rustix::fs::OFlags::CLOEXEC,
-                    rustix::fs::Mode::empty(),
-                )?;
-                rustix::fs::syncfs(&dir)
-            });
+            let flush = s.spawn(|| rustix::fs::syncfs(&dir));
             let c = self.commit_plan(active, opts, exclude, adopt);
             let flushed = flush.join().unwrap_or(Err(rustix::io::Errno::IO));
             let c = c?;
-            flushed.map_err(error::errno_err("sync", upper))?;
+            flushed.map_err(error::errno_err(
+                "sync the filesystem of",
+                self.layers_dir(),
+            ))?;
             Ok(c)
         })
     }
@@ -768,20 +814,21 @@ impl Snapshotter {
         let items = diff::complete_plan(root, &plan);
         let c = diff::hash_items(root, &items, opts, active.key())?;
         let adopted = self.adopt_upper(active, &c, &diff::opaque_dirs(&plan))?;
-        if self.store.contains(&c.diff_id) {
+        if self.store.is_written(&c.diff_id) {
             return Ok(c);
         }
         if adopted {
             let record = store::Deferred {
                 size: c.size,
-                recipe: serde_json::json!({ "tree": self.tree_kind_name() }),
+                recipe: serde_json::json!({ "tree": self.tree_kind_name(), "format": TREE_FORMAT }),
             };
             self.store.set_deferred(&c.diff_id, &record)?;
             return Ok(c);
         }
-        // Another tree already holds this layer (unpacked from a blob since deleted, or a build
-        // that published first and has not recorded it yet): its form may differ from ours, so
-        // write the tar from our upper as well.
+        // Another tree already holds this layer (unpacked from a blob since deleted, a build
+        // that published first and may not have recorded it yet, or a tree whose deferred blob
+        // no longer comes out right): its form may differ from ours, so write the tar from our
+        // upper, which also heals a record that points at a damaged tree.
         diff::write_plan(&self.store, root, &plan, opts, active.key())
     }
 
@@ -801,11 +848,10 @@ impl Snapshotter {
         matches!(self.kind, Kind::Overlay { .. })
             && self.apply.same_owner
             && self.apply.id_map.is_none()
-            && opts.id_map.is_none()
-            && opts.owner_overrides.is_empty()
-            // The layer clamps times to SOURCE_DATE_EPOCH; the upper keeps the real ones, which
-            // later steps would see and a reproducible build must not depend on.
-            && opts.source_date_epoch.is_none()
+            // No id map, no owner overrides, and no SOURCE_DATE_EPOCH (the layer clamps times;
+            // the upper keeps the real ones, which later steps would see and a reproducible build
+            // must not depend on). Also what a deferred blob is produced with.
+            && *opts == layer::WriteOptions::default()
     }
 
     /// Makes the upper directory the committed tree of `c.diff_id`: opaque markers back as the

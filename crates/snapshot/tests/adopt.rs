@@ -203,6 +203,21 @@ fn an_adopted_layer_is_written_from_its_tree_on_first_read() {
         "{err}"
     );
 
+    // A tree that is gone, or a record of another layer format, makes the layer missing (so a
+    // build runs the step again) instead of failing whoever reads it later.
+    let aside = tree.with_extension("aside");
+    std::fs::rename(&tree, &aside).unwrap();
+    assert!(!store.contains(&d));
+    std::fs::rename(&aside, &tree).unwrap();
+    assert!(store.contains(&d));
+    let record = store.get_deferred(&d).unwrap().unwrap();
+    let mut other = record.clone();
+    other.recipe["format"] = serde_json::json!(0);
+    store.set_deferred(&d, &other).unwrap();
+    assert!(!store.contains(&d));
+    store.set_deferred(&d, &record).unwrap();
+    assert!(store.contains(&d));
+
     // A changed tree never yields wrong bytes: the read fails and stores nothing.
     std::fs::write(tree.join("dir/n"), b"tampered\n").unwrap();
     let err = store.open_blob(&d).unwrap_err().to_string();
@@ -271,4 +286,26 @@ fn unreferenced_deferred_layers_go_and_foreign_trees_are_not_trusted() {
     assert_eq!(pruned.trees, 1);
     assert!(pruned.bytes > 0);
     assert!(!tree.exists());
+}
+
+/// A deferred layer whose tree was damaged is healed by committing the same layer again (what a
+/// `--no-cache` rebuild does): the commit does not trust the existing tree and writes the blob.
+#[test]
+fn committing_a_layer_again_heals_a_damaged_tree() {
+    assert!(
+        is_root(),
+        "this test needs root, as the suite runs it (scripts/test.sh); it is not skipped"
+    );
+    let (_t, store) = store();
+    let l1 = base_layer(&store);
+    let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
+    let c = step(&s, &[l1], &layer::WriteOptions::default());
+    let tree = s.committed_dir(&[l1, c.diff_id]).unwrap();
+    std::fs::write(tree.join("etc/keep"), b"damaged").unwrap();
+    assert!(store.open_blob(&c.diff_id).is_err());
+    let again = step(&s, &[l1], &layer::WriteOptions::default());
+    assert_eq!(again.diff_id, c.diff_id);
+    assert!(store.is_written(&c.diff_id));
+    let bytes = store.read_blob(&c.diff_id).unwrap();
+    assert_eq!(digest::Digest::of(&bytes), c.diff_id);
 }

@@ -10,7 +10,7 @@
 //! <root>/meta/deferred/<hex>   JSON {"size": N, "recipe": {...}}
 //! ```
 //!
-//! and registers a [`ProduceFn`] that knows how to turn a recipe back into the exact bytes. For
+//! and registers a [`Producer`] that knows how to turn a recipe back into the exact bytes. For
 //! everybody else such a blob is simply *there*: [`Store::contains`] and [`Store::blob_size`] answer
 //! from the record, and [`Store::open_blob`] (and everything built on it) first produces the blob
 //! through the registered function, which must commit it with the expected digest, so a recipe
@@ -36,21 +36,28 @@ use crate::{fsutil, mkdir_all, Store};
 pub struct Deferred {
     /// Length of the blob once produced, for descriptors and listings.
     pub size: u64,
-    /// Opaque to the store; interpreted by the registered [`ProduceFn`].
+    /// Opaque to the store; interpreted by the registered [`Producer`].
     pub recipe: serde_json::Value,
 }
 
-/// Writes a deferred blob into the store (through [`Store::ingest`], committed with the digest it
-/// is given), so readers can open it. Registered once per store handle with
-/// [`Store::set_producer`] by the component that wrote the recipe.
-pub type ProduceFn =
-    Arc<dyn Fn(&Store, &Digest, &Deferred) -> Result<(), StoreError> + Send + Sync>;
+/// Knows how to write the deferred blobs of a store (the component that recorded them), so any
+/// reader of the store can open them. Registered once per store handle with
+/// [`Store::set_producer`].
+pub trait Producer: Send + Sync {
+    /// Whether what `record` is made from is still there and readable by this producer, so a
+    /// layer whose source is gone counts as missing (a build then runs its step again) instead of
+    /// failing whoever reads it later.
+    fn available(&self, store: &Store, d: &Digest, record: &Deferred) -> bool;
+    /// Writes `d` into the store (through [`Store::ingest`], committed with `d` as the expected
+    /// digest, so different bytes are refused).
+    fn produce(&self, store: &Store, d: &Digest, record: &Deferred) -> Result<(), StoreError>;
+}
 
-/// [`ProduceFn`] behind a `Debug` impl, so [`Store`] stays `Debug`.
+/// The registered [`Producer`] behind a `Debug` impl, so [`Store`] stays `Debug`.
 #[derive(Clone)]
-pub(crate) struct Producer(pub(crate) ProduceFn);
+pub(crate) struct Registered(pub(crate) Arc<dyn Producer>);
 
-impl std::fmt::Debug for Producer {
+impl std::fmt::Debug for Registered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Producer(..)")
     }
@@ -65,15 +72,28 @@ impl Store {
         self.deferred_root().join(d.hex())
     }
 
-    /// Whether the blob's bytes are really on disk (not just promised by a deferred record).
-    pub(crate) fn has_file(&self, d: &Digest) -> bool {
+    /// Whether the blob's bytes are really on disk (not just promised by a deferred record), for
+    /// callers that must not rely on a recipe.
+    pub fn is_written(&self, d: &Digest) -> bool {
         fs::symlink_metadata(self.blob_path(d)).is_ok_and(|m| m.is_file())
+    }
+
+    /// Whether `d` has a deferred record that can be produced here: with no producer registered,
+    /// the record is taken at its word (opening it will then say what is missing).
+    pub(crate) fn is_producible(&self, d: &Digest) -> bool {
+        let Ok(Some(record)) = self.get_deferred(d) else {
+            return false;
+        };
+        match self.producer.get() {
+            Some(Registered(p)) => p.available(self, d, &record),
+            None => true,
+        }
     }
 
     /// Records that `d` can be produced from `record.recipe`, so the caller does not have to write
     /// the bytes now. A no-op when the blob itself is already stored.
     pub fn set_deferred(&self, d: &Digest, record: &Deferred) -> Result<(), StoreError> {
-        if self.has_file(d) {
+        if self.is_written(d) {
             return Ok(());
         }
         let path = self.deferred_path(d);
@@ -93,7 +113,7 @@ impl Store {
     /// Whether `d` exists only as a recipe: whoever keeps what the recipe reads (the snapshotter's
     /// trees) must not delete it while this holds.
     pub fn is_deferred_only(&self, d: &Digest) -> bool {
-        !self.has_file(d) && fs::symlink_metadata(self.deferred_path(d)).is_ok()
+        !self.is_written(d) && fs::symlink_metadata(self.deferred_path(d)).is_ok()
     }
 
     /// Every digest with a deferred record, sorted.
@@ -128,9 +148,9 @@ impl Store {
     }
 
     /// Registers how deferred blobs of this store are produced; shared by every clone of this
-    /// handle. The first registration wins (all producers of one program are the same function).
-    pub fn set_producer(&self, produce: ProduceFn) {
-        let _ = self.producer.set(Producer(produce));
+    /// handle. The first registration wins (all producers of one program are the same).
+    pub fn set_producer(&self, producer: Arc<dyn Producer>) {
+        let _ = self.producer.set(Registered(producer));
     }
 
     /// Produces `d` from its deferred record if it has one and its bytes are not on disk; returns
@@ -139,10 +159,10 @@ impl Store {
         let Some(record) = self.get_deferred(d)? else {
             return Ok(false);
         };
-        if self.has_file(d) {
+        if self.is_written(d) {
             return Ok(true);
         }
-        let Some(Producer(produce)) = self.producer.get() else {
+        let Some(Registered(producer)) = self.producer.get() else {
             return Err(StoreError::Produce {
                 digest: *d,
                 reason: "it is kept as a snapshot tree, and this program registered no way to \
@@ -150,8 +170,8 @@ impl Store {
                     .into(),
             });
         };
-        produce(self, d, &record)?;
-        if !self.has_file(d) {
+        producer.produce(self, d, &record)?;
+        if !self.is_written(d) {
             return Err(StoreError::Produce {
                 digest: *d,
                 reason: "the producer returned without storing it".into(),
@@ -173,15 +193,25 @@ mod tests {
         }
     }
 
-    fn producer() -> ProduceFn {
-        Arc::new(|store: &Store, d: &Digest, rec: &Deferred| {
+    /// Writes the recipe's `bytes`; available unless the recipe says `"gone": true`.
+    struct Echo;
+
+    impl Producer for Echo {
+        fn available(&self, _: &Store, _: &Digest, rec: &Deferred) -> bool {
+            rec.recipe.get("gone").is_none()
+        }
+        fn produce(&self, store: &Store, d: &Digest, rec: &Deferred) -> Result<(), StoreError> {
             let bytes = rec.recipe["bytes"].as_str().unwrap_or_default().as_bytes();
             let mut ingest = store.ingest()?;
             ingest
                 .write_all(bytes)
                 .map_err(io_err("write", ingest.path()))?;
             ingest.commit(Some(d)).map(|_| ())
-        })
+        }
+    }
+
+    fn producer() -> Arc<dyn Producer> {
+        Arc::new(Echo)
     }
 
     #[test]
@@ -200,6 +230,23 @@ mod tests {
         assert_eq!(store.read_blob(&d).unwrap(), b"hello");
         assert!(!store.is_deferred_only(&d));
         assert_eq!(store.list_deferred().unwrap(), vec![d]);
+    }
+
+    #[test]
+    fn a_record_the_producer_cannot_make_is_not_contained() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.set_producer(producer());
+        let d = Digest::of(b"hello");
+        let gone = Deferred {
+            size: 5,
+            recipe: serde_json::json!({"bytes": "hello", "gone": true}),
+        };
+        store.set_deferred(&d, &gone).unwrap();
+        assert!(!store.contains(&d));
+        assert!(store.is_deferred_only(&d), "still protected from deletion");
+        store.set_deferred(&d, &record(5)).unwrap();
+        assert!(store.contains(&d));
     }
 
     #[test]
@@ -233,12 +280,18 @@ mod tests {
     fn gc_keeps_reachable_records_without_producing_them_and_drops_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
+        struct Counting(Arc<std::sync::atomic::AtomicUsize>);
+        impl Producer for Counting {
+            fn available(&self, _: &Store, _: &Digest, _: &Deferred) -> bool {
+                true
+            }
+            fn produce(&self, _: &Store, _: &Digest, _: &Deferred) -> Result<(), StoreError> {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }
+        }
         let produced = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = produced.clone();
-        store.set_producer(Arc::new(move |_: &Store, _: &Digest, _: &Deferred| {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
-        }));
+        store.set_producer(Arc::new(Counting(produced.clone())));
         let kept = Digest::of(b"kept layer");
         let dropped = Digest::of(b"dropped layer");
         store.set_deferred(&kept, &record(10)).unwrap();

@@ -35,7 +35,7 @@ pub struct GcStats {
 /// (image manifest) and `manifests[].digest` (index). Non-JSON and oversized blobs have none.
 fn children(store: &Store, d: &Digest) -> Vec<Digest> {
     // Deferred blobs are layers, never JSON: do not produce them just to find out.
-    if !store.has_file(d) {
+    if !store.is_written(d) {
         return Vec::new();
     }
     let size = match store.blob_size(d) {

@@ -73,7 +73,7 @@ impl Ingest {
             }
         }
         let dest = self.store.blob_path(&digest);
-        if self.store.has_file(&digest) {
+        if self.store.is_written(&digest) {
             return Ok((digest, size));
         }
         file.sync_all().map_err(io_err("fsync", &self.path))?;

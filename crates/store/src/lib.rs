@@ -90,7 +90,7 @@ use digest::Digest;
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
-pub use deferred::{Deferred, ProduceFn};
+pub use deferred::{Deferred, Producer};
 pub use error::StoreError;
 pub use gc::GcStats;
 pub use ingest::Ingest;
@@ -156,7 +156,7 @@ struct Paths {
 pub struct Store {
     paths: Arc<Paths>,
     // How deferred blobs are written (see `deferred`); set once, shared by every clone.
-    producer: Arc<std::sync::OnceLock<deferred::Producer>>,
+    producer: Arc<std::sync::OnceLock<deferred::Registered>>,
 }
 
 /// Which flock a [`LockGuard`] holds, for diagnostics.
@@ -331,7 +331,9 @@ impl Store {
     /// Whether the blob is committed (or deferred: see [`Deferred`]), so callers can skip
     /// producing it again.
     pub fn contains(&self, d: &Digest) -> bool {
-        self.has_file(d) || self.is_deferred_only(d)
+        // The record stays after the blob is produced, so a concurrent production between the
+        // two checks still answers true.
+        self.is_written(d) || self.is_producible(d)
     }
 
     /// Where a blob lives, for readers that want mmap, sendfile or reflinks. The file is read-only;
