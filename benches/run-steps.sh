@@ -6,7 +6,11 @@
 #   bigstep:  one RUN that writes 20,000 small files and a 300 MB file: the cost of committing it
 #
 # Prints each run (the builders take turns), then the best and median wall times with the ratios
-# rbuild/docker and rbuild/buildah (< 1: rbuild is faster), plus rbuild's peak RSS. Needs root, the test dockerd (scripts/dockerd.sh start), buildah.
+# rbuild/docker and rbuild/buildah (< 1: rbuild is faster), plus rbuild's peak RSS. For the bigstep
+# each run is also split into the step itself and what the builder does after it (rbuild and
+# docker), because creating 20,000 files on this machine's ext4 (no journal) takes 2-10 s
+# depending on which recently freed inodes the allocator has to skip, for every builder alike.
+# Needs root, the test dockerd (scripts/dockerd.sh start), buildah.
 # Usage: benches/run-steps.sh   (RBUILD=target/release/rbuild STEPS=20 RUNS=3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,15 +58,20 @@ secs() { # wall time in seconds of one run of "$@"; the end on the uptime clock 
     cut -d' ' -f1 /proc/uptime >"$work/end"
     echo "$t1 - $t0" | bc -l
 }
-# Seconds from the end of the bigstep's command to the end of the build, read from the stamps in
-# the image just built: rbuild's from its snapshot tree, docker's with `docker run`.
-after_rbuild() {
-    local top
-    top=$("$RBUILD" inspect bench/bigstep | sed -n '/"Layers"/,/]/p' | grep -o 'sha256:[0-9a-f]\{64\}' | tail -1)
-    echo "$(cat "$work/end") - $(cat "$RBUILD_ROOT/snapshots/overlay/${top#sha256:}/.t1")" | bc -l
+# "STEP AFTER": seconds the bigstep's command ran, and from its end to the end of the build, read
+# from the stamps in the image just built: rbuild's from its snapshot tree, docker's with `docker run`.
+split_times() { # T0 T1
+    echo "$2 - $1" | bc -l
+    echo "$(cat "$work/end") - $2" | bc -l
 }
-after_docker() {
-    echo "$(cat "$work/end") - $(/usr/bin/docker run --rm --network none bench/bigstep cat /.t1)" | bc -l
+split_rbuild() {
+    local top tree
+    top=$("$RBUILD" inspect bench/bigstep | sed -n '/"Layers"/,/]/p' | grep -o 'sha256:[0-9a-f]\{64\}' | tail -1)
+    tree="$RBUILD_ROOT/snapshots/overlay/${top#sha256:}"
+    echo $(split_times "$(cat "$tree/.t0")" "$(cat "$tree/.t1")")
+}
+split_docker() {
+    echo $(split_times $(/usr/bin/docker run --rm --network none bench/bigstep cat /.t0 /.t1))
 }
 min() { printf '%s\n' "$@" | sort -g | head -1; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
@@ -75,16 +84,17 @@ for case in overhead bigstep; do
     rs=(); ds=(); bs=(); ras=(); das=()
     for run in $(seq 1 "$RUNS"); do
         r=$(secs "$RBUILD" --no-cache -q -t "bench/$case" "$ctx")
-        [ "$case" = bigstep ] && ras+=("$(after_rbuild)")
+        [ "$case" = bigstep ] && read -r rstep rafter < <(split_rbuild) && ras+=("$rafter")
         d=$(secs /usr/bin/docker build --no-cache --network host -q -t "bench/$case" "$ctx")
-        [ "$case" = bigstep ] && das+=("$(after_docker)")
+        [ "$case" = bigstep ] && read -r dstep dafter < <(split_docker) && das+=("$dafter")
         b=$(secs buildah bud --isolation chroot --no-cache -q -t "bench/$case" "$ctx")
         rs+=("$r"); ds+=("$d"); bs+=("$b")
         printf '%-9s run %s: rbuild %6.2fs  docker %6.2fs  buildah %6.2fs  rbuild/docker %5.2f  rbuild/buildah %5.2f\n' \
             "$case" "$run" "$r" "$d" "$b" "$(echo "$r / $d" | bc -l)" "$(echo "$r / $b" | bc -l)"
         if [ "$case" = bigstep ]; then
+            printf '%-9s        the step itself (the same kernel work): rbuild %5.2fs  docker %5.2fs\n' "" "$rstep" "$dstep"
             printf '%-9s        after the step (commit, image, exit): rbuild %5.2fs  docker %5.2fs  rbuild/docker %5.2f\n' \
-                "" "${ras[-1]}" "${das[-1]}" "$(echo "${ras[-1]} / ${das[-1]}" | bc -l)"
+                "" "$rafter" "$dafter" "$(echo "$rafter / $dafter" | bc -l)"
         fi
     done
     rss=$( { /usr/bin/time -f "%M" "$RBUILD" --no-cache -q -t "bench/$case" "$ctx" >/dev/null; } 2>&1 | tail -3) || { echo "rbuild failed: $rss" >&2; exit 1; }
