@@ -118,23 +118,7 @@ impl Store {
 
     /// Every digest with a deferred record, sorted.
     pub fn list_deferred(&self) -> Result<Vec<Digest>, StoreError> {
-        let dir = self.deferred_root();
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("list", dir)(e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_err("list", &dir))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Ok(d) = format!("sha256:{name}").parse::<Digest>() {
-                out.push(d);
-            }
-        }
-        out.sort();
-        Ok(out)
+        fsutil::digests_in(&self.deferred_root())
     }
 
     /// Removes the deferred record of `d`; returns whether there was one.

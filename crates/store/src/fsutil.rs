@@ -1,6 +1,7 @@
 //! Small filesystem helpers: locked temp files, atomic replace, stale-ingest sweeping, forced tree
 //! removal.
 
+use digest::Digest;
 use std::collections::hash_map::RandomState;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher as _};
@@ -198,4 +199,27 @@ fn make_dirs_writable(path: &Path) {
             make_dirs_writable(&entry.path());
         }
     }
+}
+
+/// The entries of `dir`, none when it does not exist (record directories are created lazily).
+pub(crate) fn entries(dir: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
+    let iter = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("list", dir)(e)),
+    };
+    iter.map(|e| e.map_err(io_err("list", dir))).collect()
+}
+
+/// The digest a file named by its sha256 hex stands for; `None` for any other name.
+pub(crate) fn digest_named(entry: &fs::DirEntry) -> Option<Digest> {
+    let name = entry.file_name();
+    format!("sha256:{}", name.to_str()?).parse().ok()
+}
+
+/// The digests named by the files of `dir` (none if it is missing), sorted.
+pub(crate) fn digests_in(dir: &Path) -> Result<Vec<Digest>, StoreError> {
+    let mut out: Vec<Digest> = entries(dir)?.iter().filter_map(digest_named).collect();
+    out.sort();
+    Ok(out)
 }

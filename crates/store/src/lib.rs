@@ -419,18 +419,7 @@ impl Store {
     /// Every committed blob whose bytes are on disk, sorted (deferred ones: [`Store::list_deferred`]);
     /// files that are not valid digests are ignored.
     pub fn list_blobs(&self) -> Result<Vec<Digest>, StoreError> {
-        let dir = &self.paths.blobs;
-        let mut out = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
-            let entry = entry.map_err(io_err("list", dir))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Ok(d) = format!("sha256:{name}").parse::<Digest>() {
-                out.push(d);
-            }
-        }
-        out.sort();
-        Ok(out)
+        fsutil::digests_in(&self.paths.blobs)
     }
 
     fn ref_path(&self, name: &str) -> Result<PathBuf, StoreError> {
@@ -559,15 +548,8 @@ impl Store {
         &self,
         uncompressed: &Digest,
     ) -> Result<Vec<(String, Variant)>, StoreError> {
-        let dir = self.variant_dir(uncompressed);
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("list", dir)(e)),
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_err("list", &dir))?;
+        for entry in fsutil::entries(&self.variant_dir(uncompressed))? {
             if let Some(r) = Self::read_record::<VariantRecord>(&entry.path())? {
                 out.push((r.compression, r.variant));
             }

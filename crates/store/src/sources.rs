@@ -13,7 +13,6 @@
 //! a stale one only costs a refused mount (the registry then opens a normal upload).
 
 use std::fs;
-use std::io;
 use std::path::PathBuf;
 
 use digest::Digest;
@@ -61,15 +60,8 @@ impl Store {
     /// The repositories recorded for `blob` by [`Store::add_blob_source`], sorted; empty when none
     /// is known. Damaged records are skipped: they are hints, and a push must not fail over one.
     pub fn blob_sources(&self, blob: &Digest) -> Result<Vec<String>, StoreError> {
-        let dir = self.sources_dir(blob);
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("list", dir)(e)),
-        };
         let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_err("list", &dir))?;
+        for entry in fsutil::entries(&self.sources_dir(blob))? {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if let Ok(Some(r)) = Self::read_record::<SourceRecord>(&entry.path()) {
@@ -88,19 +80,9 @@ impl Store {
     /// the exclusive lock (as gc does) so a concurrent pull's fresh records are not raced.
     pub fn prune_blob_sources(&self) -> Result<usize, StoreError> {
         let root = self.sources_root();
-        let entries = match fs::read_dir(&root) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(io_err("list", root)(e)),
-        };
         let mut removed = 0;
-        for entry in entries {
-            let entry = entry.map_err(io_err("list", &root))?;
-            let name = entry.file_name();
-            let keep = name
-                .to_str()
-                .and_then(|h| format!("sha256:{h}").parse::<Digest>().ok())
-                .is_some_and(|d| self.contains(&d));
+        for entry in fsutil::entries(&root)? {
+            let keep = fsutil::digest_named(&entry).is_some_and(|d| self.contains(&d));
             if !keep {
                 let path = entry.path();
                 fsutil::remove_tree_force(&path).map_err(io_err("remove", &path))?;
