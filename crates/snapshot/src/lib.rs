@@ -543,9 +543,7 @@ impl Snapshotter {
 
     /// Where the committed trees of this kind live.
     fn layers_dir(&self) -> PathBuf {
-        match self.kind {
-            Kind::Overlay { .. } | Kind::Copy => self.root.join(self.tree_kind_name()),
-        }
+        self.root.join(self.tree_kind_name())
     }
 
     /// The directory holding one committed tree: per diff id for overlay, per chain id for copy.
