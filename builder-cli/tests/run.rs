@@ -352,3 +352,340 @@ fn prune_deletes_unused_snapshot_trees_and_kept_layers_still_save() {
         }
     }
 }
+
+/// A context directory holding `files` (path, contents; parents are created) and `Dockerfile`.
+fn context_with(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    for (path, body) in files {
+        let p = ctx.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    ctx
+}
+
+/// `rbuild build ARGS CTX` with plain progress.
+fn build_context(
+    store: &std::path::Path,
+    ctx: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    let mut c = rbuild(store);
+    c.args(["--progress", "plain"]).args(args).arg(ctx);
+    c.output().unwrap()
+}
+
+/// Every entry below `root` with its type, mode, owner, mtime (ns), link target and content, in
+/// path order: what a build must leave exactly as it was.
+fn host_state(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let body = if md.is_file() {
+                format!("{:?}", std::fs::read(&p).unwrap())
+            } else if md.file_type().is_symlink() {
+                std::fs::read_link(&p).unwrap().display().to_string()
+            } else {
+                stack.push(p.clone());
+                String::new()
+            };
+            out.push(format!(
+                "{} {:o} {}:{} {}.{} {body}",
+                p.strip_prefix(root).unwrap().display(),
+                md.mode(),
+                md.uid(),
+                md.gid(),
+                md.mtime(),
+                md.mtime_nsec()
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What `RUN --mount=type=bind` shows of the context is what `.dockerignore` lets through
+/// (exceptions included), owned by root and readable by a non-root USER even when the context
+/// directory itself is private; an ignored `source=` fails naming it, as BuildKit's "not found".
+#[test]
+fn context_bind_mount_shows_only_what_dockerignore_lets_through() {
+    let store = store_with_base();
+    let dockerfile = format!(
+        "FROM {BUSYBOX}\n\
+         RUN --mount=type=bind,target=/ctx cd /ctx && find . | sort > /listing && \
+         stat -c '%u:%g %a' . owned.txt > /owners\n\
+         RUN --mount=type=bind,source=logs,target=/logs ls -A /logs > /logs-listing\n\
+         USER app\n\
+         RUN --mount=type=bind,target=/ctx cat /ctx/a.txt /ctx/sub/b.txt /ctx/logs/keep.log\n"
+    );
+    let ctx = context_with(
+        &dockerfile,
+        &[
+            (".dockerignore", "secret.txt\nlogs/\n!logs/keep.log\n"),
+            ("a.txt", "a\n"),
+            ("owned.txt", "owned\n"),
+            ("secret.txt", "do not show\n"),
+            ("logs/keep.log", "keep\n"),
+            ("logs/other.log", "other\n"),
+            ("sub/b.txt", "b\n"),
+        ],
+    );
+    std::os::unix::fs::chown(ctx.path().join("owned.txt"), Some(1234), Some(5678)).unwrap();
+    std::fs::set_permissions(
+        ctx.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let out = build_context(store.path(), ctx.path(), &["-t", "ctxbind:1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = file_in_image(store.path(), "ctxbind:1", "listing").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&listing),
+        ".\n./.dockerignore\n./Dockerfile\n./a.txt\n./logs\n./logs/keep.log\n./owned.txt\n./sub\n./sub/b.txt\n"
+    );
+    let owners = file_in_image(store.path(), "ctxbind:1", "owners").unwrap();
+    assert_eq!(String::from_utf8_lossy(&owners), "0:0 755\n0:0 644\n");
+    let logs = file_in_image(store.path(), "ctxbind:1", "logs-listing").unwrap();
+    assert_eq!(String::from_utf8_lossy(&logs), "keep.log\n");
+
+    for source in ["secret.txt", "logs/other.log"] {
+        let df =
+            format!("FROM {BUSYBOX}\nRUN --mount=type=bind,source={source},target=/s cat /s\n");
+        std::fs::write(ctx.path().join("Dockerfile"), df).unwrap();
+        let out = build_context(store.path(), ctx.path(), &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("{source:?}: not found")), "{err}");
+        assert!(
+            !err.contains("do not show") && !err.contains("other\n"),
+            "{err}"
+        );
+    }
+}
+
+/// `rw` lets a step change its copy of the context; the changes are gone after the step and the
+/// user's directory is left exactly as it was, even by `rm -rf`.
+#[test]
+fn context_bind_mount_rw_writes_are_discarded_and_never_reach_the_host() {
+    let store = store_with_base();
+    let dockerfile = format!(
+        "FROM {BUSYBOX}\n\
+         RUN --mount=type=bind,rw,target=/ctx rm /ctx/a.txt && rm -r /ctx/dir && echo changed > /ctx/b.txt && \
+         echo new > /ctx/new && test -e /ctx/new && ! test -e /ctx/a.txt && grep -qx changed /ctx/b.txt && \
+         touch /rw-saw-own-writes\n\
+         RUN --mount=type=bind,rw,target=/ctx test -e /ctx/a.txt && ! test -e /ctx/new && rm -rf /ctx/* && \
+         touch /second-rw-saw-originals\n\
+         RUN --mount=type=bind,rw,source=dir,target=/d rm /d/c.txt && ! test -e /d/c.txt\n\
+         RUN --mount=type=bind,target=/ctx cat /ctx/a.txt /ctx/b.txt /ctx/dir/c.txt > /after && \
+         ! test -e /ctx/new && if touch /ctx/ro-write 2>/dev/null; then exit 1; fi\n"
+    );
+    let ctx = context_with(
+        &dockerfile,
+        &[
+            (".dockerignore", "ignored.txt\n"),
+            ("a.txt", "a\n"),
+            ("b.txt", "b\n"),
+            ("dir/c.txt", "c\n"),
+            ("ignored.txt", "i\n"),
+        ],
+    );
+    std::os::unix::fs::symlink("a.txt", ctx.path().join("link")).unwrap();
+    let before = host_state(ctx.path());
+    let out = build_context(store.path(), ctx.path(), &["-t", "ctxrw:1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        host_state(ctx.path()),
+        before,
+        "the build changed the host context"
+    );
+    let after = file_in_image(store.path(), "ctxrw:1", "after").unwrap();
+    assert_eq!(String::from_utf8_lossy(&after), "a\nb\nc\n");
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("img.tar");
+    run_ok(
+        rbuild(store.path())
+            .args(["save", "ctxrw:1", "-o"])
+            .arg(&tar),
+    );
+    let img = read_docker_archive(&tar);
+    let paths: Vec<&str> = img.tree.iter().map(|e| e.path.as_str()).collect();
+    for want in ["rw-saw-own-writes", "second-rw-saw-originals"] {
+        assert!(paths.contains(&want), "{want} missing from {paths:?}");
+    }
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.starts_with("ctx/") || p.starts_with("d/")),
+        "mount contents leaked into the image: {paths:?}"
+    );
+}
+
+/// Docker 20.10 (BuildKit) is the oracle for what the step sees of the context: names, modes,
+/// owners, types and sizes, for the whole context, a `source=` subdirectory, and after `rw`.
+#[test]
+fn context_bind_mount_matches_docker() {
+    let stat = "while read -r f; do stat -c '%n %a %u:%g %F %s' \"$f\"; done";
+    let dockerfile = format!(
+        "FROM {BUSYBOX}\n\
+         RUN --mount=type=bind,target=/ctx find /ctx | sort | {stat} > /listing\n\
+         RUN --mount=type=bind,source=sub,target=/s find /s | sort | {stat} > /sub-listing\n\
+         RUN --mount=type=bind,rw,target=/ctx rm -rf /ctx/* && echo new > /ctx/new && ls -A /ctx > /rw-listing\n\
+         RUN --mount=type=bind,target=/ctx ls -A /ctx > /after-rw\n\
+         USER app\n\
+         RUN --mount=type=bind,target=/ctx cat /ctx/a.txt /ctx/logs/keep.log\n"
+    );
+    let ctx = context_with(
+        &dockerfile,
+        &[
+            (
+                ".dockerignore",
+                "secret.txt\nlogs/\n!logs/keep.log\n*.tmp\n",
+            ),
+            ("a.txt", "a\n"),
+            ("private.txt", "p\n"),
+            ("owned.txt", "owned\n"),
+            ("secret.txt", "s\n"),
+            ("x.tmp", "t\n"),
+            ("logs/keep.log", "keep\n"),
+            ("logs/other.log", "other\n"),
+            ("sub/deep/f", "f\n"),
+            ("sub/run.sh", "#!/bin/sh\n"),
+        ],
+    );
+    let p = ctx.path();
+    let mode = |rel: &str, m: u32| {
+        std::fs::set_permissions(p.join(rel), std::os::unix::fs::PermissionsExt::from_mode(m))
+            .unwrap()
+    };
+    mode("private.txt", 0o600);
+    mode("sub", 0o750);
+    mode("sub/run.sh", 0o755);
+    mode(".", 0o700);
+    std::os::unix::fs::chown(p.join("owned.txt"), Some(1234), Some(5678)).unwrap();
+    std::os::unix::fs::symlink("a.txt", p.join("link")).unwrap();
+    std::os::unix::fs::symlink("secret.txt", p.join("to-secret")).unwrap();
+
+    let store = store_with_base();
+    let work = tempfile::tempdir().unwrap();
+    let theirs_tag = "rbuild-diff/ctxbind-docker:latest";
+    let archive = docker_build_and_save(p, theirs_tag, Vec::<&str>::new(), work.path());
+    run_ok(rbuild(store.path()).arg("load").arg("-i").arg(&archive));
+    run_ok(docker().args(["rmi", theirs_tag]));
+    let out = build_context(store.path(), p, &["-t", "ctxbind-rbuild:1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in ["listing", "sub-listing", "rw-listing", "after-rw"] {
+        let theirs = file_in_image(store.path(), theirs_tag, file)
+            .unwrap_or_else(|| panic!("docker's image has no /{file}"));
+        let ours = file_in_image(store.path(), "ctxbind-rbuild:1", file)
+            .unwrap_or_else(|| panic!("rbuild's image has no /{file}"));
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&theirs),
+            "/{file} differs (left rbuild, right docker)"
+        );
+    }
+    // The oracle itself shows the filter at work, so the comparison is not of two empty lists.
+    let listing = file_in_image(store.path(), theirs_tag, "listing").unwrap();
+    let listing = String::from_utf8_lossy(&listing);
+    assert!(listing.contains("/ctx/logs/keep.log 644 0:0"), "{listing}");
+    assert!(
+        !listing.contains("secret.txt 644") && !listing.contains("other.log"),
+        "{listing}"
+    );
+}
+
+/// Rootless (rbuild as the unprivileged `rbuildtest`, root of a user namespace with its
+/// subordinate ids): the step sees the filtered context as root's, a non-root USER can read it,
+/// `rw` writes (even ones owned by a subordinate id in a private directory) are discarded without
+/// touching the host context, and nothing is left in the store's scratch space.
+#[test]
+fn rootless_context_bind_mount_is_filtered_and_rw_writes_discarded() {
+    use std::process::Command;
+    let user = "rbuildtest";
+    run_ok(&mut Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/test-users.sh"
+    )));
+    let dir = tempfile::Builder::new()
+        .prefix("rbuild-ctxbind-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = dir.path();
+    let dockerfile = format!(
+        "FROM {BUSYBOX}\n\
+         RUN --mount=type=bind,target=/ctx cd /ctx && find . | sort > /listing && stat -c '%u:%g' . a.txt > /owners\n\
+         RUN --mount=type=bind,rw,target=/ctx rm /ctx/a.txt && mkdir /ctx/priv && echo p > /ctx/priv/f && \
+         chown -R 5:5 /ctx/priv && chmod 700 /ctx/priv && echo new > /ctx/new\n\
+         RUN --mount=type=bind,target=/ctx test -e /ctx/a.txt && ! test -e /ctx/new && ! test -e /ctx/priv\n\
+         USER app\n\
+         RUN --mount=type=bind,target=/ctx cat /ctx/a.txt /ctx/sub/b.txt\n"
+    );
+    let ctx = root.join("ctx");
+    for (path, body) in [
+        ("Dockerfile", dockerfile.as_str()),
+        (".dockerignore", ".env\n"),
+        (".env", "TOKEN=hidden\n"),
+        ("a.txt", "a\n"),
+        ("sub/b.txt", "b\n"),
+    ] {
+        let p = ctx.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    std::fs::copy(base_archive(), root.join("base.tar")).unwrap();
+    run_ok(
+        Command::new("chown")
+            .args(["-R", &format!("{user}:{user}")])
+            .arg(root),
+    );
+    run_ok(Command::new("chmod").arg("755").arg(root));
+    let store = root.join("store");
+    let as_user = |args: &[&str]| {
+        run_ok(
+            Command::new("runuser")
+                .args(["-u", user, "--", "env"])
+                .arg(format!("RBUILD_ROOT={}", store.display()))
+                .arg(env!("CARGO_BIN_EXE_rbuild"))
+                .args(args)
+                .current_dir(root)
+                .env_remove("SOURCE_DATE_EPOCH"),
+        )
+    };
+    as_user(&["load", "-i", "base.tar"]);
+    let before = host_state(&ctx);
+    as_user(&["build", "-q", "-o", "type=local,dest=out", "ctx"]);
+    assert_eq!(
+        host_state(&ctx),
+        before,
+        "the build changed the host context"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("out/listing")).unwrap(),
+        ".\n./.dockerignore\n./Dockerfile\n./a.txt\n./sub\n./sub/b.txt\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("out/owners")).unwrap(),
+        "0:0\n0:0\n"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(store.join("tmp"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

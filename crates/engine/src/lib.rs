@@ -19,6 +19,7 @@
 
 mod builder;
 pub mod cache;
+mod ctxmount;
 mod error;
 mod fetch;
 mod fsutil;

@@ -87,6 +87,13 @@ impl Sandboxes {
     }
 }
 
+/// The host path of a view opened writable, for binding it into a step.
+fn view_path(view: &View<'_>) -> Result<PathBuf, BuildError> {
+    view.path()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| BuildError::Task("snapshot view has no path to bind".into()))
+}
+
 /// Reads `rel` (e.g. `etc/passwd`) from the merged view of a mount plan without mounting it.
 fn merged_file(plan: &MountPlan, rel: &str) -> Option<Vec<u8>> {
     let lowers: Vec<PathBuf> = match plan {
@@ -432,21 +439,35 @@ impl<'a> StageRun<'a> {
                 read_write,
             } => {
                 let src = source.clone().unwrap_or_else(|| "/".into());
-                let from_root = match from {
-                    None => self.context.root().to_path_buf(),
+                let host = match from {
+                    // The context: never the user's directory, but a copy of it as filtered by
+                    // `.dockerignore` (see `ctxmount`), so ignored files stay invisible and a
+                    // `rw` step cannot change the host's files.
+                    None if *read_write => {
+                        // A throwaway snapshot holds the writable copy: it is discarded after the
+                        // step, through the snapshotter's removal, which also deletes what the
+                        // step gave subordinate ids rootless.
+                        let view = View::open(self.snap, store, &[])?;
+                        let dir = view_path(&view)?;
+                        from_views.push(view);
+                        crate::ctxmount::materialize(self.context, &src, &dir)?
+                    }
+                    // Read-only: a copy in the step's scratch directory, removed with it.
+                    None => {
+                        let dir = scratch.join(format!("context-{n}"));
+                        std::fs::create_dir(&dir).map_err(|e| BuildError::io(&dir, e))?;
+                        crate::ctxmount::materialize(self.context, &src, &dir)?
+                    }
                     // Another stage or an image: a snapshot of its layers. Writes to a `rw`
                     // mount land in that snapshot's scratch upper and are discarded with it.
                     Some(from) => {
                         let chain = self.chain_of_from(instr, from)?;
                         let view = View::open(self.snap, store, &chain)?;
-                        let root = view.path().map(Path::to_path_buf).ok_or_else(|| {
-                            BuildError::Task("snapshot view has no path to bind".into())
-                        })?;
+                        let root = view_path(&view)?;
                         from_views.push(view);
-                        root
+                        crate::fsutil::real_path_in_root(&root, Path::new(&src))?
                     }
                 };
-                let host = crate::fsutil::real_path_in_root(&from_root, Path::new(&src))?;
                 Some(MountSpec {
                     target: target.clone(),
                     kind: MountKind::Bind {
