@@ -21,10 +21,13 @@
 //! namespace) the files belong to the caller, which is container root in the step's namespace,
 //! so the step still sees 0:0.
 //!
-//! Cost: one copy per mount per step that runs (a cached step copies nothing). Read-only copies
-//! are not shared between steps because nothing in a build outlives a step for the engine to
-//! hang a shared copy on; the cache key already reads every byte of the mounted part of the
-//! context for each such step, so the copy is of the same order.
+//! Cost: one copy of the mounted part per mount of each step that runs (a cached step copies
+//! nothing; `source=go.mod` copies one file), as much as `cp -a` of it: creating the inodes
+//! dominates (measured on ext4 here, 35 µs to 0.7 ms per small file depending on how recently
+//! the filesystem freed inodes; a 256 MiB file in under 0.1 s). Read-only copies are not shared
+//! between steps: that needs an owner that lives as long as the build (the stage runner), and a
+//! shared copy would have to be checked against the live context, which each step's cache key
+//! digests again.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -64,6 +67,10 @@ pub(crate) fn materialize(ctx: &Context, source: &str, dir: &Path) -> Result<Pat
             return Err(not_found(source))
         }
         _ => {}
+    }
+    // COPY skips what it cannot copy (sockets) without an error.
+    if std::fs::symlink_metadata(&tree).is_err() {
+        return Err(not_found(source));
     }
     Ok(tree)
 }
@@ -227,8 +234,10 @@ mod tests {
     #[test]
     fn excluded_or_missing_sources_are_not_found() {
         let d = fixture();
+        let _sock = std::os::unix::net::UnixListener::bind(d.path().join("sock")).unwrap();
         let ctx = open(&d);
         for source in [
+            "sock",
             "secret.txt",
             "tosecret",
             "logs/other.log",
