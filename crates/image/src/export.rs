@@ -118,7 +118,8 @@ fn copy_blob(
 }
 
 /// Copies the uncompressed tar of layer `diff_id` into `sink` as `name`, decoding a compressed
-/// variant when the uncompressed blob is not stored (twice: once for the size a tar header needs).
+/// variant when the uncompressed blob is not stored (twice: once for the size a tar header needs),
+/// or streaming a deferred layer from its tree (its size is recorded), checked at the end.
 fn copy_layer(
     images: &Images,
     sink: &mut dyn Sink,
@@ -128,7 +129,7 @@ fn copy_layer(
     if sink.has(name) {
         return Ok(());
     }
-    if images.store().contains(diff_id) {
+    if images.store().is_written(diff_id) {
         return copy_blob(images, sink, name, diff_id);
     }
     let size = crate::layers::layer_size(images.store(), diff_id)?;

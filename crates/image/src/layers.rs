@@ -5,7 +5,6 @@
 //! of it" is the image database's rule; the store only knows blobs and variant records, and the
 //! snapshotter uses these functions instead of opening blobs itself.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 
 use digest::{Digest, Hasher};
@@ -28,7 +27,8 @@ pub struct CorruptVariant {
 }
 
 enum Inner {
-    Plain(File),
+    /// The stored blob, or a deferred one's stream (which checks itself at its end).
+    Plain(Box<dyn Read + Send>),
     Decoded {
         reader: Box<dyn Read + Send>,
         variant: Digest,
@@ -151,7 +151,9 @@ pub fn layer_available(store: &Store, diff_id: &Digest) -> Result<bool, ImageErr
 /// variant decoded on the fly and verified against `diff_id` (see [`LayerReader`]).
 pub fn open_layer(store: &Store, diff_id: &Digest) -> Result<LayerReader, ImageError> {
     let inner = if store.contains(diff_id) {
-        Inner::Plain(store.open_blob(diff_id)?)
+        // A deferred layer is streamed from what it is kept as, not written into the store:
+        // whoever reads a layer this way copies it elsewhere.
+        Inner::Plain(store.stream_blob(diff_id)?)
     } else {
         let v = usable_variant(store, diff_id)?.ok_or(ImageError::MissingBlob(*diff_id))?;
         let f = store.open_blob(&v.digest)?;

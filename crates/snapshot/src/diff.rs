@@ -536,6 +536,16 @@ pub(crate) fn hash_items(
     })
 }
 
+/// The entries of a committed overlay tree's layer, in layer order.
+fn tree_items(tree: &Path, userxattr: bool) -> Result<Vec<Item>, SnapshotError> {
+    Ok(complete_plan(tree, &tree_changes(tree, userxattr)?))
+}
+
+/// Trees are only adopted for layers written with the default options (see `adoptable`).
+fn tree_write_options() -> layer::WriteOptions {
+    layer::WriteOptions::default()
+}
+
 /// Writes the layer `expected` from its committed overlay tree into the store, refusing (and
 /// storing nothing) if the tree no longer gives exactly those bytes.
 pub(crate) fn write_tree_blob(
@@ -544,15 +554,25 @@ pub(crate) fn write_tree_blob(
     userxattr: bool,
     expected: &digest::Digest,
 ) -> Result<(), SnapshotError> {
-    let plan = tree_changes(tree, userxattr)?;
-    let items = complete_plan(tree, &plan);
+    let items = tree_items(tree, userxattr)?;
     let key = format!("layer {expected}");
-    // Trees are only adopted for layers written with the default options (see `adoptable`).
-    let opts = layer::WriteOptions::default();
-    let (ingest, info, _) = write_items(store.ingest()?, tree, &items, &opts, &key)?;
+    let (ingest, _, _) = write_items(store.ingest()?, tree, &items, &tree_write_options(), &key)?;
     ingest.commit(Some(expected))?;
-    debug_assert_eq!(info.diff_id, *expected);
     Ok(())
+}
+
+/// Writes the layer of a committed overlay tree to `out` and returns its diff id, for a stream
+/// that checks it against `expected` (only used in messages here).
+pub(crate) fn write_tree_to<W: std::io::Write>(
+    out: W,
+    tree: &Path,
+    userxattr: bool,
+    expected: &digest::Digest,
+) -> Result<digest::Digest, SnapshotError> {
+    let items = tree_items(tree, userxattr)?;
+    let key = format!("layer {expected}");
+    let (_, info, _) = write_items(out, tree, &items, &tree_write_options(), &key)?;
+    Ok(info.diff_id)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@
 //!    directory to the new layer's tree (it already is one: see below), as containerd and Docker
 //!    keep a committed upper, so nothing is deleted and the next step unpacks nothing; the
 //!    layer's tar is then only hashed and left to the store as a *deferred blob*
-//!    ([`store::Deferred`]), written from the tree the first time something reads it (see
+//!    ([`store::Deferred`]), streamed from the tree whenever an export reads it (see
 //!    [`Snapshotter::commit`]). Otherwise the layer is written at once, the active snapshot is
 //!    deleted and the next step unpacks the layer like any other.
 //!
@@ -140,6 +140,7 @@ mod diff;
 mod error;
 mod fsx;
 mod probe;
+mod stream;
 mod unpack;
 
 use std::collections::HashMap;
@@ -446,6 +447,18 @@ impl store::Producer for TreeProducer {
             ))),
         }
     }
+
+    fn stream(
+        &self,
+        _: &Store,
+        d: &Digest,
+        rec: &store::Deferred,
+    ) -> Result<Box<dyn std::io::Read + Send>, store::StoreError> {
+        let fail = |reason: String| store::StoreError::Produce { digest: *d, reason };
+        let (tree, userxattr) = self.tree(d, rec).map_err(fail)?;
+        let s = stream::TreeStream::start(tree, userxattr, *d).map_err(|e| fail(e.to_string()))?;
+        Ok(Box::new(s))
+    }
 }
 
 /// Deletes a directory tree this process may not be able to remove by itself; rootless, files a
@@ -720,10 +733,10 @@ impl Snapshotter {
     /// renamed to [`Snapshotter::committed_dir`] of the new diff id, as containerd and Docker
     /// keep a committed upper directory. That saves deleting every file the step wrote and
     /// unpacking the layer again for the next step. The layer's tar is then only hashed, not
-    /// stored: the store gets a deferred record ([`store::Deferred`]) and the tar is written from
-    /// the tree, and checked against the diff id, the first time something reads the blob (an
-    /// export, a push, a save), as Docker's layer store regenerates a layer from its diff
-    /// directory. A step that wrote 300 MB costs one pass over those bytes instead of two plus a
+    /// stored: the store gets a deferred record ([`store::Deferred`]) and the tar is streamed from
+    /// the tree, and checked against the diff id, whenever an export (save, push, `-o`, a cache
+    /// export) reads it, as Docker's layer store regenerates a layer from its diff directory and
+    /// tar-split; only a reader that needs a file (an uncompressed push) stores it. A step that wrote 300 MB costs one pass over those bytes instead of two plus a
     /// 300 MB write, and its content is on disk once, not twice.
     pub fn commit(
         &self,

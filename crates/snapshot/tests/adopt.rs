@@ -226,11 +226,30 @@ fn an_adopted_layer_is_written_from_its_tree_on_first_read() {
         "{err}"
     );
     assert!(store.is_deferred_only(&d));
+    let mut streamed = Vec::new();
+    let err = std::io::Read::read_to_end(
+        &mut image::layers::open_layer(&store, &d).unwrap(),
+        &mut streamed,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&d.to_string()) && err.contains("was changed"),
+        "{err}"
+    );
     std::fs::write(tree.join("dir/n"), b"n\n").unwrap();
     sh(&format!(
         "touch -h -d @1000 {}",
         tree.join("dir/n").display()
     ));
+
+    // An export streams the layer from the tree, checked at its end, without storing it.
+    let mut r = image::layers::open_layer(&store, &d).unwrap();
+    let mut streamed = Vec::new();
+    std::io::Read::read_to_end(&mut r, &mut streamed).unwrap();
+    assert_eq!(r.finish().unwrap(), c.size);
+    assert_eq!(digest::Digest::of(&streamed), d);
+    assert!(store.is_deferred_only(&d), "a stream stores nothing");
 
     // First read writes the blob: the tar hashes to the diff id and the layer reads back with
     // whiteout, opaque marker and capability (and no overlay xattrs).

@@ -12,9 +12,11 @@
 //!
 //! and registers a [`Producer`] that knows how to turn a recipe back into the exact bytes. For
 //! everybody else such a blob is simply *there*: [`Store::contains`] and [`Store::blob_size`] answer
-//! from the record, and [`Store::open_blob`] (and everything built on it) first produces the blob
-//! through the registered function, which must commit it with the expected digest, so a recipe
-//! that no longer gives the same bytes fails loudly and never yields wrong content.
+//! from the record; [`Store::stream_blob`] (what exports use, through `image::layers::open_layer`)
+//! reads the bytes from the producer without storing them and fails at their end if they are not
+//! the digest; [`Store::open_blob`] (and everything built on it) first produces the blob into the
+//! store, committed with the expected digest. Either way a recipe that no longer gives the same
+//! bytes fails loudly and never yields wrong content.
 //!
 //! Records are written by an atomic rename; [`Store::gc`] drops records no reference reaches,
 //! exactly as it drops unreachable blobs, and [`Store::delete_blob`] removes both forms.
@@ -51,6 +53,15 @@ pub trait Producer: Send + Sync {
     /// Writes `d` into the store (through [`Store::ingest`], committed with `d` as the expected
     /// digest, so different bytes are refused).
     fn produce(&self, store: &Store, d: &Digest, record: &Deferred) -> Result<(), StoreError>;
+    /// The bytes of `d` without storing them, for readers that copy a layer elsewhere once (an
+    /// export). The reader must end with an error instead of end-of-file when what it yielded is
+    /// not `d`.
+    fn stream(
+        &self,
+        store: &Store,
+        d: &Digest,
+        record: &Deferred,
+    ) -> Result<Box<dyn io::Read + Send>, StoreError>;
 }
 
 /// The registered [`Producer`] behind a `Debug` impl, so [`Store`] stays `Debug`.
@@ -137,6 +148,21 @@ impl Store {
         let _ = self.producer.set(Registered(producer));
     }
 
+    /// Reads a blob without writing a deferred one into the store: the file when it is there,
+    /// else the producer's stream, which fails at its end if the bytes were not `d`. For exports,
+    /// which copy a layer once, so a freshly built image saved right away is read once and the
+    /// store does not grow by its size. Read to the end before trusting what was read.
+    pub fn stream_blob(&self, d: &Digest) -> Result<Box<dyn io::Read + Send>, StoreError> {
+        if !self.is_written(d) {
+            if let (Some(record), Some(Registered(producer))) =
+                (self.get_deferred(d)?, self.producer.get())
+            {
+                return producer.stream(self, d, &record);
+            }
+        }
+        Ok(Box::new(self.open_blob(d)?))
+    }
+
     /// Produces `d` from its deferred record if it has one and its bytes are not on disk; returns
     /// whether there was a record. The producer must commit exactly `d`.
     pub(crate) fn produce(&self, d: &Digest) -> Result<bool, StoreError> {
@@ -192,6 +218,15 @@ mod tests {
                 .map_err(io_err("write", ingest.path()))?;
             ingest.commit(Some(d)).map(|_| ())
         }
+        fn stream(
+            &self,
+            _: &Store,
+            _: &Digest,
+            rec: &Deferred,
+        ) -> Result<Box<dyn io::Read + Send>, StoreError> {
+            let bytes = rec.recipe["bytes"].as_str().unwrap_or_default().to_string();
+            Ok(Box::new(io::Cursor::new(bytes.into_bytes())))
+        }
     }
 
     fn producer() -> Arc<dyn Producer> {
@@ -211,6 +246,11 @@ mod tests {
         let err = store.read_blob(&d).unwrap_err().to_string();
         assert!(err.contains(&d.to_string()), "{err}");
         store.set_producer(producer());
+        // A stream reads it without storing it; a plain read stores it.
+        let mut streamed = Vec::new();
+        io::Read::read_to_end(&mut store.stream_blob(&d).unwrap(), &mut streamed).unwrap();
+        assert_eq!(streamed, b"hello");
+        assert!(store.is_deferred_only(&d));
         assert_eq!(store.read_blob(&d).unwrap(), b"hello");
         assert!(!store.is_deferred_only(&d));
         assert_eq!(store.list_deferred().unwrap(), vec![d]);
@@ -272,6 +312,15 @@ mod tests {
             fn produce(&self, _: &Store, _: &Digest, _: &Deferred) -> Result<(), StoreError> {
                 self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 Ok(())
+            }
+            fn stream(
+                &self,
+                _: &Store,
+                _: &Digest,
+                _: &Deferred,
+            ) -> Result<Box<dyn io::Read + Send>, StoreError> {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(Box::new(io::empty()))
             }
         }
         let produced = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -32,7 +32,7 @@
 //!   refs/<encoded name>        image references (tags): JSON {name, digest, mediaType, created}
 //!   meta/variants/<hex>/<enc>  compressed-variant records keyed by uncompressed digest + compression
 //!   meta/sources/<hex>/<enc>   registry repositories known to hold a blob (see [`Store::add_blob_source`])
-//!   meta/deferred/<hex>        blobs kept as a recipe and written on first read (see [`Deferred`])
+//!   meta/deferred/<hex>        blobs kept as a recipe, streamed or written when read (see [`Deferred`])
 //!   tmp/<pid>-<purpose>-<rnd>  scratch directories of running builds (see [`Store::temp_dir`])
 //! ```
 //!
