@@ -554,9 +554,8 @@ pub(crate) fn write_tree_blob(
     userxattr: bool,
     expected: &digest::Digest,
 ) -> Result<(), SnapshotError> {
-    let items = tree_items(tree, userxattr)?;
-    let key = format!("layer {expected}");
-    let (ingest, _, _) = write_items(store.ingest()?, tree, &items, &tree_write_options(), &key)?;
+    let mut ingest = store.ingest()?;
+    write_tree_to(&mut ingest, tree, userxattr, expected)?;
     ingest.commit(Some(expected))?;
     Ok(())
 }

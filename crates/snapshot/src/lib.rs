@@ -418,6 +418,26 @@ impl TreeProducer {
     }
 }
 
+/// Why a committed tree no longer gives its layer, and what to do.
+fn tree_changed(tree: &Path, actual: &Digest) -> String {
+    format!(
+        "its snapshot tree {} now gives {actual}: the tree was changed, or it is read in a user \
+         namespace that maps ids differently than when it was built; {REBUILD}",
+        tree.display()
+    )
+}
+
+/// Why a committed tree could not be read back, and what to do.
+fn tree_unreadable(tree: &Path, e: &dyn std::fmt::Display) -> String {
+    format!(
+        "reading its snapshot tree {} failed: {e}; {REBUILD}",
+        tree.display()
+    )
+}
+
+/// What heals a layer whose tree went wrong: committing it again writes its blob.
+const REBUILD: &str = "build the images that use it again with --no-cache";
+
 impl store::Producer for TreeProducer {
     fn available(&self, _: &Store, d: &Digest, rec: &store::Deferred) -> bool {
         self.tree(d, rec).is_ok()
@@ -431,20 +451,12 @@ impl store::Producer for TreeProducer {
     ) -> Result<(), store::StoreError> {
         let fail = |reason: String| store::StoreError::Produce { digest: *d, reason };
         let (tree, userxattr) = self.tree(d, rec).map_err(fail)?;
-        let again = "build the images that use it again with --no-cache";
         match diff::write_tree_blob(store, &tree, userxattr, d) {
             Ok(()) => Ok(()),
             Err(SnapshotError::Store(store::StoreError::DigestMismatch { actual, .. })) => {
-                Err(fail(format!(
-                    "its snapshot tree {} now gives {actual}: the tree was changed, or it is read \
-                     in a user namespace that maps ids differently than when it was built; {again}",
-                    tree.display()
-                )))
+                Err(fail(tree_changed(&tree, &actual)))
             }
-            Err(e) => Err(fail(format!(
-                "reading its snapshot tree {} failed: {e}; {again}",
-                tree.display()
-            ))),
+            Err(e) => Err(fail(tree_unreadable(&tree, &e))),
         }
     }
 

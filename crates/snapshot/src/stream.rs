@@ -105,22 +105,16 @@ impl TreeStream {
         let result = worker
             .join()
             .map_err(|_| io::Error::other("the layer's writing thread panicked"))?;
-        let tree = self.tree.display();
+        let d = self.expected;
         match result {
-            Ok(actual) if actual == self.expected => Ok(()),
+            Ok(actual) if actual == d => Ok(()),
             Ok(actual) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "layer {}: its snapshot tree {tree} now gives {actual}: the tree was changed, \
-                     or it is read in a user namespace that maps ids differently than when it \
-                     was built; build the images that use it again with --no-cache",
-                    self.expected
-                ),
+                format!("layer {d}: {}", crate::tree_changed(&self.tree, &actual)),
             )),
             Err(e) => Err(io::Error::other(format!(
-                "layer {}: reading its snapshot tree {tree} failed: {e}; build the images that \
-                 use it again with --no-cache",
-                self.expected
+                "layer {d}: {}",
+                crate::tree_unreadable(&self.tree, &e)
             ))),
         }
     }
