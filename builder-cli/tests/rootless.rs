@@ -20,19 +20,6 @@ fn rbuild_as_user(store: &Path, args: &[&str], cwd: &Path) -> std::process::Outp
     rbuild_as(USER, store, args, cwd)
 }
 
-/// Runs `rbuild ARGS` as `user` with `store` as its store.
-fn rbuild_as(user: &str, store: &Path, args: &[&str], cwd: &Path) -> std::process::Output {
-    run_ok(
-        Command::new("runuser")
-            .args(["-u", user, "--", "env"])
-            .arg(format!("RBUILD_ROOT={}", store.display()))
-            .arg(env!("CARGO_BIN_EXE_rbuild"))
-            .args(args)
-            .current_dir(cwd)
-            .env_remove("SOURCE_DATE_EPOCH"),
-    )
-}
-
 /// (path, uid, gid) of every entry of every layer after the first (the busybox base), by layer.
 fn layer_owners(archive: &Path) -> Vec<Vec<(String, u64, u64)>> {
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();

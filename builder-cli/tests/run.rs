@@ -657,17 +657,7 @@ fn rootless_context_bind_mount_is_filtered_and_rw_writes_discarded() {
     );
     run_ok(Command::new("chmod").arg("755").arg(root));
     let store = root.join("store");
-    let as_user = |args: &[&str]| {
-        run_ok(
-            Command::new("runuser")
-                .args(["-u", user, "--", "env"])
-                .arg(format!("RBUILD_ROOT={}", store.display()))
-                .arg(env!("CARGO_BIN_EXE_rbuild"))
-                .args(args)
-                .current_dir(root)
-                .env_remove("SOURCE_DATE_EPOCH"),
-        )
-    };
+    let as_user = |args: &[&str]| rbuild_as(user, &store, args, root);
     as_user(&["load", "-i", "base.tar"]);
     let before = host_state(&ctx);
     as_user(&["build", "-q", "-o", "type=local,dest=out", "ctx"]);

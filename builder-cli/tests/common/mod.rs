@@ -252,3 +252,17 @@ where
     run_ok(docker().arg("save").arg("-o").arg(&tar).arg(tag));
     tar
 }
+
+/// Runs `rbuild ARGS` as `user` (with `runuser`) with `store` as its store, for rootless tests;
+/// fails the test if it fails.
+pub fn rbuild_as(user: &str, store: &Path, args: &[&str], cwd: &Path) -> Output {
+    run_ok(
+        Command::new("runuser")
+            .args(["-u", user, "--", "env"])
+            .arg(format!("RBUILD_ROOT={}", store.display()))
+            .arg(env!("CARGO_BIN_EXE_rbuild"))
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("SOURCE_DATE_EPOCH"),
+    )
+}
