@@ -166,6 +166,15 @@ struct BuildArgs {
     /// Do not use cache when building the image
     #[arg(long)]
     no_cache: bool,
+    /// Do not use cache for the steps of these stages
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
+    /// How many steps may run at once (default: the number of cores)
+    #[arg(short = 'j', long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Print, for every step, whether it would come from the cache and why not, without building
+    #[arg(long)]
+    explain: bool,
     /// Always attempt to pull a newer version of the base images
     #[arg(long)]
     pull: bool,
@@ -697,6 +706,15 @@ fn build(
         tags: b.tags.clone(),
         labels,
         no_cache: b.no_cache,
+        no_cache_filter: b
+            .no_cache_filter
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect(),
+        jobs: match b.jobs {
+            Some(0) => return Err(BuildError::Request("--jobs must be at least 1".into())),
+            j => j,
+        },
         pull: b.pull,
         platform: b.platform.clone(),
         outputs,
@@ -727,7 +745,33 @@ fn build(
     };
     let builder = crate::registry::builder_with(root, insecure_registry)?;
     let renderer = Arc::new(Renderer::new(style));
-    let out = builder.build_blocking(&req, renderer.as_ref())?;
+    if b.explain {
+        for e in builder.explain(&req, renderer.as_ref())? {
+            let s = &e.step;
+            let what = match &e.runs {
+                None => "CACHED".to_string(),
+                Some(why) => format!("runs: {why}"),
+            };
+            println!(
+                "#{} [{} {}/{}] {}: {what}",
+                s.index, s.stage, s.index, s.total, s.text
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Ctrl-C and SIGTERM stop the build cleanly: running steps are killed and every snapshot,
+    // mount and scratch directory is removed before rbuild exits.
+    let cancel = engine::Cancel::new();
+    let signal = crate::signals::on_interrupt(cancel.clone());
+    let out = match builder.build_with(&req, renderer.as_ref(), &cancel) {
+        Err(BuildError::Cancelled) => {
+            renderer.finish();
+            eprintln!("ERROR: build cancelled");
+            let code = 128 + signal.received().unwrap_or(libc::SIGINT);
+            return Ok(ExitCode::from(code as u8));
+        }
+        r => r?,
+    };
     if let Some(p) = &b.iidfile {
         std::fs::write(p, out.image.id.to_string()).map_err(|e| BuildError::io(p, e))?;
     }

@@ -4,6 +4,7 @@
 mod cli;
 mod registry;
 mod render;
+mod signals;
 
 use std::process::ExitCode;
 

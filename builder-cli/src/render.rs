@@ -311,6 +311,8 @@ fn plain(event: &Event, fetched: bool) -> Option<String> {
             .collect::<Vec<_>>()
             .join("\n"),
         Event::StepCached(step) => format!("#{} CACHED", step.index),
+        Event::StepMiss { step, reason } => format!("#{} cache miss: {reason}", step.index),
+        Event::StepCancelled(step) => format!("#{} CANCELED", step.index),
         Event::CacheImported { source, records } => {
             format!("#0 importing cache from {source}: {records} records")
         }
@@ -345,6 +347,10 @@ fn json(event: &Event) -> String {
         }
         Event::StepLog { step, text } => json!({"event": "log", "index": step.index, "text": text}),
         Event::StepCached(step) => json!({"event": "step_cached", "index": step.index}),
+        Event::StepMiss { step, reason } => {
+            json!({"event": "step_miss", "index": step.index, "reason": reason.to_string()})
+        }
+        Event::StepCancelled(step) => json!({"event": "step_cancelled", "index": step.index}),
         Event::CacheImported { source, records } => {
             json!({"event": "cache_imported", "source": source, "records": records})
         }

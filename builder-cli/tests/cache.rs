@@ -9,34 +9,6 @@ use std::process::Command;
 
 use common::*;
 
-/// A store with a busybox base imported as `bb:1` (no docker needed).
-fn store_with_busybox(dir: &Path) -> std::path::PathBuf {
-    let tar = busybox_tar(dir);
-    store_with_base_tar(&tar, dir)
-}
-
-/// A busybox rootfs tarball; two stores importing the same one share the base's layer.
-fn busybox_tar(dir: &Path) -> std::path::PathBuf {
-    let rootfs = dir.join("rootfs");
-    busybox_rootfs(&rootfs);
-    let tar = dir.join("rootfs.tar");
-    run_ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .args(["--numeric-owner", "-cf"])
-            .arg(&tar)
-            .arg("."),
-    );
-    tar
-}
-
-fn store_with_base_tar(tar: &Path, dir: &Path) -> std::path::PathBuf {
-    let store = dir.join("store");
-    run_ok(rbuild(&store).arg("import").arg(tar).arg("bb:1"));
-    store
-}
-
 /// Builds `ctx` with plain progress and returns, per step index, "CACHED" or "RAN", plus the log.
 fn build(store: &Path, ctx: &Path, extra: &[&str]) -> (Vec<&'static str>, String) {
     let out = run_ok(

@@ -8,38 +8,6 @@ use std::process::Stdio;
 
 use common::*;
 
-fn mounts_under(path: &std::path::Path) -> Vec<String> {
-    let root = path.canonicalize().unwrap();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-        .filter(|m| m.starts_with(root.to_str().unwrap()))
-        .collect()
-}
-
-/// Pids whose command line is exactly `cmdline` (arguments joined by spaces).
-fn processes_with_cmdline(cmdline: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let joined = raw
-                .split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ");
-            if joined == cmdline {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn concurrent_builds_share_one_store() {
     let store = store_with_base();

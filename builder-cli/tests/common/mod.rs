@@ -121,6 +121,34 @@ pub fn store_with_base() -> tempfile::TempDir {
     store
 }
 
+/// A store with a busybox base imported as `bb:1` (no docker needed).
+pub fn store_with_busybox(dir: &Path) -> std::path::PathBuf {
+    let tar = busybox_tar(dir);
+    store_with_base_tar(&tar, dir)
+}
+
+/// A busybox rootfs tarball; two stores importing the same one share the base's layer.
+pub fn busybox_tar(dir: &Path) -> std::path::PathBuf {
+    let rootfs = dir.join("rootfs");
+    busybox_rootfs(&rootfs);
+    let tar = dir.join("rootfs.tar");
+    run_ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .args(["--numeric-owner", "-cf"])
+            .arg(&tar)
+            .arg("."),
+    );
+    tar
+}
+
+pub fn store_with_base_tar(tar: &Path, dir: &Path) -> std::path::PathBuf {
+    let store = dir.join("store");
+    run_ok(rbuild(&store).arg("import").arg(tar).arg("bb:1"));
+    store
+}
+
 /// An image read back from a docker-archive: its config and its flattened file tree.
 pub struct ArchiveImage {
     pub config: serde_json::Value,
@@ -265,4 +293,36 @@ pub fn rbuild_as(user: &str, store: &Path, args: &[&str], cwd: &Path) -> Output 
             .current_dir(cwd)
             .env_remove("SOURCE_DATE_EPOCH"),
     )
+}
+
+pub fn mounts_under(path: &std::path::Path) -> Vec<String> {
+    let root = path.canonicalize().unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(root.to_str().unwrap()))
+        .collect()
+}
+
+/// Pids whose command line is exactly `cmdline` (arguments joined by spaces).
+pub fn processes_with_cmdline(cmdline: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let joined = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if joined == cmdline {
+                out.push(pid);
+            }
+        }
+    }
+    out
 }

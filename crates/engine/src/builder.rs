@@ -1,9 +1,10 @@
-//! The solver side of a build: runs a planned Dockerfile stage by stage and commits the image.
+//! The builder: one store, its snapshotter and sandbox, and the build entry point that parses,
+//! plans, lowers to a graph (`lower`), solves it (`solve`), commits the image and exports it.
 //!
-//! Vocabulary: a *stage* is one `FROM` section; a *step* is one instruction of a stage that the build
-//! executes; a *layer* is the uncompressed tar of what a step changed, stored by its diff id.
+//! Vocabulary: a *stage* is one `FROM` section; a *step* is one instruction of a stage; a *vertex*
+//! is an op of the build graph; a *layer* is the uncompressed tar of what a step changed, stored
+//! by its diff id; a *chain* is a stage's layers, base first.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use store::Store;
 
 use crate::progress::{Event, ProgressSink};
 use crate::request::{BuildRequest, Output};
-use crate::stage::{StageRun, StageState};
+use crate::shared::{Cancel, Shared};
 use crate::BuildError;
 
 /// Where the builder keeps its state; no global state, so two builders in one process never interfere.
@@ -55,7 +56,7 @@ struct Inner {
     images: Images,
     registry: crate::pull::RegistryOptions,
     snapshotter: std::sync::OnceLock<Result<snapshot::Snapshotter, String>>,
-    sandboxes: crate::run::Sandboxes,
+    sandboxes: crate::sandboxes::Sandboxes,
 }
 
 impl Builder {
@@ -71,7 +72,7 @@ impl Builder {
                 images: Images::new(store),
                 registry: opts.registry,
                 snapshotter: std::sync::OnceLock::new(),
-                sandboxes: crate::run::Sandboxes::default(),
+                sandboxes: crate::sandboxes::Sandboxes::default(),
             }),
         })
     }
@@ -179,16 +180,18 @@ impl Builder {
         Ok(removed)
     }
 
-    /// Builds on a blocking thread so async embedders keep their reactor free.
-    pub async fn build(
+    /// Builds on a thread of its own and resolves when the build ends; works under any async
+    /// runtime (or none). Dropping the future cancels the build, which then cleans up and stops
+    /// within about a second.
+    pub fn build(
         &self,
         req: BuildRequest,
         progress: Arc<dyn ProgressSink>,
-    ) -> Result<BuildOutcome, BuildError> {
+    ) -> impl std::future::Future<Output = Result<BuildOutcome, BuildError>> + Send + 'static {
+        let cancel = Cancel::new();
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.build_blocking(&req, progress.as_ref()))
-            .await
-            .map_err(|e| BuildError::Task(e.to_string()))?
+        let c = cancel.clone();
+        crate::task::spawn(cancel, move || this.build_with(&req, progress.as_ref(), &c))
     }
 
     /// Builds on the calling thread; for programs without an async runtime.
@@ -196,6 +199,18 @@ impl Builder {
         &self,
         req: &BuildRequest,
         progress: &dyn ProgressSink,
+    ) -> Result<BuildOutcome, BuildError> {
+        self.build_with(req, progress, &Cancel::new())
+    }
+
+    /// Builds on the calling thread until done or until `cancel` is raised (from another thread
+    /// or a signal handler's thread): then running steps are killed, their snapshots, mounts and
+    /// scratch directories removed, and [`BuildError::Cancelled`] returned.
+    pub fn build_with(
+        &self,
+        req: &BuildRequest,
+        progress: &dyn ProgressSink,
+        cancel: &Cancel,
     ) -> Result<BuildOutcome, BuildError> {
         let images = self.images();
         let _lock = images.store().lock_shared()?;
@@ -218,37 +233,14 @@ impl Builder {
             .iter()
             .map(|t| Reference::parse(t).map_err(BuildError::from))
             .collect::<Result<Vec<_>, _>>()?;
-
-        let order = execution_order(&plan);
-        let total: usize = order
-            .iter()
-            .map(|&i| plan.stages[i].instructions.len())
-            .sum();
+        let lowered = self.lower(req, &plan, &opts, progress)?;
         progress.event(Event::Planned {
-            steps: total,
-            stages: order.iter().map(|&i| stage_label(&plan, i)).collect(),
+            steps: lowered.total_steps,
+            stages: lowered.stages.clone(),
         });
 
         let ctx = context::Context::open(&req.context, dockerfile_path(req).as_deref())?;
         let snap = self.snapshotter(progress)?;
-        let mut run = StageRun {
-            images,
-            plan: &plan,
-            opts: &opts,
-            file_name: &file_name,
-            context: &ctx,
-            progress,
-            source_date_epoch: req.source_date_epoch,
-            step_counter: 0,
-            total_steps: total,
-            finished: BTreeMap::new(),
-            pull: req.pull,
-            registry: &self.inner.registry,
-            snap,
-            sandbox: &self.inner.sandboxes,
-            req,
-            cache_keys: Vec::new(),
-        };
         for dir in &req.cache_from {
             // A cache that cannot be read costs only speed, as with BuildKit's cache imports.
             match crate::cache::import_local(images.store(), dir) {
@@ -261,20 +253,42 @@ impl Builder {
                 }),
             }
         }
-        for &i in &order {
-            let state = run.run_stage(i)?;
-            run.finished.insert(i, state);
-        }
-        let mut target: StageState = run
-            .finished
-            .remove(&plan.target)
+        let shared = Shared {
+            images,
+            snap,
+            sandbox: &self.inner.sandboxes,
+            context: &ctx,
+            req,
+            progress,
+            cancel: cancel.clone(),
+            file_name: &file_name,
+            id_map: self.inner.sandboxes.id_map(),
+        };
+        let jobs = req.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        let target = &lowered.target;
+        let mut targets = lowered.ends.clone();
+        targets.push(target.fs);
+        let solved = crate::solve::solve(&lowered.graph, &targets, &shared, jobs)?;
+        let chain = solved.results[target.fs]
+            .clone()
             .ok_or_else(|| BuildError::Task("target stage did not run".into()))?;
-        for (k, v) in &req.labels {
-            target.config.set_label(k, v);
+        let mut config = target.config.config.clone();
+        let now = crate::meta::timestamp(req.source_date_epoch);
+        for &(i, v) in &target.slots {
+            if let Some(h) = config.history.get_mut(i) {
+                let ran = v.and_then(|v| solved.results[v].as_ref()?.created.clone());
+                h.created = Some(ran.unwrap_or_else(|| now.clone()));
+            }
         }
-        let created = crate::stage::timestamp(req.source_date_epoch);
-        target.config.created = Some(created);
-        let image = images.commit(&target.config, &target.layers)?;
+        for (k, v) in &req.labels {
+            config.set_label(k, v);
+        }
+        config.created = Some(now);
+        let image = images.commit(&config, &chain.layers)?;
         let mut applied = Vec::new();
         for t in &tags {
             images.tag(&image, t)?;
@@ -286,7 +300,7 @@ impl Builder {
         });
         export(images, &self.inner.registry, &image, &tags, req, progress)?;
         for dir in &req.cache_to {
-            let records = crate::cache::export_local(images.store(), dir, &run.cache_keys)?;
+            let records = crate::cache::export_local(images.store(), dir, &solved.keys)?;
             progress.event(Event::Exported {
                 kind: format!("cache ({records} records)"),
                 dest: dir.display().to_string(),
@@ -296,6 +310,71 @@ impl Builder {
             image,
             tags: applied,
         })
+    }
+
+    /// What a build of `req` would do, step by step, without building: which steps would come
+    /// from the cache and why the others would run (`rbuild build --explain`). Base images
+    /// that are not local are pulled, since their config shapes the steps.
+    pub fn explain(
+        &self,
+        req: &BuildRequest,
+        progress: &dyn ProgressSink,
+    ) -> Result<Vec<crate::solve::Explained>, BuildError> {
+        let images = self.images();
+        let _lock = images.store().lock_shared()?;
+        let (file_name, text) = read_dockerfile(req)?;
+        let df = dockerfile::parse(&file_name, &text)?;
+        let opts = plan_options(req)?;
+        let plan = dockerfile::plan(&df, &opts)?;
+        let lowered = self.lower(req, &plan, &opts, progress)?;
+        let ctx = context::Context::open(&req.context, dockerfile_path(req).as_deref())?;
+        let snap = self.snapshotter(progress)?;
+        let shared = Shared {
+            images,
+            snap,
+            sandbox: &self.inner.sandboxes,
+            context: &ctx,
+            req,
+            progress,
+            cancel: Cancel::new(),
+            file_name: &file_name,
+            id_map: self.inner.sandboxes.id_map(),
+        };
+        let mut targets = lowered.ends.clone();
+        targets.push(lowered.target.fs);
+        crate::solve::explain(&lowered.graph, &targets, &shared)
+    }
+
+    /// Lowers the plan into the build graph (resolving, and pulling if needed, base images).
+    fn lower(
+        &self,
+        req: &BuildRequest,
+        plan: &Plan,
+        opts: &PlanOptions,
+        progress: &dyn ProgressSink,
+    ) -> Result<crate::lower::Lowered, BuildError> {
+        let dockerfile_id = match dockerfile_path(req) {
+            Some(p) => std::fs::canonicalize(&p)
+                .unwrap_or(p)
+                .to_string_lossy()
+                .into_owned(),
+            None => {
+                let ctx = std::fs::canonicalize(&req.context).unwrap_or(req.context.clone());
+                format!("{}#stdin", ctx.to_string_lossy())
+            }
+        };
+        crate::lower::lower(
+            plan,
+            opts,
+            &crate::lower::LowerEnv {
+                images: self.images(),
+                registry: &self.inner.registry,
+                progress,
+                pull: req.pull,
+                network: req.network.as_deref(),
+                dockerfile_id: &dockerfile_id,
+            },
+        )
     }
 }
 
@@ -523,32 +602,6 @@ fn plan_options(req: &BuildRequest) -> Result<PlanOptions, BuildError> {
         build_platform,
         target_platform,
     })
-}
-
-/// Stages in an order where every stage runs after the stages it needs; only stages the target needs.
-fn execution_order(plan: &Plan) -> Vec<usize> {
-    fn visit(plan: &Plan, i: usize, seen: &mut Vec<bool>, out: &mut Vec<usize>) {
-        if seen.get(i).copied().unwrap_or(true) {
-            return;
-        }
-        seen[i] = true;
-        for &d in &plan.stages[i].deps {
-            visit(plan, d, seen, out);
-        }
-        out.push(i);
-    }
-    let mut seen = vec![false; plan.stages.len()];
-    let mut out = Vec::new();
-    visit(plan, plan.target, &mut seen, &mut out);
-    out
-}
-
-/// How progress names a stage: its name, else its index.
-pub(crate) fn stage_label(plan: &Plan, i: usize) -> String {
-    plan.stages[i]
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("stage-{i}"))
 }
 
 #[cfg(test)]

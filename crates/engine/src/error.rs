@@ -71,6 +71,9 @@ pub enum BuildError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The build was cancelled (Ctrl-C, SIGTERM, or the library's cancel handle).
+    #[error("build cancelled")]
+    Cancelled,
     /// The build task was cancelled or panicked (a bug: please report).
     #[error("build task failed: {0}")]
     Task(String),

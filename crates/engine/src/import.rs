@@ -34,7 +34,7 @@ pub fn import_rootfs(
         &platform.architecture,
         platform.variant.as_deref(),
     );
-    let created = changes_created.unwrap_or_else(|| crate::stage::timestamp(None));
+    let created = changes_created.unwrap_or_else(|| crate::meta::timestamp(None));
     config.created = Some(created.clone());
     config.history.push(History {
         created: Some(created),

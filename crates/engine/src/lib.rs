@@ -1,10 +1,14 @@
 //! The build engine: the API a program embeds to build images from Dockerfiles.
 //!
 //! A build is compiled, then solved, as BuildKit does it: the Dockerfile front end (`dockerfile`)
-//! parses and plans stages; the engine runs only the stages the target needs, in dependency order,
-//! turning each filesystem-changing step into a layer in the content store and each metadata step
-//! into a history entry; the image crate commits and exports the result. The engine never prints:
-//! it reports typed [`Event`]s to a [`ProgressSink`].
+//! parses and plans stages; `lower` turns the stages the target needs into a graph of ops (base
+//! images, file ops, exec ops, config-only steps), each keyed by a versioned encoding (`key`);
+//! `solve` runs every op whose inputs are ready, several at once, reusing cached results and
+//! explaining each miss; the image crate commits and exports the result. The engine never
+//! prints: it reports typed [`Event`]s to a [`ProgressSink`].
+//!
+//! Module graph (no cycles): `builder` → `lower` → `ops`, `meta`, `graph`; `builder` → `solve` →
+//! `ops`, `cache`, `explain`; `ops` → `view`, `ctxmount`, `fetch`, `fsutil`, `key`, `shared`.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -21,21 +25,32 @@ mod builder;
 pub mod cache;
 mod ctxmount;
 mod error;
+mod explain;
 mod fetch;
 mod fsutil;
+mod graph;
 mod import;
+pub mod key;
+mod lower;
+mod meta;
+mod ops;
 pub mod progress;
 pub mod pull;
 mod request;
-mod run;
-mod stage;
+mod sandboxes;
+mod shared;
+mod solve;
+mod task;
 mod view;
 
 pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions};
 pub use error::BuildError;
+pub use explain::MissReason;
 pub use import::import_rootfs;
 pub use progress::{CollectProgress, Event, NoProgress, ProgressSink, StepId};
 pub use request::{BuildRequest, Output, SecretFrom, SecretSource, SshSource};
+pub use shared::Cancel;
+pub use solve::Explained;
 
 /// Re-exported for `rbuild build --check` and other front-end uses.
 pub use dockerfile;

@@ -7,7 +7,8 @@ use std::time::Duration;
 /// Identifies one step of a build in every event about it, so renderers can group lines per step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepId {
-    /// Zero-based index of the step in the order the build executes them.
+    /// One-based number of the step in file order (stages in dependency order); steps of
+    /// independent stages may run at the same time.
     pub index: usize,
     /// Number of steps the build will execute.
     pub total: usize,
@@ -48,6 +49,15 @@ pub enum Event {
     StepStarted(StepId),
     /// A step's result came from the build cache; it did not run (follows its `StepStarted`).
     StepCached(StepId),
+    /// A step runs instead of coming from the cache, and why (follows its `StepStarted`).
+    StepMiss {
+        /// The step.
+        step: StepId,
+        /// Why its cached result could not be used.
+        reason: crate::explain::MissReason,
+    },
+    /// A running step was stopped: the build was cancelled, or another step failed.
+    StepCancelled(StepId),
     /// Output of a step (RUN output, or a note from the engine such as "copied 3 files").
     StepLog {
         /// The step.
@@ -88,7 +98,8 @@ pub enum Event {
 
 /// Receives events; implemented by renderers and by embedders that forward events elsewhere.
 pub trait ProgressSink: Send + Sync {
-    /// Called once per event, in order, from the thread running the build.
+    /// Called once per event. Steps that run in parallel report from their own threads, so
+    /// events of different steps interleave; each step's own events arrive in order.
     fn event(&self, event: Event);
 }
 

@@ -42,6 +42,10 @@ pub struct BuildRequest {
     pub network: Option<String>,
     /// Clamp for file and history timestamps, from `SOURCE_DATE_EPOCH`.
     pub source_date_epoch: Option<i64>,
+    /// `--no-cache-filter`: stages whose steps ignore the cache (as `--no-cache` for them only).
+    pub no_cache_filter: Vec<String>,
+    /// `--jobs`: how many steps may run at once; `None` means the number of cores.
+    pub jobs: Option<usize>,
     /// `--push`: push every tag to its registry after the build (as `-o type=registry`).
     pub push: bool,
 }

@@ -1,0 +1,235 @@
+//! Why a step runs instead of coming from the cache.
+//!
+//! A key says only *whether* a step can be reused. To say *why not*, each step keeps a lineage
+//! record: what its key was made of the last time it was solved (the parent chain, its own
+//! definition and text, the build arguments it saw, the context files it read). A lineage is
+//! "the same step" across builds: the Dockerfile, the stage and the instruction's position in it
+//! (see `lower::lineage`), so editing an instruction is explained as such rather than as a first
+//! build. On a miss the current parts are compared with the record, nearest cause first.
+//!
+//! Records are small JSON blobs behind `@steps/<lineage hex>`; the context manifest a record
+//! names is listed under `manifests` so the store's gc keeps it. `rbuild prune` drops them with
+//! the cache.
+
+use std::fmt;
+
+use digest::Digest;
+use serde_json::{json, Value};
+use store::{RefTarget, Store};
+
+use crate::graph::Step;
+use crate::ops::KeyParts;
+
+/// The reference prefix of lineage records.
+pub(crate) const REF_PREFIX: &str = "@steps/";
+const MEDIA_TYPE: &str = "application/vnd.rbuild.step-lineage.v1+json";
+/// How many changed file names a reason lists.
+const SHOWN_FILES: usize = 5;
+
+/// Why a step runs instead of coming from the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MissReason {
+    /// `--no-cache` (or `--no-cache-filter` naming the step's stage).
+    NoCache,
+    /// The step was never solved in this store.
+    FirstBuild,
+    /// The instruction's text changed.
+    InstructionChanged {
+        /// The previous text.
+        was: String,
+    },
+    /// The filesystem the step starts from changed: an earlier step or the base image did.
+    PreviousStepChanged,
+    /// Build arguments the step sees changed.
+    BuildArgsChanged {
+        /// Their names, sorted.
+        names: Vec<String>,
+    },
+    /// Context files the step reads changed.
+    ContextChanged {
+        /// Changed, added or removed paths (the first few), when the previous manifest is known.
+        files: Vec<String>,
+        /// How many paths changed (0 when unknown).
+        count: usize,
+    },
+    /// A stage or image the step reads (`--from`) changed.
+    FromChanged,
+    /// Something else in the step's definition changed (environment, user, working directory,
+    /// mounts, or how layers are written).
+    DefinitionChanged,
+    /// The same key was recorded, but its layers are no longer in the store (pruned).
+    ResultPruned,
+    /// The step cannot be keyed before it runs (it downloads a URL).
+    Uncacheable,
+    /// `--explain` only: a step this one depends on will run, so its input is not known yet.
+    DependsOnRun,
+}
+
+impl fmt::Display for MissReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MissReason::NoCache => write!(f, "--no-cache"),
+            MissReason::FirstBuild => write!(f, "first build of this step"),
+            MissReason::InstructionChanged { was } => {
+                write!(f, "the instruction changed (was: {was})")
+            }
+            MissReason::PreviousStepChanged => write!(f, "the step before it changed"),
+            MissReason::BuildArgsChanged { names } if names.len() == 1 => {
+                write!(f, "build argument {} changed", names[0])
+            }
+            MissReason::BuildArgsChanged { names } => {
+                write!(f, "build arguments {} changed", names.join(", "))
+            }
+            MissReason::ContextChanged { files, count } if files.is_empty() => {
+                let _ = count;
+                write!(f, "files changed in the context")
+            }
+            MissReason::ContextChanged { files, count } => {
+                let noun = if *count == 1 { "file" } else { "files" };
+                write!(
+                    f,
+                    "{count} {noun} changed in the context: {}",
+                    files.join(", ")
+                )?;
+                if *count > files.len() {
+                    write!(f, ", …")?;
+                }
+                Ok(())
+            }
+            MissReason::FromChanged => write!(f, "a stage or image it reads changed"),
+            MissReason::DefinitionChanged => {
+                write!(f, "its environment or options changed")
+            }
+            MissReason::ResultPruned => {
+                write!(f, "its cached result was removed from the store")
+            }
+            MissReason::Uncacheable => write!(f, "it downloads a URL, which is never cached"),
+            MissReason::DependsOnRun => write!(f, "a step it depends on runs"),
+        }
+    }
+}
+
+fn ref_name(lineage: &Digest) -> String {
+    format!("{REF_PREFIX}{}", lineage.hex())
+}
+
+/// The previous record of a step's lineage, if any.
+fn previous(store: &Store, lineage: &Digest) -> Option<Value> {
+    let target = store.get_ref(&ref_name(lineage)).ok()??;
+    if target.media_type != MEDIA_TYPE {
+        return None;
+    }
+    serde_json::from_slice(&store.read_blob(&target.digest).ok()?).ok()
+}
+
+/// Explains a miss of `step` whose key is `parts`, against the step's previous record.
+/// `changed_files` lists the context paths that differ from the previous manifest, when known.
+pub(crate) fn why(
+    store: &Store,
+    step: &Step,
+    parts: &KeyParts,
+    changed_files: &dyn Fn(Option<&str>) -> Option<Vec<String>>,
+) -> MissReason {
+    let Some(prev) = previous(store, &step.lineage) else {
+        return MissReason::FirstBuild;
+    };
+    let s = |k: &str| prev[k].as_str().map(str::to_string);
+    if s("key").as_deref() == Some(parts.key.to_string().as_str()) {
+        return MissReason::ResultPruned;
+    }
+    if s("parent").as_deref() != Some(parts.parent.as_str()) {
+        return MissReason::PreviousStepChanged;
+    }
+    if s("text").as_deref() != Some(step.id.text.as_str()) {
+        return MissReason::InstructionChanged {
+            was: s("text").unwrap_or_default(),
+        };
+    }
+    let old_args: Vec<(String, String)> = prev["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| Some((a[0].as_str()?.to_string(), a[1].as_str()?.to_string())))
+        .collect();
+    let mut names: Vec<String> = step
+        .args
+        .iter()
+        .filter(|a| !old_args.contains(a))
+        .map(|a| a.0.clone())
+        .chain(
+            old_args
+                .iter()
+                .filter(|a| !step.args.contains(a))
+                .map(|a| a.0.clone()),
+        )
+        .collect();
+    names.sort();
+    names.dedup();
+    if !names.is_empty() {
+        return MissReason::BuildArgsChanged { names };
+    }
+    let old_sources = s("sources");
+    let new_sources = parts.sources.as_ref().map(|c| c.digest.clone());
+    if old_sources != new_sources {
+        let old_manifest = prev["manifests"][0]["digest"].as_str();
+        let files = changed_files(old_manifest).unwrap_or_default();
+        return MissReason::ContextChanged {
+            count: files.len(),
+            files: files.into_iter().take(SHOWN_FILES).collect(),
+        };
+    }
+    let old_inputs: Vec<&str> = prev["inputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if old_inputs != parts.inputs.iter().map(String::as_str).collect::<Vec<_>>() {
+        return MissReason::FromChanged;
+    }
+    MissReason::DefinitionChanged
+}
+
+/// Records what `step`'s key was made of this time, for the next miss's explanation; a failure
+/// only costs a less precise explanation later.
+pub(crate) fn record(
+    store: &Store,
+    step: &Step,
+    parts: &KeyParts,
+    manifest: Option<Digest>,
+) -> Result<(), store::StoreError> {
+    if let Some(prev) = previous(store, &step.lineage) {
+        if prev["key"].as_str() == Some(parts.key.to_string().as_str())
+            && prev["text"].as_str() == Some(step.id.text.as_str())
+        {
+            return Ok(());
+        }
+    }
+    let args: Vec<Value> = step.args.iter().map(|(k, v)| json!([k, v])).collect();
+    let manifests: Vec<Value> = manifest
+        .iter()
+        .map(|d| json!({"digest": d.to_string()}))
+        .collect();
+    let rec = json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE,
+        "key": parts.key.to_string(),
+        "text": step.id.text,
+        "parent": parts.parent,
+        "definition": parts.definition.to_string(),
+        "inputs": parts.inputs,
+        "args": args,
+        "sources": parts.sources.as_ref().map(|c| c.digest.clone()),
+        "manifests": manifests,
+    });
+    let digest = store.put_bytes(&serde_json::to_vec(&rec).unwrap_or_default())?;
+    store.set_ref(
+        &ref_name(&step.lineage),
+        &RefTarget {
+            digest,
+            media_type: MEDIA_TYPE.into(),
+            created: None,
+        },
+    )
+}

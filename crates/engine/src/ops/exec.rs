@@ -1,0 +1,549 @@
+//! The exec op: one RUN executed by the sandbox on an active snapshot of the stage, whose upper
+//! directory (or, with the copy snapshotter, whose compared tree) becomes the step's layer.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use dockerfile::Mount;
+use sandbox::{MountKind, MountSpec, Network, RootfsSpec, RunSpec, Stream};
+use snapshot::MountPlan;
+
+use super::{commit_layer, ContextSources, Reads};
+use crate::graph::Chain;
+use crate::key::Key;
+use crate::progress::{Event, StepId};
+use crate::request::SecretFrom;
+use crate::shared::Shared;
+use crate::view::View;
+use crate::BuildError;
+
+/// The hostname docker build gives steps.
+const HOSTNAME: &str = "buildkitsandbox";
+/// How many trailing output lines a failed step shows.
+const TAIL_LINES: usize = 20;
+
+/// A RUN, with everything the stage's config contributes already resolved by lowering.
+pub(crate) struct ExecOp {
+    /// What runs (shell form already wrapped in the stage's SHELL, heredocs resolved).
+    pub argv: Vec<String>,
+    /// The environment the step sees: the image's, then the build arguments in scope.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+    /// USER, resolved against the step's own rootfs when it runs; empty for root.
+    pub user: String,
+    /// Whether the step gets the host's network.
+    pub network_host: bool,
+    /// `RUN --mount`s, expanded.
+    pub mounts: Vec<Mount>,
+    /// For each mount, the index in the vertex's inputs of the chain it reads (`from=`).
+    pub mount_inputs: Vec<Option<usize>>,
+    /// The history text.
+    pub created_by: String,
+}
+
+impl ExecOp {
+    /// Key fields: `argv`, `env`, `cwd`, `user`, `network` (`host` or `none`), `hostname`, then
+    /// `mounts`, each as `type` and its options (`target`, `source`, `from` as a flag (the chain
+    /// is an input), `rw`, `id`, `sharing`, `mode`, `uid`, `gid`, `size`, `env`, `required`).
+    /// A secret's or an agent's value never is: changing a secret does not rerun the step, as in
+    /// BuildKit.
+    pub fn define(&self, k: &mut Key) {
+        k.str("op", "exec")
+            .strs("argv", &self.argv)
+            .strs("env", &self.env)
+            .str("cwd", &self.cwd)
+            .str("user", &self.user)
+            .str("network", if self.network_host { "host" } else { "none" })
+            .str("hostname", HOSTNAME);
+        k.list("mounts", self.mounts.len());
+        let ou32 = |v: &Option<u32>| v.map(u64::from);
+        for m in &self.mounts {
+            match m {
+                Mount::Bind {
+                    target,
+                    source,
+                    from,
+                    read_write,
+                } => {
+                    k.str("type", "bind")
+                        .str("target", target)
+                        .opt_str("source", source.as_deref())
+                        .bool("from", from.is_some())
+                        .bool("rw", *read_write);
+                }
+                Mount::Cache {
+                    target,
+                    id,
+                    read_only,
+                    sharing,
+                    from,
+                    source,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    k.str("type", "cache")
+                        .str("target", target)
+                        .opt_str("id", id.as_deref())
+                        .bool("ro", *read_only)
+                        .str(
+                            "sharing",
+                            match sharing {
+                                dockerfile::CacheSharing::Shared => "shared",
+                                dockerfile::CacheSharing::Private => "private",
+                                dockerfile::CacheSharing::Locked => "locked",
+                            },
+                        )
+                        .opt_str("from", from.as_deref())
+                        .opt_str("source", source.as_deref())
+                        .opt_u64("mode", ou32(mode))
+                        .opt_u64("uid", ou32(uid))
+                        .opt_u64("gid", ou32(gid));
+                }
+                Mount::Tmpfs { target, size } => {
+                    k.str("type", "tmpfs")
+                        .str("target", target)
+                        .opt_u64("size", *size);
+                }
+                Mount::Secret {
+                    id,
+                    target,
+                    env,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    k.str("type", "secret")
+                        .opt_str("id", id.as_deref())
+                        .opt_str("target", target.as_deref())
+                        .opt_str("env", env.as_deref())
+                        .bool("required", *required)
+                        .opt_u64("mode", ou32(mode))
+                        .opt_u64("uid", ou32(uid))
+                        .opt_u64("gid", ou32(gid));
+                }
+                Mount::Ssh {
+                    id,
+                    target,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    k.str("type", "ssh")
+                        .opt_str("id", id.as_deref())
+                        .opt_str("target", target.as_deref())
+                        .bool("required", *required)
+                        .opt_u64("mode", ou32(mode))
+                        .opt_u64("uid", ou32(uid))
+                        .opt_u64("gid", ou32(gid));
+                }
+            }
+        }
+    }
+
+    /// Context files the step's bind mounts read (`--mount=type=bind` without `from`).
+    pub fn reads(&self, sh: &Shared<'_>, step: &StepId) -> Result<Reads, BuildError> {
+        let mut patterns = Vec::new();
+        let mut digests = Vec::new();
+        for m in &self.mounts {
+            if let Mount::Bind {
+                source, from: None, ..
+            } = m
+            {
+                let source = source.clone().unwrap_or_else(|| ".".into());
+                let d = sh
+                    .context
+                    .digest_sources(std::slice::from_ref(&source))
+                    .map_err(|e| sh.step_error(step, e))?;
+                patterns.push(source);
+                digests.push(d);
+            }
+        }
+        Ok(match digests.len() {
+            0 => Reads::Nothing,
+            1 => Reads::Context(ContextSources {
+                patterns,
+                digest: digests.remove(0),
+            }),
+            _ => {
+                let mut k = Key::new();
+                k.strs("bind-sources", &digests);
+                Reads::Context(ContextSources {
+                    patterns,
+                    digest: k.finish().to_string(),
+                })
+            }
+        })
+    }
+
+    /// Runs the step on a snapshot of `inputs[0]` and commits what it changed.
+    pub fn run(
+        &self,
+        sh: &Shared<'_>,
+        step: &StepId,
+        inputs: &[&Chain],
+    ) -> Result<Chain, BuildError> {
+        let parent = inputs
+            .first()
+            .ok_or_else(|| BuildError::Task("exec op without a filesystem input".into()))?;
+        let sandbox = sh.sandbox.get()?;
+        let store = sh.images.store();
+        let view = View::prepare(sh.snap, &parent.diff_ids())?;
+        let plan = view
+            .plan()
+            .ok_or_else(|| BuildError::Task("prepared snapshot has no mount plan".into()))?;
+        let rootfs = match &plan {
+            MountPlan::Overlay {
+                lowers,
+                upper,
+                work,
+                ..
+            } => RootfsSpec::Overlay {
+                lowers: lowers.clone(),
+                upper: upper.clone(),
+                work: work.clone(),
+                // Commit syncs the upper it keeps (and deletes the rest): the step's fsyncs and
+                // the sync at unmount would only make it wait.
+                volatile: true,
+            },
+            MountPlan::Dir(p) => RootfsSpec::Dir(p.clone()),
+        };
+        let (uid, gid, additional_gids) = self
+            .run_user(sh, &plan)
+            .map_err(|e| sh.step_error(step, e))?;
+        let mut env = self.env.clone();
+        // RUN --mount sources live in scratch dirs that outlive the step's run.
+        let scratch = store.temp_dir("run-mounts")?;
+        let mut mounts = Vec::new();
+        let mut exclude: Vec<PathBuf> = Vec::new();
+        // Snapshots of `--mount=type=bind,from=…` sources, alive until the step has run.
+        let mut from_views: Vec<View<'_>> = Vec::new();
+        for (n, m) in self.mounts.iter().enumerate() {
+            // BuildKit numbers default ssh targets among the step's ssh mounts only.
+            let ssh_n = self.mounts[..n]
+                .iter()
+                .filter(|m| matches!(m, Mount::Ssh { .. }))
+                .count();
+            let from = self
+                .mount_inputs
+                .get(n)
+                .copied()
+                .flatten()
+                .and_then(|i| inputs.get(i).copied());
+            let spec = mount_spec(
+                sh,
+                m,
+                from,
+                (n, ssh_n),
+                scratch.path(),
+                &mut env,
+                &mut from_views,
+            )
+            .map_err(|e| sh.step_error(step, e))?;
+            if let Some(spec) = spec {
+                exclude.push(PathBuf::from(&spec.target));
+                mounts.push(spec);
+            }
+        }
+        let spec = RunSpec {
+            rootfs,
+            args: self.argv.clone(),
+            env,
+            cwd: match self.cwd.as_str() {
+                "" => "/".to_string(),
+                w => w.to_string(),
+            },
+            uid,
+            gid,
+            additional_gids,
+            hostname: HOSTNAME.into(),
+            network: if self.network_host {
+                Network::Host
+            } else {
+                Network::None
+            },
+            mounts,
+            stdin: None,
+            hosts: Vec::new(),
+            timeout: None,
+            cancel: Some(sh.cancel.flag()),
+        };
+        let mut tail: Vec<String> = Vec::new();
+        let mut partial = String::new();
+        let mut on_output = |_s: Stream, bytes: &[u8]| {
+            partial.push_str(&String::from_utf8_lossy(bytes));
+            while let Some(i) = partial.find('\n') {
+                let line: String = partial.drain(..=i).collect();
+                let line = line.trim_end_matches('\n').to_string();
+                sh.event(Event::StepLog {
+                    step: step.clone(),
+                    text: line.clone(),
+                });
+                tail.push(line);
+                if tail.len() > TAIL_LINES {
+                    tail.remove(0);
+                }
+            }
+        };
+        let result = match sandbox.run(&spec, &mut on_output) {
+            Ok(r) => r,
+            Err(sandbox::SandboxError::Cancelled) => return Err(BuildError::Cancelled),
+            Err(e) => return Err(sh.step_error(step, e)),
+        };
+        if !partial.is_empty() {
+            sh.event(Event::StepLog {
+                step: step.clone(),
+                text: partial.clone(),
+            });
+            tail.push(partial);
+        }
+        for w in &result.warnings {
+            sh.event(Event::Warning { message: w.clone() });
+        }
+        if result.code != Some(0) {
+            let status = match (result.code, result.signal) {
+                (Some(c), _) => format!("exit code: {c}"),
+                (None, Some(s)) => format!("killed by signal {s}"),
+                _ => "unknown status".into(),
+            };
+            let shown = tail.join("\n");
+            return Err(sh.step_error(
+                step,
+                format!(
+                    "process {:?} did not complete successfully: {status}{}",
+                    self.argv.join(" "),
+                    if shown.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\n--- last output ---\n{shown}")
+                    }
+                ),
+            ));
+        }
+        exclude.extend(result.mount_stubs.iter().map(PathBuf::from));
+        drop(from_views);
+        // BuildKit keeps a RUN's layer even when the step changed nothing.
+        commit_layer(sh, parent, view, &exclude, &self.created_by)
+    }
+
+    /// Resolves USER (names through the image's passwd and group) to ids and groups.
+    fn run_user(
+        &self,
+        sh: &Shared<'_>,
+        plan: &MountPlan,
+    ) -> Result<(u32, u32, Vec<u32>), BuildError> {
+        if self.user.is_empty() {
+            return Ok((0, 0, Vec::new()));
+        }
+        let dir = sh.images.store().temp_dir("passwd")?;
+        std::fs::create_dir_all(dir.path().join("etc"))
+            .map_err(|e| BuildError::io(dir.path(), e))?;
+        for f in ["etc/passwd", "etc/group"] {
+            if let Some(bytes) = merged_file(plan, f) {
+                let p = dir.path().join(f);
+                std::fs::write(&p, bytes).map_err(|e| BuildError::io(&p, e))?;
+            }
+        }
+        let u = context::passwd::resolve_user(dir.path(), &self.user)?;
+        Ok((u.uid, u.gid, u.additional_gids))
+    }
+}
+
+/// Reads `rel` (e.g. `etc/passwd`) from the merged view of a mount plan without mounting it.
+fn merged_file(plan: &MountPlan, rel: &str) -> Option<Vec<u8>> {
+    let lowers: Vec<PathBuf> = match plan {
+        MountPlan::Dir(p) => vec![p.clone()],
+        MountPlan::Overlay { lowers, .. } => lowers.clone(),
+    };
+    for l in lowers {
+        let p = l.join(rel);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_char_device() && m.rdev() == 0 => return None,
+            Ok(m) if m.is_file() => return std::fs::read(&p).ok(),
+            _ => continue,
+        }
+    }
+    None
+}
+
+/// The host path of a view opened writable, for binding it into a step.
+fn view_path(view: &View<'_>) -> Result<PathBuf, BuildError> {
+    view.path()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| BuildError::Task("snapshot view has no path to bind".into()))
+}
+
+/// Turns one `RUN --mount` into a sandbox mount; secrets with `env=` go to the environment.
+fn mount_spec<'s>(
+    sh: &Shared<'s>,
+    m: &Mount,
+    from: Option<&Chain>,
+    (n, ssh_n): (usize, usize),
+    scratch: &Path,
+    env: &mut Vec<String>,
+    from_views: &mut Vec<View<'s>>,
+) -> Result<Option<MountSpec>, BuildError> {
+    let store = sh.images.store();
+    Ok(match m {
+        Mount::Tmpfs { target, size } => Some(MountSpec {
+            target: target.clone(),
+            kind: MountKind::Tmpfs { size: *size },
+        }),
+        Mount::Cache { target, id, .. } => {
+            let key = id.clone().unwrap_or_else(|| target.clone());
+            let safe: String = key
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let dir = store.root().join("cache-mounts").join(format!(
+                "{safe}-{}",
+                digest::Digest::of(key.as_bytes()).short()
+            ));
+            std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+            Some(MountSpec {
+                target: target.clone(),
+                kind: MountKind::Bind {
+                    source: dir,
+                    readonly: false,
+                },
+            })
+        }
+        Mount::Secret {
+            id,
+            target,
+            env: env_name,
+            required,
+            ..
+        } => {
+            // BuildKit: the id defaults to the target's file name.
+            let id = id
+                .clone()
+                .or_else(|| {
+                    target
+                        .as_deref()
+                        .and_then(|t| Path::new(t).file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .unwrap_or_default();
+            let value = secret_value(sh, &id)?;
+            let Some(value) = value else {
+                if *required {
+                    return Err(BuildError::Request(format!(
+                        "secret {id:?} is required but was not given (--secret id={id},src=FILE)"
+                    )));
+                }
+                return Ok(None);
+            };
+            if let Some(name) = env_name {
+                env.push(format!("{name}={}", String::from_utf8_lossy(&value)));
+                if target.is_none() {
+                    return Ok(None);
+                }
+            }
+            let file = scratch.join(format!("secret-{n}"));
+            std::fs::write(&file, &value).map_err(|e| BuildError::io(&file, e))?;
+            Some(MountSpec {
+                target: target
+                    .clone()
+                    .unwrap_or_else(|| format!("/run/secrets/{id}")),
+                kind: MountKind::Bind {
+                    source: file,
+                    readonly: true,
+                },
+            })
+        }
+        Mount::Bind {
+            target,
+            source,
+            read_write,
+            ..
+        } => {
+            let src = source.clone().unwrap_or_else(|| "/".into());
+            let host = match from {
+                // The context: never the user's directory, but a copy of it as filtered by
+                // `.dockerignore` (see `ctxmount`), so ignored files stay invisible and a
+                // `rw` step cannot change the host's files.
+                None if *read_write => {
+                    // A throwaway snapshot holds the writable copy: it is discarded after the
+                    // step, through the snapshotter's removal, which also deletes what the
+                    // step gave subordinate ids rootless.
+                    let view = View::open(sh.snap, store, &[])?;
+                    let dir = view_path(&view)?;
+                    from_views.push(view);
+                    crate::ctxmount::materialize(sh.context, &src, &dir)?
+                }
+                // Read-only: a copy in the step's scratch directory, removed with it.
+                None => {
+                    let dir = scratch.join(format!("context-{n}"));
+                    std::fs::create_dir(&dir).map_err(|e| BuildError::io(&dir, e))?;
+                    crate::ctxmount::materialize(sh.context, &src, &dir)?
+                }
+                // Another stage or an image: a snapshot of its layers. Writes to a `rw`
+                // mount land in that snapshot's scratch upper and are discarded with it.
+                Some(chain) => {
+                    let view = View::open(sh.snap, store, &chain.diff_ids())?;
+                    let root = view_path(&view)?;
+                    from_views.push(view);
+                    crate::fsutil::real_path_in_root(&root, Path::new(&src))?
+                }
+            };
+            Some(MountSpec {
+                target: target.clone(),
+                kind: MountKind::Bind {
+                    source: host,
+                    readonly: !read_write,
+                },
+            })
+        }
+        Mount::Ssh {
+            id,
+            target,
+            required,
+            ..
+        } => {
+            // The agent's own socket is bound in (its owner and mode stay the host's, so a
+            // step running as another user than the socket's owner cannot use it).
+            let id = id.as_deref().unwrap_or("default");
+            let Some(src) = sh.req.ssh.iter().find(|s| s.id == id) else {
+                if *required {
+                    return Err(BuildError::Request(format!(
+                        "ssh agent {id:?} is required but was not given (--ssh {id}=SOCKET)"
+                    )));
+                }
+                return Ok(None);
+            };
+            let target = target
+                .clone()
+                .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_n}"));
+            env.retain(|e| !e.starts_with("SSH_AUTH_SOCK="));
+            env.push(format!("SSH_AUTH_SOCK={target}"));
+            Some(MountSpec {
+                target,
+                kind: MountKind::Bind {
+                    source: src.socket.clone(),
+                    readonly: false,
+                },
+            })
+        }
+    })
+}
+
+/// A secret's bytes from the request; never logged, never stored.
+fn secret_value(sh: &Shared<'_>, id: &str) -> Result<Option<Vec<u8>>, BuildError> {
+    let Some(s) = sh.req.secrets.iter().find(|s| s.id == id) else {
+        return Ok(None);
+    };
+    match &s.source {
+        SecretFrom::File(p) => std::fs::read(p).map(Some).map_err(|e| BuildError::io(p, e)),
+        SecretFrom::Env(v) => Ok(std::env::var_os(v).map(|x| x.into_encoded_bytes())),
+    }
+}

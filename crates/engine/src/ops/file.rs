@@ -1,0 +1,363 @@
+//! File ops: COPY, ADD and WORKDIR, done by the engine on a writable snapshot of the stage.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use dockerfile::Heredoc;
+
+use super::{commit_layer, ContextSources, Reads};
+use crate::fsutil::{is_root, join_workdir, mkdir_all_in_root};
+use crate::graph::Chain;
+use crate::key::Key;
+use crate::progress::StepId;
+use crate::shared::Shared;
+use crate::view::View;
+use crate::BuildError;
+
+/// A file op.
+pub(crate) enum FileOp {
+    /// WORKDIR: the directory (absolute, cleaned) and the USER whose ids own what is created.
+    Workdir {
+        path: PathBuf,
+        user: Option<String>,
+        created_by: String,
+    },
+    /// COPY or ADD.
+    Copy(CopyOp),
+}
+
+/// COPY or ADD, expanded.
+pub(crate) struct CopyOp {
+    /// ADD's own options; `None` for COPY.
+    pub add: Option<dockerfile::Add>,
+    /// The copy (sources, destination, flags, heredocs).
+    pub copy: dockerfile::Copy,
+    /// The stage's working directory, against which a relative destination is resolved.
+    pub workdir: String,
+    /// The history text.
+    pub created_by: String,
+}
+
+impl FileOp {
+    /// Key fields: `workdir`: `path`, `user`. `copy`/`add`: `sources`, `dest`, `workdir`, `from`
+    /// (whether the sources come from another stage or image, whose chain is an input), `chown`,
+    /// `chmod`, `link`, `parents`, `exclude`, `heredocs` (name and body of each) and, for ADD,
+    /// `checksum`, `unpack` and `keep-git-dir`.
+    pub fn define(&self, k: &mut Key) {
+        match self {
+            FileOp::Workdir { path, user, .. } => {
+                k.str("op", "workdir")
+                    .str("path", &path.to_string_lossy())
+                    .opt_str("user", user.as_deref());
+            }
+            FileOp::Copy(c) => {
+                let copy = &c.copy;
+                k.str("op", if c.add.is_some() { "add" } else { "copy" })
+                    .strs("sources", &copy.sources)
+                    .str("dest", &copy.dest)
+                    .str("workdir", &c.workdir)
+                    .bool("from", copy.from.is_some())
+                    .opt_str("chown", copy.chown.as_deref())
+                    .opt_str("chmod", copy.chmod.as_deref())
+                    .bool("link", copy.link)
+                    .bool("parents", copy.parents)
+                    .strs("exclude", &copy.exclude);
+                k.list("heredocs", copy.heredocs.len());
+                for h in &copy.heredocs {
+                    k.str("name", &h.name).str("body", &h.body());
+                }
+                if let Some(a) = &c.add {
+                    k.opt_str("checksum", a.checksum.as_deref())
+                        .opt_str("unpack", a.unpack.map(|u| if u { "true" } else { "false" }))
+                        .bool("keep-git-dir", a.keep_git_dir);
+                }
+            }
+        }
+    }
+
+    /// What the op reads besides its inputs: context files for a COPY or ADD without `--from`.
+    pub fn reads(&self, sh: &Shared<'_>, step: &StepId) -> Result<Reads, BuildError> {
+        let FileOp::Copy(c) = self else {
+            return Ok(Reads::Nothing);
+        };
+        if let Some(a) = &c.add {
+            let remote = c.copy.sources.iter().any(|s| is_url(s));
+            if remote || a.checksum.is_some() {
+                return Ok(Reads::Unkeyable);
+            }
+        }
+        if !c.copy.heredocs.is_empty() || c.copy.from.is_some() {
+            return Ok(Reads::Nothing);
+        }
+        let digest = sh
+            .context
+            .digest_sources(&c.copy.sources)
+            .map_err(|e| sh.step_error(step, e))?;
+        Ok(Reads::Context(ContextSources {
+            patterns: c.copy.sources.clone(),
+            digest,
+        }))
+    }
+
+    /// Does the copy or mkdir on a snapshot of `inputs[0]` (sources from `inputs[1]` for
+    /// `--from`) and commits it as a layer.
+    pub fn run(
+        &self,
+        sh: &Shared<'_>,
+        step: &StepId,
+        inputs: &[&Chain],
+    ) -> Result<Chain, BuildError> {
+        let parent = inputs
+            .first()
+            .ok_or_else(|| BuildError::Task("file op without a filesystem input".into()))?;
+        match self {
+            FileOp::Workdir {
+                path,
+                user,
+                created_by,
+            } => {
+                let view = View::open(sh.snap, sh.images.store(), &parent.diff_ids())?;
+                let root = view_root(&view)?;
+                let owner = match user.as_deref() {
+                    None | Some("") => None,
+                    Some(u) => Some(
+                        context::passwd::resolve_chown(&root, u)
+                            .map_err(|e| sh.step_error(step, e))?,
+                    ),
+                };
+                mkdir_all_in_root(&root, path, owner).map_err(|e| sh.step_error(step, e))?;
+                // BuildKit keeps WORKDIR's layer even when the directory already existed.
+                commit_layer(sh, parent, view, &[], created_by)
+            }
+            FileOp::Copy(c) => {
+                let from = c.copy.from.as_ref().and(inputs.get(1).copied());
+                c.run(sh, step, parent, from)
+            }
+        }
+    }
+}
+
+impl CopyOp {
+    fn run(
+        &self,
+        sh: &Shared<'_>,
+        step: &StepId,
+        parent: &Chain,
+        from: Option<&Chain>,
+    ) -> Result<Chain, BuildError> {
+        let copy = &self.copy;
+        let add = self.add.as_ref();
+        let store = sh.images.store();
+        let err = |e: &dyn std::fmt::Display| sh.step_error(step, e);
+        let mut view = View::open(sh.snap, store, &parent.diff_ids())?;
+        let root = view_root(&view)?;
+        let chown = match copy.chown.as_deref() {
+            Some(spec) => Some(context::passwd::resolve_chown(&root, spec).map_err(|e| err(&e))?),
+            None => None,
+        };
+        let workdir = self.workdir.as_str();
+
+        if !copy.heredocs.is_empty() {
+            // Heredoc sources become files in a scratch directory named after the heredoc.
+            let dir = store.temp_dir("heredoc")?;
+            write_heredocs(dir.path(), &copy.heredocs)?;
+            let sources: Vec<String> = copy.heredocs.iter().map(|h| h.name.clone()).collect();
+            let req = context::CopyRequest {
+                src_root: dir.path(),
+                ignore: None,
+                sources: &sources,
+                dest: &copy.dest,
+                workdir,
+                dest_root: &root,
+                chown,
+                chmod: copy.chmod.as_deref(),
+                parents: false,
+                exclude: &copy.exclude,
+                keep_ownership: false,
+            };
+            let out = context::copy(&req).map_err(|e| err(&e))?;
+            view.record_owner(&out);
+        } else {
+            // The source tree: the context, another stage, or an image (`--from`).
+            let mut _from_view = None;
+            let from_root: Option<PathBuf> = match from {
+                None => None,
+                Some(chain) => {
+                    let v = View::open(sh.snap, store, &chain.diff_ids())?;
+                    let r = view_root(&v)?;
+                    _from_view = Some(v);
+                    Some(r)
+                }
+            };
+            let (src_root, ignore): (&Path, Option<&context::ignore::IgnoreMatcher>) =
+                match &from_root {
+                    Some(r) => (r.as_path(), None),
+                    None => (sh.context.root(), Some(sh.context.ignore())),
+                };
+            // ADD: local archives are extracted, URLs fetched; everything else is a plain copy.
+            let mut plain = Vec::new();
+            for src in &copy.sources {
+                if add.is_some() && is_url(src) {
+                    self.add_url(sh, &root, src, chown).map_err(|e| err(&e))?;
+                    continue;
+                }
+                let unpack = add.map(|a| a.unpack.unwrap_or(true)).unwrap_or(false);
+                if unpack && from_root.is_none() && !src.contains(['*', '?', '[']) {
+                    let p = sh.context.root().join(src.trim_start_matches('/'));
+                    if is_tar_archive(&p) {
+                        extract(sh, &root, &p, &copy.dest, workdir).map_err(|e| err(&e))?;
+                        continue;
+                    }
+                }
+                plain.push(src.clone());
+            }
+            if !plain.is_empty() {
+                let req = context::CopyRequest {
+                    src_root,
+                    ignore,
+                    sources: &plain,
+                    dest: &copy.dest,
+                    workdir,
+                    dest_root: &root,
+                    chown,
+                    chmod: copy.chmod.as_deref(),
+                    parents: copy.parents,
+                    exclude: &copy.exclude,
+                    keep_ownership: from.is_some() && chown.is_none(),
+                };
+                let out = context::copy(&req).map_err(|e| err(&e))?;
+                view.record_owner(&out);
+            }
+        }
+        if sh.cancel.is_cancelled() {
+            return Err(BuildError::Cancelled);
+        }
+        commit_layer(sh, parent, view, &[], &self.created_by)
+    }
+
+    /// ADD of a URL: downloaded into a scratch dir, then copied as a local file would be.
+    fn add_url(
+        &self,
+        sh: &Shared<'_>,
+        root: &Path,
+        url: &str,
+        chown: Option<(u32, u32)>,
+    ) -> Result<(), BuildError> {
+        let copy = &self.copy;
+        let name = match crate::fetch::file_name(url) {
+            Some(n) => n,
+            None if !copy.dest.ends_with('/') => "download".to_string(),
+            None => {
+                return Err(BuildError::Request(format!(
+                    "cannot determine a file name from {url}; give a destination file name"
+                )))
+            }
+        };
+        let scratch = sh.images.store().temp_dir("add-url")?;
+        let checksum = self.add.as_ref().and_then(|a| a.checksum.as_deref());
+        crate::fetch::fetch(url, scratch.path(), &name, checksum)
+            .map_err(|e| BuildError::Request(e.to_string()))?;
+        let req = context::CopyRequest {
+            src_root: scratch.path(),
+            ignore: None,
+            sources: std::slice::from_ref(&name),
+            dest: &copy.dest,
+            workdir: &self.workdir,
+            dest_root: root,
+            chown,
+            chmod: copy.chmod.as_deref(),
+            parents: false,
+            exclude: &[],
+            keep_ownership: false,
+        };
+        context::copy(&req)?;
+        Ok(())
+    }
+}
+
+/// ADD of a local tar: extracted into a scratch dir, then copied with the archive's ownership.
+fn extract(
+    sh: &Shared<'_>,
+    root: &Path,
+    archive: &Path,
+    dest: &str,
+    workdir: &str,
+) -> Result<(), BuildError> {
+    let scratch = sh.images.store().temp_dir("add-extract")?;
+    set_root_mode(scratch.path())?;
+    let f = std::fs::File::open(archive).map_err(|e| BuildError::io(archive, e))?;
+    let r = layer::compress::decompress(f).map_err(|e| BuildError::io(archive, e))?;
+    layer::apply_layer(
+        scratch.path(),
+        r,
+        &layer::ApplyOptions {
+            same_owner: is_root(),
+            id_map: None,
+        },
+    )?;
+    let dest_abs = join_workdir(workdir, dest);
+    let req = context::CopyRequest {
+        src_root: scratch.path(),
+        ignore: None,
+        sources: &[".".to_string()],
+        dest: &format!("{}/", dest_abs.display()),
+        workdir,
+        dest_root: root,
+        chown: None,
+        chmod: None,
+        parents: false,
+        exclude: &[],
+        keep_ownership: true,
+    };
+    context::copy(&req)?;
+    Ok(())
+}
+
+/// The writable path of a view opened for a file step.
+fn view_root(view: &View<'_>) -> Result<PathBuf, BuildError> {
+    view.path()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| BuildError::Task("snapshot view has no writable path".into()))
+}
+
+pub(crate) fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")
+}
+
+/// Whether ADD extracts this file: a tar archive, plain or compressed, detected by content.
+fn is_tar_archive(path: &Path) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.is_file() {
+        return false;
+    }
+    // `decompress` sniffs the compression itself, so one open is enough.
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(mut r) = layer::compress::decompress(f) else {
+        return false;
+    };
+    let mut block = [0u8; 512];
+    r.read_exact(&mut block).is_ok() && &block[257..262] == b"ustar"
+}
+
+fn write_heredocs(dir: &Path, docs: &[Heredoc]) -> Result<(), BuildError> {
+    for h in docs {
+        let p = dir.join(&h.name);
+        let mut f = std::fs::File::create(&p).map_err(|e| BuildError::io(&p, e))?;
+        f.write_all(h.body().as_bytes())
+            .map_err(|e| BuildError::io(&p, e))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| BuildError::io(&p, e))?;
+    }
+    Ok(())
+}
+
+fn set_root_mode(p: &Path) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| BuildError::io(p, e))
+}
