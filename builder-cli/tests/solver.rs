@@ -243,3 +243,34 @@ fn a_rebuild_explains_every_cache_miss() {
     );
     assert_eq!(build(&["--no-cache"]), vec!["--no-cache"; 4]);
 }
+
+#[test]
+fn copy_layers_do_not_depend_on_when_they_were_built() {
+    // Two runners: two stores from the same base, the same context, builds at different times.
+    let dir = tempfile::tempdir().unwrap();
+    let tar = busybox_tar(dir.path());
+    let ctx = write_ctx(dir.path(), "FROM bb:1\nCOPY a.txt /app/sub/a.txt\nCOPY a.txt /etc/\n");
+    std::fs::write(ctx.join("a.txt"), "a\n").unwrap();
+    let mut images = Vec::new();
+    for runner in ["one", "two"] {
+        let rdir = dir.path().join(runner);
+        std::fs::create_dir_all(&rdir).unwrap();
+        let store = store_with_base_tar(&tar, &rdir);
+        run_ok(rbuild(&store).args(["build", "-q", "-t", "c:1"]).arg(&ctx));
+        let saved = rdir.join("c.tar");
+        run_ok(rbuild(&store).args(["save", "-o"]).arg(&saved).arg("c:1"));
+        images.push(read_docker_archive(&saved));
+    }
+    assert_eq!(
+        images[0].config["rootfs"], images[1].config["rootfs"],
+        "the same COPY gave different layers"
+    );
+    for dir in ["app", "app/sub", "etc"] {
+        let e = images[0]
+            .tree
+            .iter()
+            .find(|e| e.path == dir)
+            .unwrap_or_else(|| panic!("{dir} missing"));
+        assert_eq!(e.mtime, 0, "{dir} has the build's time");
+    }
+}

@@ -232,6 +232,9 @@ impl CopyOp {
         if sh.cancel.is_cancelled() {
             return Err(BuildError::Cancelled);
         }
+        let dest = join_workdir(workdir, &copy.dest);
+        let when = sh.req.source_date_epoch.unwrap_or(FIXED_DIR_TIME);
+        stamp_parents(&root, &dest, when).map_err(|e| err(&e))?;
         commit_layer(sh, parent, view, &[], &self.created_by)
     }
 
@@ -273,6 +276,52 @@ impl CopyOp {
         context::copy(&req)?;
         Ok(())
     }
+}
+
+/// The time COPY and ADD give the directories on the way to their destination (created, or
+/// changed by what was added into them) when `SOURCE_DATE_EPOCH` is not set: the Unix epoch.
+/// Stamping them with the build's time (as BuildKit does) would make two runners' layers differ
+/// for the same inputs; with a fixed time the layer is a function of its inputs alone.
+pub(crate) const FIXED_DIR_TIME: i64 = 0;
+
+/// Sets the mtime of `/` and each directory on the path to `dest` (itself included when it is
+/// one) to `when`, resolving every component inside `root`.
+fn stamp_parents(root: &Path, dest: &Path, when: i64) -> Result<(), BuildError> {
+    let mut prefix = PathBuf::from("/");
+    let mut dirs = vec![prefix.clone()];
+    for c in dest.components() {
+        if let std::path::Component::Normal(n) = c {
+            prefix.push(n);
+            dirs.push(prefix.clone());
+        }
+    }
+    let ts = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: when,
+            tv_nsec: 0,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: when,
+            tv_nsec: 0,
+        },
+    };
+    for d in dirs {
+        let Ok(real) = crate::fsutil::real_path_in_root(root, &d) else {
+            break;
+        };
+        match std::fs::symlink_metadata(&real) {
+            Ok(m) if m.is_dir() => {}
+            _ => break,
+        }
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &real,
+            &ts,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| BuildError::io(&real, e.into()))?;
+    }
+    Ok(())
 }
 
 /// ADD of a local tar: extracted into a scratch dir, then copied with the archive's ownership.
