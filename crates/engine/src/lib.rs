@@ -19,11 +19,13 @@
 
 mod builder;
 pub mod cache;
+mod cachemount;
 mod ctxmount;
 mod error;
 mod fetch;
 mod fsutil;
 mod import;
+mod mountfile;
 pub mod progress;
 pub mod pull;
 mod request;
