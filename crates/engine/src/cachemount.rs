@@ -1,12 +1,13 @@
 //! `RUN --mount=type=cache`: persistent directories shared by the builds of one store, with
 //! BuildKit's options.
 //!
-//! A cache is identified as BuildKit identifies it: by its `id` (default: the target) and by what
-//! it starts from. BuildKit keys a cache by id *and* its base snapshot, so `from=` (which stage or
-//! image, by content) and the `uid`/`gid`/`mode` given for a new directory (BuildKit makes those
-//! with a file operation that becomes the base) each give a separate cache. We also key by
-//! `source`, because only that path of `from` is copied (BuildKit keeps the whole `from` and
-//! mounts the subpath).
+//! A cache is identified as BuildKit identifies it: by its `id` (default: the target) and by the
+//! snapshot it starts from. That base is empty, or `from=` (the stage or image, by content), or,
+//! when `uid`/`gid`/`mode` are given without a `source`, a directory BuildKit makes with those
+//! (which then replaces even `from`'s contents: BuildKit mounts that new directory). With a
+//! `source`, BuildKit ignores `uid`/`gid`/`mode` and the cache starts as a writable, persistent
+//! copy of that path (owners and modes kept). Unlike BuildKit, which keeps the whole of `from`
+//! per cache and mounts the subpath, only `source` is copied, so it is part of the identity too.
 //!
 //! On disk, each identity is a family directory under `<store>/cache-mounts/` holding numbered
 //! instances `N/` and, next to each, a lock file `N.lock`:
@@ -56,12 +57,33 @@ pub(crate) struct CacheMountSpec<'a> {
 
 /// The contents a new cache starts from: a path of another stage or image.
 pub(crate) struct CacheSeed<'a> {
-    /// What the seed is, stable across builds and processes (the stage's or image's layer chain
-    /// and the source path); part of the cache's identity.
-    pub identity: String,
+    /// Which stage or image, stable across builds and processes (its layer chain).
+    pub base: String,
+    /// `source=`, as an absolute path in `base` (`/` by default).
+    pub source: PathBuf,
     /// Opens the stage or image and returns the host path of `source` in it; called only when a
-    /// new instance has to be made, since opening a snapshot may copy a whole tree.
+    /// new instance has to be made from it, since opening a snapshot may copy a whole tree.
     pub resolve: &'a mut dyn FnMut() -> Result<PathBuf, BuildError>,
+}
+
+impl CacheSeed<'_> {
+    fn whole(&self) -> bool {
+        self.source == Path::new("/")
+    }
+}
+
+impl CacheMountSpec<'_> {
+    /// Whether `uid`/`gid`/`mode` make the cache's directory (BuildKit ignores them with a
+    /// `source`).
+    fn sets_dir(&self) -> bool {
+        (self.mode.is_some() || self.uid.is_some() || self.gid.is_some())
+            && self.seed.as_ref().is_none_or(CacheSeed::whole)
+    }
+
+    /// Whether a new cache is a copy of the seed rather than a new directory.
+    fn copies_seed(&self) -> bool {
+        self.seed.is_some() && !self.sets_dir()
+    }
 }
 
 /// Keeps the cache instance's lock until the step has run; drop it after the sandbox returns.
@@ -98,9 +120,8 @@ pub(crate) fn prepare(
     };
     let dir = family.join(n.to_string());
     if !exists(&dir)? {
-        create_instance(
-            sandbox, &family, &dir, spec.mode, spec.uid, spec.gid, spec.seed,
-        )?;
+        let seed = if spec.copies_seed() { spec.seed } else { None };
+        create_instance(sandbox, &family, &dir, spec.mode, spec.uid, spec.gid, seed)?;
     }
     Ok((
         MountSpec {
@@ -119,9 +140,12 @@ fn family_dir(root: &Path, spec: &CacheMountSpec<'_>) -> PathBuf {
     let id = spec.id.unwrap_or(spec.target);
     let mut identity = format!("id={id}\n");
     if let Some(seed) = &spec.seed {
-        identity.push_str(&format!("from={}\n", seed.identity));
+        identity.push_str(&format!("from={}\n", seed.base));
+        if !seed.whole() {
+            identity.push_str(&format!("source={}\n", seed.source.display()));
+        }
     }
-    if spec.mode.is_some() || spec.uid.is_some() || spec.gid.is_some() {
+    if spec.sets_dir() {
         identity.push_str(&format!(
             "mode={:?} uid={:?} gid={:?}\n",
             spec.mode, spec.uid, spec.gid
@@ -195,7 +219,8 @@ fn sandbox_err(path: &Path, e: sandbox::SandboxError) -> BuildError {
     BuildError::io(path, io::Error::other(e.to_string()))
 }
 
-/// Makes instance `dir` complete under a temporary name, then renames it into place.
+/// Makes instance `dir` complete under a temporary name, then renames it into place: a copy of
+/// `seed`, or a new directory with `mode`/`uid`/`gid`.
 fn create_instance(
     sandbox: &Sandbox,
     family: &Path,
@@ -245,9 +270,7 @@ fn create_instance(
             sandbox
                 .copy_tree(&src, &tmp)
                 .map_err(|e| sandbox_err(&tmp, e))?;
-            let owner =
-                (uid.is_some() || gid.is_some()).then(|| (uid.unwrap_or(0), gid.unwrap_or(0)));
-            (owner, mode)
+            (None, None)
         }
     };
     if owner.is_some() || mode.is_some() {
@@ -293,10 +316,31 @@ mod tests {
         let mut resolve = || -> Result<PathBuf, BuildError> { Ok(PathBuf::new()) };
         let mut seeded = spec(None);
         seeded.seed = Some(CacheSeed {
-            identity: "chain-a:/src".into(),
+            base: "chain-a".into(),
+            source: "/src".into(),
             resolve: &mut resolve,
         });
-        assert_ne!(plain, family_dir(root, &seeded));
+        let from_src = family_dir(root, &seeded);
+        assert_ne!(plain, from_src);
+        assert!(seeded.copies_seed());
+        // With a source, BuildKit ignores uid/gid/mode: same cache, still the copy.
+        seeded.uid = Some(7);
+        assert_eq!(from_src, family_dir(root, &seeded));
+        assert!(seeded.copies_seed());
+        // Without one, they make a new directory instead of the copy: another cache.
+        let mut resolve = || -> Result<PathBuf, BuildError> { Ok(PathBuf::new()) };
+        let mut whole = spec(None);
+        whole.seed = Some(CacheSeed {
+            base: "chain-a".into(),
+            source: "/".into(),
+            resolve: &mut resolve,
+        });
+        let from_root = family_dir(root, &whole);
+        assert!(whole.copies_seed());
+        whole.mode = Some(0o711);
+        assert!(!whole.copies_seed());
+        assert_ne!(from_root, family_dir(root, &whole));
+        assert_ne!(from_root, from_src);
         assert!(plain.starts_with("/s/cache-mounts"));
         assert!(plain
             .file_name()

@@ -385,12 +385,9 @@ impl<'a> StageRun<'a> {
                     Some(from) => {
                         let chain = self.chain_of_from(instr, from)?;
                         let src = crate::fsutil::clean_abs(source.as_deref().unwrap_or("/"));
-                        let identity = format!(
-                            "{}:{}",
-                            digest::chain_id(&chain).map_or_else(|| "scratch".into(), |d| d.hex()),
-                            src.display()
-                        );
-                        Some((chain, src, identity))
+                        let base =
+                            digest::chain_id(&chain).map_or_else(|| "scratch".into(), |d| d.hex());
+                        Some((chain, src, base))
                     }
                     None => None,
                 };
@@ -405,8 +402,9 @@ impl<'a> StageRun<'a> {
                 };
                 let seed = seed_of
                     .as_ref()
-                    .map(|(_, _, identity)| crate::cachemount::CacheSeed {
-                        identity: identity.clone(),
+                    .map(|(_, src, base)| crate::cachemount::CacheSeed {
+                        base: base.clone(),
+                        source: src.clone(),
                         resolve: &mut open_seed,
                     });
                 let (spec, guard) = crate::cachemount::prepare(
