@@ -140,3 +140,80 @@ impl Drop for AgentProxy {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// An "agent" answering each connection's line reversed, for as many connections as asked.
+    fn agent(path: &Path, connections: usize) -> JoinHandle<()> {
+        let listener = UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().take(connections) {
+                let mut conn = conn.unwrap();
+                let mut line = String::new();
+                BufReader::new(conn.try_clone().unwrap())
+                    .read_line(&mut line)
+                    .unwrap();
+                let reply: String = line.trim_end().chars().rev().collect();
+                writeln!(conn, "{reply}").unwrap();
+            }
+        })
+    }
+
+    fn ask(path: &Path, line: &str) -> String {
+        let mut c = UnixStream::connect(path).unwrap();
+        writeln!(c, "{line}").unwrap();
+        let mut reply = String::new();
+        BufReader::new(c).read_line(&mut reply).unwrap();
+        reply
+    }
+
+    #[test]
+    fn proxy_forwards_every_connection_and_stops_on_drop() {
+        let sb = Sandbox::new(sandbox::SandboxOptions::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (real, ours) = (dir.path().join("agent"), dir.path().join("proxy"));
+        let served = agent(&real, 2);
+        let proxy = agent_proxy(
+            &sb,
+            &real,
+            &ours,
+            FileAccess {
+                uid: None,
+                gid: None,
+                mode: SSH_MODE,
+            },
+        )
+        .unwrap();
+        let meta = std::fs::metadata(&ours).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        assert_eq!(ask(&ours, "hello"), "olleh\n");
+        assert_eq!(ask(&ours, "abc"), "cba\n");
+        served.join().unwrap();
+        drop(proxy);
+        assert!(!ours.exists(), "the proxy's socket outlived it");
+    }
+
+    /// Run as root, as the suite is: the file is chowned directly.
+    #[test]
+    fn secret_file_gets_owner_and_mode() {
+        let sb = Sandbox::new(sandbox::SandboxOptions::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s");
+        let access = FileAccess {
+            uid: Some(1000),
+            gid: None,
+            mode: 0o640,
+        };
+        write_secret(&sb, &f, b"value", access).unwrap();
+        let meta = std::fs::metadata(&f).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (1000, 0, 0o640)
+        );
+        assert_eq!(std::fs::read(&f).unwrap(), b"value");
+    }
+}
