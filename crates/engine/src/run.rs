@@ -257,8 +257,7 @@ impl<'a> StageRun<'a> {
                     (n, ssh_n),
                     scratch.path(),
                     &mut env,
-                    &mut from_views,
-                    &mut guards,
+                    (&mut from_views, &mut guards),
                 )
                 .map_err(|e| self.step_error(instr, e))?;
             if let Some(spec) = spec {
@@ -359,8 +358,7 @@ impl<'a> StageRun<'a> {
         (n, ssh_n): (usize, usize),
         scratch: &Path,
         env: &mut Vec<String>,
-        from_views: &mut Vec<View<'a>>,
-        guards: &mut Vec<Box<dyn std::any::Any>>,
+        (from_views, guards): (&mut Vec<View<'a>>, &mut Vec<Box<dyn std::any::Any>>),
     ) -> Result<Option<MountSpec>, BuildError> {
         let store = self.images.store();
         Ok(match m {
