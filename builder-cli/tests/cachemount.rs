@@ -126,34 +126,49 @@ fn killed_build_leaves_no_lock_and_no_half_made_cache() {
             "FROM {BUSYBOX}\n\
              ARG STEP\n\
              RUN --mount=type=cache,target=/c,sharing=locked \
-             echo \"$STEP\" >> /c/log && if [ \"$STEP\" = hang ]; then touch /c/holding; sleep 600; fi\n"
+             echo \"$STEP\" >> /c/log && if [ \"$STEP\" = hang ]; then echo holding-the-$STEP; sleep 600; fi\n"
         ),
         &[],
     );
     let mut hung = rbuild_build(store.path(), ctx.path(), &["--build-arg", "STEP=hang"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the step holds the cache: its marker is in the (only) instance.
-    let holding = loop {
-        let found = std::fs::read_dir(store.path().join("cache-mounts"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .map(|e| e.unwrap().path().join("0/holding"));
-        if let Some(p) = found.filter(|p| p.exists()) {
-            break p;
+    // The step's output arrives as it prints: once it says so, it holds the cache (its text,
+    // unlike the RUN line the progress shows, names the value of STEP).
+    let mut seen = String::new();
+    {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(hung.stderr.take().unwrap()).lines();
+        while !seen.contains("holding-the-hang") {
+            match lines.next() {
+                Some(line) => seen.push_str(&(line.unwrap() + "\n")),
+                None => panic!("the build ended before its step held the cache:\n{seen}"),
+            }
         }
-        assert!(
-            hung.try_wait().unwrap().is_none(),
-            "the hanging build ended"
-        );
-        std::thread::yield_now();
-    };
-    let family = holding.parent().unwrap().parent().unwrap().to_path_buf();
+    }
+    let log = std::fs::read_dir(store.path().join("cache-mounts"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("0/log"))
+        .next()
+        .unwrap();
+    let family = log.parent().unwrap().parent().unwrap().to_path_buf();
     // SIGKILL: no destructor runs, exactly what a crash or an OOM kill does.
+    let lock = family.join("0.lock");
+    let free = || {
+        Command::new("flock")
+            .args(["--nonblock", "--exclusive"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(!free(), "the running step does not hold the cache's lock");
     hung.kill().unwrap();
     hung.wait().unwrap();
+    assert!(free(), "the killed build's lock is still held");
     // A creation cut short by a kill: a temporary instance that must never be used.
     let stale = family.join(".tmp-999999");
     std::fs::create_dir(&stale).unwrap();
