@@ -45,11 +45,12 @@ pub(crate) struct CacheMountSpec<'a> {
     pub read_only: bool,
     /// `sharing=`.
     pub sharing: CacheSharing,
-    /// `mode=` for a new cache directory (default 0755, or the seed's own).
+    /// `mode=` of a new cache directory (default 0755); ignored with a `source`, where the copy
+    /// keeps the seed's own.
     pub mode: Option<u32>,
-    /// `uid=` for a new cache directory (default 0, or the seed's own).
+    /// `uid=` of a new cache directory (default 0); ignored with a `source`.
     pub uid: Option<u32>,
-    /// `gid=` for a new cache directory (default 0, or the seed's own).
+    /// `gid=` of a new cache directory (default 0); ignored with a `source`.
     pub gid: Option<u32>,
     /// `from=` + `source=`: what a new cache starts as.
     pub seed: Option<CacheSeed<'a>>,
