@@ -249,7 +249,10 @@ fn copy_layers_do_not_depend_on_when_they_were_built() {
     // Two runners: two stores from the same base, the same context, builds at different times.
     let dir = tempfile::tempdir().unwrap();
     let tar = busybox_tar(dir.path());
-    let ctx = write_ctx(dir.path(), "FROM bb:1\nCOPY a.txt /app/sub/a.txt\nCOPY a.txt /etc/\n");
+    let ctx = write_ctx(
+        dir.path(),
+        "FROM bb:1\nCOPY a.txt /app/sub/a.txt\nCOPY a.txt /etc/\n",
+    );
     std::fs::write(ctx.join("a.txt"), "a\n").unwrap();
     let mut images = Vec::new();
     for runner in ["one", "two"] {

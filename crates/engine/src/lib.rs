@@ -23,6 +23,7 @@
 
 mod builder;
 pub mod cache;
+mod cachemount;
 mod ctxmount;
 mod error;
 mod explain;
@@ -33,6 +34,7 @@ mod import;
 pub mod key;
 mod lower;
 mod meta;
+mod mountfile;
 mod ops;
 pub mod progress;
 pub mod pull;

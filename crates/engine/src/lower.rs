@@ -374,6 +374,9 @@ impl Lowering<'_, '_> {
                     match m {
                         dockerfile::Mount::Bind {
                             from: Some(from), ..
+                        }
+                        | dockerfile::Mount::Cache {
+                            from: Some(from), ..
                         } => {
                             extra.push(self.from_vertex(from, step)?);
                             mount_inputs.push(Some(extra.len()));

@@ -2,6 +2,8 @@
 //! tests (run as an unprivileged user) and handy for poking at the sandbox by hand.
 //!
 //! Usage: sandbox-run --probe
+//!        sandbox-run [--single] --set-owner-mode PATH UID:GID OCTAL-MODE
+//!        sandbox-run [--single] --copy-tree SRC DEST
 //!        sandbox-run [--single] [--net-none] [--uid N] [--gid N]
 //!                    (--dir ROOTFS | --overlay LOWER,UPPER,WORK) -- ARGV...
 //! Prints the step's output as it arrives, then `RESULT code=.. signal=..`, `WARNING ..` and
@@ -34,6 +36,28 @@ fn main() {
                 println!("overlay_in_userns={}", c.overlay_in_userns);
                 for n in c.notes {
                     println!("NOTE {n}");
+                }
+                return;
+            }
+            "--set-owner-mode" | "--copy-tree" => {
+                // File operations with the steps' privileges: PATH UID:GID MODE, or SRC DEST.
+                let (a1, a2) = (
+                    args.next().unwrap_or_default(),
+                    args.next().unwrap_or_default(),
+                );
+                let result = Sandbox::new(opts.clone()).and_then(|sb| {
+                    if a == "--copy-tree" {
+                        return sb.copy_tree(a1.as_ref(), a2.as_ref());
+                    }
+                    let owner = a2
+                        .split_once(':')
+                        .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+                    let mode = args.next().and_then(|m| u32::from_str_radix(&m, 8).ok());
+                    sb.set_owner_mode(a1.as_ref(), owner, mode)
+                });
+                match result {
+                    Ok(()) => println!("RESULT ok"),
+                    Err(e) => println!("ERROR {e}"),
                 }
                 return;
             }

@@ -456,6 +456,92 @@ impl Sandbox {
         remove::remove_tree(self, path)
     }
 
+    /// Gives `path` the owner `uid:gid` and/or the permission bits `mode` as steps see them, with
+    /// the privileges steps have: rootless (without [`enter_user_namespace`]) only root of a user
+    /// namespace with this sandbox's map may give a file a subordinate id or change a file that
+    /// belongs to one (a cache mount's `uid=`, a secret's `uid=`). The owner is set first, since
+    /// a chown clears a file's set-id bits.
+    pub fn set_owner_mode(
+        &self,
+        path: &std::path::Path,
+        owner: Option<(u32, u32)>,
+        mode: Option<u32>,
+    ) -> Result<(), SandboxError> {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: geteuid cannot fail.
+        if matches!(self.mapping, IdMapping::Host) || unsafe { libc::geteuid() } == 0 {
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| {
+                    SandboxError::io(format!("chown {uid}:{gid} {}", path.display()), e)
+                })?;
+            }
+            if let Some(mode) = mode {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(
+                    |e| SandboxError::io(format!("chmod {mode:o} {}", path.display()), e),
+                )?;
+            }
+            return Ok(());
+        }
+        if let Some((uid, gid)) = owner {
+            let owner = format!("{uid}:{gid}");
+            remove::run_tool(
+                self,
+                "chown",
+                &[
+                    "-h".as_ref(),
+                    owner.as_ref(),
+                    "--".as_ref(),
+                    path.as_os_str(),
+                ],
+                &format!(
+                    "chown {owner} {} in the build's user namespace",
+                    path.display()
+                ),
+            )?;
+        }
+        if let Some(mode) = mode {
+            // A file that is still the caller's (no new owner) needs no namespace.
+            if owner.is_none()
+                && std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).is_ok()
+            {
+                return Ok(());
+            }
+            let bits = format!("{mode:o}");
+            remove::run_tool(
+                self,
+                "chmod",
+                &[bits.as_ref(), "--".as_ref(), path.as_os_str()],
+                &format!(
+                    "chmod {bits} {} in the build's user namespace",
+                    path.display()
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Copies `src` (a file or a directory tree) to the new path `dest`, keeping owners, modes,
+    /// links and times, with the privileges steps have: rootless, files a step gave subordinate
+    /// ids (or made unreadable) can only be read and recreated from inside the namespace.
+    pub fn copy_tree(
+        &self,
+        src: &std::path::Path,
+        dest: &std::path::Path,
+    ) -> Result<(), SandboxError> {
+        remove::run_tool(
+            self,
+            "cp",
+            &[
+                "-a".as_ref(),
+                "-T".as_ref(),
+                "--".as_ref(),
+                src.as_os_str(),
+                dest.as_os_str(),
+            ],
+            &format!("copy {} to {}", src.display(), dest.display()),
+        )
+    }
+
     /// Runs one step to completion, streaming its output to `output` as it arrives.
     ///
     /// Returns `Ok` whenever the step's command ran, whatever its exit status; `Err` when the

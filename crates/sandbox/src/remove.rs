@@ -2,6 +2,7 @@
 //! it made unwritable) cannot be removed by the caller from outside the user namespace, so `rm`
 //! runs as root of a user namespace with the same map, where it may touch every mapped inode.
 
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -86,23 +87,83 @@ pub(crate) fn remove_tree(sb: &Sandbox, path: &Path) -> Result<(), SandboxError>
         return std::fs::remove_dir_all(path)
             .map_err(|e| SandboxError::io(format!("remove {}", path.display()), e));
     }
-    let rm = crate::subid::find_tool("rm").ok_or_else(|| {
+    let what = format!("remove {} in the build's user namespace", path.display());
+    run_tool(
+        sb,
+        "rm",
+        &[
+            "-rf".as_ref(),
+            "--one-file-system".as_ref(),
+            "--".as_ref(),
+            path.as_os_str(),
+        ],
+        &what,
+    )?;
+    if !gone(path) {
+        return Err(SandboxError::io(
+            what,
+            io::Error::other("it is still there"),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `tool ARGS` (found in /usr/bin, /bin or PATH) with the privileges steps have over their
+/// files: directly when the caller is root (real, or of the namespace it entered), else as root
+/// of a user namespace with this sandbox's map. `what` names the operation in errors.
+pub(crate) fn run_tool(
+    sb: &Sandbox,
+    tool: &str,
+    args: &[&OsStr],
+    what: &str,
+) -> Result<(), SandboxError> {
+    let path = crate::subid::find_tool(tool).ok_or_else(|| {
         SandboxError::io(
-            format!("remove {}", path.display()),
-            io::Error::new(io::ErrorKind::NotFound, "no rm in /usr/bin, /bin or PATH"),
+            what.to_string(),
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no {tool} in /usr/bin, /bin or PATH"),
+            ),
         )
     })?;
-    let (mut pid_r, pid_w) = pipe()?;
-    let (go_r, mut go_w) = pipe()?;
-    let (pid_wfd, go_rfd, go_wfd) = (pid_w.as_raw_fd(), go_r.as_raw_fd(), go_w.as_raw_fd());
-    let mut cmd = Command::new(&rm);
-    cmd.arg("-rf")
-        .arg("--one-file-system")
-        .arg("--")
-        .arg(path)
+    let mut cmd = Command::new(&path);
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    // SAFETY: geteuid cannot fail.
+    let child = if matches!(sb.mapping, IdMapping::Host) || unsafe { libc::geteuid() } == 0 {
+        cmd.spawn()
+            .map_err(|e| SandboxError::io(format!("{what}: start {}", path.display()), e))?
+    } else {
+        spawn_in_namespace(sb, cmd, &path, what)?
+    };
+    let out = child
+        .wait_with_output()
+        .map_err(|e| SandboxError::io(format!("{what}: wait for {}", path.display()), e))?;
+    if !out.status.success() {
+        return Err(SandboxError::io(
+            what.to_string(),
+            io::Error::other(format!(
+                "{tool} exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        ));
+    }
+    Ok(())
+}
+
+/// Starts `cmd` as root of a new user namespace mapped like the steps' ones.
+fn spawn_in_namespace(
+    sb: &Sandbox,
+    mut cmd: Command,
+    tool: &Path,
+    what: &str,
+) -> Result<std::process::Child, SandboxError> {
+    let (mut pid_r, pid_w) = pipe()?;
+    let (go_r, mut go_w) = pipe()?;
+    let (pid_wfd, go_rfd, go_wfd) = (pid_w.as_raw_fd(), go_r.as_raw_fd(), go_w.as_raw_fd());
     // SAFETY: the closure only makes async-signal-safe raw syscalls (unshare, getpid, write,
     // close, read) on fds that stay open until the command is dropped, and allocates nothing.
     unsafe {
@@ -133,7 +194,10 @@ pub(crate) fn remove_tree(sb: &Sandbox, path: &Path) -> Result<(), SandboxError>
     let mut buf = [0u8; 4];
     let mapped = match pid_r.read_exact(&mut buf) {
         Ok(()) => write_maps(sb, i32::from_ne_bytes(buf)),
-        Err(e) => Err(SandboxError::io("read the remover's pid", e)),
+        Err(e) => Err(SandboxError::io(
+            format!("{what}: read the helper's pid"),
+            e,
+        )),
     };
     if mapped.is_ok() {
         // A failed write means the child is already gone; spawn's result says why.
@@ -142,21 +206,18 @@ pub(crate) fn remove_tree(sb: &Sandbox, path: &Path) -> Result<(), SandboxError>
     drop(go_w);
     let child = spawner
         .join()
-        .map_err(|_| SandboxError::io("spawn rm", io::Error::other("spawning thread panicked")))?
-        .map_err(|e| SandboxError::io(format!("start {} in a user namespace", rm.display()), e));
+        .map_err(|_| {
+            SandboxError::io(
+                what.to_string(),
+                io::Error::other("spawning thread panicked"),
+            )
+        })?
+        .map_err(|e| {
+            SandboxError::io(
+                format!("{what}: start {} in a user namespace", tool.display()),
+                e,
+            )
+        });
     mapped?;
-    let out = child?
-        .wait_with_output()
-        .map_err(|e| SandboxError::io(format!("wait for {}", rm.display()), e))?;
-    if !out.status.success() || !gone(path) {
-        return Err(SandboxError::io(
-            format!("remove {} in the build's user namespace", path.display()),
-            io::Error::other(format!(
-                "rm exited with {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-        ));
-    }
-    Ok(())
+    child
 }

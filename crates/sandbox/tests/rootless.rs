@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -377,4 +377,52 @@ fn probe_as_unprivileged_users() {
     let r = run_as(without, &bin, &["--probe"]);
     assert!(r.stdout.contains("subuid=\n"), "{}", r.stdout);
     assert!(r.stdout.contains("NOTE no /etc/subuid"), "{}", r.stdout);
+}
+
+/// Without a namespace of its own, an unprivileged caller gives a file a subordinate owner and
+/// changes it afterwards, and copies a tree with such owners (unreadable to it) keeping them,
+/// through root of a user namespace with the steps' map; ids the map lacks fail with the path.
+#[test]
+fn subuid_user_sets_owners_and_copies_trees_in_the_namespace() {
+    let &(uid, _) = setup_users();
+    let (t, bin, _root) = user_tree(uid);
+    let file = t.path().join("f");
+    std::fs::write(&file, "x").unwrap();
+    std::os::unix::fs::lchown(&file, Some(uid), Some(uid)).unwrap();
+    let path = file.to_str().unwrap();
+    let r = run_as(uid, &bin, &["--set-owner-mode", path, "1000:50", "640"]);
+    assert_eq!(r.result_line(), "RESULT ok", "{}{}", r.stdout, r.stderr);
+    let m = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (RANGE_START + 999, RANGE_START + 49, 0o640)
+    );
+    // No longer the caller's: only the namespace's root may change its mode again.
+    let r = run_as(uid, &bin, &["--set-owner-mode", path, "-", "600"]);
+    assert_eq!(r.result_line(), "RESULT ok", "{}{}", r.stdout, r.stderr);
+    assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o7777, 0o600);
+
+    let src = t.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/secret"), "s").unwrap();
+    std::fs::set_permissions(src.join("sub"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    chown_tree(&src, RANGE_START + 4);
+    let dest = t.path().join("dest");
+    let r = run_as(
+        uid,
+        &bin,
+        &["--copy-tree", src.to_str().unwrap(), dest.to_str().unwrap()],
+    );
+    assert_eq!(r.result_line(), "RESULT ok", "{}{}", r.stdout, r.stderr);
+    let m = std::fs::metadata(dest.join("sub")).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o7777), (RANGE_START + 4, 0o700));
+    assert_eq!(std::fs::read(dest.join("sub/secret")).unwrap(), b"s");
+
+    let r = run_as(
+        uid,
+        &bin,
+        &["--single", "--set-owner-mode", path, "7:7", "600"],
+    );
+    assert!(r.result_line().starts_with("ERROR "), "{}", r.stdout);
+    assert!(r.stdout.contains(path), "{}", r.stdout);
 }

@@ -221,6 +221,8 @@ impl ExecOp {
         let mut exclude: Vec<PathBuf> = Vec::new();
         // Snapshots of `--mount=type=bind,from=…` sources, alive until the step has run.
         let mut from_views: Vec<View<'_>> = Vec::new();
+        // Cache locks and agent proxies of the step's mounts, held until the step has run.
+        let mut guards: Vec<Box<dyn std::any::Any>> = Vec::new();
         for (n, m) in self.mounts.iter().enumerate() {
             // BuildKit numbers default ssh targets among the step's ssh mounts only.
             let ssh_n = self.mounts[..n]
@@ -240,7 +242,7 @@ impl ExecOp {
                 (n, ssh_n),
                 scratch.path(),
                 &mut env,
-                &mut from_views,
+                (&mut from_views, &mut guards),
             )
             .map_err(|e| sh.step_error(step, e))?;
             if let Some(spec) = spec {
@@ -293,6 +295,7 @@ impl ExecOp {
             Err(sandbox::SandboxError::Cancelled) => return Err(BuildError::Cancelled),
             Err(e) => return Err(sh.step_error(step, e)),
         };
+        drop(guards);
         if !partial.is_empty() {
             sh.event(Event::StepLog {
                 step: step.clone(),
@@ -384,7 +387,7 @@ fn mount_spec<'s>(
     (n, ssh_n): (usize, usize),
     scratch: &Path,
     env: &mut Vec<String>,
-    from_views: &mut Vec<View<'s>>,
+    (from_views, guards): (&mut Vec<View<'s>>, &mut Vec<Box<dyn std::any::Any>>),
 ) -> Result<Option<MountSpec>, BuildError> {
     let store = sh.images.store();
     Ok(match m {
@@ -392,37 +395,66 @@ fn mount_spec<'s>(
             target: target.clone(),
             kind: MountKind::Tmpfs { size: *size },
         }),
-        Mount::Cache { target, id, .. } => {
-            let key = id.clone().unwrap_or_else(|| target.clone());
-            let safe: String = key
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            let dir = store.root().join("cache-mounts").join(format!(
-                "{safe}-{}",
-                digest::Digest::of(key.as_bytes()).short()
-            ));
-            std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
-            Some(MountSpec {
-                target: target.clone(),
-                kind: MountKind::Bind {
-                    source: dir,
-                    readonly: false,
+        Mount::Cache {
+            target,
+            id,
+            read_only,
+            sharing,
+            source,
+            mode,
+            uid,
+            gid,
+            ..
+        } => {
+            // `from=`: a new cache starts as `source` of that stage or image, whose snapshot
+            // is opened only when the cache has to be made (see `cachemount`).
+            let seed_of = from.map(|chain| {
+                let src = crate::fsutil::clean_abs(source.as_deref().unwrap_or("/"));
+                let base = digest::chain_id(&chain.diff_ids())
+                    .map_or_else(|| "scratch".into(), |d| d.hex());
+                (chain.diff_ids(), src, base)
+            });
+            let mut open_seed = || -> Result<PathBuf, BuildError> {
+                let Some((chain, src, _)) = &seed_of else {
+                    return Err(BuildError::Task("cache mount has no from".into()));
+                };
+                let view = View::open(sh.snap, store, chain)?;
+                let root = view_path(&view)?;
+                from_views.push(view);
+                crate::fsutil::real_path_in_root(&root, src)
+            };
+            let seed = seed_of
+                .as_ref()
+                .map(|(_, src, base)| crate::cachemount::CacheSeed {
+                    base: base.clone(),
+                    source: src.clone(),
+                    resolve: &mut open_seed,
+                });
+            let (spec, guard) = crate::cachemount::prepare(
+                store,
+                sh.sandbox.get()?,
+                crate::cachemount::CacheMountSpec {
+                    target,
+                    id: id.as_deref(),
+                    read_only: *read_only,
+                    sharing: *sharing,
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                    seed,
                 },
-            })
+            )?;
+            guards.push(Box::new(guard));
+            Some(spec)
         }
         Mount::Secret {
             id,
             target,
             env: env_name,
             required,
-            ..
+            mode,
+            uid,
+            gid,
         } => {
             // BuildKit: the id defaults to the target's file name.
             let id = id
@@ -450,7 +482,16 @@ fn mount_spec<'s>(
                 }
             }
             let file = scratch.join(format!("secret-{n}"));
-            std::fs::write(&file, &value).map_err(|e| BuildError::io(&file, e))?;
+            crate::mountfile::write_secret(
+                sh.sandbox.get()?,
+                &file,
+                &value,
+                crate::mountfile::FileAccess {
+                    uid: *uid,
+                    gid: *gid,
+                    mode: mode.unwrap_or(crate::mountfile::SECRET_MODE),
+                },
+            )?;
             Some(MountSpec {
                 target: target
                     .clone()
@@ -508,10 +549,12 @@ fn mount_spec<'s>(
             id,
             target,
             required,
-            ..
+            mode,
+            uid,
+            gid,
         } => {
-            // The agent's own socket is bound in (its owner and mode stay the host's, so a
-            // step running as another user than the socket's owner cannot use it).
+            // A socket of the step's own, with the requested owner and mode, forwards to the
+            // agent (whose own socket keeps the host's owner and mode).
             let id = id.as_deref().unwrap_or("default");
             let Some(src) = sh.req.ssh.iter().find(|s| s.id == id) else {
                 if *required {
@@ -526,10 +569,22 @@ fn mount_spec<'s>(
                 .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_n}"));
             env.retain(|e| !e.starts_with("SSH_AUTH_SOCK="));
             env.push(format!("SSH_AUTH_SOCK={target}"));
+            let socket = scratch.join(format!("ssh-{n}.sock"));
+            let proxy = crate::mountfile::agent_proxy(
+                sh.sandbox.get()?,
+                &src.socket,
+                &socket,
+                crate::mountfile::FileAccess {
+                    uid: *uid,
+                    gid: *gid,
+                    mode: mode.unwrap_or(crate::mountfile::SSH_MODE),
+                },
+            )?;
+            guards.push(Box::new(proxy));
             Some(MountSpec {
                 target,
                 kind: MountKind::Bind {
-                    source: src.socket.clone(),
+                    source: socket,
                     readonly: false,
                 },
             })
