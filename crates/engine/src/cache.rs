@@ -16,7 +16,7 @@ use image::LayerDesc;
 use serde_json::{json, Value};
 use store::{RefTarget, Store};
 
-use crate::graph::Chain;
+use crate::chain::Chain;
 use crate::BuildError;
 
 const REF_PREFIX: &str = "@cache/";

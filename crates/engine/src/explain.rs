@@ -11,104 +11,19 @@
 //! names is listed under `manifests` so the store's gc keeps it. `rbuild prune` drops them with
 //! the cache.
 
-use std::fmt;
-
 use digest::Digest;
 use serde_json::{json, Value};
 use store::{RefTarget, Store};
 
 use crate::graph::Step;
 use crate::ops::KeyParts;
+use crate::progress::MissReason;
 
 /// The reference prefix of lineage records.
 pub(crate) const REF_PREFIX: &str = "@steps/";
 const MEDIA_TYPE: &str = "application/vnd.rbuild.step-lineage.v1+json";
 /// How many changed file names a reason lists.
 const SHOWN_FILES: usize = 5;
-
-/// Why a step runs instead of coming from the cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MissReason {
-    /// `--no-cache` (or `--no-cache-filter` naming the step's stage).
-    NoCache,
-    /// The step was never solved in this store.
-    FirstBuild,
-    /// The instruction's text changed.
-    InstructionChanged {
-        /// The previous text.
-        was: String,
-    },
-    /// The filesystem the step starts from changed: an earlier step or the base image did.
-    PreviousStepChanged,
-    /// Build arguments the step sees changed.
-    BuildArgsChanged {
-        /// Their names, sorted.
-        names: Vec<String>,
-    },
-    /// Context files the step reads changed.
-    ContextChanged {
-        /// Changed, added or removed paths (the first few), when the previous manifest is known.
-        files: Vec<String>,
-        /// How many paths changed (0 when unknown).
-        count: usize,
-    },
-    /// A stage or image the step reads (`--from`) changed.
-    FromChanged,
-    /// Something else in the step's definition changed (environment, user, working directory,
-    /// mounts, or how layers are written).
-    DefinitionChanged,
-    /// The same key was recorded, but its layers are no longer in the store (pruned).
-    ResultPruned,
-    /// The step cannot be keyed before it runs (it downloads a URL).
-    Uncacheable,
-    /// `--explain` only: a step this one depends on will run, so its input is not known yet.
-    DependsOnRun,
-}
-
-impl fmt::Display for MissReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MissReason::NoCache => write!(f, "--no-cache"),
-            MissReason::FirstBuild => write!(f, "first build of this step"),
-            MissReason::InstructionChanged { was } => {
-                write!(f, "the instruction changed (was: {was})")
-            }
-            MissReason::PreviousStepChanged => write!(f, "the step before it changed"),
-            MissReason::BuildArgsChanged { names } if names.len() == 1 => {
-                write!(f, "build argument {} changed", names[0])
-            }
-            MissReason::BuildArgsChanged { names } => {
-                write!(f, "build arguments {} changed", names.join(", "))
-            }
-            MissReason::ContextChanged { files, count } if files.is_empty() => {
-                let _ = count;
-                write!(f, "files changed in the context")
-            }
-            MissReason::ContextChanged { files, count } => {
-                let noun = if *count == 1 { "file" } else { "files" };
-                write!(
-                    f,
-                    "{count} {noun} changed in the context: {}",
-                    files.join(", ")
-                )?;
-                if *count > files.len() {
-                    write!(f, ", …")?;
-                }
-                Ok(())
-            }
-            MissReason::FromChanged => write!(f, "a stage or image it reads changed"),
-            MissReason::DefinitionChanged => {
-                write!(f, "its environment or options changed")
-            }
-            MissReason::ResultPruned => {
-                write!(f, "its cached result was removed from the store")
-            }
-            MissReason::Uncacheable => write!(f, "it downloads a URL, which is never cached"),
-            MissReason::DependsOnRun => write!(f, "a step it depends on runs"),
-        }
-    }
-}
 
 fn ref_name(lineage: &Digest) -> String {
     format!("{REF_PREFIX}{}", lineage.hex())

@@ -5,14 +5,13 @@
 //! carry one step; a vertex that several stages share (the same op on the same inputs) carries
 //! each of their steps and runs once; a base image is a vertex with no step.
 //!
-//! Every vertex's result is a layer chain. The solver knows only vertices, inputs, keys and
+//! Every vertex's result is a layer chain ([`crate::chain::Chain`]). The solver knows only vertices, inputs, keys and
 //! results: Dockerfile rules (ARG scoping, ONBUILD, shell form, the image config) stay in
 //! `lower`, which builds this graph.
 
 use std::collections::HashMap;
 
 use digest::Digest;
-use image::LayerDesc;
 
 use crate::key::Key;
 use crate::ops::Op;
@@ -20,30 +19,6 @@ use crate::progress::StepId;
 
 /// Index of a vertex in [`Graph::vertices`].
 pub(crate) type VertexId = usize;
-
-/// A layer chain and when its last layer was made (for the history), the result of every vertex.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Chain {
-    /// Layers, base first.
-    pub layers: Vec<LayerDesc>,
-    /// RFC 3339 time the step that made the top layer ran (kept by the cache), if a step did.
-    pub created: Option<String>,
-}
-
-impl Chain {
-    /// The chain's identity for keys: its chain id, or `scratch` for no layers.
-    pub fn id(&self) -> String {
-        let ids: Vec<Digest> = self.layers.iter().map(|l| l.diff_id).collect();
-        digest::chain_id(&ids)
-            .map(|d| d.to_string())
-            .unwrap_or_else(|| "scratch".into())
-    }
-
-    /// The diff ids, base first, as the snapshotter takes them.
-    pub fn diff_ids(&self) -> Vec<Digest> {
-        self.layers.iter().map(|l| l.diff_id).collect()
-    }
-}
 
 /// One instruction as shown and explained: its display id, and what identifies "the same step"
 /// across builds (so a cache miss can be explained against its previous run).

@@ -24,6 +24,7 @@
 mod builder;
 pub mod cache;
 mod cachemount;
+mod chain;
 mod ctxmount;
 mod error;
 mod explain;
@@ -47,8 +48,8 @@ mod view;
 
 pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions};
 pub use error::BuildError;
-pub use explain::MissReason;
 pub use import::import_rootfs;
+pub use progress::MissReason;
 pub use progress::{CollectProgress, Event, NoProgress, ProgressSink, StepId};
 pub use request::{BuildRequest, Output, SecretFrom, SecretSource, SshSource};
 pub use shared::Cancel;

@@ -50,8 +50,11 @@ pub(crate) struct LoweredStage {
     pub last: VertexId,
     /// History entries this build added: their index in `config.history`, and the vertex whose
     /// result carries their time (`None`: config-only, the build's time).
-    pub slots: Vec<(usize, Option<VertexId>)>,
+    pub slots: Vec<Slot>,
 }
+
+/// A history entry this build adds: its index, and the vertex whose result carries its time.
+pub(crate) type Slot = (usize, Option<VertexId>);
 
 /// The graph and the target stage.
 pub(crate) struct Lowered {
@@ -204,10 +207,7 @@ impl Lowering<'_, '_> {
     }
 
     /// The stage's starting config, filesystem vertex and inherited history slots.
-    fn base(
-        &mut self,
-        i: usize,
-    ) -> Result<(StageConfig, VertexId, Vec<(usize, Option<VertexId>)>), BuildError> {
+    fn base(&mut self, i: usize) -> Result<(StageConfig, VertexId, Vec<Slot>), BuildError> {
         let stage = &self.plan.stages[i];
         match &stage.base {
             Base::Scratch => {
@@ -282,7 +282,7 @@ impl Lowering<'_, '_> {
     }
 
     /// The vertex of a `--from` (another stage's filesystem, or an image's).
-    fn from_vertex(&mut self, from: &str, step: &StepId) -> Result<VertexId, BuildError> {
+    fn input_of(&mut self, from: &str, step: &StepId) -> Result<VertexId, BuildError> {
         match self.plan.resolve_from(from) {
             dockerfile::FromRef::Stage(j) => {
                 self.done
@@ -329,7 +329,7 @@ impl Lowering<'_, '_> {
                     user: c.config.user.clone().filter(|u| !u.is_empty()),
                     created_by: format!("WORKDIR {wd_s}"),
                 };
-                (FsOp::File(op), vec![])
+                (FsOp::File(Box::new(op)), vec![])
             }
             InstructionKind::Copy(copy) | InstructionKind::Add(dockerfile::Add { copy, .. }) => {
                 let add = match &instr.kind {
@@ -343,14 +343,14 @@ impl Lowering<'_, '_> {
                     instr.original.lines().next().unwrap_or("").to_string()
                 };
                 let extra = match &copy.from {
-                    Some(from) if copy.heredocs.is_empty() => vec![self.from_vertex(from, step)?],
+                    Some(from) if copy.heredocs.is_empty() => vec![self.input_of(from, step)?],
                     _ => vec![],
                 };
                 let mut copy = copy.clone();
                 if copy.heredocs.is_empty() && extra.is_empty() {
                     copy.from = None;
                 }
-                let op = FileOp::Copy(CopyOp {
+                let op = FileOp::Copy(Box::new(CopyOp {
                     add: add.map(|mut a| {
                         a.copy = dockerfile::Copy::default();
                         a
@@ -358,8 +358,8 @@ impl Lowering<'_, '_> {
                     copy,
                     workdir: c.working_dir().to_string(),
                     created_by: format!("{shown} # buildkit"),
-                });
-                (FsOp::File(op), extra)
+                }));
+                (FsOp::File(Box::new(op)), extra)
             }
             InstructionKind::Run(run) => {
                 let argv = exec_argv(c, run);
@@ -378,7 +378,7 @@ impl Lowering<'_, '_> {
                         | dockerfile::Mount::Cache {
                             from: Some(from), ..
                         } => {
-                            extra.push(self.from_vertex(from, step)?);
+                            extra.push(self.input_of(from, step)?);
                             mount_inputs.push(Some(extra.len()));
                         }
                         _ => mount_inputs.push(None),
@@ -401,7 +401,7 @@ impl Lowering<'_, '_> {
                     mounts: run.mounts.clone(),
                     mount_inputs,
                 };
-                (FsOp::Exec(op), extra)
+                (FsOp::Exec(Box::new(op)), extra)
             }
             other => {
                 return Err(BuildError::Task(format!(
@@ -466,15 +466,17 @@ impl Lowering<'_, '_> {
 
 /// A file or exec op before it is wrapped.
 pub(crate) enum FsOp {
-    File(FileOp),
-    Exec(ExecOp),
+    File(Box<FileOp>),
+    Exec(Box<ExecOp>),
 }
 
 impl FsOp {
     fn created_by(&self) -> &str {
         match self {
-            FsOp::File(FileOp::Workdir { created_by, .. }) => created_by,
-            FsOp::File(FileOp::Copy(c)) => &c.created_by,
+            FsOp::File(f) => match f.as_ref() {
+                FileOp::Workdir { created_by, .. } => created_by,
+                FileOp::Copy(c) => &c.created_by,
+            },
             FsOp::Exec(e) => &e.created_by,
         }
     }

@@ -1,6 +1,7 @@
 //! Typed progress events: the engine never prints, it reports; renderers (terminal, plain lines, JSON)
 //! decide how a build looks.
 
+use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -54,7 +55,7 @@ pub enum Event {
         /// The step.
         step: StepId,
         /// Why its cached result could not be used.
-        reason: crate::explain::MissReason,
+        reason: MissReason,
     },
     /// A running step was stopped: the build was cancelled, or another step failed.
     StepCancelled(StepId),
@@ -93,7 +94,7 @@ pub enum Event {
     },
     // --- registry transfers (pull of base images, push of results) ---
     /// A registry pull or push made progress (per blob, for progress bars).
-    Registry(crate::pull::RegistryEvent),
+    Registry(RegistryEvent),
 }
 
 /// Receives events; implemented by renderers and by embedders that forward events elsewhere.
@@ -134,5 +135,167 @@ impl ProgressSink for CollectProgress {
 impl<F: Fn(Event) + Send + Sync> ProgressSink for F {
     fn event(&self, event: Event) {
         self(event)
+    }
+}
+
+// --- registry transfers ---
+
+/// Which way a registry transfer goes, so one event type serves pull and push bars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Downloading a base image.
+    Pull,
+    /// Uploading a result.
+    Push,
+}
+
+/// What happened to one blob, in the renderer's terms (registry events, minus transport detail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobState {
+    /// Transfer began; `size` per the manifest.
+    Started {
+        /// Bytes to move.
+        size: u64,
+    },
+    /// Bytes moved so far.
+    Progress {
+        /// Bytes moved.
+        done: u64,
+        /// Bytes to move.
+        size: u64,
+    },
+    /// The connection dropped and the transfer goes on (resumed or restarted).
+    Retrying {
+        /// Which retry (1-based).
+        attempt: u32,
+    },
+    /// Transferred and verified.
+    Done,
+    /// Nothing to move: already in the store (pull) or in the registry (push).
+    Exists,
+    /// Linked from another repository of the same registry instead of uploaded.
+    Mounted {
+        /// The repository it came from.
+        from: String,
+    },
+    /// A pulled layer was decompressed into the store (the form builds use).
+    Extracted,
+}
+
+/// A registry event for progress renderers; carried by [`Event::Registry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryEvent {
+    /// A pull or push of `reference` began.
+    Started {
+        /// Pull or push.
+        direction: Direction,
+        /// The normalized reference.
+        reference: String,
+    },
+    /// One blob changed state.
+    Blob {
+        /// Pull or push.
+        direction: Direction,
+        /// The blob (compressed form).
+        digest: String,
+        /// What happened.
+        state: BlobState,
+    },
+    /// The pull or push finished.
+    Finished {
+        /// Pull or push.
+        direction: Direction,
+        /// The normalized reference.
+        reference: String,
+        /// The manifest digest (as in the registry for a push; the registry's for a pull).
+        digest: String,
+        /// The local image id (config digest).
+        image_id: String,
+    },
+}
+
+// --- cache misses ---
+
+/// Why a step runs instead of coming from the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MissReason {
+    /// `--no-cache` (or `--no-cache-filter` naming the step's stage).
+    NoCache,
+    /// The step was never solved in this store.
+    FirstBuild,
+    /// The instruction's text changed.
+    InstructionChanged {
+        /// The previous text.
+        was: String,
+    },
+    /// The filesystem the step starts from changed: an earlier step or the base image did.
+    PreviousStepChanged,
+    /// Build arguments the step sees changed.
+    BuildArgsChanged {
+        /// Their names, sorted.
+        names: Vec<String>,
+    },
+    /// Context files the step reads changed.
+    ContextChanged {
+        /// Changed, added or removed paths (the first few), when the previous manifest is known.
+        files: Vec<String>,
+        /// How many paths changed (0 when unknown).
+        count: usize,
+    },
+    /// A stage or image the step reads (`--from`) changed.
+    FromChanged,
+    /// Something else in the step's definition changed (environment, user, working directory,
+    /// mounts, or how layers are written).
+    DefinitionChanged,
+    /// The same key was recorded, but its layers are no longer in the store (pruned).
+    ResultPruned,
+    /// The step cannot be keyed before it runs (it downloads a URL).
+    Uncacheable,
+    /// `--explain` only: a step this one depends on will run, so its input is not known yet.
+    DependsOnRun,
+}
+
+impl fmt::Display for MissReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MissReason::NoCache => write!(f, "--no-cache"),
+            MissReason::FirstBuild => write!(f, "first build of this step"),
+            MissReason::InstructionChanged { was } => {
+                write!(f, "the instruction changed (was: {was})")
+            }
+            MissReason::PreviousStepChanged => write!(f, "the step before it changed"),
+            MissReason::BuildArgsChanged { names } if names.len() == 1 => {
+                write!(f, "build argument {} changed", names[0])
+            }
+            MissReason::BuildArgsChanged { names } => {
+                write!(f, "build arguments {} changed", names.join(", "))
+            }
+            MissReason::ContextChanged { files, count } if files.is_empty() => {
+                let _ = count;
+                write!(f, "files changed in the context")
+            }
+            MissReason::ContextChanged { files, count } => {
+                let noun = if *count == 1 { "file" } else { "files" };
+                write!(
+                    f,
+                    "{count} {noun} changed in the context: {}",
+                    files.join(", ")
+                )?;
+                if *count > files.len() {
+                    write!(f, ", …")?;
+                }
+                Ok(())
+            }
+            MissReason::FromChanged => write!(f, "a stage or image it reads changed"),
+            MissReason::DefinitionChanged => {
+                write!(f, "its environment or options changed")
+            }
+            MissReason::ResultPruned => {
+                write!(f, "its cached result was removed from the store")
+            }
+            MissReason::Uncacheable => write!(f, "it downloads a URL, which is never cached"),
+            MissReason::DependsOnRun => write!(f, "a step it depends on runs"),
+        }
     }
 }

@@ -24,6 +24,7 @@ use image::{ImageError, Images, LayerDesc, LocalImage};
 use registry::{BlockingClient, ClientOptions, PullEvent, PushEvent, PushOptions, RegistryError};
 use store::{StoreError, Variant};
 
+pub use crate::progress::{BlobState, Direction, RegistryEvent};
 use crate::progress::{Event, ProgressSink};
 use crate::BuildError;
 
@@ -150,80 +151,6 @@ impl From<TransferError> for BuildError {
             other => BuildError::Request(other.to_string()),
         }
     }
-}
-
-/// Which way a registry transfer goes, so one event type serves pull and push bars.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Downloading a base image.
-    Pull,
-    /// Uploading a result.
-    Push,
-}
-
-/// What happened to one blob, in the renderer's terms (registry events, minus transport detail).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BlobState {
-    /// Transfer began; `size` per the manifest.
-    Started {
-        /// Bytes to move.
-        size: u64,
-    },
-    /// Bytes moved so far.
-    Progress {
-        /// Bytes moved.
-        done: u64,
-        /// Bytes to move.
-        size: u64,
-    },
-    /// The connection dropped and the transfer goes on (resumed or restarted).
-    Retrying {
-        /// Which retry (1-based).
-        attempt: u32,
-    },
-    /// Transferred and verified.
-    Done,
-    /// Nothing to move: already in the store (pull) or in the registry (push).
-    Exists,
-    /// Linked from another repository of the same registry instead of uploaded.
-    Mounted {
-        /// The repository it came from.
-        from: String,
-    },
-    /// A pulled layer was decompressed into the store (the form builds use).
-    Extracted,
-}
-
-/// A registry event for progress renderers; carried by [`Event::Registry`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RegistryEvent {
-    /// A pull or push of `reference` began.
-    Started {
-        /// Pull or push.
-        direction: Direction,
-        /// The normalized reference.
-        reference: String,
-    },
-    /// One blob changed state.
-    Blob {
-        /// Pull or push.
-        direction: Direction,
-        /// The blob (compressed form).
-        digest: String,
-        /// What happened.
-        state: BlobState,
-    },
-    /// The pull or push finished.
-    Finished {
-        /// Pull or push.
-        direction: Direction,
-        /// The normalized reference.
-        reference: String,
-        /// The manifest digest (as in the registry for a push; the registry's for a pull).
-        digest: String,
-        /// The local image id (config digest).
-        image_id: String,
-    },
 }
 
 fn emit(progress: &dyn ProgressSink, ev: RegistryEvent) {

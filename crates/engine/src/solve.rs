@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use digest::Digest;
 
-use crate::explain::{self, MissReason};
-use crate::graph::{Chain, Graph, VertexId};
+use crate::chain::Chain;
+use crate::explain;
+use crate::graph::{Graph, VertexId};
 use crate::ops::{KeyParts, Op};
 use crate::progress::Event;
+use crate::progress::MissReason;
 use crate::shared::Shared;
 use crate::BuildError;
 

@@ -9,7 +9,7 @@ use sandbox::{MountKind, MountSpec, Network, RootfsSpec, RunSpec, Stream};
 use snapshot::MountPlan;
 
 use super::{commit_layer, ContextSources, Reads};
-use crate::graph::Chain;
+use crate::chain::Chain;
 use crate::key::Key;
 use crate::progress::{Event, StepId};
 use crate::request::SecretFrom;

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use dockerfile::Heredoc;
 
 use super::{commit_layer, ContextSources, Reads};
+use crate::chain::Chain;
 use crate::fsutil::{is_root, join_workdir, mkdir_all_in_root};
-use crate::graph::Chain;
 use crate::key::Key;
 use crate::progress::StepId;
 use crate::shared::Shared;
@@ -23,7 +23,7 @@ pub(crate) enum FileOp {
         created_by: String,
     },
     /// COPY or ADD.
-    Copy(CopyOp),
+    Copy(Box<CopyOp>),
 }
 
 /// COPY or ADD, expanded.

@@ -26,7 +26,7 @@ pub(crate) use file::{CopyOp, FileOp};
 use digest::Digest;
 use image::LayerDesc;
 
-use crate::graph::Chain;
+use crate::chain::Chain;
 use crate::key::Key;
 use crate::progress::StepId;
 use crate::shared::Shared;
@@ -47,8 +47,8 @@ pub(crate) struct ConfigOp;
 pub(crate) enum Op {
     Source(SourceOp),
     Config(ConfigOp),
-    File(FileOp),
-    Exec(ExecOp),
+    File(Box<FileOp>),
+    Exec(Box<ExecOp>),
 }
 
 /// What a key is made of, kept so a miss can be explained against the previous record.
@@ -255,7 +255,7 @@ mod tests {
     }
 
     fn copy() -> FileOp {
-        FileOp::Copy(CopyOp {
+        FileOp::Copy(Box::new(CopyOp {
             add: None,
             copy: dockerfile::Copy {
                 sources: vec!["src/".into(), "*.toml".into()],
@@ -265,7 +265,7 @@ mod tests {
             },
             workdir: "/".into(),
             created_by: "ignored".into(),
-        })
+        }))
     }
 
     fn definition(op: &Op) -> String {
@@ -279,19 +279,19 @@ mod tests {
     #[test]
     fn golden_definitions() {
         assert_eq!(
-            definition(&Op::Exec(exec())),
+            definition(&Op::Exec(Box::new(exec()))),
             "sha256:8406bd14ddc2eacdf3a93c58c55d3f1f11791820a104055b653a29b50c1ceeb3"
         );
         assert_eq!(
-            definition(&Op::File(copy())),
+            definition(&Op::File(Box::new(copy()))),
             "sha256:ea4bf017f4106e0edeb8c80f55861c93a1e90df6350de429c0a26f4d39771e6a"
         );
         assert_eq!(
-            definition(&Op::File(FileOp::Workdir {
+            definition(&Op::File(Box::new(FileOp::Workdir {
                 path: "/app".into(),
                 user: None,
                 created_by: "WORKDIR /app".into(),
-            })),
+            }))),
             "sha256:f779df20c40e1366a3018a74dd52721b7f9ce4d4eae348af3f35564aa5e87fe0"
         );
     }
@@ -299,8 +299,9 @@ mod tests {
     /// What can change a result changes the definition; the history text does not.
     #[test]
     fn definitions_cover_what_changes_the_result() {
-        let base = definition(&Op::Exec(exec()));
-        let changed: Vec<Box<dyn Fn(&mut ExecOp)>> = vec![
+        let base = definition(&Op::Exec(Box::new(exec())));
+        type Change = Box<dyn Fn(&mut ExecOp)>;
+        let changed: Vec<Change> = vec![
             Box::new(|e| e.argv[2] = "make all".into()),
             Box::new(|e| e.env[1] = "V=2".into()),
             Box::new(|e| e.cwd = "/".into()),
@@ -317,13 +318,13 @@ mod tests {
             let mut e = exec();
             f(&mut e);
             assert_ne!(
-                definition(&Op::Exec(e)),
+                definition(&Op::Exec(Box::new(e))),
                 base,
                 "change {i} is not in the key"
             );
         }
         let mut e = exec();
         e.created_by = "something else".into();
-        assert_eq!(definition(&Op::Exec(e)), base);
+        assert_eq!(definition(&Op::Exec(Box::new(e))), base);
     }
 }
