@@ -157,6 +157,13 @@ impl ManifestBuilder {
         }
     }
 
+    pub(crate) fn extend(&mut self, entries: Vec<ManifestEntry>) {
+        self.m.entries.extend(entries);
+        if let Some(g) = self.m.matches.last_mut() {
+            g.entries.end = self.m.entries.len();
+        }
+    }
+
     pub(crate) fn finish(self) -> SourceManifest {
         self.m
     }
