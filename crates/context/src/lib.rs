@@ -46,6 +46,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+#[cfg(test)]
+mod cache_tests;
 pub mod chmod;
 mod copy;
 pub mod ignore;
@@ -267,6 +269,18 @@ impl Context {
     /// or unwritable file only costs time.
     pub fn with_stat_cache(mut self, path: PathBuf) -> Context {
         self.cache = Some(Arc::new(statcache::StatCache::new(self.root.clone(), path)));
+        self
+    }
+
+    /// [`Context::with_stat_cache`] with the clock that stamps entries
+    /// injected, so tests can make entries racy or trusted at will.
+    #[cfg(test)]
+    pub(crate) fn with_stat_cache_clock(mut self, path: PathBuf, now: fn() -> i64) -> Context {
+        self.cache = Some(Arc::new(statcache::StatCache::with_clock(
+            self.root.clone(),
+            path,
+            now,
+        )));
         self
     }
 
