@@ -125,7 +125,7 @@ impl Walk<'_> {
         ctx_rel: PathBuf,
         mode: u32,
         out: &mut Vec<ManifestEntry>,
-        buf: &mut Vec<u8>,
+        buf: &mut [u8],
         parallel: bool,
     ) -> Result<(), ContextError> {
         let host = self.root.join(&ctx_rel);
@@ -162,7 +162,7 @@ impl Walk<'_> {
         }
         let results: Vec<Mutex<Subtree>> = dirs.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
-        let work = |buf: &mut Vec<u8>| loop {
+        let work = |buf: &mut [u8]| loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let (Some((path, mode)), Some(slot)) = (dirs.get(i), results.get(i)) else {
                 break;
@@ -204,7 +204,7 @@ impl Walk<'_> {
         &self,
         host: &Path,
         ctx_rel: &Path,
-        buf: &mut Vec<u8>,
+        buf: &mut [u8],
     ) -> Result<Vec<Child>, ContextError> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = match openat(CWD, host, flags, Mode::empty()) {
@@ -257,7 +257,7 @@ impl Walk<'_> {
         st: &Stat,
         buf: &mut [u8],
     ) -> Result<Child, ContextError> {
-        let mode = u32::from(st.st_mode) & 0o7777;
+        let mode = st.st_mode & 0o7777;
         let size = u64::try_from(st.st_size).unwrap_or(0);
         let data = match FileType::from_raw_mode(st.st_mode) {
             FileType::Directory => {
@@ -342,7 +342,7 @@ impl Walk<'_> {
 fn file_entry(ctx_rel: PathBuf, st: &Stat, digest: [u8; 32]) -> ManifestEntry {
     ManifestEntry {
         path: ctx_rel,
-        mode: u32::from(st.st_mode) & 0o7777,
+        mode: st.st_mode & 0o7777,
         size: u64::try_from(st.st_size).unwrap_or(0),
         data: EntryData::File { digest },
     }

@@ -65,8 +65,9 @@ pub(crate) struct StatKey {
 }
 
 impl StatKey {
-    // `from`/`try_from` rather than `as`: the field types differ per
-    // architecture and a same-type `as` is a lint.
+    // `from`/`try_from` rather than `as` or nothing: the field types differ
+    // per architecture (`c_ulong` vs `u64`...), and this compiles on all.
+    #[allow(clippy::useless_conversion)]
     pub(crate) fn of(st: &rustix::fs::Stat) -> StatKey {
         StatKey {
             dev: u64::from(st.st_dev),

@@ -229,7 +229,8 @@ impl Builder {
             stages: order.iter().map(|&i| stage_label(&plan, i)).collect(),
         });
 
-        let ctx = context::Context::open(&req.context, dockerfile_path(req).as_deref())?;
+        let ctx = context::Context::open(&req.context, dockerfile_path(req).as_deref())?
+            .with_stat_cache_in(&images.store().root().join("contexts"));
         let snap = self.snapshotter(progress)?;
         let mut run = StageRun {
             images,
