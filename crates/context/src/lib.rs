@@ -4,8 +4,32 @@
 //! Use [`Context::open`] once per build to read `.dockerignore` (or the
 //! Dockerfile-specific `<name>.dockerignore`), then [`copy()`] for every
 //! `COPY`/`ADD` of local files (and `COPY --from`, with `ignore: None`).
-//! [`Context::digest_sources`] gives a content digest for cache keys, and
-//! [`passwd`] turns `--chown`/`USER` names into ids from the stage rootfs.
+//! [`Context::digest_sources`] gives a content digest for cache keys,
+//! [`Context::source_manifest`] the per-path record behind it (stored with a
+//! cache entry, it names the files that changed since: [`SourceManifest::changes`]),
+//! and [`passwd`] turns `--chown`/`USER` names into ids from the stage rootfs.
+//!
+//! # Stat cache
+//!
+//! Hashing every byte a COPY reads made a no-op rebuild of a large context
+//! cost as much as the first build. [`Context::with_stat_cache`] keeps, per
+//! context, each regular file's sha256 together with its `lstat` data
+//! (device, inode, size, mtime and ctime in ns, mode) in one file in the
+//! store; a file whose stat data is unchanged is not read again, so a no-op
+//! rebuild costs one `lstat` per file and an edit re-hashes only that file.
+//!
+//! Racy timestamps: as in git's index, a file changed in the same timestamp
+//! tick as it was hashed can keep identical stat data. Each entry records
+//! the second (coarse wall clock, which filesystems stamp with) at which its
+//! file was read, and is trusted only while the file's mtime and ctime are
+//! strictly older than that second; a racily clean entry is re-hashed on its
+//! next use. The cache is internally locked (one [`Context`] may digest from
+//! many threads), replaced atomically by rename, and a torn or foreign file
+//! (checked by a trailing sha256) is ignored: the cache only ever saves time.
+//!
+//! The digest hashes each file's sha256 rather than its bytes (what lets a
+//! cached digest stand in for the file), so its value is not the one rbuild
+//! computed before the stat cache existed; see [`SourceManifest::digest`].
 //!
 //! Every path is resolved inside its root the way a chroot would: symlinks
 //! and `..` never lead outside the context or the destination rootfs.

@@ -188,6 +188,16 @@ impl SourceManifest {
     /// entry, its path below the match, type, mode, size and content digest or
     /// link target; not the resolved location in the context, owners or
     /// times, so moving a symlinked source's target keeps the key.
+    ///
+    /// The hashed stream ("v2"): `rbuild context sources v2\0`, then per
+    /// source `S` source `\0`, per match `M` lexical name `\0`, per entry `E`
+    /// path-below-match `\0` kind (`d` `f` `l` `o`) mode (`u32` LE) size
+    /// (`u64` LE) and the file's raw sha256 or the link target's length
+    /// (`u64` LE) and bytes. Hashing file digests instead of file bytes is
+    /// what lets the stat cache stand in for reading a file; the "v1" value
+    /// of earlier rbuild versions (bytes inline, directory `st_size`
+    /// included) cannot be reproduced from cached digests, so the first
+    /// build after the upgrade misses the cache of COPY steps once.
     pub fn digest(&self) -> String {
         let mut h = Sha256::new();
         h.update(DIGEST_DOMAIN);
