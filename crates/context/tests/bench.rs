@@ -23,7 +23,11 @@ fn digest_cold_and_warm() {
     let store = std::env::var_os("RBUILD_BENCH_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| tmp.path().to_path_buf());
-    let sources = vec![".".to_string()];
+    // RBUILD_BENCH_SOURCES=a,b: digest these instead of "." (one small file
+    // shows what loading the cache costs).
+    let sources: Vec<String> = std::env::var("RBUILD_BENCH_SOURCES")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|_| vec![".".to_string()]);
     let mut digests = Vec::new();
     let runs = match warm_only {
         Some(n) => vec!["warm"; n],

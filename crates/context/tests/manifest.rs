@@ -270,3 +270,33 @@ fn overlapping_sources_count_a_path_once() {
         }]
     );
 }
+
+#[test]
+fn stat_cache_is_one_file_per_directory_however_it_is_spelled() {
+    let d = fixture();
+    let store = tempfile::tempdir().unwrap();
+    let via_link = store.path().join("link");
+    symlink(d.path(), &via_link).unwrap();
+    let plain = Context::open(d.path(), None).unwrap();
+    let linked = Context::open(&via_link.join("src/.."), None).unwrap();
+    assert_eq!(plain.stat_cache_name(), linked.stat_cache_name());
+    assert_eq!(plain.stat_cache_name().len(), 64);
+
+    let dir = store.path().join("contexts");
+    let ctx = plain.with_stat_cache_in(&dir);
+    let want = dir.join(ctx.stat_cache_name());
+    assert_eq!(ctx.stat_cache_path(), Some(want.as_path()));
+    assert!(!want.exists(), "created before any digest");
+    let digest = ctx.digest_sources(&srcs(&["src"])).unwrap();
+    assert!(want.is_file());
+    assert_eq!(ctx.hash_stats().cache_save_error, None);
+    // Nothing but the cache file is left in the directory (no temp files).
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+    assert_eq!(
+        digest,
+        Context::open(d.path(), None)
+            .unwrap()
+            .digest_sources(&srcs(&["src"]))
+            .unwrap()
+    );
+}
