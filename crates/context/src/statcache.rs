@@ -135,12 +135,124 @@ impl Hasher for PathHasher {
     }
 }
 
-type PathMap = HashMap<Box<[u8]>, Entry, BuildHasherDefault<PathHasher>>;
+fn path_hash(path: &[u8]) -> u64 {
+    let mut h = PathHasher::default();
+    h.write(path);
+    h.finish()
+}
+
+/// Passes through keys that are already [`path_hash`]es.
+#[derive(Default, Clone, Copy)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = PathHasher(self.0);
+        h.write(bytes);
+        self.0 = h.finish();
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Entries by context path, built for loading 100k of them in a few ms: all
+/// paths live in one buffer (no allocation per entry) and the index maps a
+/// path's hash to its entry. Two paths with the same 64-bit hash cost the
+/// older one its entry (a re-hash), never a wrong digest: every lookup
+/// compares the path bytes.
+#[derive(Debug, Default)]
+struct Table {
+    paths: Vec<u8>,
+    entries: Vec<(usize, u32, Entry)>,
+    index: HashMap<u64, u32, BuildHasherDefault<PreHashed>>,
+}
+
+impl Table {
+    fn with_capacity(n: usize, path_bytes: usize) -> Table {
+        Table {
+            paths: Vec::with_capacity(path_bytes),
+            entries: Vec::with_capacity(n),
+            index: HashMap::with_capacity_and_hasher(n, Default::default()),
+        }
+    }
+
+    fn path(&self, start: usize, len: u32) -> &[u8] {
+        self.paths
+            .get(start..start + len as usize)
+            .unwrap_or_default()
+    }
+
+    fn slot(&self, path: &[u8]) -> Option<usize> {
+        let i = *self.index.get(&path_hash(path))? as usize;
+        let (start, len, _) = self.entries.get(i)?;
+        (self.path(*start, *len) == path).then_some(i)
+    }
+
+    fn get(&self, path: &[u8]) -> Option<&Entry> {
+        let i = self.slot(path)?;
+        self.entries.get(i).map(|(_, _, e)| e)
+    }
+
+    fn get_mut(&mut self, path: &[u8]) -> Option<&mut Entry> {
+        let i = self.slot(path)?;
+        self.entries.get_mut(i).map(|(_, _, e)| e)
+    }
+
+    fn insert(&mut self, path: &[u8], entry: Entry) {
+        if let Some(e) = self.get_mut(path) {
+            *e = entry;
+            return;
+        }
+        self.push(path, entry);
+    }
+
+    /// Adds an entry for a path not in the table (a loaded file has no
+    /// duplicates), skipping the lookup that dominated loading.
+    fn push(&mut self, path: &[u8], entry: Entry) {
+        let (Ok(len), Ok(i)) = (u32::try_from(path.len()), u32::try_from(self.entries.len()))
+        else {
+            return; // not cached, only re-hashed next time
+        };
+        let start = self.paths.len();
+        self.paths.extend_from_slice(path);
+        self.entries.push((start, len, entry));
+        self.index.insert(path_hash(path), i);
+    }
+
+    /// Unlinks the entry; its bytes stay until the table is rebuilt by the
+    /// next load, which only a save's prune makes worth it.
+    fn remove(&mut self, path: &[u8]) {
+        if self.slot(path).is_some() {
+            self.index.remove(&path_hash(path));
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Live entries in insertion order (load order, then new ones).
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &Entry)> {
+        let mut live: Vec<u32> = self.index.values().copied().collect();
+        live.sort_unstable();
+        live.into_iter().filter_map(move |i| {
+            let (start, len, e) = self.entries.get(i as usize)?;
+            Some((self.path(*start, *len), e))
+        })
+    }
+}
 
 #[derive(Debug, Default)]
 struct State {
     loaded: bool,
-    entries: PathMap,
+    entries: Table,
     dirty: bool,
     pruned: bool,
     last_save_error: Option<String>,
@@ -211,7 +323,7 @@ impl StatCache {
     pub(crate) fn record(&self, rel: &[u8], key: StatKey, recorded: i64, digest: [u8; 32]) {
         let mut s = self.state();
         s.entries.insert(
-            rel.into(),
+            rel,
             Entry {
                 key,
                 recorded,
@@ -247,13 +359,13 @@ impl StatCache {
                 s.entries
                     .iter()
                     .filter(|(_, e)| !e.seen)
-                    .map(|(k, _)| k.clone())
+                    .map(|(k, _)| k.to_vec())
                     .collect()
             }
         };
         // Files deleted since the last save would otherwise stay forever;
         // checked once per process, outside the lock.
-        let missing: Vec<Box<[u8]>> = missing
+        let missing: Vec<Vec<u8>> = missing
             .into_iter()
             .filter(|k| {
                 let p = self.root.join(OsStr::from_bytes(k));
@@ -338,8 +450,9 @@ fn sweep_temps(dir: &Path, name: &str) {
     }
 }
 
-fn encode(entries: &PathMap) -> Vec<u8> {
-    let paths: usize = entries.keys().map(|k| k.len()).sum();
+fn encode(table: &Table) -> Vec<u8> {
+    let entries: Vec<(&[u8], &Entry)> = table.iter().collect();
+    let paths: usize = entries.iter().map(|(k, _)| k.len()).sum();
     let mut out = Vec::with_capacity(HEADER + entries.len() * (4 + FIXED) + paths + TRAILER);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -368,12 +481,12 @@ fn encode(entries: &PathMap) -> Vec<u8> {
 
 /// Reads a cache file; `None` when it is missing, unreadable or damaged, all
 /// of which just mean "hash everything".
-fn load(path: &Path) -> Option<PathMap> {
+fn load(path: &Path) -> Option<Table> {
     let bytes = fs::read(path).ok()?;
     decode(&bytes)
 }
 
-fn decode(bytes: &[u8]) -> Option<PathMap> {
+fn decode(bytes: &[u8]) -> Option<Table> {
     let body_len = bytes.len().checked_sub(TRAILER)?;
     let (body, sum) = bytes.split_at(body_len);
     if body.len() < HEADER || Sha256::digest(body).as_slice() != sum {
@@ -387,10 +500,10 @@ fn decode(bytes: &[u8]) -> Option<PathMap> {
     if count > r.b.len() / (4 + FIXED) {
         return None;
     }
-    let mut entries = PathMap::with_capacity_and_hasher(count, Default::default());
+    let mut entries = Table::with_capacity(count, r.b.len() - count * (4 + FIXED));
     for _ in 0..count {
         let n = r.u32()? as usize;
-        let path: Box<[u8]> = r.take(n)?.into();
+        let path = r.take(n)?;
         let key = StatKey {
             dev: r.u64()?,
             ino: r.u64()?,
@@ -404,7 +517,7 @@ fn decode(bytes: &[u8]) -> Option<PathMap> {
         let recorded = r.i64()?;
         let mut digest = [0u8; 32];
         digest.copy_from_slice(r.take(32)?);
-        entries.insert(
+        entries.push(
             path,
             Entry {
                 key,
