@@ -2,12 +2,10 @@
 //! BuildKit's semantics and every path confined to its root.
 
 use std::collections::HashMap;
-use std::fs::{self, File, Metadata, OpenOptions};
-use std::io::{self, Read};
+use std::fs::{self, Metadata, OpenOptions};
+use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
 
 use crate::chmod::Chmod;
 use crate::ignore::IgnoreMatcher;
@@ -71,16 +69,16 @@ pub struct Changed {
 
 /// A source after wildcard expansion.
 #[derive(Debug)]
-struct Match {
+pub(crate) struct Match {
     /// Cleaned components as named (link names kept, wildcards expanded).
-    lexical: Vec<String>,
+    pub(crate) lexical: Vec<String>,
     /// Where `--parents` starts keeping components.
     pivot: usize,
     /// Resolved path relative to the source root, no symlinks.
-    rel: PathBuf,
+    pub(crate) rel: PathBuf,
 }
 
-fn io_err(path: &Path, source: io::Error) -> ContextError {
+pub(crate) fn io_err(path: &Path, source: io::Error) -> ContextError {
     ContextError::Io {
         path: path.to_path_buf(),
         source,
@@ -130,7 +128,7 @@ fn split_source(source: &str) -> Result<(Vec<String>, usize), ContextError> {
     Ok((comps, pivot))
 }
 
-fn sorted_names(dir: &Path) -> Result<Option<Vec<std::ffi::OsString>>, ContextError> {
+pub(crate) fn sorted_names(dir: &Path) -> Result<Option<Vec<std::ffi::OsString>>, ContextError> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e)
@@ -150,7 +148,7 @@ fn sorted_names(dir: &Path) -> Result<Option<Vec<std::ffi::OsString>>, ContextEr
 }
 
 /// Expands one source into the existing, non-ignored paths it names.
-fn match_source(
+pub(crate) fn match_source(
     root: &Path,
     source: &str,
     ignore: Option<&IgnoreMatcher>,
@@ -613,82 +611,4 @@ impl Writer<'_, '_> {
 
 fn libc_o_nofollow() -> i32 {
     rustix::fs::OFlags::NOFOLLOW.bits() as i32
-}
-
-/// Hashes what the sources name (see [`crate::Context::digest_sources`]).
-pub(crate) fn digest_sources(
-    root: &Path,
-    ignore: &IgnoreMatcher,
-    sources: &[String],
-) -> Result<String, ContextError> {
-    let mut h = Sha256::new();
-    for source in sources {
-        let found = match_source(root, source, Some(ignore), OnEscape::Fail)?;
-        if found.is_empty() {
-            return Err(ContextError::SourceNotFound {
-                src: source.clone(),
-            });
-        }
-        h.update(b"source\0");
-        h.update(source.as_bytes());
-        h.update([0]);
-        for m in found {
-            h.update(m.lexical.join("/").as_bytes());
-            h.update([0]);
-            digest_tree(&mut h, root, &m.rel, Path::new(""), ignore)?;
-        }
-    }
-    Ok(format!("sha256:{}", hex::encode(h.finalize())))
-}
-
-fn digest_tree(
-    h: &mut Sha256,
-    root: &Path,
-    ctx_rel: &Path,
-    rel: &Path,
-    ignore: &IgnoreMatcher,
-) -> Result<(), ContextError> {
-    let host = root.join(ctx_rel);
-    let md = fs::symlink_metadata(&host).map_err(|e| io_err(&host, e))?;
-    let ft = md.file_type();
-    let kind: u8 = if ft.is_dir() {
-        b'd'
-    } else if ft.is_file() {
-        b'f'
-    } else if ft.is_symlink() {
-        b'l'
-    } else {
-        b'o'
-    };
-    h.update(rel.as_os_str().as_encoded_bytes());
-    h.update([0, kind]);
-    h.update((md.mode() & 0o7777).to_le_bytes());
-    h.update(md.len().to_le_bytes());
-    if ft.is_file() {
-        let mut f = File::open(&host).map_err(|e| io_err(&host, e))?;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = f.read(&mut buf).map_err(|e| io_err(&host, e))?;
-            if n == 0 {
-                break;
-            }
-            h.update(buf.get(..n).unwrap_or_default());
-        }
-    } else if ft.is_symlink() {
-        let target = fs::read_link(&host).map_err(|e| io_err(&host, e))?;
-        h.update(target.as_os_str().as_encoded_bytes());
-    } else if ft.is_dir() {
-        for name in sorted_names(&host)?.unwrap_or_default() {
-            let child = ctx_rel.join(&name);
-            let child_is_dir = fs::symlink_metadata(root.join(&child)).is_ok_and(|m| m.is_dir());
-            if ignore.is_excluded(&child, child_is_dir)
-                && !(child_is_dir && ignore.has_exceptions())
-            {
-                continue;
-            }
-            digest_tree(h, root, &child, &rel.join(&name), ignore)?;
-        }
-    }
-    h.update([0xff]);
-    Ok(())
 }

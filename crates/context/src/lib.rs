@@ -4,8 +4,32 @@
 //! Use [`Context::open`] once per build to read `.dockerignore` (or the
 //! Dockerfile-specific `<name>.dockerignore`), then [`copy()`] for every
 //! `COPY`/`ADD` of local files (and `COPY --from`, with `ignore: None`).
-//! [`Context::digest_sources`] gives a content digest for cache keys, and
-//! [`passwd`] turns `--chown`/`USER` names into ids from the stage rootfs.
+//! [`Context::digest_sources`] gives a content digest for cache keys,
+//! [`Context::source_manifest`] the per-path record behind it (stored with a
+//! cache entry, it names the files that changed since: [`SourceManifest::changes`]),
+//! and [`passwd`] turns `--chown`/`USER` names into ids from the stage rootfs.
+//!
+//! # Stat cache
+//!
+//! Hashing every byte a COPY reads made a no-op rebuild of a large context
+//! cost as much as the first build. [`Context::with_stat_cache`] keeps, per
+//! context, each regular file's sha256 together with its `lstat` data
+//! (device, inode, size, mtime and ctime in ns, mode) in one file in the
+//! store; a file whose stat data is unchanged is not read again, so a no-op
+//! rebuild costs one `lstat` per file and an edit re-hashes only that file.
+//!
+//! Racy timestamps: as in git's index, a file changed in the same timestamp
+//! tick as it was hashed can keep identical stat data. Each entry records
+//! the second (coarse wall clock, which filesystems stamp with) at which its
+//! file was read, and is trusted only while the file's mtime and ctime are
+//! strictly older than that second; a racily clean entry is re-hashed on its
+//! next use. The cache is internally locked (one [`Context`] may digest from
+//! many threads), replaced atomically by rename, and a torn or foreign file
+//! (checked by a trailing sha256) is ignored: the cache only ever saves time.
+//!
+//! The digest hashes each file's sha256 rather than its bytes (what lets a
+//! cached digest stand in for the file), so its value is not the one rbuild
+//! computed before the stat cache existed; see [`SourceManifest::digest`].
 //!
 //! Every path is resolved inside its root the way a chroot would: symlinks
 //! and `..` never lead outside the context or the destination rootfs.
@@ -39,17 +63,30 @@
 #![deny(missing_docs)]
 
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+
+#[cfg(test)]
+mod cache_tests;
 pub mod chmod;
 mod copy;
 pub mod ignore;
+mod manifest;
 pub mod passwd;
 mod pattern;
 mod resolve;
+mod sources;
+mod statcache;
 
 pub use copy::{copy, Changed, CopyOutcome, CopyRequest};
 pub use ignore::IgnoreMatcher;
+pub use manifest::{
+    Change, ChangeKind, EntryData, ManifestDecodeError, ManifestEntry, SourceManifest,
+};
 
 /// Everything that can go wrong reading a context or copying from it; each
 /// variant names the path, source or pattern the user has to fix.
@@ -164,6 +201,23 @@ pub struct Context {
     root: PathBuf,
     ignore: IgnoreMatcher,
     ignore_file: Option<PathBuf>,
+    cache: Option<Arc<statcache::StatCache>>,
+    counters: Arc<sources::Counters>,
+}
+
+/// How much content the digests of one [`Context`] (and its clones) read,
+/// so a build can show what the stat cache saved and tests can prove it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HashStats {
+    /// Regular files whose content was read and hashed.
+    pub files_hashed: u64,
+    /// Bytes read for those files.
+    pub bytes_hashed: u64,
+    /// Regular files whose digest came from the stat cache.
+    pub files_reused: u64,
+    /// Why the last save of the stat cache failed, if it did; the build
+    /// goes on (the cache only saves time), but the user may want to know.
+    pub cache_save_error: Option<String>,
 }
 
 impl Context {
@@ -210,6 +264,8 @@ impl Context {
                         root: root.to_path_buf(),
                         ignore,
                         ignore_file: Some(candidate),
+                        cache: None,
+                        counters: Arc::default(),
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -225,7 +281,67 @@ impl Context {
             root: root.to_path_buf(),
             ignore: IgnoreMatcher::default(),
             ignore_file: None,
+            cache: None,
+            counters: Arc::default(),
         })
+    }
+
+    /// Remembers file digests across builds in the file at `path` (see the
+    /// crate docs), so [`Context::digest_sources`] only reads files whose
+    /// stat data changed. The file is read on first use and rewritten
+    /// atomically after any digest that hashed something; a missing, damaged
+    /// or unwritable file only costs time.
+    pub fn with_stat_cache(mut self, path: PathBuf) -> Context {
+        self.cache = Some(Arc::new(statcache::StatCache::new(self.root.clone(), path)));
+        self
+    }
+
+    /// [`Context::with_stat_cache`] with the clock that stamps entries
+    /// injected, so tests can make entries racy or trusted at will.
+    #[cfg(test)]
+    pub(crate) fn with_stat_cache_clock(mut self, path: PathBuf, now: fn() -> i64) -> Context {
+        self.cache = Some(Arc::new(statcache::StatCache::with_clock(
+            self.root.clone(),
+            path,
+            now,
+        )));
+        self
+    }
+
+    /// [`Context::with_stat_cache`] at `<dir>/<Context::stat_cache_name>`,
+    /// so every build of the same directory shares one cache.
+    pub fn with_stat_cache_in(self, dir: &Path) -> Context {
+        let path = dir.join(self.stat_cache_name());
+        self.with_stat_cache(path)
+    }
+
+    /// The hex sha256 of the context's canonical path (the path as given if
+    /// it cannot be canonicalised): a file name that is the same for every
+    /// spelling of the directory and reveals nothing about it.
+    pub fn stat_cache_name(&self) -> String {
+        let canonical = self
+            .root
+            .canonicalize()
+            .unwrap_or_else(|_| self.root.clone());
+        hex::encode(Sha256::digest(canonical.as_os_str().as_bytes()))
+    }
+
+    /// Where the stat cache lives, if one is enabled.
+    pub fn stat_cache_path(&self) -> Option<&Path> {
+        self.cache.as_deref().map(statcache::StatCache::path)
+    }
+
+    /// Content read so far by this context's digests and manifests.
+    pub fn hash_stats(&self) -> HashStats {
+        HashStats {
+            files_hashed: self.counters.files_hashed.load(Ordering::Relaxed),
+            bytes_hashed: self.counters.bytes_hashed.load(Ordering::Relaxed),
+            files_reused: self.counters.files_reused.load(Ordering::Relaxed),
+            cache_save_error: self
+                .cache
+                .as_deref()
+                .and_then(statcache::StatCache::last_save_error),
+        }
     }
 
     /// The context directory, for building [`CopyRequest`]s.
@@ -244,8 +360,23 @@ impl Context {
     }
 
     /// A content digest of the matched sources (paths, modes, sizes,
-    /// contents, link targets) for cache keys; `sha256:<hex>`.
+    /// contents, link targets) for cache keys; `sha256:<hex>`. The same as
+    /// [`SourceManifest::digest`] of [`Context::source_manifest`].
     pub fn digest_sources(&self, sources: &[String]) -> Result<String, ContextError> {
-        copy::digest_sources(&self.root, &self.ignore, sources)
+        Ok(self.source_manifest(sources)?.digest())
+    }
+
+    /// Every path the sources name, with type, mode, size and content digest
+    /// or link target, in walk order; store it with a step's cache entry to
+    /// tell the user which files made the next build miss. Safe to call from
+    /// several threads at once.
+    pub fn source_manifest(&self, sources: &[String]) -> Result<SourceManifest, ContextError> {
+        sources::source_manifest(
+            &self.root,
+            &self.ignore,
+            sources,
+            self.cache.as_deref(),
+            &self.counters,
+        )
     }
 }

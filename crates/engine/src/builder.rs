@@ -239,7 +239,8 @@ impl Builder {
             stages: lowered.stages.clone(),
         });
 
-        let ctx = context::Context::open(&req.context, dockerfile_path(req).as_deref())?;
+        let ctx = context::Context::open(&req.context, dockerfile_path(req).as_deref())?
+            .with_stat_cache_in(&images.store().root().join("contexts"));
         let snap = self.snapshotter(progress)?;
         for dir in &req.cache_from {
             // A cache that cannot be read costs only speed, as with BuildKit's cache imports.
@@ -327,7 +328,8 @@ impl Builder {
         let opts = plan_options(req)?;
         let plan = dockerfile::plan(&df, &opts)?;
         let lowered = self.lower(req, &plan, &opts, progress)?;
-        let ctx = context::Context::open(&req.context, dockerfile_path(req).as_deref())?;
+        let ctx = context::Context::open(&req.context, dockerfile_path(req).as_deref())?
+            .with_stat_cache_in(&images.store().root().join("contexts"));
         let snap = self.snapshotter(progress)?;
         let shared = Shared {
             images,

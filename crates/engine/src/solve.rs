@@ -258,14 +258,26 @@ fn run_vertex(
     Ok((chain, parts.map(|p| p.key)))
 }
 
-/// The stored manifest of the context files a step read, for naming changed files later.
-fn manifest_of(_sh: &Shared<'_>, _parts: &KeyParts) -> Option<Digest> {
-    None
+/// Stores the manifest of the context files a step read (content-addressed, so an unchanged
+/// context costs nothing), for naming changed files at a later miss.
+fn manifest_of(sh: &Shared<'_>, parts: &KeyParts) -> Option<Digest> {
+    let m = parts.sources.as_ref()?.manifest.as_ref()?;
+    sh.images.store().put_bytes(&m.to_bytes()).ok()
 }
 
 /// The context paths that changed since the manifest `old`, when it is still stored.
-fn changed_files(_sh: &Shared<'_>, _parts: &KeyParts, _old: Option<&str>) -> Option<Vec<String>> {
-    None
+fn changed_files(sh: &Shared<'_>, parts: &KeyParts, old: Option<&str>) -> Option<Vec<String>> {
+    let new = parts.sources.as_ref()?.manifest.as_ref()?;
+    let old: Digest = old?.parse().ok()?;
+    let bytes = sh.images.store().read_blob(&old).ok()?;
+    let old = context::SourceManifest::from_bytes(&bytes).ok()?;
+    Some(
+        new.changes(&old)
+            .into_iter()
+            .filter(|c| !c.path.as_os_str().is_empty())
+            .map(|c| c.path.to_string_lossy().into_owned())
+            .collect(),
+    )
 }
 
 /// Source vertices have no step; their ops never report one.

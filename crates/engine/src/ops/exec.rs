@@ -148,18 +148,20 @@ impl ExecOp {
     pub fn reads(&self, sh: &Shared<'_>, step: &StepId) -> Result<Reads, BuildError> {
         let mut patterns = Vec::new();
         let mut digests = Vec::new();
+        let mut manifests = Vec::new();
         for m in &self.mounts {
             if let Mount::Bind {
                 source, from: None, ..
             } = m
             {
                 let source = source.clone().unwrap_or_else(|| ".".into());
-                let d = sh
+                let m = sh
                     .context
-                    .digest_sources(std::slice::from_ref(&source))
+                    .source_manifest(std::slice::from_ref(&source))
                     .map_err(|e| sh.step_error(step, e))?;
                 patterns.push(source);
-                digests.push(d);
+                digests.push(m.digest());
+                manifests.push(m);
             }
         }
         Ok(match digests.len() {
@@ -167,6 +169,7 @@ impl ExecOp {
             1 => Reads::Context(ContextSources {
                 patterns,
                 digest: digests.remove(0),
+                manifest: manifests.pop().map(std::sync::Arc::new),
             }),
             _ => {
                 let mut k = Key::new();
@@ -174,6 +177,7 @@ impl ExecOp {
                 Reads::Context(ContextSources {
                     patterns,
                     digest: k.finish().to_string(),
+                    manifest: None,
                 })
             }
         })

@@ -89,13 +89,14 @@ impl FileOp {
         if !c.copy.heredocs.is_empty() || c.copy.from.is_some() {
             return Ok(Reads::Nothing);
         }
-        let digest = sh
+        let manifest = sh
             .context
-            .digest_sources(&c.copy.sources)
+            .source_manifest(&c.copy.sources)
             .map_err(|e| sh.step_error(step, e))?;
         Ok(Reads::Context(ContextSources {
             patterns: c.copy.sources.clone(),
-            digest,
+            digest: manifest.digest(),
+            manifest: Some(std::sync::Arc::new(manifest)),
         }))
     }
 

@@ -73,6 +73,8 @@ pub(crate) struct ContextSources {
     pub patterns: Vec<String>,
     /// Their content digest.
     pub digest: String,
+    /// Each file's entry, kept so a later miss can name the files that changed.
+    pub manifest: Option<std::sync::Arc<context::SourceManifest>>,
 }
 
 /// What an op reads from outside the graph, for its key.
