@@ -742,3 +742,299 @@ fn paint_last(model: &Mutex<Model>, painter: &mut Painter) {
 fn sanitize_block(s: &str) -> String {
     s.lines().map(sanitize).collect::<Vec<_>>().join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(index: usize, text: &str) -> StepId {
+        StepId {
+            index,
+            total: 3,
+            stage: "s".into(),
+            line: index + 1,
+            text: text.into(),
+        }
+    }
+
+    /// A frame without its escape sequences.
+    fn plain(lines: &[String]) -> Vec<String> {
+        lines.iter().map(|l| sanitize(l)).collect()
+    }
+
+    /// Step 1 cached, step 2 running with output, step 3 not started; `t0` is the build start.
+    fn model(t0: Instant) -> Model {
+        let mut m = Model::new(t0, true);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        m.apply(
+            &Event::Planned {
+                steps: 3,
+                stages: vec!["s".into()],
+            },
+            at(0),
+        );
+        m.apply(&Event::StepStarted(id(1, "COPY a /a")), at(10));
+        m.apply(&Event::StepCached(id(1, "COPY a /a")), at(10));
+        m.apply(&Event::StepStarted(id(2, "RUN make")), at(20));
+        m.apply(
+            &Event::StepMiss {
+                step: id(2, "RUN make"),
+                reason: MissReason::InstructionChanged {
+                    was: "RUN make -j".into(),
+                },
+            },
+            at(20),
+        );
+        for n in 1..=8 {
+            m.apply(
+                &Event::StepLog {
+                    step: id(2, "RUN make"),
+                    text: format!("out-{n}\n"),
+                },
+                at(30),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn running_steps_show_their_timer_and_last_output_lines() {
+        let t0 = Instant::now();
+        let m = model(t0);
+        let frame = plain(&m.frame(t0 + Duration::from_millis(4250), 90, 40, false));
+        assert_eq!(frame[0], "[+] Building 4.2s (1/3)", "{frame:#?}");
+        assert!(
+            frame[1].starts_with(" => CACHED [s 1/3] COPY a /a "),
+            "{frame:#?}"
+        );
+        assert!(frame[1].ends_with(" 0.0s"), "{frame:#?}");
+        assert!(
+            frame[2]
+                .starts_with(" => [s 2/3] RUN make  (the instruction changed (was: RUN make -j))"),
+            "{frame:#?}"
+        );
+        assert!(frame[2].ends_with(" 4.2s"), "{frame:#?}");
+        let logs: Vec<&str> = frame[3..].iter().map(String::as_str).collect();
+        assert_eq!(
+            logs,
+            [
+                " => => # out-3",
+                " => => # out-4",
+                " => => # out-5",
+                " => => # out-6",
+                " => => # out-7",
+                " => => # out-8"
+            ]
+        );
+        for l in &frame {
+            assert!(l.chars().count() <= 90, "{l:?}");
+        }
+    }
+
+    #[test]
+    fn the_last_frame_collapses_steps_and_marks_how_they_ended() {
+        let t0 = Instant::now();
+        let mut m = model(t0);
+        m.apply(&Event::StepStarted(id(3, "RUN test")), t0);
+        m.apply(&Event::StepCancelled(id(3, "RUN test")), t0);
+        // Step 2 never reported an end: it is the step that failed the build.
+        m.close(t0 + Duration::from_secs(2));
+        let frame = plain(&m.frame(t0 + Duration::from_secs(9), 80, 5, true));
+        assert_eq!(
+            frame[0], "[+] Building 2.0s (1/3)",
+            "no FINISHED: {frame:#?}"
+        );
+        assert!(frame[1].starts_with(" => CACHED [s 1/3]"), "{frame:#?}");
+        assert!(
+            frame[2].starts_with(" => ERROR [s 2/3] RUN make"),
+            "{frame:#?}"
+        );
+        assert!(frame[2].ends_with(" 2.0s"), "{frame:#?}");
+        assert!(
+            frame[3].starts_with(" => CANCELED [s 3/3] RUN test"),
+            "{frame:#?}"
+        );
+        assert_eq!(frame.len(), 4, "no output lines once collapsed: {frame:#?}");
+    }
+
+    #[test]
+    fn a_finished_build_says_so_and_lists_what_it_wrote() {
+        let t0 = Instant::now();
+        let mut m = Model::new(t0, false);
+        let step = StepId {
+            total: 1,
+            ..id(1, "RUN a")
+        };
+        m.apply(&Event::StepStarted(step.clone()), t0);
+        m.apply(
+            &Event::StepDone {
+                step,
+                elapsed: Duration::from_millis(1234),
+            },
+            t0,
+        );
+        m.apply(
+            &Event::ImageWritten {
+                id: "sha256:abc".into(),
+                tags: vec!["docker.io/library/x:1".into()],
+            },
+            t0,
+        );
+        m.apply(
+            &Event::Warning {
+                message: "w1".into(),
+            },
+            t0,
+        );
+        m.close(t0 + Duration::from_secs(3));
+        let frame = m.frame(t0, 50, 25, true);
+        assert_eq!(
+            frame,
+            [
+                "[+] Building 3.0s (1/1) FINISHED",
+                &format!("{:<46}1.2s", " => [s 1/1] RUN a"),
+                " => exporting to image",
+                " => => writing image sha256:abc",
+                " => => naming to docker.io/library/x:1",
+            ]
+        );
+        assert_eq!(m.warnings(), ["w1"]);
+    }
+
+    #[test]
+    fn live_frames_fit_the_terminal_whatever_its_size() {
+        let t0 = Instant::now();
+        let mut m = model(t0);
+        // A second running step with output, and a long label with multi-byte characters.
+        m.apply(&Event::StepStarted(id(3, &"RUN échö ".repeat(20))), t0);
+        m.apply(
+            &Event::StepLog {
+                step: id(3, "x"),
+                text: "é\tlog\n".repeat(3),
+            },
+            t0,
+        );
+        for (w, h) in [(0, 0), (1, 1), (1, 2), (2, 3), (9, 4), (40, 6), (200, 100)] {
+            let frame = m.frame(t0, w, h, false);
+            assert!(
+                frame.len() <= h.saturating_sub(1).max(1),
+                "{w}x{h}: {frame:#?}"
+            );
+            for l in plain(&frame) {
+                assert!(l.chars().count() <= w, "{w}x{h}: {l:?}");
+            }
+        }
+        // With little room, the running steps stay and each keeps its newest output.
+        let frame = plain(&m.frame(t0, 80, 6, false));
+        assert_eq!(frame.len(), 5, "{frame:#?}");
+        assert!(frame[1].starts_with(" => [s 2/3] RUN make"), "{frame:#?}");
+        assert_eq!(frame[2], " => => # out-8", "{frame:#?}");
+        assert!(frame[3].starts_with(" => [s 3/3] RUN échö"), "{frame:#?}");
+        assert_eq!(frame[4], " => => # é       log", "{frame:#?}");
+    }
+
+    #[test]
+    fn reasons_every_later_step_shares_are_not_repeated() {
+        let t0 = Instant::now();
+        let mut m = Model::new(t0, false);
+        m.apply(&Event::StepStarted(id(1, "RUN a")), t0);
+        m.apply(
+            &Event::StepMiss {
+                step: id(1, "RUN a"),
+                reason: MissReason::PreviousStepChanged,
+            },
+            t0,
+        );
+        let frame = m.frame(t0, 80, 25, false);
+        assert_eq!(
+            frame[1].trim_end_matches(" 0.0s").trim_end(),
+            " => [s 1/3] RUN a"
+        );
+    }
+
+    #[test]
+    fn output_cannot_move_the_cursor_or_change_colors() {
+        let cases = [
+            ("plain", "plain"),
+            ("\x1b[31mred\x1b[0m", "red"),
+            ("a\x1b[2J\x1b[Hb", "ab"),
+            ("up\x1b[10A", "up"),
+            ("\x1b]0;title\x07x", "x"),
+            ("\x1b]8;;http://a\x1b\\link", "link"),
+            ("10%\r50%\r100%", "100%"),
+            ("done\r\n", "done"),
+            ("a\tb", "a       b"),
+            ("bell\x07 nul\0 del\x7f c1\u{9b}2J", "bell nul del c12J"),
+            ("lossy \u{fffd} ok", "lossy \u{fffd} ok"),
+            ("trailing escape \x1b", "trailing escape "),
+            ("\x1b[", ""),
+        ];
+        for (input, want) in cases {
+            assert_eq!(sanitize(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn lines_are_cut_by_characters_and_keep_the_time_on_the_right() {
+        let line = Line {
+            style: BLUE,
+            segs: vec![("ééééé".into(), false), (" why".into(), true)],
+            right: " 1.0s".into(),
+        };
+        assert_eq!(line.render(0, false), "");
+        assert_eq!(line.render(1, false), "é");
+        // Too narrow for the time beside some text: the text alone.
+        assert_eq!(line.render(12, false), "ééééé why");
+        assert_eq!(line.render(13, false), "ééééé wh 1.0s");
+        assert_eq!(line.render(16, false), "ééééé why   1.0s");
+        assert_eq!(
+            line.render(13, true),
+            format!("{BLUE}ééééé{DIM} wh{RESET}{BLUE} 1.0s{RESET}")
+        );
+    }
+
+    #[test]
+    fn transfers_show_one_line_per_blob() {
+        let t0 = Instant::now();
+        let mut m = Model::new(t0, false);
+        let blob = |state| {
+            Event::Registry(RegistryEvent::Blob {
+                direction: Direction::Pull,
+                digest: "sha256:0123456789abcdef".into(),
+                state,
+            })
+        };
+        m.apply(
+            &Event::Registry(RegistryEvent::Started {
+                direction: Direction::Pull,
+                reference: "docker.io/library/alpine:3".into(),
+            }),
+            t0,
+        );
+        m.apply(&blob(BlobState::Started { size: 2048 }), t0);
+        m.apply(
+            &blob(BlobState::Progress {
+                done: 1024,
+                size: 2048,
+            }),
+            t0,
+        );
+        let frame = m.frame(t0, 80, 25, false);
+        assert!(frame[1].starts_with(" => pulling docker.io/library/alpine:3 "));
+        assert_eq!(frame[2], " => => sha256:0123456789ab 1.00 KiB / 2.00 KiB");
+        m.apply(&blob(BlobState::Done), t0);
+        m.apply(
+            &Event::Registry(RegistryEvent::Finished {
+                direction: Direction::Pull,
+                reference: "docker.io/library/alpine:3".into(),
+                digest: "sha256:feed".into(),
+                image_id: "sha256:beef".into(),
+            }),
+            t0,
+        );
+        m.close(t0);
+        let frame = m.frame(t0, 80, 25, true);
+        assert_eq!(frame[2], " => => sha256:0123456789ab 2.00 KiB downloaded");
+        assert_eq!(frame[3], " => => docker.io/library/alpine:3@sha256:feed");
+    }
+}
