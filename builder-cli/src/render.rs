@@ -393,12 +393,15 @@ fn json(event: &Event) -> String {
     v.to_string()
 }
 
-/// Text for an error: Dockerfile errors show the offending line with a caret.
+/// Text for an error: Dockerfile errors show the offending line with a caret. A failed step's
+/// error quotes its last output, which may hold escape sequences: they are removed, so the
+/// error cannot clear the screen or overwrite the display above it.
 pub fn error(e: &BuildError) -> String {
-    match e {
+    let text = match e {
         BuildError::Dockerfile(pe) => format!("ERROR: {}", pe.render()),
         other => format!("ERROR: {other}"),
-    }
+    };
+    crate::tty::sanitize_lines(&text)
 }
 
 #[cfg(test)]

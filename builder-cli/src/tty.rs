@@ -734,13 +734,13 @@ fn paint_last(model: &Mutex<Model>, painter: &mut Painter) {
     let mut err = std::io::stderr().lock();
     painter.paint(&lines, &mut err);
     for warning in warnings {
-        let _ = writeln!(err, "WARNING: {}", sanitize_block(&warning));
+        let _ = writeln!(err, "WARNING: {}", sanitize_lines(&warning));
     }
 }
 
 /// A message of several lines with each line made safe, for text printed below the display.
-fn sanitize_block(s: &str) -> String {
-    s.lines().map(sanitize).collect::<Vec<_>>().join("\n")
+pub(crate) fn sanitize_lines(s: &str) -> String {
+    s.split('\n').map(sanitize).collect::<Vec<_>>().join("\n")
 }
 
 #[cfg(test)]
