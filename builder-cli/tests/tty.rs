@@ -374,6 +374,32 @@ fn tty_display_shows_running_steps_with_their_output_then_collapses_them() {
         matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "a cached step ran"
     );
+
+    // A changed file: the step that reads it says why it runs again, after its text.
+    std::fs::write(ctx.join("a.txt"), "changed\n").unwrap();
+    let session = build("--progress=tty");
+    session.wait_until(
+        "the RUN step to connect again",
+        |_| false,
+        || match listener.accept() {
+            // Answered at once: an empty answer ends `nc`.
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("accept: {e}"),
+        },
+    );
+    let (ok, screen) = session.finish();
+    assert!(ok, "build failed:\n{screen}");
+    let last = frames(&screen).pop().unwrap();
+    let copy = last
+        .iter()
+        .find(|l| l.contains("1/5] COPY a.txt"))
+        .unwrap_or_else(|| panic!("{last:#?}"));
+    assert!(
+        copy.starts_with(" => [base 1/5] COPY a.txt /a.txt  (") && copy.contains("changed in the"),
+        "{copy:?}"
+    );
+    assert!(ends_with_time(copy), "{copy:?}");
 }
 
 #[test]
@@ -388,14 +414,15 @@ fn a_failed_step_is_marked_and_its_error_follows_the_display() {
         "FROM bb:1\nCOPY a.txt /a\nRUN printf 'bad\\033[2J\\033[Hout\\n' && exit 3\n",
     );
     let mut cmd = rbuild(&store);
-    cmd.args(["build", "--progress=tty"]).arg(&ctx);
+    cmd.args(["build", "--progress=tty", "--build-arg", "UNUSED=1"])
+        .arg(&ctx);
     let (ok, screen) = spawn_on_pty(&mut cmd, COLS, ROWS).finish();
     assert!(!ok, "{screen}");
-    // The error is ordinary text below the display, wrapped by the terminal.
-    let error_at = screen
-        .rfind("ERROR: Dockerfile:3")
-        .unwrap_or_else(|| panic!("no error below the display: {screen}"));
-    assert_fits(&screen[..error_at], COLS.into(), ROWS.into());
+    // Warnings and the error are ordinary text below the display, wrapped by the terminal.
+    let below = screen
+        .find("WARNING: ")
+        .unwrap_or_else(|| panic!("no warning below the display: {screen}"));
+    assert_fits(&screen[..below], COLS.into(), ROWS.into());
     // The step's clear-screen and cursor-home reach the terminal neither from the display nor
     // from the error below it, which quotes the step's last output.
     assert!(!screen.contains("\x1b[2J"), "{screen:?}");
@@ -415,6 +442,11 @@ fn a_failed_step_is_marked_and_its_error_follows_the_display() {
         .find("ERROR: ")
         .unwrap_or_else(|| panic!("no error below the display: {after}"));
     assert!(after[error..].contains("exit code: 3"), "{after}");
+    // Warnings too come below the last frame, where no redraw can erase them.
+    let warning = after
+        .find("WARNING: build argument \"UNUSED\" was not consumed")
+        .unwrap_or_else(|| panic!("no warning below the display: {after}"));
+    assert!(warning < error, "{after}");
 }
 
 #[test]
