@@ -4,6 +4,8 @@
 //! rebuild, and no line or frame larger than the window. `auto` off a terminal stays plain.
 
 mod common;
+#[path = "common/registry.rs"]
+mod reg;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -476,4 +478,58 @@ fn auto_is_plain_when_stderr_is_not_a_terminal() {
     assert!(ok, "{screen}");
     assert!(!screen.contains('\x1b'), "{screen:?}");
     assert!(screen.contains("#1 plain-output"), "{screen}");
+}
+
+#[test]
+fn tty_display_shows_the_pull_and_push_of_a_build() {
+    const COLS: u16 = 80;
+    const ROWS: u16 = 14;
+    let reg = reg::Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_busybox(dir.path());
+    let base = format!("{}/a/base:1", reg.host());
+    run_ok(rbuild(&store).args(["push", "bb:1", &base]));
+
+    // A fresh store pulls the base, builds, and pushes the result, all in the display.
+    let fresh = dir.path().join("fresh");
+    let ctx = write_context(dir.path(), &format!("FROM {base}\nRUN echo built\n"));
+    let dest = format!("{}/b/out:1", reg.host());
+    let mut cmd = rbuild(&fresh);
+    cmd.args(["build", "--progress=tty", "--push", "-t", &dest])
+        .arg(&ctx);
+    let (ok, screen) = spawn_on_pty(&mut cmd, COLS, ROWS).finish();
+    assert!(ok, "{screen}");
+    assert_fits(&screen, COLS.into(), ROWS.into());
+    let last = frames(&screen).pop().unwrap();
+    assert!(last[0].ends_with(" (1/1) FINISHED"), "{last:#?}");
+    let line = |prefix: &str| {
+        last.iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?}: {last:#?}"))
+    };
+    let pull = line(&format!(" => pulling {base} "));
+    assert!(ends_with_time(&last[pull]), "{last:#?}");
+    assert!(
+        last[pull + 1].starts_with(" => => sha256:") && last[pull + 1].ends_with(" downloaded"),
+        "the base's layer: {last:#?}"
+    );
+    let push = line(&format!(" => pushing {dest} "));
+    assert!(push > pull && ends_with_time(&last[push]), "{last:#?}");
+    // Config and RUN layer uploaded; the base's layer mounted from the base's repository.
+    let blobs = &last[push + 1..];
+    assert_eq!(
+        blobs.iter().filter(|l| l.ends_with(" pushed")).count(),
+        2,
+        "{last:#?}"
+    );
+    assert!(
+        blobs.iter().any(|l| l.ends_with(" mounted from a/base")),
+        "{last:#?}"
+    );
+    assert!(
+        blobs
+            .iter()
+            .any(|l| l.starts_with(&format!(" => => {dest}@sha256:"))),
+        "the pushed digest: {last:#?}"
+    );
 }
