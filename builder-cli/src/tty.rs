@@ -27,6 +27,8 @@ use engine::{Event, MissReason, StepId};
 const TICK: Duration = Duration::from_millis(100);
 /// Output lines shown under a running step.
 const LOG_LINES: usize = 6;
+/// Characters of an output line kept for display.
+const MAX_LOG_CHARS: usize = 1024;
 /// Terminal size used when the real one cannot be read (stderr redirected with `--progress=tty`)
 /// or is reported as zero, which terminals do when they do not know it.
 const FALLBACK_SIZE: (usize, usize) = (80, 25);
@@ -229,7 +231,9 @@ impl Model {
                         if e.logs.len() == LOG_LINES {
                             e.logs.pop_front();
                         }
-                        e.logs.push_back(sanitize(line));
+                        // A line longer than any terminal is wide is cut before it is kept.
+                        let line: String = sanitize(line).chars().take(MAX_LOG_CHARS).collect();
+                        e.logs.push_back(line);
                     }
                 }
             }
@@ -556,6 +560,12 @@ impl Line {
 /// (a step's colors or cursor moves must not reach the terminal: they would break the frame),
 /// tabs become spaces and every other control character is dropped.
 pub(crate) fn sanitize(s: &str) -> String {
+    clean(s, true)
+}
+
+/// [`sanitize`], keeping tabs when `expand_tabs` is false: in text printed below the display,
+/// a tab only moves right, and a Dockerfile error's caret line relies on it.
+fn clean(s: &str, expand_tabs: bool) -> String {
     let s = s.trim_end_matches(['\r', '\n']);
     let s = s.rsplit_once('\r').map_or(s, |(_, after)| after);
     let mut out = String::with_capacity(s.len());
@@ -587,6 +597,7 @@ pub(crate) fn sanitize(s: &str) -> String {
                 // Any other escape is two characters long.
                 _ => {}
             },
+            '\t' if !expand_tabs => out.push('\t'),
             '\t' => {
                 let n = 8 - width % 8;
                 out.push_str(&" ".repeat(n));
@@ -740,7 +751,10 @@ fn paint_last(model: &Mutex<Model>, painter: &mut Painter) {
 
 /// A message of several lines with each line made safe, for text printed below the display.
 pub(crate) fn sanitize_lines(s: &str) -> String {
-    s.split('\n').map(sanitize).collect::<Vec<_>>().join("\n")
+    s.split('\n')
+        .map(|l| clean(l, false))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[cfg(test)]
@@ -972,6 +986,14 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(sanitize(input), want, "{input:?}");
         }
+    }
+
+    #[test]
+    fn text_below_the_display_keeps_its_lines_and_tabs() {
+        assert_eq!(
+            sanitize_lines("ERROR: x\n 3 | \tRUN \x1b[2Jy\n   | \t^\n"),
+            "ERROR: x\n 3 | \tRUN y\n   | \t^\n"
+        );
     }
 
     #[test]
