@@ -316,11 +316,15 @@ impl Model {
                             Direction::Pull => "downloaded",
                             Direction::Push => "pushed",
                         };
-                        format!("{name} {} {what}", bytes(sub.size))
+                        match sub.size {
+                            // Done without a size seen: nothing truthful to count.
+                            0 => format!("{name} {what}"),
+                            n => format!("{name} {} {what}", bytes(n)),
+                        }
                     }
                     BlobState::Exists => format!("{name} already exists"),
                     BlobState::Mounted { from } => sanitize(&format!("{name} mounted from {from}")),
-                    BlobState::Extracted => format!("{name} {} pull complete", bytes(sub.size)),
+                    BlobState::Extracted => format!("{name} pull complete"),
                 };
             }
             RegistryEvent::Finished {
