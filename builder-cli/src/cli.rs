@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -733,7 +733,16 @@ fn build(
         Style::Quiet
     } else {
         match b.progress.as_str() {
-            "auto" | "plain" | "tty" => Style::Plain,
+            // As docker: the live display only where someone watches it, and never on a
+            // terminal that cannot move its cursor.
+            "auto"
+                if std::io::stderr().is_terminal()
+                    && std::env::var_os("TERM").is_none_or(|t| t != "dumb") =>
+            {
+                Style::Tty
+            }
+            "auto" | "plain" => Style::Plain,
+            "tty" => Style::Tty,
             "quiet" => Style::Quiet,
             "rawjson" => Style::Json,
             other => {
@@ -746,7 +755,10 @@ fn build(
     let builder = crate::registry::builder_with(root, insecure_registry)?;
     let renderer = Arc::new(Renderer::new(style));
     if b.explain {
-        for e in builder.explain(&req, renderer.as_ref())? {
+        let explained = builder.explain(&req, renderer.as_ref())?;
+        // The display's last frame goes first, so stdout's lines do not land inside it.
+        renderer.finish();
+        for e in explained {
             let s = &e.step;
             let what = match &e.runs {
                 None => "CACHED".to_string(),
@@ -772,6 +784,7 @@ fn build(
         }
         r => r?,
     };
+    renderer.finish();
     if let Some(p) = &b.iidfile {
         std::fs::write(p, out.image.id.to_string()).map_err(|e| BuildError::io(p, e))?;
     }

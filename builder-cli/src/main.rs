@@ -5,6 +5,7 @@ mod cli;
 mod registry;
 mod render;
 mod signals;
+mod tty;
 
 use std::process::ExitCode;
 

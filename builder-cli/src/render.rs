@@ -9,11 +9,16 @@ use engine::pull::{BlobState, Direction, RegistryEvent};
 use engine::{BuildError, Event, ProgressSink};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::tty::Display;
+
 /// Progress styles, as `docker build --progress` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Style {
-    /// One line per event on stderr (`plain`, and `auto`/`tty` for now).
+    /// One line per event on stderr (`plain`, and `auto` when stderr is not a terminal).
     Plain,
+    /// BuildKit's live display of running steps, redrawn in place (`tty`, and `auto` on a
+    /// terminal).
+    Tty,
     /// Nothing (`-q` and `--progress=quiet`).
     Quiet,
     /// One JSON object per event (`rawjson`), for machines.
@@ -27,6 +32,8 @@ pub struct Renderer {
     bars: Option<Bars>,
     /// Whether the pull in progress downloaded a blob, for its closing status line.
     fetched: AtomicBool,
+    /// The live display, for [`Style::Tty`]; it shows registry transfers itself.
+    display: Option<Display>,
 }
 
 impl Renderer {
@@ -38,13 +45,28 @@ impl Renderer {
             out: Mutex::new(std::io::stderr()),
             bars,
             fetched: AtomicBool::new(false),
+            display: (style == Style::Tty).then(Display::start),
         }
     }
 
-    /// Removes finished progress bars, so the command's own output starts on a clean line.
+    /// Removes finished progress bars, or paints the display's final frame, so what is printed
+    /// next (the command's output, an error) starts on a clean line below it.
     pub fn finish(&self) {
         if let Some(b) = &self.bars {
             let _ = b.multi.clear();
+        }
+        if let Some(d) = &self.display {
+            d.finish();
+        }
+    }
+}
+
+impl Drop for Renderer {
+    /// A build that fails returns early, and its error is printed after the renderer is gone:
+    /// the display must have painted its last frame (the failed step marked) by then.
+    fn drop(&mut self) {
+        if let Some(d) = &self.display {
+            d.finish();
         }
     }
 }
@@ -249,6 +271,10 @@ fn registry_json(ev: &RegistryEvent) -> serde_json::Value {
 
 impl ProgressSink for Renderer {
     fn event(&self, event: Event) {
+        if let Some(d) = &self.display {
+            d.event(&event);
+            return;
+        }
         match &event {
             Event::Registry(RegistryEvent::Started { direction, .. }) => {
                 if *direction == Direction::Pull {
@@ -277,6 +303,8 @@ impl ProgressSink for Renderer {
         let line = match self.style {
             Style::Quiet => return,
             Style::Json => json(&event),
+            // Handled by the display above.
+            Style::Tty => return,
             Style::Plain => match plain(&event, fetched) {
                 Some(l) => l,
                 None => return,
@@ -365,12 +393,15 @@ fn json(event: &Event) -> String {
     v.to_string()
 }
 
-/// Text for an error: Dockerfile errors show the offending line with a caret.
+/// Text for an error: Dockerfile errors show the offending line with a caret. A failed step's
+/// error quotes its last output, which may hold escape sequences: they are removed, so the
+/// error cannot clear the screen or overwrite the display above it.
 pub fn error(e: &BuildError) -> String {
-    match e {
+    let text = match e {
         BuildError::Dockerfile(pe) => format!("ERROR: {}", pe.render()),
         other => format!("ERROR: {other}"),
-    }
+    };
+    crate::tty::sanitize_lines(&text)
 }
 
 #[cfg(test)]
