@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod addsrc;
 mod builder;
 pub mod cache;
 mod ctxmount;
@@ -29,6 +30,7 @@ pub mod pull;
 mod request;
 mod run;
 mod stage;
+mod userenv;
 mod view;
 
 pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions};

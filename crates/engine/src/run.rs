@@ -228,6 +228,7 @@ impl<'a> StageRun<'a> {
             .run_user(state, &plan)
             .map_err(|e| self.step_error(instr, e))?;
         let mut env = scope.run_env();
+        crate::userenv::add_home(&mut env, merged_file(&plan, "etc/passwd").as_deref(), uid);
         let network = match run.network {
             Some(NetworkMode::None) => Network::None,
             Some(NetworkMode::Host) | Some(NetworkMode::Default) => Network::Host,

@@ -2,7 +2,7 @@
 //! the history) or changes the rootfs, whose changed paths become a layer in the content store.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -96,11 +96,13 @@ impl<'a> StageRun<'a> {
     pub fn run_stage(&mut self, i: usize) -> Result<StageState, BuildError> {
         let stage = &self.plan.stages[i];
         let mut state = self.base_state(i)?;
-        let base_env = state.config.env().to_vec();
-        let mut scope = Scope::new(self.plan, i, self.opts, &base_env);
+        // The default PATH goes in before the scope is made from the env, so `$PATH` and RUN
+        // steps see it as in docker.
         if !state.config.env().iter().any(|e| e.starts_with("PATH=")) {
             state.config.env_mut().insert(0, DEFAULT_PATH.to_string());
         }
+        let base_env = state.config.env().to_vec();
+        let mut scope = Scope::new(self.plan, i, self.opts, &base_env);
         // ONBUILD triggers of the base run first, then the image no longer carries them.
         let triggers = state.config.take_onbuild();
         for trigger in triggers {
@@ -597,13 +599,19 @@ impl<'a> StageRun<'a> {
                     continue;
                 }
                 let unpack = add.map(|a| a.unpack.unwrap_or(true)).unwrap_or(false);
-                if unpack && from_root.is_none() && !src.contains(['*', '?', '[']) {
-                    let p = self.context.root().join(src.trim_start_matches('/'));
-                    if is_tar_archive(&p) {
-                        self.extract(&root, &p, &copy.dest, &workdir)
-                            .map_err(|e| self.step_error(instr, e))?;
-                        continue;
+                if unpack && from_root.is_none() {
+                    // Archives among a source's matches (wildcards too) are extracted.
+                    let parts = crate::addsrc::classify(self.context, src)
+                        .map_err(|e| self.step_error(instr, e))?;
+                    for part in parts {
+                        match part {
+                            crate::addsrc::AddSource::Archive(p) => self
+                                .extract(&root, &p, &copy.dest, &workdir)
+                                .map_err(|e| self.step_error(instr, e))?,
+                            crate::addsrc::AddSource::Plain(s) => plain.push(s),
+                        }
                     }
+                    continue;
                 }
                 plain.push(src.clone());
             }
@@ -707,7 +715,8 @@ impl<'a> StageRun<'a> {
             exclude: &[],
             keep_ownership: true,
         };
-        context::copy(&req)?;
+        // As docker's untar: archive entries replace what is in their way.
+        context::copy_replacing(&req)?;
         Ok(())
     }
 }
@@ -725,25 +734,6 @@ pub(crate) fn shell_of(c: &ImageConfig) -> Vec<String> {
         .shell
         .clone()
         .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
-}
-
-/// Whether ADD extracts this file: a tar archive, plain or compressed, detected by content.
-fn is_tar_archive(path: &Path) -> bool {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return false;
-    };
-    if !meta.is_file() {
-        return false;
-    }
-    // `decompress` sniffs the compression itself, so one open is enough.
-    let Ok(f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let Ok(mut r) = layer::compress::decompress(f) else {
-        return false;
-    };
-    let mut block = [0u8; 512];
-    r.read_exact(&mut block).is_ok() && &block[257..262] == b"ustar"
 }
 
 fn write_heredocs(dir: &Path, docs: &[Heredoc]) -> Result<(), BuildError> {
