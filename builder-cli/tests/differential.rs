@@ -8,7 +8,7 @@
 //!   docker 20.10's front end predates (heredocs, `--link`, `--parents`, `--exclude`, `${v#p}`,
 //!   `RUN --network`); history and layer count are then not compared.
 //! - `case.args`: extra build arguments, one per line; `{SERVER}` is the URL of a local HTTP
-//!   server (see [`serve_file`]) for ADD of URLs.
+//!   server (see [`serve_file`]) for ADD of URLs, `{CTX}` the copied context (for `--secret`).
 //! - `case.error`: the build must fail in both; the file holds text rbuild's error must contain
 //!   (the `Dockerfile:LINE` it names).
 //! - `case.presence`: paths compared by presence and type only, because a step writes them with
@@ -112,10 +112,6 @@ fn fail_text(what: &str, out: &std::process::Output) -> String {
 /// Builds one case with both builders; returns the differences found (empty: the case passed).
 fn run_case(name: &str, store: &Path, server: &str) -> Vec<String> {
     let src = cases_root().join(name);
-    let args: Vec<String> = read_lines(&src.join("case.args"))
-        .into_iter()
-        .map(|a| a.replace("{SERVER}", server))
-        .collect();
     let expect_error = std::fs::read_to_string(src.join("case.error"))
         .ok()
         .map(|s| s.trim().to_string());
@@ -124,6 +120,13 @@ fn run_case(name: &str, store: &Path, server: &str) -> Vec<String> {
         Ok(c) => c,
         Err(e) => return vec![e],
     };
+    let args: Vec<String> = read_lines(&src.join("case.args"))
+        .into_iter()
+        .map(|a| {
+            a.replace("{SERVER}", server)
+                .replace("{CTX}", &ctx.path().display().to_string())
+        })
+        .collect();
     let work = match tempfile::tempdir() {
         Ok(w) => w,
         Err(e) => return vec![e.to_string()],
@@ -254,6 +257,13 @@ fn compare_images(
     diffs
 }
 
+/// Writes straight to the process's stderr, which libtest does not capture, so the differences and
+/// the summary show even when the suite passes.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
 #[test]
 fn differential_suite() {
     let started = std::time::Instant::now();
@@ -286,11 +296,11 @@ fn differential_suite() {
                 let store = store_with_base();
                 let t = std::time::Instant::now();
                 let diffs = run_case(name, store.path(), &server);
-                eprintln!(
+                say(&format!(
                     "case {name}: {} in {:.1}s",
                     if diffs.is_empty() { "ok" } else { "FAILED" },
                     t.elapsed().as_secs_f64()
-                );
+                ));
                 results.lock().unwrap().push((name.clone(), diffs));
             });
         }
@@ -300,9 +310,9 @@ fn differential_suite() {
     let failed: Vec<&(String, Vec<String>)> =
         results.iter().filter(|(_, d)| !d.is_empty()).collect();
     for (name, diffs) in &failed {
-        eprintln!("--- case {name}: {} difference(s)", diffs.len());
+        say(&format!("--- case {name}: {} difference(s)", diffs.len()));
         for d in diffs {
-            eprintln!("  {d}");
+            say(&format!("  {d}"));
         }
     }
     let summary = format!(
@@ -312,7 +322,7 @@ fn differential_suite() {
         results.len(),
         started.elapsed().as_secs_f64()
     );
-    eprintln!("{summary}");
+    say(&summary);
     assert!(
         failed.is_empty(),
         "{summary}; failed: {:?}",

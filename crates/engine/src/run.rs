@@ -336,7 +336,7 @@ impl<'a> StageRun<'a> {
             ));
         }
         exclude.extend(result.mount_stubs.iter().map(PathBuf::from));
-        let used = scope.used_args();
+        let used = scope.history_args();
         let args_prefix = if used.is_empty() {
             String::new()
         } else {

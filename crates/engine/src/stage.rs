@@ -353,12 +353,7 @@ impl<'a> StageRun<'a> {
             }
             InstructionKind::Expose(ports) => {
                 let mut keys = Vec::new();
-                for p in ports {
-                    let key = if p.contains('/') {
-                        p.to_ascii_lowercase()
-                    } else {
-                        format!("{p}/tcp")
-                    };
+                for key in ports.iter().flat_map(|p| dockerfile::expose_keys(p)) {
                     c.expose(&key);
                     keys.push(key);
                 }
@@ -391,7 +386,8 @@ impl<'a> StageRun<'a> {
             }
             InstructionKind::Cmd(cmd) => {
                 let (argv, escaped) = self.argv(c, cmd);
-                c.config.cmd = Some(argv.clone());
+                // Docker 20.10 records an empty exec form (`CMD []`) as null.
+                c.config.cmd = (!argv.is_empty()).then(|| argv.clone());
                 if escaped {
                     c.config.args_escaped = Some(true);
                 }
@@ -400,7 +396,7 @@ impl<'a> StageRun<'a> {
             }
             InstructionKind::Entrypoint(cmd) => {
                 let (argv, escaped) = self.argv(c, cmd);
-                c.config.entrypoint = Some(argv.clone());
+                c.config.entrypoint = (!argv.is_empty()).then(|| argv.clone());
                 if escaped {
                     c.config.args_escaped = Some(true);
                 }
@@ -453,9 +449,16 @@ impl<'a> StageRun<'a> {
                 let wd = join_workdir(c.working_dir(), w);
                 let wd_s = wd.display().to_string();
                 c.config.working_dir = Some(wd_s.clone());
+                // BuildKit 0.8 makes no directory (and no layer) for `WORKDIR /`.
+                if wd_s == "/" {
+                    self.meta(state, format!("WORKDIR {wd_s}"));
+                    return Ok(());
+                }
                 let view = View::open(self.snap, self.images.store(), &state.chain())?;
                 let root = view_root(&view)?;
-                let owner = self.user_ids(state, &root)?;
+                let owner = self
+                    .user_ids(state, &root)
+                    .map_err(|e| self.step_error(instr, e))?;
                 mkdir_all_in_root(&root, &wd, owner).map_err(|e| self.step_error(instr, e))?;
                 // BuildKit keeps WORKDIR's layer even when the directory already existed.
                 self.commit_view(state, view, &[], format!("WORKDIR {wd_s}"), false)?;
