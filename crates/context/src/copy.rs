@@ -310,6 +310,8 @@ fn copy_with(req: &CopyRequest, replace: bool) -> Result<CopyOutcome, ContextErr
         w.mkdir_all(Path::new(&dest_clean))?;
     }
     for (source, m) in &matches {
+        // Hard links are kept within one source's tree only, as BuildKit copies each separately.
+        w.links.clear();
         w.copy_match(source, m, &dest_clean, dest_is_dir)?;
     }
     Ok(CopyOutcome {
@@ -595,6 +597,9 @@ impl Writer<'_, '_> {
             let (uid, gid) = self.owner.unwrap_or((md.uid(), md.gid()));
             self.chown(&dst_host, uid, gid)?;
             self.set_times(&dst_host, md)?;
+        } else if ft.is_fifo() && self.req.ignore.is_some() {
+            // Docker's context transfer does not send fifos, so no build sees them.
+            return Ok(false);
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
             rustix::fs::mknodat(
                 rustix::fs::CWD,

@@ -609,7 +609,7 @@ impl<'a> StageRun<'a> {
                     for part in parts {
                         match part {
                             crate::addsrc::AddSource::Archive(p) => self
-                                .extract(&root, &p, &copy.dest, &workdir)
+                                .extract(&root, &p, &copy.dest, &workdir, chown)
                                 .map_err(|e| self.step_error(instr, e))?,
                             crate::addsrc::AddSource::Plain(s) => plain.push(s),
                         }
@@ -691,6 +691,7 @@ impl<'a> StageRun<'a> {
         archive: &Path,
         dest: &str,
         workdir: &str,
+        chown: Option<(u32, u32)>,
     ) -> Result<(), BuildError> {
         let scratch = self.images.store().temp_dir("add-extract")?;
         set_root_mode(scratch.path())?;
@@ -705,6 +706,10 @@ impl<'a> StageRun<'a> {
             },
         )?;
         let dest_abs = join_workdir(workdir, dest);
+        // --chown owns the directories ADD creates for the archive, not its entries.
+        if chown.is_some() {
+            mkdir_all_in_root(root, &dest_abs, chown)?;
+        }
         let req = context::CopyRequest {
             src_root: scratch.path(),
             ignore: None,
