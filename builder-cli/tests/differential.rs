@@ -145,7 +145,9 @@ fn run_case(name: &str, store: &Path, server: &str) -> Vec<String> {
         Err(e) => return vec![e],
     };
     let mut r = rbuild(store);
-    r.args(["build", "-q", "-t", &tag]).args(&args).arg(ctx.path());
+    r.args(["build", "-q", "-t", &tag])
+        .args(&args)
+        .arg(ctx.path());
     let ours_out = match output(&mut r) {
         Ok(o) => o,
         Err(e) => return vec![e],
@@ -199,7 +201,10 @@ fn compare_images(
 ) -> Vec<String> {
     let mut diffs = Vec::new();
     for field in CONFIG_FIELDS {
-        let (a, b) = (&ours.config["config"][field], &theirs.config["config"][field]);
+        let (a, b) = (
+            &ours.config["config"][field],
+            &theirs.config["config"][field],
+        );
         if a != b {
             diffs.push(format!("config {field}: rbuild {a} / docker {b}"));
         }
@@ -241,7 +246,10 @@ fn compare_images(
         if presence.iter().any(|p| p == path) {
             // Written with the time of the build: only presence and type are defined.
             if x.kind != y.kind {
-                diffs.push(format!("/{path}: kind rbuild {:?} / docker {:?}", x.kind, y.kind));
+                diffs.push(format!(
+                    "/{path}: kind rbuild {:?} / docker {:?}",
+                    x.kind, y.kind
+                ));
             }
             continue;
         }
@@ -295,7 +303,18 @@ fn differential_suite() {
                 let Some(name) = names.get(i) else { break };
                 let store = store_with_base();
                 let t = std::time::Instant::now();
-                let diffs = run_case(name, store.path(), &server);
+                // A panic in one case (an unreadable archive) is that case's failure, not the suite's.
+                let diffs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_case(name, store.path(), &server)
+                }))
+                .unwrap_or_else(|p| {
+                    let why = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default();
+                    vec![format!("panicked: {why}")]
+                });
                 say(&format!(
                     "case {name}: {} in {:.1}s",
                     if diffs.is_empty() { "ok" } else { "FAILED" },

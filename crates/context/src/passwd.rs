@@ -365,11 +365,20 @@ mod tests {
         assert!(resolve_chown(dir.path(), "app:").is_err());
         let empty = tempfile::tempdir().unwrap();
         let err = resolve_chown(empty.path(), "app").unwrap_err();
-        assert!(matches!(&err, ContextError::NoIdFile { file: "/etc/passwd", .. }));
+        assert!(matches!(
+            &err,
+            ContextError::NoIdFile {
+                file: "/etc/passwd",
+                ..
+            }
+        ));
         assert!(err.to_string().contains("open /etc/passwd"), "{err}");
         assert!(matches!(
             resolve_chown(empty.path(), "5:staff"),
-            Err(ContextError::NoIdFile { file: "/etc/group", .. })
+            Err(ContextError::NoIdFile {
+                file: "/etc/group",
+                ..
+            })
         ));
         assert_eq!(resolve_chown(empty.path(), "5:6").unwrap(), (5, 6));
         // As BuildKit: `root` is 0 without a passwd or group file.

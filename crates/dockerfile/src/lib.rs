@@ -47,8 +47,7 @@ pub use check::check;
 pub use error::{Diagnostic, ParseError, Severity, Span};
 pub use plan::{
     expose_keys, plan, Base, FromRef, Plan, PlanOptions, Platform, PlatformError, Scope, Stage,
-    PLATFORM_ARGS,
-    PREDEFINED_ARGS,
+    PLATFORM_ARGS, PREDEFINED_ARGS,
 };
 
 /// Parses Dockerfile text into typed instructions; the entry point of the crate.

@@ -18,7 +18,8 @@ pub(crate) fn add_home(env: &mut Vec<String>, passwd: Option<&[u8]>, uid: u32) {
 mod tests {
     use super::*;
 
-    const PASSWD: &[u8] = b"root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+    const PASSWD: &[u8] =
+        b"root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
 
     #[test]
     fn home_from_passwd_unless_set() {
