@@ -13,6 +13,9 @@
 //!   (the `Dockerfile:LINE` it names).
 //! - `case.presence`: paths compared by presence and type only, because a step writes them with
 //!   the time of the build (each line `PATH  # why`).
+//! - `case.base`: `bookworm` for a case on a debootstrapped Debian base (scripts/make-bookworm.sh,
+//!   cached per day) tagged `rbuild-test/bookworm:latest`, imported once and loaded into the case's
+//!   store; such cases are few, for steps that need a real distribution (useradd, dpkg).
 //! - `setup.sh`: run (then deleted) in the copied context, for what git cannot hold: empty
 //!   directories, fifos, hard links, modes, odd names, archives built on the fly.
 //!
@@ -25,7 +28,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use common::*;
 
@@ -64,7 +67,7 @@ fn prepare(name: &str) -> Result<tempfile::TempDir, String> {
         }
         std::fs::remove_file(&setup).map_err(|e| e.to_string())?;
     }
-    for f in ["case.args", "case.error", "case.presence"] {
+    for f in ["case.args", "case.base", "case.error", "case.presence"] {
         let _ = std::fs::remove_file(dir.path().join(f));
     }
     Ok(dir)
@@ -73,8 +76,8 @@ fn prepare(name: &str) -> Result<tempfile::TempDir, String> {
 /// Paths docker 20.10 leaves in an image that current BuildKit does not, per case, with the reason:
 /// 20.10's BuildKit (0.8) kept the empty mount-point directories it created for a RUN step
 /// (`/dev`, `/proc`, `/sys`, `RUN --mount` targets); BuildKit 0.11 and later remove them
-/// (moby/buildkit#3307, #3314), and rbuild follows the current behaviour. Paths listed here are
-/// dropped from docker's tree before comparing.
+/// (moby/buildkit#3307, #3314), and rbuild follows the current behaviour. A path listed here may
+/// be missing from rbuild's image; where both have it, it is compared as any other.
 fn known_differences(name: &str) -> &'static [&'static str] {
     const RUN_STUBS: &[&str] = &["dev", "proc", "sys"];
     match name {
@@ -109,6 +112,39 @@ fn fail_text(what: &str, out: &std::process::Output) -> String {
     )
 }
 
+/// The bookworm base for `case.base` cases: made (or taken from today's cache) by
+/// scripts/make-bookworm.sh, imported into docker and saved for rbuild, once per run.
+fn bookworm_archive() -> Result<&'static Path, String> {
+    static BOOKWORM: OnceLock<Result<(tempfile::TempDir, PathBuf), String>> = OnceLock::new();
+    let made = BOOKWORM.get_or_init(|| {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let rootfs = dir.path().join("bookworm-rootfs.tar");
+        let script = cases_root().join("../../scripts/make-bookworm.sh");
+        let out = output(std::process::Command::new(script).arg(&rootfs))?;
+        if !out.status.success() {
+            return Err(fail_text(
+                "scripts/make-bookworm.sh (debootstrap and the Debian mirror are needed)",
+                &out,
+            ));
+        }
+        let tag = "rbuild-test/bookworm:latest";
+        let out = output(docker().arg("import").arg(&rootfs).arg(tag))?;
+        if !out.status.success() {
+            return Err(fail_text("docker import", &out));
+        }
+        let archive = dir.path().join("bookworm-image.tar");
+        let out = output(docker().arg("save").arg("-o").arg(&archive).arg(tag))?;
+        if !out.status.success() {
+            return Err(fail_text("docker save", &out));
+        }
+        Ok((dir, archive))
+    });
+    match made {
+        Ok((_, archive)) => Ok(archive.as_path()),
+        Err(e) => Err(e.clone()),
+    }
+}
+
 /// Builds one case with both builders; returns the differences found (empty: the case passed).
 fn run_case(name: &str, store: &Path, server: &str) -> Vec<String> {
     let src = cases_root().join(name);
@@ -116,6 +152,17 @@ fn run_case(name: &str, store: &Path, server: &str) -> Vec<String> {
         .ok()
         .map(|s| s.trim().to_string());
     let presence = read_lines(&src.join("case.presence"));
+    if std::fs::read_to_string(src.join("case.base")).is_ok_and(|b| b.trim() == "bookworm") {
+        let archive = match bookworm_archive() {
+            Ok(a) => a,
+            Err(e) => return vec![e],
+        };
+        match output(rbuild(store).arg("load").arg("-i").arg(archive)) {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => return vec![fail_text("rbuild load of bookworm", &o)],
+            Err(e) => return vec![e],
+        }
+    }
     let ctx = match prepare(name) {
         Ok(c) => c,
         Err(e) => return vec![e],
@@ -186,11 +233,15 @@ fn run_case(name: &str, store: &Path, server: &str) -> Vec<String> {
         Ok(o) => return vec![fail_text("rbuild save", &o)],
         Err(e) => return vec![e],
     }
-    let mut theirs = read_docker_archive(&docker_tar);
-    let skip = known_differences(name);
-    theirs.tree.retain(|e| !skip.contains(&e.path.as_str()));
+    let theirs = read_docker_archive(&docker_tar);
     let ours = read_docker_archive(&ours_tar);
-    compare_images(&ours, &theirs, !older.exists(), &presence)
+    compare_images(
+        &ours,
+        &theirs,
+        !older.exists(),
+        &presence,
+        known_differences(name),
+    )
 }
 
 fn compare_images(
@@ -198,6 +249,7 @@ fn compare_images(
     theirs: &ArchiveImage,
     same_dockerfile: bool,
     presence: &[String],
+    stubs: &[&str],
 ) -> Vec<String> {
     let mut diffs = Vec::new();
     for field in CONFIG_FIELDS {
@@ -258,7 +310,7 @@ fn compare_images(
         }
     }
     for (path, e) in &b {
-        if !a.contains_key(path) {
+        if !a.contains_key(path) && !stubs.contains(&path.as_str()) {
             diffs.push(format!("only in docker: /{path} ({:?})", e.kind));
         }
     }
