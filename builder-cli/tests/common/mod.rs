@@ -159,14 +159,48 @@ pub struct ArchiveImage {
 /// Reads the first image of a docker-archive (`docker save` / `rbuild save`) and flattens its layers.
 pub fn read_docker_archive(path: &Path) -> ArchiveImage {
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    // `docker save` writes a layer that occurs twice once, the other name being a link to it.
+    let mut links: Vec<(String, String)> = Vec::new();
     let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
     for e in ar.entries().unwrap() {
         let mut e = e.unwrap();
-        if e.header().entry_type().is_file() {
-            let name = e.path().unwrap().to_string_lossy().into_owned();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let kind = e.header().entry_type();
+        if kind.is_file() {
             let mut buf = Vec::new();
             e.read_to_end(&mut buf).unwrap();
             files.insert(name, buf);
+        } else if kind.is_symlink() || kind.is_hard_link() {
+            let target = e
+                .link_name()
+                .unwrap()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let target = if kind.is_symlink() {
+                let base = Path::new(&name).parent().unwrap_or(Path::new(""));
+                let mut parts: Vec<String> = Vec::new();
+                for c in base.join(&target).components() {
+                    match c {
+                        std::path::Component::ParentDir => {
+                            parts.pop();
+                        }
+                        std::path::Component::Normal(n) => {
+                            parts.push(n.to_string_lossy().into_owned())
+                        }
+                        _ => {}
+                    }
+                }
+                parts.join("/")
+            } else {
+                target
+            };
+            links.push((name, target));
+        }
+    }
+    for (name, target) in links {
+        if let Some(data) = files.get(&target).cloned() {
+            files.insert(name, data);
         }
     }
     let manifest: serde_json::Value =
@@ -177,7 +211,9 @@ pub fn read_docker_archive(path: &Path) -> ArchiveImage {
     let root = tempfile::tempdir().unwrap();
     let layers = m["Layers"].as_array().unwrap();
     for l in layers {
-        let data = &files[l.as_str().unwrap()];
+        let data = files
+            .get(l.as_str().unwrap())
+            .unwrap_or_else(|| panic!("{}: layer {l} is not in the archive", path.display()));
         let r = layer::compress::decompress(std::io::Cursor::new(data.clone())).unwrap();
         layer::apply_layer(
             root.path(),

@@ -208,9 +208,46 @@ pub(crate) fn match_source(
     Ok(out)
 }
 
+/// One path a source names in the context (see [`crate::Context::expand_source`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceMatch {
+    /// The path as named, wildcards expanded, `/`-separated: usable as a
+    /// source of its own.
+    pub lexical: String,
+    /// The resolved host path inside the context root.
+    pub host: PathBuf,
+}
+
+pub(crate) fn expand_source(
+    root: &Path,
+    ignore: &IgnoreMatcher,
+    source: &str,
+) -> Result<Vec<SourceMatch>, ContextError> {
+    Ok(match_source(root, source, Some(ignore), OnEscape::Fail)?
+        .into_iter()
+        .map(|m| SourceMatch {
+            lexical: m.lexical.join("/"),
+            host: root.join(&m.rel),
+        })
+        .collect())
+}
+
 /// Performs one COPY: matches sources, creates the destination and copies,
 /// returning the paths it wrote.
 pub fn copy(req: &CopyRequest) -> Result<CopyOutcome, ContextError> {
+    copy_with(req, false)
+}
+
+/// Like [`copy`], but an entry replaces what is in its way, as docker's untar
+/// does for ADD of a local archive: a file (or link) where the destination has
+/// a directory removes that directory's whole tree, and a directory where it
+/// has a non-directory removes that first. Removal stays inside `dest_root`
+/// (the path is resolved there and nothing below it is followed).
+pub fn copy_replacing(req: &CopyRequest) -> Result<CopyOutcome, ContextError> {
+    copy_with(req, true)
+}
+
+fn copy_with(req: &CopyRequest, replace: bool) -> Result<CopyOutcome, ContextError> {
     let chmod = req.chmod.map(crate::chmod::parse).transpose()?;
     let exclude = IgnoreMatcher::new(req.exclude)?;
     let escape = if req.ignore.is_some() {
@@ -263,6 +300,7 @@ pub fn copy(req: &CopyRequest) -> Result<CopyOutcome, ContextError> {
         links: HashMap::new(),
         changed: Vec::new(),
         is_root: rustix::process::geteuid().is_root(),
+        replace,
     };
     if dest_is_dir {
         // BuildKit creates a slash-terminated destination up front (0755,
@@ -270,6 +308,8 @@ pub fn copy(req: &CopyRequest) -> Result<CopyOutcome, ContextError> {
         w.mkdir_all(Path::new(&dest_clean))?;
     }
     for (source, m) in &matches {
+        // Hard links are kept within one source's tree only, as BuildKit copies each separately.
+        w.links.clear();
         w.copy_match(source, m, &dest_clean, dest_is_dir)?;
     }
     Ok(CopyOutcome {
@@ -308,6 +348,8 @@ struct Writer<'a, 'b> {
     links: HashMap<(u64, u64), PathBuf>,
     changed: Vec<Changed>,
     is_root: bool,
+    /// Replace conflicting entries instead of failing (see [`copy_replacing`]).
+    replace: bool,
 }
 
 impl Writer<'_, '_> {
@@ -438,7 +480,7 @@ impl Writer<'_, '_> {
         if ft.is_dir() {
             let created = match &existing {
                 Some(d) if d.is_dir() => false,
-                Some(d) if d.file_type().is_symlink() => {
+                Some(d) if d.file_type().is_symlink() || self.replace => {
                     fs::remove_file(&dst_host).map_err(|e| io_err(&dst_host, e))?;
                     true
                 }
@@ -482,26 +524,41 @@ impl Writer<'_, '_> {
                     child_ignored,
                 )?;
             }
-            if excluded && !wrote {
+            let kept = self
+                .req
+                .ignore
+                .is_some_and(|i| i.on_exception_path(ctx_rel));
+            if excluded && !wrote && !kept {
                 if created {
                     fs::remove_dir(&dst_host).map_err(|e| io_err(&dst_host, e))?;
                 }
                 self.changed.truncate(mark);
                 return Ok(false);
             }
-            if created || !top {
-                // BuildKit (docker 20.10's oracle) leaves --chmod off the directory a directory
-                // source is copied into; only its contents get the mode.
-                self.apply_meta(&dst_host, md, true, top)?;
+            if created && top {
+                // BuildKit creates the directory a directory's contents go into itself (0755,
+                // owned per --chown, else root) instead of giving it the source directory's
+                // metadata, and leaves --chmod off it.
+                let (uid, gid) = self.owner.unwrap_or((0, 0));
+                self.chown(&dst_host, uid, gid)?;
+                fs::set_permissions(&dst_host, fs::Permissions::from_mode(0o755))
+                    .map_err(|e| io_err(&dst_host, e))?;
+                self.set_times(&dst_host, md)?;
+            } else if !top {
+                self.apply_meta(&dst_host, md, true, false)?;
             }
             return Ok(true);
         }
         if existing.as_ref().is_some_and(Metadata::is_dir) {
-            return Err(conflict(
-                "cannot overwrite a directory with a non-directory",
-            ));
-        }
-        if existing.is_some() {
+            if !self.replace {
+                return Err(conflict(
+                    "cannot overwrite a directory with a non-directory",
+                ));
+            }
+            // `dst_host` is `dest_root` joined with a path resolved inside it, and
+            // `remove_dir_all` does not follow the links below it.
+            fs::remove_dir_all(&dst_host).map_err(|e| io_err(&dst_host, e))?;
+        } else if existing.is_some() {
             fs::remove_file(&dst_host).map_err(|e| io_err(&dst_host, e))?;
         }
         let key = (md.dev(), md.ino());
@@ -538,6 +595,9 @@ impl Writer<'_, '_> {
             let (uid, gid) = self.owner.unwrap_or((md.uid(), md.gid()));
             self.chown(&dst_host, uid, gid)?;
             self.set_times(&dst_host, md)?;
+        } else if ft.is_fifo() && self.req.ignore.is_some() {
+            // Docker's context transfer does not send fifos, so no build sees them.
+            return Ok(false);
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
             rustix::fs::mknodat(
                 rustix::fs::CWD,

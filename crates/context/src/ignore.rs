@@ -23,6 +23,8 @@ struct Rule {
 pub struct IgnoreMatcher {
     rules: Vec<Rule>,
     has_exceptions: bool,
+    /// The `!` patterns as cleaned text, for [`IgnoreMatcher::on_exception_path`].
+    exception_texts: Vec<String>,
 }
 
 impl IgnoreMatcher {
@@ -84,6 +86,7 @@ impl IgnoreMatcher {
     ) -> Result<Self, ContextError> {
         let mut rules = Vec::new();
         let mut has_exceptions = false;
+        let mut exception_texts = Vec::new();
         for (line, original) in patterns {
             let p = original.trim();
             if p.is_empty() {
@@ -114,11 +117,15 @@ impl IgnoreMatcher {
                 pattern: original.to_string(),
                 reason: format!("syntax error in pattern: {}", e.0),
             })?;
+            if exception {
+                exception_texts.push(p.clone());
+            }
             rules.push(Rule { glob, exception });
         }
         Ok(IgnoreMatcher {
             rules,
             has_exceptions,
+            exception_texts,
         })
     }
 
@@ -131,6 +138,22 @@ impl IgnoreMatcher {
     /// hold re-included paths and must be walked.
     pub fn has_exceptions(&self) -> bool {
         self.has_exceptions
+    }
+
+    /// Whether the excluded directory `rel` is still sent because a `!`
+    /// pattern's text starts with `rel/`: docker's context transfer (fsutil)
+    /// walks into such directories and sends them even when nothing below is
+    /// re-included. The comparison is textual, so a directory a wildcard
+    /// component of the pattern matches is not kept.
+    pub fn on_exception_path(&self, rel: &Path) -> bool {
+        let dir = rel.to_string_lossy();
+        if dir.is_empty() {
+            return false;
+        }
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        self.exception_texts
+            .iter()
+            .any(|p| format!("{p}/").starts_with(&prefix))
     }
 
     /// Whether `rel` (relative to the context root) is excluded, following
@@ -176,6 +199,17 @@ mod tests {
 
     fn m(patterns: &[&str]) -> IgnoreMatcher {
         IgnoreMatcher::new(&patterns.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn directories_on_an_exception_path_are_kept() {
+        let ig = m(&["**", "!folder/sub/file", "!other/*/missing"]);
+        assert!(ig.on_exception_path(Path::new("folder")));
+        assert!(ig.on_exception_path(Path::new("folder/sub")));
+        assert!(!ig.on_exception_path(Path::new("folder/x")));
+        assert!(ig.on_exception_path(Path::new("other")));
+        assert!(!ig.on_exception_path(Path::new("other/sub")));
+        assert!(!ig.on_exception_path(Path::new("fold")));
     }
 
     /// Cases ported from the semantics of patternmatcher's tests.

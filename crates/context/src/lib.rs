@@ -82,7 +82,7 @@ mod resolve;
 mod sources;
 mod statcache;
 
-pub use copy::{copy, Changed, CopyOutcome, CopyRequest};
+pub use copy::{copy, copy_replacing, Changed, CopyOutcome, CopyRequest, SourceMatch};
 pub use ignore::IgnoreMatcher;
 pub use manifest::{
     Change, ChangeKind, EntryData, ManifestDecodeError, ManifestEntry, SourceManifest,
@@ -185,6 +185,15 @@ pub enum ContextError {
     UnknownUser {
         /// The missing user name.
         user: String,
+    },
+    /// A user or group name must be looked up but the image has no such file;
+    /// worded as docker words it.
+    #[error("unable to find user or group {name}: open {file}: no such file or directory")]
+    NoIdFile {
+        /// The name that needed the file.
+        name: String,
+        /// `/etc/passwd` or `/etc/group`.
+        file: &'static str,
     },
     /// A group name is not in the stage's /etc/group.
     #[error("unable to find group {group}: no matching entries in group file")]
@@ -347,6 +356,14 @@ impl Context {
     /// The context directory, for building [`CopyRequest`]s.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The context paths a COPY/ADD source names after wildcard expansion and
+    /// `.dockerignore`, in order, so ADD can treat each matched archive as
+    /// docker does (empty when nothing matches). Symlinks are resolved inside
+    /// the context; one that leaves it is an error.
+    pub fn expand_source(&self, source: &str) -> Result<Vec<SourceMatch>, ContextError> {
+        copy::expand_source(&self.root, &self.ignore, source)
     }
 
     /// The ignore rules in force, for building [`CopyRequest`]s.

@@ -141,6 +141,15 @@ pub fn lookup_uid(root: &Path, uid: u32) -> Result<Option<UserEntry>, ContextErr
     Ok(found)
 }
 
+/// The home directory of the first passwd entry with `uid` in passwd text
+/// (`None` when there is none or it is empty), as runc picks `HOME`.
+pub fn home_of_uid(passwd: &str, uid: u32) -> Option<String> {
+    parse_users(passwd)
+        .find(|u| u.uid == uid)
+        .map(|u| u.home)
+        .filter(|h| !h.is_empty())
+}
+
 /// Finds a group id by name in the root's /etc/group.
 pub fn lookup_group(root: &Path, group: &str) -> Result<Option<u32>, ContextError> {
     let Some(text) = read_in_root(root, "/etc/group")? else {
@@ -154,6 +163,11 @@ pub fn lookup_group(root: &Path, group: &str) -> Result<Option<u32>, ContextErro
 
 /// Turns a `--chown` value ("user", "user:group", "uid:gid", "uid") into
 /// ids as BuildKit does; unknown names are errors naming them.
+///
+/// `root` and numbers need no passwd or group file (BuildKit maps them before
+/// it looks at the image), so `WORKDIR` and `COPY --chown` work in images made
+/// without one; a name that needs a file the image lacks fails as docker's does,
+/// naming that file.
 pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), ContextError> {
     let bad = |reason: &str| ContextError::InvalidChown {
         spec: spec.to_string(),
@@ -166,29 +180,57 @@ pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), ContextError
     if user.is_empty() {
         return Err(bad("missing user"));
     }
-    let (uid, mut gid) = match user.parse::<u32>() {
-        Ok(uid) => (uid, uid),
-        Err(_) => match lookup_user(root, user)? {
-            Some(entry) => (entry.uid, entry.gid),
-            None => {
-                return Err(ContextError::UnknownUser {
-                    user: user.to_string(),
-                })
+    let (uid, mut gid) = match numeric_id(user) {
+        Some(uid) => (uid, uid),
+        None => {
+            let Some(text) = read_in_root(root, "/etc/passwd")? else {
+                return Err(ContextError::NoIdFile {
+                    name: user.to_string(),
+                    file: "/etc/passwd",
+                });
+            };
+            let found = parse_users(&text).find(|u| u.name == user);
+            match found {
+                Some(entry) => (entry.uid, entry.gid),
+                None => {
+                    return Err(ContextError::UnknownUser {
+                        user: user.to_string(),
+                    })
+                }
             }
-        },
+        }
     };
     if let Some(group) = group {
         if group.is_empty() {
             return Err(bad("missing group after ':'"));
         }
-        gid = match group.parse::<u32>() {
-            Ok(g) => g,
-            Err(_) => lookup_group(root, group)?.ok_or_else(|| ContextError::UnknownGroup {
-                group: group.to_string(),
-            })?,
+        gid = match numeric_id(group) {
+            Some(g) => g,
+            None => {
+                let Some(text) = read_in_root(root, "/etc/group")? else {
+                    return Err(ContextError::NoIdFile {
+                        name: group.to_string(),
+                        file: "/etc/group",
+                    });
+                };
+                let found = parse_groups(&text)
+                    .find(|(n, _, _)| n == group)
+                    .map(|(_, g, _)| g);
+                found.ok_or_else(|| ContextError::UnknownGroup {
+                    group: group.to_string(),
+                })?
+            }
         };
     }
     Ok((uid, gid))
+}
+
+/// A number, or `root`, which BuildKit's LLB maps to 0 without reading any file.
+fn numeric_id(s: &str) -> Option<u32> {
+    if s == "root" {
+        return Some(0);
+    }
+    s.parse().ok()
 }
 
 /// Groups listing `user` as a member, which a RUN step as that user gets as
@@ -322,11 +364,27 @@ mod tests {
         assert!(resolve_chown(dir.path(), ":staff").is_err());
         assert!(resolve_chown(dir.path(), "app:").is_err());
         let empty = tempfile::tempdir().unwrap();
+        let err = resolve_chown(empty.path(), "app").unwrap_err();
         assert!(matches!(
-            resolve_chown(empty.path(), "app"),
-            Err(ContextError::UnknownUser { .. })
+            &err,
+            ContextError::NoIdFile {
+                file: "/etc/passwd",
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("open /etc/passwd"), "{err}");
+        assert!(matches!(
+            resolve_chown(empty.path(), "5:staff"),
+            Err(ContextError::NoIdFile {
+                file: "/etc/group",
+                ..
+            })
         ));
         assert_eq!(resolve_chown(empty.path(), "5:6").unwrap(), (5, 6));
+        // As BuildKit: `root` is 0 without a passwd or group file.
+        assert_eq!(resolve_chown(empty.path(), "root").unwrap(), (0, 0));
+        assert_eq!(resolve_chown(empty.path(), "root:root").unwrap(), (0, 0));
+        assert_eq!(resolve_chown(empty.path(), "9999:root").unwrap(), (9999, 0));
     }
 
     #[test]

@@ -640,8 +640,10 @@ fn stage_links_climbing_above_root_are_clamped_not_followed_out() {
     );
 }
 
+/// A stage's fifos are recreated; the context's are skipped, since docker's context transfer
+/// never sends them (checked against docker 20.10 by the differential case copy-empty-and-fifo).
 #[test]
-fn fifos_are_recreated() {
+fn fifos_are_recreated_from_stages_and_skipped_from_the_context() {
     let f = Fixture::new();
     rustix::fs::mknodat(
         rustix::fs::CWD,
@@ -652,7 +654,81 @@ fn fifos_are_recreated() {
     )
     .unwrap();
     f.copy(&["dir"], "/app").unwrap();
-    let md = fs::symlink_metadata(f.r().join("app/pipe")).unwrap();
+    assert!(fs::symlink_metadata(f.r().join("app/pipe")).is_err());
+    assert!(f.r().join("app").is_dir());
+    f.copy_with(&["dir"], "/from-stage", |o| {
+        o.stage = true;
+        o.src_root = Some(f.c().to_path_buf());
+    })
+    .unwrap();
+    let md = fs::symlink_metadata(f.r().join("from-stage/pipe")).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_fifo(&md.file_type()));
     assert_eq!(md.mode() & 0o777, 0o640);
+}
+
+/// BuildKit makes the directory a directory's contents go into itself (0755), whatever the source
+/// directory's mode (0775 from a checkout with umask 002); the contents keep their modes.
+#[test]
+fn directory_made_for_contents_is_0755() {
+    let f = Fixture::new();
+    fs::set_permissions(f.c().join("dir"), fs::Permissions::from_mode(0o775)).unwrap();
+    fs::set_permissions(f.c().join("dir/sub"), fs::Permissions::from_mode(0o775)).unwrap();
+    f.copy(&["dir"], "/made").unwrap();
+    assert_eq!(mode(&f.r().join("made")), 0o755);
+    assert_eq!(mode(&f.r().join("made/sub")), 0o775);
+    assert_eq!(mode(&f.r().join("made/f.txt")), 0o600);
+    fs::create_dir(f.r().join("existing")).unwrap();
+    fs::set_permissions(f.r().join("existing"), fs::Permissions::from_mode(0o700)).unwrap();
+    f.copy(&["dir"], "/existing").unwrap();
+    assert_eq!(
+        mode(&f.r().join("existing")),
+        0o700,
+        "an existing directory is kept"
+    );
+}
+
+/// ADD of an archive replaces what is in the way (docker's untar); COPY refuses.
+#[test]
+fn copy_replacing_swaps_files_and_directories() {
+    let f = Fixture::new();
+    let src = tempfile::tempdir().unwrap();
+    write(src.path(), "was-dir", "now a file", 0o644);
+    write(src.path(), "was-file/child", "c", 0o644);
+    write(f.r(), "dest/was-dir/inner/deep", "old", 0o644);
+    write(f.r(), "dest/was-file", "old", 0o644);
+    let sources = vec![".".to_string()];
+    let r = CopyRequest {
+        src_root: src.path(),
+        ignore: None,
+        sources: &sources,
+        dest: "/dest/",
+        workdir: "/",
+        dest_root: f.r(),
+        chown: None,
+        chmod: None,
+        parents: false,
+        exclude: &[],
+        keep_ownership: true,
+    };
+    assert!(matches!(copy(&r), Err(ContextError::TypeConflict { .. })));
+    context::copy_replacing(&r).unwrap();
+    assert_eq!(
+        fs::read_to_string(f.r().join("dest/was-dir")).unwrap(),
+        "now a file"
+    );
+    assert_eq!(
+        fs::read_to_string(f.r().join("dest/was-file/child")).unwrap(),
+        "c"
+    );
+}
+
+/// A directory on the path to a `!` pattern is sent by docker even when nothing below it is.
+#[test]
+fn dockerignore_keeps_directories_leading_to_exceptions() {
+    let f = Fixture::new();
+    fs::write(f.c().join(".dockerignore"), "**\n!dir/sub/missing\n").unwrap();
+    f.copy(&["."], "/ctx").unwrap();
+    assert!(f.r().join("ctx/dir/sub").is_dir());
+    assert!(!f.r().join("ctx/dir/sub/g.txt").exists());
+    assert!(!f.r().join("ctx/docs").exists());
 }

@@ -46,8 +46,8 @@ pub use ast::{
 pub use check::check;
 pub use error::{Diagnostic, ParseError, Severity, Span};
 pub use plan::{
-    plan, Base, FromRef, Plan, PlanOptions, Platform, PlatformError, Scope, Stage, PLATFORM_ARGS,
-    PREDEFINED_ARGS,
+    expose_keys, plan, Base, FromRef, Plan, PlanOptions, Platform, PlatformError, Scope, Stage,
+    PLATFORM_ARGS, PREDEFINED_ARGS,
 };
 
 /// Parses Dockerfile text into typed instructions; the entry point of the crate.

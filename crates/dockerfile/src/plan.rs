@@ -259,6 +259,9 @@ struct Vars {
     env: Vec<(String, String)>,
     /// ARGs declared in the stage, in order (redeclaration replaces in place).
     args: Vec<(String, Option<String>)>,
+    /// Every ARG declaration of the stage in order, redeclarations included,
+    /// for the history of RUN (see [`Scope::history_args`]).
+    declarations: Vec<String>,
 }
 
 impl Vars {
@@ -645,6 +648,7 @@ impl Scope {
             vars: Vars {
                 env,
                 args: Vec::new(),
+                declarations: Vec::new(),
             },
             global: plan.global_args.clone(),
             build_args: opts.build_args.clone(),
@@ -787,6 +791,7 @@ impl Scope {
                         .or_else(|| d.default.clone())
                         .or_else(|| lookup_in(&self.global, &d.name));
                     self.vars.set_arg(d.name.clone(), v);
+                    self.vars.declarations.push(d.name.clone());
                 }
             }
             _ => {}
@@ -840,11 +845,42 @@ impl Scope {
             .collect()
     }
 
+    /// The `K=V` list docker 20.10 (BuildKit 0.8) writes before a RUN's command
+    /// in the history (`|N K=V … /bin/sh -c …`): every ARG declaration of the
+    /// stage in order, a redeclared name once per declaration, each with the
+    /// variable's current value (an ENV of that name wins), empty when unset.
+    pub fn history_args(&self) -> Vec<(String, String)> {
+        self.vars
+            .declarations
+            .iter()
+            .map(|k| (k.clone(), self.vars.get(k).unwrap_or_default()))
+            .collect()
+    }
+
     /// Looks a variable up with Docker's precedence (ENV over ARG); exposed for
     /// engines that need ad-hoc expansion (e.g. ONBUILD triggers at their dispatch).
     pub fn lookup(&self, name: &str) -> Option<String> {
         self.vars.get(name)
     }
+}
+
+/// The `ExposedPorts` keys one EXPOSE word stands for, as docker's
+/// `nat.ParsePortSpecs` gives them: a protocol defaults to tcp and is
+/// lower-cased, and a range `8000-8002` is one key per port. A word that is
+/// not a number or range is kept as written (with its protocol).
+pub fn expose_keys(spec: &str) -> Vec<String> {
+    let (ports, proto) = match spec.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (spec, "tcp".to_string()),
+    };
+    if let Some((a, b)) = ports.split_once('-') {
+        if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>()) {
+            if a <= b {
+                return (a..=b).map(|p| format!("{p}/{proto}")).collect();
+            }
+        }
+    }
+    vec![format!("{ports}/{proto}")]
 }
 
 fn expand_copy(

@@ -186,6 +186,34 @@ fn run_env_used_args_and_base_env() {
     assert_eq!(sc.lookup("A").as_deref(), Some("env"));
 }
 
+/// Docker 20.10 lists every ARG declaration before a RUN in the history, redeclarations again,
+/// with the current value (ENV of the same name first) and empty when unset.
+#[test]
+fn history_args_follow_docker_20_10() {
+    let src = "FROM a\nARG V=arg\nENV V=env\nARG W\nARG L=l1\nARG L=l2\n";
+    let df = parse("Dockerfile", src).unwrap();
+    let o = opts(&[("V", "cli")]);
+    let p = plan(&df, &o).unwrap();
+    let (_, sc) = dispatch(&p, 0, &o, &[]);
+    let got: Vec<String> = sc
+        .history_args()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    assert_eq!(got, ["V=env", "W=", "L=l2", "L=l2"]);
+}
+
+#[test]
+fn expose_keys_expand_ranges_and_lowercase_protocols() {
+    assert_eq!(dockerfile::expose_keys("80"), ["80/tcp"]);
+    assert_eq!(dockerfile::expose_keys("53/UDP"), ["53/udp"]);
+    assert_eq!(
+        dockerfile::expose_keys("8000-8002/tcp"),
+        ["8000/tcp", "8001/tcp", "8002/tcp"]
+    );
+    assert_eq!(dockerfile::expose_keys("9-1"), ["9-1/tcp"]);
+}
+
 #[test]
 fn expansion_applies_only_where_docker_expands() {
     let src = "FROM a\nARG V=val\nRUN echo $V\nCMD echo $V\nENTRYPOINT [\"$V\"]\nSHELL [\"/bin/$V\"]\nHEALTHCHECK CMD $V\nONBUILD WORKDIR $V\n\

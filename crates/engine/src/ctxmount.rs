@@ -66,7 +66,15 @@ pub(crate) fn materialize(ctx: &Context, source: &str, dir: &Path) -> Result<Pat
         Ok(rel) if ctx.ignore().is_excluded(rel, true) && is_empty_dir(&tree)? => {
             return Err(not_found(source))
         }
-        _ => {}
+        // COPY gives the directory it copies contents into 0755; the mount shows the source's.
+        _ => {
+            if let (Ok(src), Ok(dst)) = (std::fs::metadata(&real), std::fs::symlink_metadata(&tree))
+            {
+                if src.is_dir() && dst.is_dir() {
+                    set_mode(&tree, src.permissions().mode() & 0o7777)?;
+                }
+            }
+        }
     }
     // COPY skips what it cannot copy (sockets) without an error.
     if std::fs::symlink_metadata(&tree).is_err() {

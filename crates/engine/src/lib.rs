@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+mod addsrc;
 mod builder;
 pub mod cache;
 mod cachemount;
@@ -44,6 +45,7 @@ mod sandboxes;
 mod shared;
 mod solve;
 mod task;
+mod userenv;
 mod view;
 
 pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions};

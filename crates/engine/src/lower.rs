@@ -384,7 +384,8 @@ impl Lowering<'_, '_> {
                         _ => mount_inputs.push(None),
                     }
                 }
-                let used = scope.used_args();
+                // History lists every ARG declared so far, as docker does (keys use the values).
+                let used = scope.history_args();
                 let args_prefix = if used.is_empty() {
                     String::new()
                 } else {

@@ -89,12 +89,7 @@ pub(crate) fn apply(st: &mut StageConfig, raw: &Instruction, instr: &Instruction
         }
         InstructionKind::Expose(ports) => {
             let mut keys = Vec::new();
-            for p in ports {
-                let key = if p.contains('/') {
-                    p.to_ascii_lowercase()
-                } else {
-                    format!("{p}/tcp")
-                };
+            for key in ports.iter().flat_map(|p| dockerfile::expose_keys(p)) {
                 c.expose(&key);
                 keys.push(key);
             }
@@ -127,7 +122,8 @@ pub(crate) fn apply(st: &mut StageConfig, raw: &Instruction, instr: &Instruction
         }
         InstructionKind::Cmd(cmd) => {
             let (argv, escaped) = argv(c, cmd);
-            c.config.cmd = Some(argv.clone());
+            // Docker 20.10 records an empty exec form (`CMD []`) as null.
+            c.config.cmd = (!argv.is_empty()).then(|| argv.clone());
             if escaped {
                 c.config.args_escaped = Some(true);
             }
@@ -136,7 +132,7 @@ pub(crate) fn apply(st: &mut StageConfig, raw: &Instruction, instr: &Instruction
         }
         InstructionKind::Entrypoint(cmd) => {
             let (argv, escaped) = argv(c, cmd);
-            c.config.entrypoint = Some(argv.clone());
+            c.config.entrypoint = (!argv.is_empty()).then(|| argv.clone());
             if escaped {
                 c.config.args_escaped = Some(true);
             }
@@ -185,6 +181,13 @@ pub(crate) fn apply(st: &mut StageConfig, raw: &Instruction, instr: &Instruction
             // BuildKit records ONBUILD in the config only, with no history entry.
             c.add_onbuild(inner.original.trim());
             return Effect::Silent;
+        }
+        // BuildKit 0.8 makes no directory (and no layer) for `WORKDIR /`.
+        InstructionKind::Workdir(w)
+            if crate::fsutil::join_workdir(c.working_dir(), w).as_os_str() == "/" =>
+        {
+            c.config.working_dir = Some("/".into());
+            "WORKDIR /".to_string()
         }
         _ => return Effect::NotConfig,
     };

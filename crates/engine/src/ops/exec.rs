@@ -219,6 +219,7 @@ impl ExecOp {
             .run_user(sh, &plan)
             .map_err(|e| sh.step_error(step, e))?;
         let mut env = self.env.clone();
+        crate::userenv::add_home(&mut env, merged_file(&plan, "etc/passwd").as_deref(), uid);
         // RUN --mount sources live in scratch dirs that outlive the step's run.
         let scratch = store.temp_dir("run-mounts")?;
         let mut mounts = Vec::new();

@@ -1,6 +1,6 @@
 //! File ops: COPY, ADD and WORKDIR, done by the engine on a writable snapshot of the stage.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use dockerfile::Heredoc;
@@ -203,12 +203,19 @@ impl CopyOp {
                     continue;
                 }
                 let unpack = add.map(|a| a.unpack.unwrap_or(true)).unwrap_or(false);
-                if unpack && from_root.is_none() && !src.contains(['*', '?', '[']) {
-                    let p = sh.context.root().join(src.trim_start_matches('/'));
-                    if is_tar_archive(&p) {
-                        extract(sh, &root, &p, &copy.dest, workdir).map_err(|e| err(&e))?;
-                        continue;
+                if unpack && from_root.is_none() {
+                    // Archives among a source's matches (wildcards too) are extracted.
+                    let parts = crate::addsrc::classify(sh.context, src).map_err(|e| err(&e))?;
+                    for part in parts {
+                        match part {
+                            crate::addsrc::AddSource::Archive(p) => {
+                                extract(sh, &root, &p, &copy.dest, workdir, chown)
+                                    .map_err(|e| err(&e))?
+                            }
+                            crate::addsrc::AddSource::Plain(s) => plain.push(s),
+                        }
                     }
+                    continue;
                 }
                 plain.push(src.clone());
             }
@@ -332,6 +339,7 @@ fn extract(
     archive: &Path,
     dest: &str,
     workdir: &str,
+    chown: Option<(u32, u32)>,
 ) -> Result<(), BuildError> {
     let scratch = sh.images.store().temp_dir("add-extract")?;
     set_root_mode(scratch.path())?;
@@ -346,6 +354,10 @@ fn extract(
         },
     )?;
     let dest_abs = join_workdir(workdir, dest);
+    // --chown owns the directories ADD creates for the archive, not its entries.
+    if chown.is_some() {
+        mkdir_all_in_root(root, &dest_abs, chown)?;
+    }
     let req = context::CopyRequest {
         src_root: scratch.path(),
         ignore: None,
@@ -359,7 +371,8 @@ fn extract(
         exclude: &[],
         keep_ownership: true,
     };
-    context::copy(&req)?;
+    // As docker's untar: archive entries replace what is in their way.
+    context::copy_replacing(&req)?;
     Ok(())
 }
 
@@ -372,25 +385,6 @@ fn view_root(view: &View<'_>) -> Result<PathBuf, BuildError> {
 
 pub(crate) fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")
-}
-
-/// Whether ADD extracts this file: a tar archive, plain or compressed, detected by content.
-fn is_tar_archive(path: &Path) -> bool {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return false;
-    };
-    if !meta.is_file() {
-        return false;
-    }
-    // `decompress` sniffs the compression itself, so one open is enough.
-    let Ok(f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let Ok(mut r) = layer::compress::decompress(f) else {
-        return false;
-    };
-    let mut block = [0u8; 512];
-    r.read_exact(&mut block).is_ok() && &block[257..262] == b"ustar"
 }
 
 fn write_heredocs(dir: &Path, docs: &[Heredoc]) -> Result<(), BuildError> {

@@ -1,0 +1,1 @@
+echo plain > p && gzip -c p > notar.gz && rm p

@@ -1,0 +1,3 @@
+mkdir -p empty nested/also-empty
+: > zero-bytes
+mkfifo a-fifo

@@ -1,0 +1,1 @@
+echo shared > first && ln first second && mkdir d && ln first d/third

@@ -1,0 +1,1 @@
+echo t > tagged && setfattr -n user.note -v hello tagged
