@@ -254,17 +254,7 @@ impl Builder {
                 }),
             }
         }
-        let shared = Shared {
-            images,
-            snap,
-            sandbox: &self.inner.sandboxes,
-            context: &ctx,
-            req,
-            progress,
-            cancel: cancel.clone(),
-            file_name: &file_name,
-            id_map: self.inner.sandboxes.id_map(),
-        };
+        let shared = self.shared(snap, &ctx, req, progress, cancel, &file_name);
         let jobs = req.jobs.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -331,20 +321,33 @@ impl Builder {
         let ctx = context::Context::open(&req.context, dockerfile_path(req).as_deref())?
             .with_stat_cache_in(&images.store().root().join("contexts"));
         let snap = self.snapshotter(progress)?;
-        let shared = Shared {
-            images,
-            snap,
-            sandbox: &self.inner.sandboxes,
-            context: &ctx,
-            req,
-            progress,
-            cancel: Cancel::new(),
-            file_name: &file_name,
-            id_map: self.inner.sandboxes.id_map(),
-        };
+        let shared = self.shared(snap, &ctx, req, progress, &Cancel::new(), &file_name);
         let mut targets = lowered.ends.clone();
         targets.push(lowered.target.fs);
         crate::solve::explain(&lowered.graph, &targets, &shared)
+    }
+
+    /// What every op of one build shares.
+    fn shared<'a>(
+        &'a self,
+        snap: &'a snapshot::Snapshotter,
+        ctx: &'a context::Context,
+        req: &'a BuildRequest,
+        progress: &'a dyn ProgressSink,
+        cancel: &Cancel,
+        file_name: &'a str,
+    ) -> Shared<'a> {
+        Shared {
+            images: self.images(),
+            snap,
+            sandbox: &self.inner.sandboxes,
+            context: ctx,
+            req,
+            progress,
+            cancel: cancel.clone(),
+            file_name,
+            id_map: self.inner.sandboxes.id_map(),
+        }
     }
 
     /// Lowers the plan into the build graph (resolving, and pulling if needed, base images).

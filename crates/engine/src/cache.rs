@@ -24,15 +24,25 @@ const REF_PREFIX: &str = "@cache/";
 /// `Debug`-text keys) are never looked up again and go with `rbuild prune`.
 const MEDIA_TYPE: &str = "application/vnd.rbuild.cache.step.v2+json";
 
-/// Deletes every build-cache record, so the next gc can reclaim what only the cache kept;
-/// returns how many there were.
+/// Deletes every build-cache record and step lineage, so the next gc can reclaim what only the
+/// cache kept, and the contexts' stat caches (which would otherwise stay for contexts long
+/// gone; the next build of a context re-hashes it once); returns how many records there were.
 pub fn prune(store: &Store) -> Result<usize, BuildError> {
     let mut n = 0;
     for (name, _) in store.list_refs()? {
-        let ours = name.starts_with(REF_PREFIX) || name.starts_with(crate::explain::REF_PREFIX);
-        if ours && store.delete_ref(&name)? {
+        if name.starts_with(REF_PREFIX) && store.delete_ref(&name)? {
             n += 1;
         }
+        if name.starts_with(crate::explain::REF_PREFIX) {
+            store.delete_ref(&name)?;
+        }
+    }
+    let stat_caches = store.root().join("contexts");
+    match std::fs::remove_dir_all(&stat_caches) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(BuildError::io(&stat_caches, e))
+        }
+        _ => {}
     }
     Ok(n)
 }

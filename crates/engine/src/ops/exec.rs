@@ -57,7 +57,6 @@ impl ExecOp {
             .str("network", if self.network_host { "host" } else { "none" })
             .str("hostname", HOSTNAME);
         k.list("mounts", self.mounts.len());
-        let ou32 = |v: &Option<u32>| v.map(u64::from);
         for m in &self.mounts {
             match m {
                 Mount::Bind {
@@ -96,10 +95,8 @@ impl ExecOp {
                             },
                         )
                         .opt_str("from", from.as_deref())
-                        .opt_str("source", source.as_deref())
-                        .opt_u64("mode", ou32(mode))
-                        .opt_u64("uid", ou32(uid))
-                        .opt_u64("gid", ou32(gid));
+                        .opt_str("source", source.as_deref());
+                    owner_mode(k, mode, uid, gid);
                 }
                 Mount::Tmpfs { target, size } => {
                     k.str("type", "tmpfs")
@@ -119,10 +116,8 @@ impl ExecOp {
                         .opt_str("id", id.as_deref())
                         .opt_str("target", target.as_deref())
                         .opt_str("env", env.as_deref())
-                        .bool("required", *required)
-                        .opt_u64("mode", ou32(mode))
-                        .opt_u64("uid", ou32(uid))
-                        .opt_u64("gid", ou32(gid));
+                        .bool("required", *required);
+                    owner_mode(k, mode, uid, gid);
                 }
                 Mount::Ssh {
                     id,
@@ -135,10 +130,8 @@ impl ExecOp {
                     k.str("type", "ssh")
                         .opt_str("id", id.as_deref())
                         .opt_str("target", target.as_deref())
-                        .bool("required", *required)
-                        .opt_u64("mode", ou32(mode))
-                        .opt_u64("uid", ou32(uid))
-                        .opt_u64("gid", ou32(gid));
+                        .bool("required", *required);
+                    owner_mode(k, mode, uid, gid);
                 }
             }
         }
@@ -358,6 +351,14 @@ impl ExecOp {
         let u = context::passwd::resolve_user(dir.path(), &self.user)?;
         Ok((u.uid, u.gid, u.additional_gids))
     }
+}
+
+/// The `mode`, `uid` and `gid` fields a cache, secret or ssh mount's key has.
+fn owner_mode(k: &mut Key, mode: &Option<u32>, uid: &Option<u32>, gid: &Option<u32>) {
+    let ou32 = |v: &Option<u32>| v.map(u64::from);
+    k.opt_u64("mode", ou32(mode))
+        .opt_u64("uid", ou32(uid))
+        .opt_u64("gid", ou32(gid));
 }
 
 /// Reads `rel` (e.g. `etc/passwd`) from the merged view of a mount plan without mounting it.
