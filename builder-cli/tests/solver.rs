@@ -114,10 +114,11 @@ fn a_failing_step_cancels_the_running_ones() {
     );
     // The step's pid namespace was killed; the kernel reaps its processes right after (bounded).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !processes_with_cmdline("sleep 120").is_empty() {
+    while let Some(pid) = processes_with_cmdline("sleep 120").first() {
         assert!(
             std::time::Instant::now() < deadline,
-            "the cancelled step's process outlived the build"
+            "the cancelled step's process outlived the build: {}",
+            std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
         );
         std::thread::yield_now();
     }
