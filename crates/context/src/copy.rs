@@ -42,6 +42,9 @@ pub struct CopyRequest<'a> {
     /// Keep the source's uid/gid when no `--chown` is given (BuildKit does
     /// this for `--from`; context files become 0:0).
     pub keep_ownership: bool,
+    /// Raised to stop the copy between entries ([`ContextError::Cancelled`]),
+    /// so a cancelled build does not wait for a large COPY to finish.
+    pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// What a copy wrote, so the engine can write a layer from exactly those
@@ -465,6 +468,13 @@ impl Writer<'_, '_> {
         top: bool,
         excluded: bool,
     ) -> Result<bool, ContextError> {
+        if self
+            .req
+            .cancel
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(ContextError::Cancelled);
+        }
         let dst_host = self.req.dest_root.join(dst_rel);
         let ft = md.file_type();
         let existing = match fs::symlink_metadata(&dst_host) {

@@ -52,6 +52,7 @@
 //!     parents: false,
 //!     exclude: &[],
 //!     keep_ownership: false,
+//!     cancel: None,
 //! })?;
 //! for change in &outcome.changed {
 //!     println!("{} (whole tree: {})", change.rel.display(), change.recursive);
@@ -92,6 +93,9 @@ pub use manifest::{
 /// variant names the path, source or pattern the user has to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
+    /// The copy was stopped through [`CopyRequest::cancel`].
+    #[error("copy cancelled")]
+    Cancelled,
     /// A filesystem operation failed on `path`.
     #[error("{path}: {source}")]
     Io {

@@ -78,6 +78,7 @@ impl Fixture {
             parents: o.parents,
             exclude: &exclude,
             keep_ownership: o.stage,
+            cancel: None,
         })
     }
 }
@@ -709,6 +710,7 @@ fn copy_replacing_swaps_files_and_directories() {
         parents: false,
         exclude: &[],
         keep_ownership: true,
+        cancel: None,
     };
     assert!(matches!(copy(&r), Err(ContextError::TypeConflict { .. })));
     context::copy_replacing(&r).unwrap();
@@ -731,4 +733,28 @@ fn dockerignore_keeps_directories_leading_to_exceptions() {
     assert!(f.r().join("ctx/dir/sub").is_dir());
     assert!(!f.r().join("ctx/dir/sub/g.txt").exists());
     assert!(!f.r().join("ctx/docs").exists());
+}
+
+#[test]
+fn a_raised_cancel_flag_stops_the_copy_before_any_entry() {
+    let f = Fixture::new();
+    let ctx = Context::open(f.c(), None).unwrap();
+    let cancel = std::sync::atomic::AtomicBool::new(true);
+    let sources = vec!["dir".to_string()];
+    let r = copy(&CopyRequest {
+        src_root: ctx.root(),
+        ignore: Some(ctx.ignore()),
+        sources: &sources,
+        dest: "/out/",
+        workdir: "/",
+        dest_root: f.r(),
+        chown: None,
+        chmod: None,
+        parents: false,
+        exclude: &[],
+        keep_ownership: false,
+        cancel: Some(&cancel),
+    });
+    assert!(matches!(r, Err(ContextError::Cancelled)), "{r:?}");
+    assert!(!f.r().join("out/f.txt").exists());
 }

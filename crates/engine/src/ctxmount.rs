@@ -97,6 +97,7 @@ fn copy_filtered(ctx: &Context, source: &str, dir: &Path) -> Result<(), BuildErr
         parents: false,
         exclude: &[],
         keep_ownership: false,
+        cancel: None,
     })?;
     Ok(())
 }

@@ -150,6 +150,13 @@ impl CopyOp {
         let add = self.add.as_ref();
         let store = sh.images.store();
         let err = |e: &dyn std::fmt::Display| sh.step_error(step, e);
+        // A cancelled build stops the copy between entries, not after it.
+        let flag = sh.cancel.flag();
+        let flag = flag.as_ref();
+        let copy_err = |e: context::ContextError| match e {
+            context::ContextError::Cancelled => BuildError::Cancelled,
+            e => err(&e),
+        };
         let mut view = View::open(sh.snap, store, &parent.diff_ids())?;
         let root = view_root(&view)?;
         let chown = match copy.chown.as_deref() {
@@ -175,8 +182,9 @@ impl CopyOp {
                 parents: false,
                 exclude: &copy.exclude,
                 keep_ownership: false,
+                cancel: Some(flag),
             };
-            let out = context::copy(&req).map_err(|e| err(&e))?;
+            let out = context::copy(&req).map_err(copy_err)?;
             view.record_owner(&out);
         } else {
             // The source tree: the context, another stage, or an image (`--from`).
@@ -232,8 +240,9 @@ impl CopyOp {
                     parents: copy.parents,
                     exclude: &copy.exclude,
                     keep_ownership: from.is_some() && chown.is_none(),
+                    cancel: Some(flag),
                 };
-                let out = context::copy(&req).map_err(|e| err(&e))?;
+                let out = context::copy(&req).map_err(copy_err)?;
                 view.record_owner(&out);
             }
         }
@@ -265,6 +274,8 @@ impl CopyOp {
             }
         };
         let scratch = sh.images.store().temp_dir("add-url")?;
+        let flag = sh.cancel.flag();
+        let flag = flag.as_ref();
         let checksum = self.add.as_ref().and_then(|a| a.checksum.as_deref());
         crate::fetch::fetch(url, scratch.path(), &name, checksum)
             .map_err(|e| BuildError::Request(e.to_string()))?;
@@ -280,6 +291,7 @@ impl CopyOp {
             parents: false,
             exclude: &[],
             keep_ownership: false,
+            cancel: Some(flag),
         };
         context::copy(&req)?;
         Ok(())
@@ -342,6 +354,8 @@ fn extract(
     chown: Option<(u32, u32)>,
 ) -> Result<(), BuildError> {
     let scratch = sh.images.store().temp_dir("add-extract")?;
+    let flag = sh.cancel.flag();
+    let flag = flag.as_ref();
     set_root_mode(scratch.path())?;
     let f = std::fs::File::open(archive).map_err(|e| BuildError::io(archive, e))?;
     let r = layer::compress::decompress(f).map_err(|e| BuildError::io(archive, e))?;
@@ -370,6 +384,7 @@ fn extract(
         parents: false,
         exclude: &[],
         keep_ownership: true,
+        cancel: Some(flag),
     };
     // As docker's untar: archive entries replace what is in their way.
     context::copy_replacing(&req)?;
