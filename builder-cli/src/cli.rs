@@ -761,6 +761,7 @@ fn build(
         for e in explained {
             let s = &e.step;
             let what = match &e.runs {
+                None if e.config_only => "config only".to_string(),
                 None => "CACHED".to_string(),
                 Some(why) => format!("runs: {why}"),
             };

@@ -307,8 +307,11 @@ fn memory_low() -> bool {
 pub struct Explained {
     /// The step.
     pub step: crate::progress::StepId,
-    /// `None` when the step would come from the cache, else why it would run.
+    /// `None` when the step would come from the cache (or changes only the config), else why
+    /// it would run.
     pub runs: Option<MissReason>,
+    /// The step changes only the image config: it has nothing to run or cache.
+    pub config_only: bool,
 }
 
 /// Walks the graph as a solve would, without running anything: a step whose inputs are all
@@ -358,6 +361,7 @@ pub(crate) fn explain(
             out.push(Explained {
                 step: s.id.clone(),
                 runs: runs.clone(),
+                config_only: matches!(vx.op, Op::Config(_)),
             });
         }
     }
