@@ -107,12 +107,13 @@ pub(crate) fn why(
 }
 
 /// Records what `step`'s key was made of this time, for the next miss's explanation; a failure
-/// only costs a less precise explanation later.
+/// only costs a less precise explanation later. `manifest` stores the context manifest and is
+/// only called when the record changes (a no-op rebuild writes nothing).
 pub(crate) fn record(
     store: &Store,
     step: &Step,
     parts: &KeyParts,
-    manifest: Option<Digest>,
+    manifest: &dyn Fn() -> Option<Digest>,
 ) -> Result<(), store::StoreError> {
     if let Some(prev) = previous(store, &step.lineage) {
         if prev["key"].as_str() == Some(parts.key.to_string().as_str())
@@ -122,7 +123,7 @@ pub(crate) fn record(
         }
     }
     let args: Vec<Value> = step.args.iter().map(|(k, v)| json!([k, v])).collect();
-    let manifests: Vec<Value> = manifest
+    let manifests: Vec<Value> = manifest()
         .iter()
         .map(|d| json!({"digest": d.to_string()}))
         .collect();

@@ -210,7 +210,7 @@ fn run_vertex(
     if let (Some(p), false) = (&parts, no_cache) {
         if let Some(hit) = crate::cache::get(store, &p.key) {
             for s in &vx.steps {
-                let _ = explain::record(store, s, p, manifest_of(sh, p));
+                let _ = explain::record(store, s, p, &|| manifest_of(sh, p));
                 sh.event(Event::StepCached(s.id.clone()));
             }
             return Ok((hit, Some(p.key)));
@@ -244,9 +244,8 @@ fn run_vertex(
                 message: format!("step {}: not cached: {e}", first.id.index),
             });
         }
-        let manifest = manifest_of(sh, p);
         for s in &vx.steps {
-            let _ = explain::record(store, s, p, manifest);
+            let _ = explain::record(store, s, p, &|| manifest_of(sh, p));
         }
     }
     for s in &vx.steps {
