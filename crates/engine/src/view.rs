@@ -110,6 +110,13 @@ impl<'s> View<'s> {
         let Some((uid, gid)) = out.owner else {
             return;
         };
+        // Root (of the host or of the build's user namespace) chowned every path for real (the
+        // copy fails otherwise), so the files already say it; an override would only stop the
+        // snapshotter from adopting the upper directory as the layer's tree, and make the commit
+        // write the whole layer and delete what the step wrote.
+        if rustix::process::geteuid().is_root() {
+            return;
+        }
         self.owners
             .extend(out.changed.iter().map(|c| layer::OwnerOverride {
                 rel: c.rel.clone(),
