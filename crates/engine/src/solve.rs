@@ -227,6 +227,15 @@ fn run_vertex(
             reason: reason.clone(),
         });
     }
+    // The manifest of the context files read is stored now and dropped before the op runs: a
+    // 100,000-file context's manifest would otherwise stay in memory through the copy.
+    let manifest = parts.as_ref().and_then(|p| manifest_of(sh, p));
+    let parts = parts.map(|mut p| {
+        if let Some(s) = p.sources.as_mut() {
+            s.manifest = None;
+        }
+        p
+    });
     let chain = match vx.op.run(sh, &first.id, &inputs) {
         Ok(c) => c,
         Err(e) => {
@@ -245,7 +254,7 @@ fn run_vertex(
             });
         }
         for s in &vx.steps {
-            let _ = explain::record(store, s, p, &|| manifest_of(sh, p));
+            let _ = explain::record(store, s, p, &|| manifest);
         }
     }
     for s in &vx.steps {

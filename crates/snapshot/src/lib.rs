@@ -832,11 +832,12 @@ impl Snapshotter {
             }
         };
         if !adopt || plan.is_empty() {
-            return diff::write_plan(&self.store, root, &plan, opts, active.key());
+            return diff::write_plan(&self.store, root, plan, opts, active.key());
         }
-        let items = diff::complete_plan(root, &plan);
+        let opaque = diff::opaque_dirs(&plan);
+        let items = diff::complete_plan(root, plan);
         let c = diff::hash_items(root, &items, opts, active.key())?;
-        let adopted = self.adopt_upper(active, &c, &diff::opaque_dirs(&plan))?;
+        let adopted = self.adopt_upper(active, &c, &opaque)?;
         if self.store.is_written(&c.diff_id) {
             return Ok(c);
         }
@@ -852,7 +853,7 @@ impl Snapshotter {
         // that published first and may not have recorded it yet, or a tree whose deferred blob
         // no longer comes out right): its form may differ from ours, so write the tar from our
         // upper, which also heals a record that points at a damaged tree.
-        diff::write_plan(&self.store, root, &plan, opts, active.key())
+        diff::write_plan(&self.store, root, items, opts, active.key())
     }
 
     /// The directory name of this kind's committed trees, as deferred records name it.
