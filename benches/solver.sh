@@ -250,13 +250,19 @@ runs_of() { # SCENARIO TOOL: seconds of its successful runs, one a line
     awk -F'\t' -v s="$1" -v t="$2" '$1 == s && $2 == t && $4 != "fail" {print $4}' "$run/runs.tsv"
 }
 ratio() { [ -n "$1" ] && [ -n "$2" ] && printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }
-write_results() { # ROUNDS_DONE
-    local done=$1 s d b x rd rb met rss rsscol tool m all rt rsss fails
+write_results() { # ROUNDS_DONE [SCENARIO: the round after them is done up to this scenario]
+    local done=$1 upto=${2:-} s d b x rd rb met rss rsscol tool m all rt rsss fails
     {
         echo "# rbuild vs docker build vs buildah: solver scenarios"
         echo
         echo "Written by \`benches/solver.sh\` (ROUNDS=$ROUNDS, SCENARIOS=\"$SCENARIOS\"). Each figure is the median"
-        echo "of $done rounds$([ "$done" = "$ROUNDS" ] || echo " (of $ROUNDS asked for: the run was stopped early)"); within a round the three builders take turns in a rotating order. Ratios are"
+        if [ -z "$upto" ] && [ "$done" = "$ROUNDS" ]; then
+        echo "of $done rounds; within a round the three builders take turns in a rotating order. Ratios are"
+    else
+        echo "of the rounds completed ($done of $ROUNDS asked for, then round $((done + 1)) up to scenario"
+        echo "$upto: the run stopped early; each scenario's table lists its rounds); within a round the three"
+        echo "builders take turns in a rotating order. Ratios are"
+    fi
         echo "rbuild's median over the other builder's (< 1: rbuild is faster). The machine is shared with other"
         echo "work, so the seconds are noisy; the ratios are the figures to read."
         echo
@@ -324,11 +330,12 @@ for tool in "${BUILDERS[@]}"; do build "$tool" 1 >"$run/warmup-$tool.log" 2>&1 |
 started=$(date -u '+%Y-%m-%d %H:%M UTC')
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 : >"$run/runs.tsv"
-# RESULTS.md is rewritten after every round, so a run stopped early still leaves its figures.
+# RESULTS.md is rewritten after every scenario, so a run stopped early still leaves its figures.
 for r in $(seq 1 "$ROUNDS"); do
     order=("${BUILDERS[@]:$(((r - 1) % 3))}" "${BUILDERS[@]:0:$(((r - 1) % 3))}")
     for s in $SCENARIOS; do
         for tool in "${order[@]}"; do turn "$s" "$tool" "$r"; done
+        write_results "$((r - 1))" "$s"
     done
     write_results "$r"
     echo "solver.sh: round $r done, wrote $RESULTS" >&2
