@@ -220,7 +220,9 @@ turn() { # SCENARIO TOOL ROUND: appends "scenario tool round seconds|fail rss re
     noop) build "$tool" "$s" >"$log.warm" 2>&1 ;;
     edit)
         build "$tool" "$s" >"$log.warm" 2>&1
-        { cat "$ctx/file00007.orig"; echo "edited in round $r by the $tool turn"; } >"$edited"
+        # A line no earlier run wrote: an edit that restores content some builder has cached
+        # (the same round and turn of an earlier run) would be a cache hit, not a rebuild.
+        { cat "$ctx/file00007.orig"; echo "edited in round $r by the $tool turn at $(date +%s.%N)"; } >"$edited"
         ;;
     esac
     rm -f "$run/rss"
