@@ -283,31 +283,21 @@ impl Lowering<'_, '_> {
 
     /// The vertex of a `--from` (another stage's filesystem, or an image's).
     fn input_of(&mut self, from: &str, step: &StepId) -> Result<VertexId, BuildError> {
-        match self.plan.resolve_from(from) {
-            dockerfile::FromRef::Stage(j) => {
-                self.done
-                    .get(&j)
-                    .map(|s| s.fs)
-                    .ok_or_else(|| BuildError::Step {
-                        file: self.plan.file_name.clone(),
-                        line: step.line,
-                        step: format!("{}", step.index),
-                        text: step.text.clone(),
-                        message: format!("stage {from:?} has not been built"),
-                    })
-            }
-            dockerfile::FromRef::Image(name) => {
-                self.image(&name)
-                    .map(|(_, v)| v)
-                    .map_err(|why| BuildError::Step {
-                        file: self.plan.file_name.clone(),
-                        line: step.line,
-                        step: format!("{}", step.index),
-                        text: step.text.clone(),
-                        message: why,
-                    })
-            }
-        }
+        let found = match self.plan.resolve_from(from) {
+            dockerfile::FromRef::Stage(j) => self
+                .done
+                .get(&j)
+                .map(|s| s.fs)
+                .ok_or_else(|| format!("stage {from:?} has not been built")),
+            dockerfile::FromRef::Image(name) => self.image(&name).map(|(_, v)| v),
+        };
+        found.map_err(|message| BuildError::Step {
+            file: self.plan.file_name.clone(),
+            line: step.line,
+            step: format!("{}", step.index),
+            text: step.text.clone(),
+            message,
+        })
     }
 
     /// A file or exec op for `instr`, and the extra inputs it reads (`--from` chains).

@@ -18,7 +18,7 @@ use digest::Digest;
 
 use crate::chain::Chain;
 use crate::explain;
-use crate::graph::{Graph, VertexId};
+use crate::graph::{Graph, Step, VertexId};
 use crate::ops::{KeyParts, Op};
 use crate::progress::Event;
 use crate::progress::MissReason;
@@ -206,20 +206,15 @@ fn run_vertex(
     }
     let store = sh.images.store();
     let parts = vx.op.key(sh, &first.id, &inputs)?;
-    let no_cache = sh.req.no_cache || sh.req.no_cache_filter.contains(&first.id.stage);
-    if let (Some(p), false) = (&parts, no_cache) {
-        if let Some(hit) = crate::cache::get(store, &p.key) {
+    let reason = match look_up(sh, first, parts.as_ref()) {
+        Lookup::Hit(hit, p) => {
             for s in &vx.steps {
                 let _ = explain::record(store, s, p, &|| manifest_of(sh, p));
                 sh.event(Event::StepCached(s.id.clone()));
             }
             return Ok((hit, Some(p.key)));
         }
-    }
-    let reason = match (&parts, no_cache) {
-        (_, true) => MissReason::NoCache,
-        (None, false) => MissReason::Uncacheable,
-        (Some(p), false) => explain::why(store, first, p, &|old| changed_files(sh, p, old)),
+        Lookup::Miss(reason) => reason,
     };
     for s in &vx.steps {
         sh.event(Event::StepMiss {
@@ -264,6 +259,32 @@ fn run_vertex(
         });
     }
     Ok((chain, parts.map(|p| p.key)))
+}
+
+/// Whether a step comes from the cache, as a build and `--explain` both decide it.
+enum Lookup<'p> {
+    /// The recorded chain, found under these key parts.
+    Hit(Chain, &'p KeyParts),
+    /// Why the step runs.
+    Miss(MissReason),
+}
+
+/// Looks a keyed step up in the cache (unless `--no-cache` or `--no-cache-filter` says not
+/// to), explaining a miss against the step's previous record.
+fn look_up<'p>(sh: &Shared<'_>, step: &Step, parts: Option<&'p KeyParts>) -> Lookup<'p> {
+    let store = sh.images.store();
+    if sh.req.no_cache || sh.req.no_cache_filter.contains(&step.id.stage) {
+        return Lookup::Miss(MissReason::NoCache);
+    }
+    let Some(p) = parts else {
+        return Lookup::Miss(MissReason::Uncacheable);
+    };
+    match crate::cache::get(store, &p.key) {
+        Some(hit) => Lookup::Hit(hit, p),
+        None => Lookup::Miss(explain::why(store, step, p, &|old| {
+            changed_files(sh, p, old)
+        })),
+    }
 }
 
 /// Stores the manifest of the context files a step read (content-addressed, so an unchanged
@@ -331,7 +352,6 @@ pub(crate) fn explain(
     sh: &Shared<'_>,
 ) -> Result<Vec<Explained>, BuildError> {
     let needed = graph.needed(targets);
-    let store = sh.images.store();
     let mut results: Vec<Option<Chain>> = vec![None; graph.vertices.len()];
     let mut out = Vec::new();
     for (v, vx) in graph.vertices.iter().enumerate() {
@@ -349,19 +369,13 @@ pub(crate) fn explain(
             (Op::Config(_), _) => None,
             (_, None) => Some(MissReason::DependsOnRun),
             (op, Some(inputs)) => {
-                let no_cache = sh.req.no_cache || sh.req.no_cache_filter.contains(&first.id.stage);
-                match (op.key(sh, &first.id, &inputs)?, no_cache) {
-                    (_, true) => Some(MissReason::NoCache),
-                    (None, false) => Some(MissReason::Uncacheable),
-                    (Some(p), false) => match crate::cache::get(store, &p.key) {
-                        Some(hit) => {
-                            results[v] = Some(hit);
-                            None
-                        }
-                        None => Some(explain::why(store, first, &p, &|old| {
-                            changed_files(sh, &p, old)
-                        })),
-                    },
+                let parts = op.key(sh, &first.id, &inputs)?;
+                match look_up(sh, first, parts.as_ref()) {
+                    Lookup::Hit(hit, _) => {
+                        results[v] = Some(hit);
+                        None
+                    }
+                    Lookup::Miss(reason) => Some(reason),
                 }
             }
         };
