@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use engine::image::reference::Reference;
-use engine::{
+use rbuild_engine::image::reference::Reference;
+use rbuild_engine::{
     BuildError, BuildRequest, Builder, BuilderOptions, Output, SecretFrom, SecretSource, SshSource,
 };
 
@@ -398,7 +398,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
         }
         Command::Prune => {
             let builder = builder(&cli.root)?;
-            let records = engine::cache::prune(builder.images().store())?;
+            let records = rbuild_engine::cache::prune(builder.images().store())?;
             if records > 0 {
                 println!("Deleted build cache records: {records}");
             }
@@ -432,16 +432,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
                 "docker" | "docker-archive" => {
                     let f =
                         std::fs::File::create(&output).map_err(|e| BuildError::io(&output, e))?;
-                    let f = engine::image::export::docker_archive(builder.images(), &items, f)?;
+                    let f =
+                        rbuild_engine::image::export::docker_archive(builder.images(), &items, f)?;
                     f.sync_all().map_err(|e| BuildError::io(&output, e))?;
                 }
                 "oci" | "oci-archive" => {
-                    engine::image::export::oci_layout(
+                    rbuild_engine::image::export::oci_layout(
                         builder.images(),
                         &items,
                         &output,
                         true,
-                        engine::image::export::ExportCompression::Gzip,
+                        rbuild_engine::image::export::ExportCompression::Gzip,
                     )?;
                 }
                 other => {
@@ -460,17 +461,18 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
             let builder = builder(&cli.root)?;
             let r = reference.as_deref().map(Reference::parse).transpose()?;
             let platform = match platform {
-                Some(p) => engine::dockerfile::Platform::parse(&p)
+                Some(p) => rbuild_engine::dockerfile::Platform::parse(&p)
                     .map_err(|e| BuildError::Request(format!("invalid --platform {p:?}: {e}")))?,
-                None => engine::host_platform(),
+                None => rbuild_engine::host_platform(),
             };
-            let img = engine::import_rootfs(builder.images(), &file, r.as_ref(), &platform, None)?;
+            let img =
+                rbuild_engine::import_rootfs(builder.images(), &file, r.as_ref(), &platform, None)?;
             println!("{}", img.id);
             Ok(ExitCode::SUCCESS)
         }
         Command::Load { input, quiet } => {
             let builder = builder(&cli.root)?;
-            let loaded = engine::image::import::load(builder.images(), &input)?;
+            let loaded = rbuild_engine::image::import::load(builder.images(), &input)?;
             for l in loaded {
                 if quiet {
                     println!("{}", l.image.id);
@@ -774,7 +776,7 @@ fn build(
     }
     // Ctrl-C and SIGTERM stop the build cleanly: running steps are killed and every snapshot,
     // mount and scratch directory is removed before rbuild exits.
-    let cancel = engine::Cancel::new();
+    let cancel = rbuild_engine::Cancel::new();
     let signal = crate::signals::on_interrupt(cancel.clone());
     let out = match builder.build_with(&req, renderer.as_ref(), &cancel) {
         Err(BuildError::Cancelled) => {
@@ -811,19 +813,19 @@ fn check(req: &BuildRequest) -> Result<ExitCode, BuildError> {
             })?,
         ),
     };
-    let df = engine::dockerfile::parse(&name, &text)?;
-    let opts = engine::dockerfile::PlanOptions {
+    let df = rbuild_engine::dockerfile::parse(&name, &text)?;
+    let opts = rbuild_engine::dockerfile::PlanOptions {
         build_args: req.build_args.clone(),
         target: req.target.clone(),
-        build_platform: engine::host_platform(),
+        build_platform: rbuild_engine::host_platform(),
         target_platform: match &req.platform {
-            Some(p) => engine::dockerfile::Platform::parse(p)
+            Some(p) => rbuild_engine::dockerfile::Platform::parse(p)
                 .map_err(|e| BuildError::Request(format!("invalid --platform {p:?}: {e}")))?,
-            None => engine::host_platform(),
+            None => rbuild_engine::host_platform(),
         },
     };
-    engine::dockerfile::plan(&df, &opts)?;
-    let diags = engine::dockerfile::check(&df, &opts);
+    rbuild_engine::dockerfile::plan(&df, &opts)?;
+    let diags = rbuild_engine::dockerfile::check(&df, &opts);
     let mut out = std::io::stdout().lock();
     for d in &diags {
         let _ = writeln!(

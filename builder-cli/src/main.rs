@@ -24,8 +24,8 @@ fn main() -> ExitCode {
     // the process has one thread, so unpacking, RUN and commit all see the image's owners.
     if parsed.wants_user_namespace() {
         parsed.pin_default_root();
-        match engine::sandbox::enter_user_namespace() {
-            Ok(engine::sandbox::UserNamespace::Unavailable(why)) => {
+        match rbuild_engine::sandbox::enter_user_namespace() {
+            Ok(rbuild_engine::sandbox::UserNamespace::Unavailable(why)) => {
                 if parsed.is_unshare() {
                     eprintln!("error: rbuild unshare: no user namespace: {why}");
                     return ExitCode::from(1);

@@ -1,16 +1,16 @@
 //! The registry verbs: `pull`, `push`, `login`, `logout`, and the `--insecure-registry` wiring
-//! shared with `build`. Parsing only; the work is in `engine::pull` and the `registry` crate.
+//! shared with `build`. Parsing only; the work is in `rbuild_engine::pull` and the `registry` crate.
 
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use engine::image::export::ExportCompression;
-use engine::image::reference::Reference;
-use engine::pull::{PushSettings, RegistryOptions};
-use engine::{BuildError, Builder, BuilderOptions};
-use registry::auth::{self, AuthSource, Credentials};
+use rbuild_engine::image::export::ExportCompression;
+use rbuild_engine::image::reference::Reference;
+use rbuild_engine::pull::{PushSettings, RegistryOptions};
+use rbuild_engine::{BuildError, Builder, BuilderOptions};
+use rbuild_registry::auth::{self, AuthSource, Credentials};
 
 use crate::render::{Renderer, Style};
 
@@ -104,13 +104,13 @@ pub fn pull(
 ) -> Result<ExitCode, BuildError> {
     let builder = builder_with(root, insecure)?;
     let platform = match &a.platform {
-        Some(p) => engine::dockerfile::Platform::parse(p)
+        Some(p) => rbuild_engine::dockerfile::Platform::parse(p)
             .map_err(|e| BuildError::Request(format!("invalid --platform {p:?}: {e}")))?,
-        None => engine::host_platform(),
+        None => rbuild_engine::host_platform(),
     };
     let style = if a.quiet { Style::Quiet } else { Style::Plain };
     let renderer = Renderer::new(style);
-    let img = engine::pull::pull_base(
+    let img = rbuild_engine::pull::pull_base(
         builder.images(),
         builder.registry_options(),
         &a.image,
@@ -143,8 +143,14 @@ pub fn push(
     let style = if a.quiet { Style::Quiet } else { Style::Plain };
     let renderer = Renderer::new(style);
     let client = builder.registry_options().client()?;
-    let digest =
-        engine::pull::push_image(builder.images(), &client, &img, &dest, &settings, &renderer)?;
+    let digest = rbuild_engine::pull::push_image(
+        builder.images(),
+        &client,
+        &img,
+        &dest,
+        &settings,
+        &renderer,
+    )?;
     renderer.finish();
     if a.quiet {
         println!("{digest}");

@@ -5,9 +5,9 @@ use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use engine::pull::{BlobState, Direction, RegistryEvent};
-use engine::{BuildError, Event, ProgressSink};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rbuild_engine::pull::{BlobState, Direction, RegistryEvent};
+use rbuild_engine::{BuildError, Event, ProgressSink};
 
 use crate::tty::Display;
 

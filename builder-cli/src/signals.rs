@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use engine::Cancel;
+use rbuild_engine::Cancel;
 
 static PIPE_WRITE: AtomicI32 = AtomicI32::new(-1);
 static RECEIVED: AtomicI32 = AtomicI32::new(0);

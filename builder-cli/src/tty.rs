@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use engine::pull::{BlobState, Direction, RegistryEvent};
-use engine::{Event, MissReason, StepId};
+use rbuild_engine::pull::{BlobState, Direction, RegistryEvent};
+use rbuild_engine::{Event, MissReason, StepId};
 
 /// How often the display is redrawn (BuildKit redraws at about this rate).
 const TICK: Duration = Duration::from_millis(100);

@@ -196,8 +196,8 @@ fn import_bookworm(work: &Path) -> PathBuf {
 
 /// Every difference between two entries that Docker defines, as readable lines.
 fn entry_diffs(
-    ours: &layer::TreeEntry,
-    theirs: &layer::TreeEntry,
+    ours: &rbuild_layer::TreeEntry,
+    theirs: &rbuild_layer::TreeEntry,
     ours_root: &Path,
     theirs_root: &Path,
 ) -> Vec<String> {
@@ -260,11 +260,11 @@ fn unpack(archive: &Path) -> Unpacked {
         serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
     for l in manifest[0]["Layers"].as_array().unwrap() {
         let f = std::fs::File::open(dir.path().join(l.as_str().unwrap())).unwrap();
-        let r = layer::compress::decompress(std::io::BufReader::new(f)).unwrap();
-        layer::apply_layer(
+        let r = rbuild_layer::compress::decompress(std::io::BufReader::new(f)).unwrap();
+        rbuild_layer::apply_layer(
             root.path(),
             r,
-            &layer::ApplyOptions {
+            &rbuild_layer::ApplyOptions {
                 same_owner: true,
                 ..Default::default()
             },
@@ -334,7 +334,7 @@ fn differences(ours: &Unpacked, theirs: &Unpacked) -> Vec<String> {
     diffs
 }
 
-fn by_path(u: &Unpacked) -> std::collections::BTreeMap<&str, &layer::TreeEntry> {
+fn by_path(u: &Unpacked) -> std::collections::BTreeMap<&str, &rbuild_layer::TreeEntry> {
     u.image.tree.iter().map(|e| (e.path.as_str(), e)).collect()
 }
 
@@ -453,7 +453,7 @@ fn apt_get_install_useradd_user() {
 /// docker must run it. apt's download step leaves `/var/cache/apt/archives/partial` owned by
 /// `_apt` (uid 42, subordinate host uid 100041) mode 0700, and dpkg renames new directories into
 /// place: the build reads and commits them only because `rbuild` runs as root of its own user
-/// namespace (`sandbox::enter_user_namespace`) and mounts overlays there with `userxattr`.
+/// namespace (`rbuild_sandbox::enter_user_namespace`) and mounts overlays there with `userxattr`.
 #[test]
 fn apt_get_install_rootless() {
     let work = tempfile::tempdir().unwrap();

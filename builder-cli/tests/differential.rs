@@ -280,7 +280,7 @@ fn compare_images(
             ));
         }
     }
-    let index = |t: &[layer::TreeEntry]| {
+    let index = |t: &[rbuild_layer::TreeEntry]| {
         t.iter()
             .map(|e| (e.path.clone(), e.clone()))
             .collect::<std::collections::BTreeMap<_, _>>()

@@ -320,7 +320,7 @@ fn add_url_checksum_is_verified() {
     let base = serve_file(b"checked\n");
     let good = "sha256:1d9a5b2ba6ec9eb7a2fc05a4e2ee09ab50d4e6f6f2dd9ab4ab8ee3c6d4c2a8f5";
     let real = format!("sha256:{}", {
-        let d = digest::Digest::of(b"checked\n");
+        let d = rbuild_digest::Digest::of(b"checked\n");
         d.hex()
     });
     let store = tempfile::tempdir().unwrap();

@@ -38,8 +38,8 @@ fn layer_owners(archive: &Path) -> Vec<Vec<(String, u64, u64)>> {
         .skip(1)
         .map(|l| {
             let data = &files[l.as_str().unwrap()];
-            let r = layer::compress::decompress(std::io::Cursor::new(data.clone())).unwrap();
-            layer::list_layer(r)
+            let r = rbuild_layer::compress::decompress(std::io::Cursor::new(data.clone())).unwrap();
+            rbuild_layer::list_layer(r)
                 .unwrap()
                 .into_iter()
                 .map(|e| (e.path, e.uid, e.gid))

@@ -145,7 +145,7 @@ fn secrets_reach_the_step_but_never_the_image() {
     let value = "s3cr3t-value-4f9a";
     std::fs::write(&secret, value).unwrap();
     // The Dockerfile names only the value's hash, so finding the value anywhere means a leak.
-    let hash = digest::Digest::of(value.as_bytes()).hex();
+    let hash = rbuild_digest::Digest::of(value.as_bytes()).hex();
     let out = build(
         store.path(),
         &format!(
@@ -344,7 +344,7 @@ fn prune_deletes_unused_snapshot_trees_and_kept_layers_still_save() {
             let mut buf = Vec::new();
             std::io::Read::read_to_end(&mut e, &mut buf).unwrap();
             let config = &img.config["rootfs"]["diff_ids"];
-            let d = digest::Digest::of(&buf).to_string();
+            let d = rbuild_digest::Digest::of(&buf).to_string();
             assert!(
                 config.as_array().unwrap().iter().any(|x| x == &d),
                 "{name}: {d} is not a diff id"

@@ -152,7 +152,7 @@ pub fn store_with_base_tar(tar: &Path, dir: &Path) -> std::path::PathBuf {
 /// An image read back from a docker-archive: its config and its flattened file tree.
 pub struct ArchiveImage {
     pub config: serde_json::Value,
-    pub tree: Vec<layer::TreeEntry>,
+    pub tree: Vec<rbuild_layer::TreeEntry>,
     pub layer_count: usize,
 }
 
@@ -214,11 +214,11 @@ pub fn read_docker_archive(path: &Path) -> ArchiveImage {
         let data = files
             .get(l.as_str().unwrap())
             .unwrap_or_else(|| panic!("{}: layer {l} is not in the archive", path.display()));
-        let r = layer::compress::decompress(std::io::Cursor::new(data.clone())).unwrap();
-        layer::apply_layer(
+        let r = rbuild_layer::compress::decompress(std::io::Cursor::new(data.clone())).unwrap();
+        rbuild_layer::apply_layer(
             root.path(),
             r,
-            &layer::ApplyOptions {
+            &rbuild_layer::ApplyOptions {
                 same_owner: true,
                 id_map: None,
             },
@@ -227,7 +227,7 @@ pub fn read_docker_archive(path: &Path) -> ArchiveImage {
     }
     ArchiveImage {
         config,
-        tree: layer::list_tree(root.path()).unwrap(),
+        tree: rbuild_layer::list_tree(root.path()).unwrap(),
         layer_count: layers.len(),
     }
 }

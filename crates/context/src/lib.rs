@@ -36,9 +36,9 @@
 //!
 //! ```no_run
 //! use std::path::Path;
-//! use context::{copy, Context, CopyRequest};
+//! use rbuild_context::{copy, Context, CopyRequest};
 //!
-//! # fn main() -> Result<(), context::ContextError> {
+//! # fn main() -> Result<(), rbuild_context::ContextError> {
 //! let ctx = Context::open(Path::new("/src/app"), None)?;
 //! let outcome = copy(&CopyRequest {
 //!     src_root: ctx.root(),

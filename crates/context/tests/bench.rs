@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use context::Context;
+use rbuild_context::Context;
 
 #[test]
 #[ignore = "needs RBUILD_BENCH_CONTEXT; prints timings"]

@@ -4,7 +4,9 @@ use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use context::{copy, Changed, Context, ContextError, CopyOutcome, CopyRequest, IgnoreMatcher};
+use rbuild_context::{
+    copy, Changed, Context, ContextError, CopyOutcome, CopyRequest, IgnoreMatcher,
+};
 use tempfile::TempDir;
 
 struct Fixture {
@@ -713,7 +715,7 @@ fn copy_replacing_swaps_files_and_directories() {
         cancel: None,
     };
     assert!(matches!(copy(&r), Err(ContextError::TypeConflict { .. })));
-    context::copy_replacing(&r).unwrap();
+    rbuild_context::copy_replacing(&r).unwrap();
     assert_eq!(
         fs::read_to_string(f.r().join("dest/was-dir")).unwrap(),
         "now a file"

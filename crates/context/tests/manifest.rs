@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use context::{Change, ChangeKind, Context, EntryData, SourceManifest};
+use rbuild_context::{Change, ChangeKind, Context, EntryData, SourceManifest};
 
 fn write(base: &Path, rel: &str, content: &str, mode: u32) {
     let p = base.join(rel);

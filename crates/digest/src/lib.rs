@@ -5,7 +5,7 @@
 //! has to hold a whole blob in memory to learn its name.
 //!
 //! ```
-//! use digest::Digest;
+//! use rbuild_digest::Digest;
 //! let d = Digest::of(b"hello");
 //! assert_eq!(d.to_string(), "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
 //! assert_eq!(d, "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824".parse().unwrap());

@@ -13,7 +13,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let df = match dockerfile::parse(&path, &src) {
+    let df = match rbuild_dockerfile::parse(&path, &src) {
         Ok(df) => df,
         Err(e) => {
             eprint!("{}", e.render());
@@ -23,8 +23,8 @@ fn main() {
     for i in &df.instructions {
         println!("{:>4}: {:?}", i.line, i.kind);
     }
-    let opts = dockerfile::PlanOptions::default();
-    match dockerfile::plan(&df, &opts) {
+    let opts = rbuild_dockerfile::PlanOptions::default();
+    match rbuild_dockerfile::plan(&df, &opts) {
         Ok(p) => {
             for s in &p.stages {
                 println!(
@@ -36,7 +36,7 @@ fn main() {
         }
         Err(e) => eprint!("{}", e.render()),
     }
-    for d in dockerfile::check(&df, &opts) {
+    for d in rbuild_dockerfile::check(&df, &opts) {
         println!("{d}");
     }
 }

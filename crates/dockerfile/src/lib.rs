@@ -12,7 +12,7 @@
 //! instruction in order exactly where Docker does.
 //!
 //! ```
-//! use dockerfile::{parse, plan, PlanOptions, Scope, InstructionKind, Base};
+//! use rbuild_dockerfile::{parse, plan, PlanOptions, Scope, InstructionKind, Base};
 //!
 //! let src = "ARG TAG=3.19\nFROM alpine:${TAG} AS base\nARG TAG\nENV DIR=/app\nWORKDIR $DIR/$TAG\n";
 //! let df = parse("Dockerfile", src).unwrap();

@@ -24,7 +24,7 @@
 //!
 //! ```
 //! use std::collections::BTreeMap;
-//! use dockerfile::shell::Lexer;
+//! use rbuild_dockerfile::shell::Lexer;
 //!
 //! let mut env = BTreeMap::new();
 //! env.insert("VERSION".to_string(), "1.2.3".to_string());

@@ -1,7 +1,7 @@
 //! Build checks (`docker build --check`): each rule fires where BuildKit's does
 //! and not on clean input; the `check` directive skips rules or makes them errors.
 
-use dockerfile::*;
+use rbuild_dockerfile::*;
 
 fn rules(src: &str) -> Vec<(String, usize)> {
     let df = parse("Dockerfile", src).unwrap();

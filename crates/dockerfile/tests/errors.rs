@@ -1,6 +1,6 @@
 //! Every parse error is located (line, column) and worded like Docker/BuildKit.
 
-use dockerfile::*;
+use rbuild_dockerfile::*;
 
 #[test]
 fn parse_errors_table() {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dockerfile::*;
+use rbuild_dockerfile::*;
 
 fn dir(sub: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

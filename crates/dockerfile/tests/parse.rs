@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use dockerfile::*;
+use rbuild_dockerfile::*;
 
 fn parse_ok(src: &str) -> Dockerfile {
     match parse("Dockerfile", src) {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use dockerfile::*;
+use rbuild_dockerfile::*;
 
 fn opts(args: &[(&str, &str)]) -> PlanOptions {
     PlanOptions {
@@ -205,13 +205,13 @@ fn history_args_follow_docker_20_10() {
 
 #[test]
 fn expose_keys_expand_ranges_and_lowercase_protocols() {
-    assert_eq!(dockerfile::expose_keys("80"), ["80/tcp"]);
-    assert_eq!(dockerfile::expose_keys("53/UDP"), ["53/udp"]);
+    assert_eq!(rbuild_dockerfile::expose_keys("80"), ["80/tcp"]);
+    assert_eq!(rbuild_dockerfile::expose_keys("53/UDP"), ["53/udp"]);
     assert_eq!(
-        dockerfile::expose_keys("8000-8002/tcp"),
+        rbuild_dockerfile::expose_keys("8000-8002/tcp"),
         ["8000/tcp", "8001/tcp", "8002/tcp"]
     );
-    assert_eq!(dockerfile::expose_keys("9-1"), ["9-1/tcp"]);
+    assert_eq!(rbuild_dockerfile::expose_keys("9-1"), ["9-1/tcp"]);
 }
 
 #[test]

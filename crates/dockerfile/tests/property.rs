@@ -3,7 +3,7 @@
 //! keyword case varied, must parse to exactly the instructions each line
 //! parses to on its own.
 
-use dockerfile::*;
+use rbuild_dockerfile::*;
 
 /// Small deterministic generator (xorshift), so failures are reproducible.
 struct Rng(u64);

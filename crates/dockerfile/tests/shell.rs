@@ -1,10 +1,10 @@
-//! Behaviour of `dockerfile::shell` through its public API, checked against
+//! Behaviour of `rbuild_dockerfile::shell` through its public API, checked against
 //! the cases BuildKit's own lexer tests pin down (the envVarTest fixture
 //! environment is `PWD=/home SHELL=bash KOREAN=한국어 NULL=`).
 
 use std::collections::{BTreeMap, HashMap};
 
-use dockerfile::shell::{Lexer, Lookup, Matches, ShellError};
+use rbuild_dockerfile::shell::{Lexer, Lookup, Matches, ShellError};
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs

@@ -16,9 +16,9 @@ pub(crate) enum AddSource {
 /// Splits one local ADD source into archives and plain sources. A source with no archive among
 /// its matches stays whole, so COPY's own matching and errors apply to it unchanged.
 pub(crate) fn classify(
-    context: &context::Context,
+    context: &rbuild_context::Context,
     src: &str,
-) -> Result<Vec<AddSource>, context::ContextError> {
+) -> Result<Vec<AddSource>, rbuild_context::ContextError> {
     let matches = context.expand_source(src)?;
     if !matches.iter().any(|m| is_tar_archive(&m.host)) {
         return Ok(vec![AddSource::Plain(src.to_string())]);
@@ -47,7 +47,7 @@ pub(crate) fn is_tar_archive(path: &Path) -> bool {
     let Ok(f) = std::fs::File::open(path) else {
         return false;
     };
-    let Ok(mut r) = layer::compress::decompress(f) else {
+    let Ok(mut r) = rbuild_layer::compress::decompress(f) else {
         return false;
     };
     let mut block = [0u8; 512];
@@ -75,7 +75,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         tar_with(&dir.path().join("sub/a.tar"), "a");
         std::fs::write(dir.path().join("sub/b.txt"), "b").unwrap();
-        let ctx = context::Context::open(dir.path(), None).unwrap();
+        let ctx = rbuild_context::Context::open(dir.path(), None).unwrap();
         let got = classify(&ctx, "sub/*").unwrap();
         assert_eq!(
             got,

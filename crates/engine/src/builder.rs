@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dockerfile::{Plan, PlanOptions, Platform};
-use image::reference::Reference;
-use image::{Images, LocalImage};
-use store::Store;
+use rbuild_dockerfile::{Plan, PlanOptions, Platform};
+use rbuild_image::reference::Reference;
+use rbuild_image::{Images, LocalImage};
+use rbuild_store::Store;
 
 use crate::progress::{Event, ProgressSink};
 use crate::request::{BuildRequest, Output};
@@ -55,7 +55,7 @@ pub struct Builder {
 struct Inner {
     images: Images,
     registry: crate::pull::RegistryOptions,
-    snapshotter: std::sync::OnceLock<Result<snapshot::Snapshotter, String>>,
+    snapshotter: std::sync::OnceLock<Result<rbuild_snapshot::Snapshotter, String>>,
     sandboxes: crate::sandboxes::Sandboxes,
 }
 
@@ -66,7 +66,7 @@ impl Builder {
         let store = Store::open(&opts.root)?;
         // Layers of earlier builds may be kept as snapshot trees only; saving or pushing them
         // writes their tars on first read.
-        snapshot::register_producer(&store);
+        rbuild_snapshot::register_producer(&store);
         Ok(Builder {
             inner: Arc::new(Inner {
                 images: Images::new(store),
@@ -82,7 +82,7 @@ impl Builder {
     fn snapshotter(
         &self,
         progress: &dyn ProgressSink,
-    ) -> Result<&snapshot::Snapshotter, BuildError> {
+    ) -> Result<&rbuild_snapshot::Snapshotter, BuildError> {
         let first = self.inner.snapshotter.get().is_none();
         let snap = self
             .inner
@@ -90,11 +90,11 @@ impl Builder {
             .get_or_init(|| {
                 let root = crate::fsutil::is_root();
                 let mode = if root {
-                    snapshot::Mode::Auto
+                    rbuild_snapshot::Mode::Auto
                 } else {
-                    snapshot::Mode::Copy
+                    rbuild_snapshot::Mode::Copy
                 };
-                let snap = snapshot::Snapshotter::new(self.images().store(), mode)
+                let snap = rbuild_snapshot::Snapshotter::new(self.images().store(), mode)
                     .map_err(|e| e.to_string())?;
                 if root {
                     return Ok(snap);
@@ -112,13 +112,13 @@ impl Builder {
             .as_ref()
             .map_err(|e| BuildError::Snapshot(e.clone()))?;
         if first {
-            let copy = matches!(snap.kind(), snapshot::Kind::Copy);
+            let copy = matches!(snap.kind(), rbuild_snapshot::Kind::Copy);
             let fallback_reason = copy.then(|| {
                 if crate::fsutil::is_root() {
                     "overlayfs cannot be mounted here".to_string()
                 } else {
                     "not root and not in a user namespace with subordinate ids (call \
-                     sandbox::enter_user_namespace at the start of main, as rbuild does)"
+                     rbuild_sandbox::enter_user_namespace at the start of main, as rbuild does)"
                         .to_string()
                 }
             });
@@ -145,13 +145,13 @@ impl Builder {
     /// [`Images::prune`], whose gc decides which layers are left. Trees of layers the store still
     /// holds stay (they save the next build an unpack, and a committed step's tree may be the
     /// layer's only copy). Waits for running builds (it holds the store's exclusive lock).
-    pub fn prune_snapshots(&self) -> Result<snapshot::Pruned, BuildError> {
+    pub fn prune_snapshots(&self) -> Result<rbuild_snapshot::Pruned, BuildError> {
         let store = self.images().store();
         let _lock = store.lock_exclusive()?;
-        let snap_err = |e: snapshot::SnapshotError| BuildError::Snapshot(e.to_string());
+        let snap_err = |e: rbuild_snapshot::SnapshotError| BuildError::Snapshot(e.to_string());
         // Overlay trees are per layer: keep the layers still stored (as blobs, deferred, or
         // compressed variants of a pulled image's layers).
-        let mut layers: std::collections::HashSet<digest::Digest> = store
+        let mut layers: std::collections::HashSet<rbuild_digest::Digest> = store
             .list_blobs()?
             .into_iter()
             .chain(store.list_deferred()?)
@@ -164,15 +164,15 @@ impl Builder {
             };
             let ids = &img.config.rootfs.diff_ids;
             layers.extend(ids.iter().copied());
-            chains.extend((1..=ids.len()).filter_map(|n| digest::chain_id(ids.get(..n)?)));
+            chains.extend((1..=ids.len()).filter_map(|n| rbuild_digest::chain_id(ids.get(..n)?)));
         }
-        let mut removed = snapshot::Pruned::default();
+        let mut removed = rbuild_snapshot::Pruned::default();
         for (kind, keep) in [
-            (snapshot::Kind::Overlay { userxattr: false }, &layers),
-            (snapshot::Kind::Overlay { userxattr: true }, &layers),
-            (snapshot::Kind::Copy, &chains),
+            (rbuild_snapshot::Kind::Overlay { userxattr: false }, &layers),
+            (rbuild_snapshot::Kind::Overlay { userxattr: true }, &layers),
+            (rbuild_snapshot::Kind::Copy, &chains),
         ] {
-            let snap = snapshot::Snapshotter::with_kind(store, kind).map_err(snap_err)?;
+            let snap = rbuild_snapshot::Snapshotter::with_kind(store, kind).map_err(snap_err)?;
             let p = snap.prune(keep).map_err(snap_err)?;
             removed.trees += p.trees;
             removed.bytes += p.bytes;
@@ -215,14 +215,14 @@ impl Builder {
         let images = self.images();
         let _lock = images.store().lock_shared()?;
         let (file_name, text) = read_dockerfile(req)?;
-        let df = dockerfile::parse(&file_name, &text)?;
+        let df = rbuild_dockerfile::parse(&file_name, &text)?;
         for w in &df.warnings {
             progress.event(Event::Warning {
                 message: format!("{}:{}: {}", w.file_name, w.line, w.message),
             });
         }
         let opts = plan_options(req)?;
-        let plan = dockerfile::plan(&df, &opts)?;
+        let plan = rbuild_dockerfile::plan(&df, &opts)?;
         for arg in &plan.unused_build_args {
             progress.event(Event::Warning {
                 message: format!("build argument {arg:?} was not consumed by any stage"),
@@ -239,7 +239,7 @@ impl Builder {
             stages: lowered.stages.clone(),
         });
 
-        let ctx = context::Context::open(&req.context, dockerfile_path(req).as_deref())?
+        let ctx = rbuild_context::Context::open(&req.context, dockerfile_path(req).as_deref())?
             .with_stat_cache_in(&images.store().root().join("contexts"));
         let snap = self.snapshotter(progress)?;
         for dir in &req.cache_from {
@@ -314,11 +314,11 @@ impl Builder {
         let images = self.images();
         let _lock = images.store().lock_shared()?;
         let (file_name, text) = read_dockerfile(req)?;
-        let df = dockerfile::parse(&file_name, &text)?;
+        let df = rbuild_dockerfile::parse(&file_name, &text)?;
         let opts = plan_options(req)?;
-        let plan = dockerfile::plan(&df, &opts)?;
+        let plan = rbuild_dockerfile::plan(&df, &opts)?;
         let lowered = self.lower(req, &plan, &opts, progress)?;
-        let ctx = context::Context::open(&req.context, dockerfile_path(req).as_deref())?
+        let ctx = rbuild_context::Context::open(&req.context, dockerfile_path(req).as_deref())?
             .with_stat_cache_in(&images.store().root().join("contexts"));
         let snap = self.snapshotter(progress)?;
         let shared = self.shared(snap, &ctx, req, progress, &Cancel::new(), &file_name);
@@ -330,8 +330,8 @@ impl Builder {
     /// What every op of one build shares.
     fn shared<'a>(
         &'a self,
-        snap: &'a snapshot::Snapshotter,
-        ctx: &'a context::Context,
+        snap: &'a rbuild_snapshot::Snapshotter,
+        ctx: &'a rbuild_context::Context,
         req: &'a BuildRequest,
         progress: &'a dyn ProgressSink,
         cancel: &Cancel,
@@ -459,24 +459,24 @@ fn export(
         let (kind, dest) = match out {
             Output::Store => continue,
             Output::Oci { dest, tar } => {
-                image::export::oci_layout(
+                rbuild_image::export::oci_layout(
                     images,
                     &items,
                     dest,
                     *tar,
-                    image::export::ExportCompression::Gzip,
+                    rbuild_image::export::ExportCompression::Gzip,
                 )?;
                 ("oci", dest)
             }
             Output::Docker { dest } => {
                 let f = create_file(dest)?;
-                let f = image::export::docker_archive(images, &items, f)?;
+                let f = rbuild_image::export::docker_archive(images, &items, f)?;
                 f.sync_all().map_err(|e| BuildError::io(dest, e))?;
                 ("docker", dest)
             }
             Output::Tar { dest } => {
                 let f = create_file(dest)?;
-                let f = image::export::rootfs_tar(images, image, f)?;
+                let f = rbuild_image::export::rootfs_tar(images, image, f)?;
                 f.sync_all().map_err(|e| BuildError::io(dest, e))?;
                 ("tar", dest)
             }
@@ -487,20 +487,20 @@ fn export(
                 let (reader, writer) = std::io::pipe().map_err(|e| BuildError::io(dest, e))?;
                 let applied = std::thread::scope(|s| {
                     let apply = s.spawn(|| {
-                        layer::apply_layer(
+                        rbuild_layer::apply_layer(
                             dest,
                             std::io::BufReader::new(reader),
-                            &layer::ApplyOptions {
+                            &rbuild_layer::ApplyOptions {
                                 // Files land in the caller's directory: keep the image's
                                 // owners only for real root, never as subordinate ids the
                                 // rootless caller could not delete.
                                 same_owner: crate::fsutil::is_root()
-                                    && !sandbox::in_user_namespace(),
+                                    && !rbuild_sandbox::in_user_namespace(),
                                 ..Default::default()
                             },
                         )
                     });
-                    let written = image::export::rootfs_tar(images, image, writer).map(drop);
+                    let written = rbuild_image::export::rootfs_tar(images, image, writer).map(drop);
                     let applied = apply
                         .join()
                         .map_err(|_| BuildError::Task("local export thread panicked".into()))?;

@@ -11,10 +11,10 @@
 
 use std::path::Path;
 
-use digest::Digest;
-use image::LayerDesc;
+use rbuild_digest::Digest;
+use rbuild_image::LayerDesc;
+use rbuild_store::{RefTarget, Store};
 use serde_json::{json, Value};
-use store::{RefTarget, Store};
 
 use crate::chain::Chain;
 use crate::BuildError;
@@ -58,7 +58,7 @@ pub(crate) fn get(store: &Store, key: &Digest) -> Option<Chain> {
     for l in record["layers"].as_array()? {
         let diff_id: Digest = l["digest"].as_str()?.parse().ok()?;
         let size = l["size"].as_u64()?;
-        if !image::layers::layer_available(store, &diff_id).ok()? {
+        if !rbuild_image::layers::layer_available(store, &diff_id).ok()? {
             return None;
         }
         layers.push(LayerDesc { diff_id, size });
@@ -131,7 +131,7 @@ pub(crate) fn export_local(
                 continue;
             };
             copy_blob(&blobs, &diff_id, || {
-                Ok(Box::new(image::layers::open_layer(store, &diff_id)?))
+                Ok(Box::new(rbuild_image::layers::open_layer(store, &diff_id)?))
             })?;
         }
         let record_digest = target.digest;
@@ -199,7 +199,7 @@ pub(crate) fn import_local(store: &Store, dir: &Path) -> Result<usize, BuildErro
             }
         }
         for d in &needed {
-            if !image::layers::layer_available(store, d)? {
+            if !rbuild_image::layers::layer_available(store, d)? {
                 store.put_file(&blob(d), Some(d))?;
             }
         }

@@ -29,9 +29,9 @@ use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use dockerfile::CacheSharing;
+use rbuild_dockerfile::CacheSharing;
+use rbuild_sandbox::{MountKind, MountSpec, Sandbox};
 use rustix::fs::FlockOperation;
-use sandbox::{MountKind, MountSpec, Sandbox};
 
 use crate::BuildError;
 
@@ -96,7 +96,7 @@ pub(crate) struct CacheMountGuard {
 /// The lock and bind mount for one cache mount of a step, creating the cache if needed. Blocks
 /// while another holder has a `locked` cache (or a `shared` one, for `locked`).
 pub(crate) fn prepare(
-    store: &store::Store,
+    store: &rbuild_store::Store,
     sandbox: &Sandbox,
     spec: CacheMountSpec<'_>,
 ) -> Result<(MountSpec, CacheMountGuard), BuildError> {
@@ -165,7 +165,7 @@ fn family_dir(root: &Path, spec: &CacheMountSpec<'_>) -> PathBuf {
         .collect();
     root.join("cache-mounts").join(format!(
         "{readable}-{}",
-        digest::Digest::of(identity.as_bytes()).short()
+        rbuild_digest::Digest::of(identity.as_bytes()).short()
     ))
 }
 
@@ -216,7 +216,7 @@ fn exists(path: &Path) -> Result<bool, BuildError> {
     }
 }
 
-fn sandbox_err(path: &Path, e: sandbox::SandboxError) -> BuildError {
+fn sandbox_err(path: &Path, e: rbuild_sandbox::SandboxError) -> BuildError {
     BuildError::io(path, io::Error::other(e.to_string()))
 }
 

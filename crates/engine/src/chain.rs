@@ -1,7 +1,7 @@
 //! The result of every vertex of the build graph: a layer chain.
 
-use digest::Digest;
-use image::LayerDesc;
+use rbuild_digest::Digest;
+use rbuild_image::LayerDesc;
 
 /// A layer chain and when its last layer was made (for the history), the result of every vertex.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -16,7 +16,7 @@ impl Chain {
     /// The chain's identity for keys: its chain id, or `scratch` for no layers.
     pub fn id(&self) -> String {
         let ids: Vec<Digest> = self.layers.iter().map(|l| l.diff_id).collect();
-        digest::chain_id(&ids)
+        rbuild_digest::chain_id(&ids)
             .map(|d| d.to_string())
             .unwrap_or_else(|| "scratch".into())
     }

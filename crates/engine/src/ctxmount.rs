@@ -7,10 +7,10 @@
 //! delete the user's sources. So the engine materializes the filtered context (or only the part
 //! `source=` names) into a directory of its own and binds that.
 //!
-//! The copy is made by [`context::copy`], the code COPY uses, so the filter, the resolution of
+//! The copy is made by [`rbuild_context::copy`], the code COPY uses, so the filter, the resolution of
 //! `source=` (symlinks followed inside the context, never out of it) and "not found" for an
 //! excluded or missing source are exactly COPY's and the cache key's
-//! ([`context::Context::digest_sources`]). File data goes through `copy_file_range`, which shares
+//! ([`rbuild_context::Context::digest_sources`]). File data goes through `copy_file_range`, which shares
 //! extents (a reflink) where the filesystem can; elsewhere (ext4) it is an in-kernel copy.
 //!
 //! What the step sees, as docker 20.10 (BuildKit) shows it: every entry owned by 0:0 (the docker
@@ -32,7 +32,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use context::{Context, ContextError, CopyRequest};
+use rbuild_context::{Context, ContextError, CopyRequest};
 
 use crate::fsutil::real_path_in_root;
 use crate::BuildError;
@@ -85,7 +85,7 @@ pub(crate) fn materialize(ctx: &Context, source: &str, dir: &Path) -> Result<Pat
 
 /// COPY of `source` from the context, `.dockerignore` applied, to `dir/context`, owned by 0:0.
 fn copy_filtered(ctx: &Context, source: &str, dir: &Path) -> Result<(), BuildError> {
-    context::copy(&CopyRequest {
+    rbuild_context::copy(&CopyRequest {
         src_root: ctx.root(),
         ignore: Some(ctx.ignore()),
         sources: &[source.to_string()],

@@ -10,7 +10,7 @@ pub enum BuildError {
     Request(String),
     /// The Dockerfile could not be parsed or planned; carries file, line and column.
     #[error(transparent)]
-    Dockerfile(#[from] dockerfile::ParseError),
+    Dockerfile(#[from] rbuild_dockerfile::ParseError),
     /// A Dockerfile could not be read.
     #[error("cannot read Dockerfile {path}: {source}")]
     ReadDockerfile {
@@ -47,16 +47,16 @@ pub enum BuildError {
     },
     /// The build context is unusable.
     #[error(transparent)]
-    Context(#[from] context::ContextError),
+    Context(#[from] rbuild_context::ContextError),
     /// The image store failed.
     #[error(transparent)]
-    Store(#[from] store::StoreError),
+    Store(#[from] rbuild_store::StoreError),
     /// Image handling (config, export, references) failed.
     #[error(transparent)]
-    Image(#[from] image::ImageError),
+    Image(#[from] rbuild_image::ImageError),
     /// Writing or applying a layer failed.
     #[error(transparent)]
-    Layer(#[from] layer::LayerError),
+    Layer(#[from] rbuild_layer::LayerError),
     /// A snapshot could not be prepared, mounted or committed.
     #[error("snapshot: {0}")]
     Snapshot(String),

@@ -11,9 +11,9 @@
 //! names is listed under `manifests` so the store's gc keeps it. `rbuild prune` drops them with
 //! the cache.
 
-use digest::Digest;
+use rbuild_digest::Digest;
+use rbuild_store::{RefTarget, Store};
 use serde_json::{json, Value};
-use store::{RefTarget, Store};
 
 use crate::graph::Step;
 use crate::ops::KeyParts;
@@ -114,7 +114,7 @@ pub(crate) fn record(
     step: &Step,
     parts: &KeyParts,
     manifest: &dyn Fn() -> Option<Digest>,
-) -> Result<(), store::StoreError> {
+) -> Result<(), rbuild_store::StoreError> {
     if let Some(prev) = previous(store, &step.lineage) {
         if prev["key"].as_str() == Some(parts.key.to_string().as_str())
             && prev["text"].as_str() == Some(step.id.text.as_str())

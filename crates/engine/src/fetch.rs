@@ -55,7 +55,7 @@ pub fn fetch(
     };
     let expected = match checksum {
         Some(c) => Some(
-            c.parse::<digest::Digest>()
+            c.parse::<rbuild_digest::Digest>()
                 .map_err(|e| err(format!("invalid --checksum: {e}")))?,
         ),
         None => None,
@@ -77,7 +77,7 @@ pub fn fetch(
         });
     let path = dir.join(name);
     let file = std::fs::File::create(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-    let mut w = digest::DigestWriter::new(std::io::BufWriter::new(file));
+    let mut w = rbuild_digest::DigestWriter::new(std::io::BufWriter::new(file));
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = resp.read(&mut buf).map_err(|e| err(e.to_string()))?;

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use digest::Digest;
+use rbuild_digest::Digest;
 
 use crate::key::Key;
 use crate::ops::Op;

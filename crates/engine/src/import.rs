@@ -4,10 +4,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use dockerfile::Platform;
-use image::config::{History, ImageConfig};
-use image::reference::Reference;
-use image::{Images, LayerDesc, LocalImage};
+use rbuild_dockerfile::Platform;
+use rbuild_image::config::{History, ImageConfig};
+use rbuild_image::reference::Reference;
+use rbuild_image::{Images, LayerDesc, LocalImage};
 
 use crate::BuildError;
 
@@ -21,14 +21,14 @@ pub fn import_rootfs(
 ) -> Result<LocalImage, BuildError> {
     let _lock = images.store().lock_shared()?;
     let f = std::fs::File::open(path).map_err(|e| BuildError::io(path, e))?;
-    let mut r = layer::compress::decompress(f).map_err(|e| BuildError::io(path, e))?;
+    let mut r = rbuild_layer::compress::decompress(f).map_err(|e| BuildError::io(path, e))?;
     let mut ingest = images.store().ingest()?;
     std::io::copy(&mut r, &mut ingest).map_err(|e| BuildError::io(path, e))?;
     ingest.flush().map_err(|e| BuildError::io(path, e))?;
     // Reading the whole layer once proves it is a tar before it becomes an image.
     let (diff_id, size) = ingest.commit(None)?;
     let blob = images.store().open_blob(&diff_id)?;
-    layer::list_layer(std::io::BufReader::new(blob))?;
+    rbuild_layer::list_layer(std::io::BufReader::new(blob))?;
     let mut config = ImageConfig::empty(
         &platform.os,
         &platform.architecture,

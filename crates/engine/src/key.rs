@@ -20,7 +20,7 @@
 //! Lengths make `("a","bc")` and `("ab","c")` different; the type byte makes an absent value
 //! differ from an empty one. What each op writes is documented where it writes it (`ops/`).
 
-use digest::{Digest, Hasher};
+use rbuild_digest::{Digest, Hasher};
 
 /// The version of the encoding and of the op semantics keys stand for. Bump it when an op's
 /// result would change for the same fields (for instance, a new default), so old records are

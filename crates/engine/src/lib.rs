@@ -12,8 +12,8 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use engine::{Builder, BuilderOptions, BuildRequest, NoProgress};
-//! # async fn run() -> Result<(), engine::BuildError> {
+//! use rbuild_engine::{Builder, BuilderOptions, BuildRequest, NoProgress};
+//! # async fn run() -> Result<(), rbuild_engine::BuildError> {
 //! let builder = Builder::open(BuilderOptions { root: "/tmp/rbuild-store".into(), registry: Default::default() })?;
 //! let req = BuildRequest { context: ".".into(), tags: vec!["app:1".into()], ..Default::default() };
 //! let out = builder.build(req, Arc::new(NoProgress)).await?;
@@ -58,9 +58,9 @@ pub use shared::Cancel;
 pub use solve::Explained;
 
 /// Re-exported for `rbuild build --check` and other front-end uses.
-pub use dockerfile;
+pub use rbuild_dockerfile as dockerfile;
 /// Re-exported so embedders can list, tag, export and load images without naming more crates.
-pub use image;
-/// Re-exported so a program's `main` can call [`sandbox::enter_user_namespace`] before it starts
+pub use rbuild_image as image;
+/// Re-exported so a program's `main` can call [`rbuild_sandbox::enter_user_namespace`] before it starts
 /// threads, which rootless builds of images with several owners need.
-pub use sandbox;
+pub use rbuild_sandbox as sandbox;

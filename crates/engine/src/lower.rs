@@ -11,12 +11,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use digest::Digest;
-use dockerfile::{
+use rbuild_digest::Digest;
+use rbuild_dockerfile::{
     Base, Command, Instruction, InstructionKind, NetworkMode, Plan, PlanOptions, Scope,
 };
-use image::config::{History, ImageConfig};
-use image::{Images, LocalImage};
+use rbuild_image::config::{History, ImageConfig};
+use rbuild_image::{Images, LocalImage};
 
 use crate::fsutil::join_workdir;
 use crate::graph::{Graph, Step, VertexId};
@@ -142,7 +142,7 @@ impl Lowering<'_, '_> {
         // ONBUILD triggers of the base run first, then the image no longer carries them.
         let mut instrs: Vec<Instruction> = Vec::new();
         for trigger in st.config.take_onbuild() {
-            let df = dockerfile::parse(&plan.file_name, &trigger)?;
+            let df = rbuild_dockerfile::parse(&plan.file_name, &trigger)?;
             for mut instr in df.instructions {
                 instr.line = stage.line;
                 instrs.push(instr);
@@ -212,7 +212,7 @@ impl Lowering<'_, '_> {
         match &stage.base {
             Base::Scratch => {
                 let platform = match &stage.platform {
-                    Some(p) => dockerfile::Platform::parse(p).map_err(|e| {
+                    Some(p) => rbuild_dockerfile::Platform::parse(p).map_err(|e| {
                         BuildError::Request(format!(
                             "{}:{}: invalid platform {p:?}: {e}",
                             self.plan.file_name, stage.line
@@ -284,12 +284,12 @@ impl Lowering<'_, '_> {
     /// The vertex of a `--from` (another stage's filesystem, or an image's).
     fn input_of(&mut self, from: &str, step: &StepId) -> Result<VertexId, BuildError> {
         let found = match self.plan.resolve_from(from) {
-            dockerfile::FromRef::Stage(j) => self
+            rbuild_dockerfile::FromRef::Stage(j) => self
                 .done
                 .get(&j)
                 .map(|s| s.fs)
                 .ok_or_else(|| format!("stage {from:?} has not been built")),
-            dockerfile::FromRef::Image(name) => self.image(&name).map(|(_, v)| v),
+            rbuild_dockerfile::FromRef::Image(name) => self.image(&name).map(|(_, v)| v),
         };
         found.map_err(|message| BuildError::Step {
             file: self.plan.file_name.clone(),
@@ -321,7 +321,8 @@ impl Lowering<'_, '_> {
                 };
                 (FsOp::File(Box::new(op)), vec![])
             }
-            InstructionKind::Copy(copy) | InstructionKind::Add(dockerfile::Add { copy, .. }) => {
+            InstructionKind::Copy(copy)
+            | InstructionKind::Add(rbuild_dockerfile::Add { copy, .. }) => {
                 let add = match &instr.kind {
                     InstructionKind::Add(a) => Some(a.clone()),
                     _ => None,
@@ -342,7 +343,7 @@ impl Lowering<'_, '_> {
                 }
                 let op = FileOp::Copy(Box::new(CopyOp {
                     add: add.map(|mut a| {
-                        a.copy = dockerfile::Copy::default();
+                        a.copy = rbuild_dockerfile::Copy::default();
                         a
                     }),
                     copy,
@@ -362,10 +363,10 @@ impl Lowering<'_, '_> {
                 let mut mount_inputs = Vec::new();
                 for m in &run.mounts {
                     match m {
-                        dockerfile::Mount::Bind {
+                        rbuild_dockerfile::Mount::Bind {
                             from: Some(from), ..
                         }
-                        | dockerfile::Mount::Cache {
+                        | rbuild_dockerfile::Mount::Cache {
                             from: Some(from), ..
                         } => {
                             extra.push(self.input_of(from, step)?);
@@ -426,7 +427,8 @@ impl Lowering<'_, '_> {
         let images = self.env.images;
         if let Some(rest) = name.strip_prefix("oci-layout://") {
             let (path, tag) = split_layout_ref(rest);
-            let loaded = image::import::load(images, Path::new(path)).map_err(|e| e.to_string())?;
+            let loaded =
+                rbuild_image::import::load(images, Path::new(path)).map_err(|e| e.to_string())?;
             let pick = loaded.iter().find(|l| match tag {
                 Some(t) => l.names.iter().any(|n| n.tag() == Some(t)),
                 None => true,
@@ -504,7 +506,7 @@ fn history(created_by: String, empty_layer: bool) -> History {
 }
 
 /// The argv a RUN executes: shell form through SHELL; heredocs as docker runs them.
-fn exec_argv(c: &ImageConfig, run: &dockerfile::Run) -> Vec<String> {
+fn exec_argv(c: &ImageConfig, run: &rbuild_dockerfile::Run) -> Vec<String> {
     let shell = meta::shell_of(c);
     match &run.command {
         Command::Exec(v) => v.clone(),

@@ -1,8 +1,8 @@
 //! What config-only instructions do to the image config, and the history text BuildKit gives
 //! each instruction; applied while lowering, since none of it depends on a step's result.
 
-use dockerfile::{Command, Instruction, InstructionKind};
-use image::config::{HealthConfig, ImageConfig};
+use rbuild_dockerfile::{Command, Instruction, InstructionKind};
+use rbuild_image::config::{HealthConfig, ImageConfig};
 
 /// The default PATH BuildKit gives a stage whose base sets none.
 pub(crate) const DEFAULT_PATH: &str =
@@ -89,7 +89,7 @@ pub(crate) fn apply(st: &mut StageConfig, raw: &Instruction, instr: &Instruction
         }
         InstructionKind::Expose(ports) => {
             let mut keys = Vec::new();
-            for key in ports.iter().flat_map(|p| dockerfile::expose_keys(p)) {
+            for key in ports.iter().flat_map(|p| rbuild_dockerfile::expose_keys(p)) {
                 c.expose(&key);
                 keys.push(key);
             }
@@ -143,11 +143,11 @@ pub(crate) fn apply(st: &mut StageConfig, raw: &Instruction, instr: &Instruction
         }
         InstructionKind::Healthcheck(hc) => {
             let health = match hc {
-                dockerfile::Healthcheck::None => HealthConfig {
+                rbuild_dockerfile::Healthcheck::None => HealthConfig {
                     test: Some(vec!["NONE".into()]),
                     ..Default::default()
                 },
-                dockerfile::Healthcheck::Check {
+                rbuild_dockerfile::Healthcheck::Check {
                     command,
                     interval,
                     timeout,

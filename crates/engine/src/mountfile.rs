@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use sandbox::Sandbox;
+use rbuild_sandbox::Sandbox;
 
 use crate::BuildError;
 
@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn proxy_forwards_every_connection_and_stops_on_drop() {
-        let sb = Sandbox::new(sandbox::SandboxOptions::default()).unwrap();
+        let sb = Sandbox::new(rbuild_sandbox::SandboxOptions::default()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (real, ours) = (dir.path().join("agent"), dir.path().join("proxy"));
         let served = agent(&real, 2);
@@ -200,7 +200,7 @@ mod tests {
     /// Run as root, as the suite is: the file is chowned directly.
     #[test]
     fn secret_file_gets_owner_and_mode() {
-        let sb = Sandbox::new(sandbox::SandboxOptions::default()).unwrap();
+        let sb = Sandbox::new(rbuild_sandbox::SandboxOptions::default()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("s");
         let access = FileAccess {

@@ -2,7 +2,7 @@
 //!
 //! Pulled layers arrive compressed and stay that way: the compressed blob is recorded as the
 //! variant of its diff id and is decoded (and verified against the diff id) only when a snapshot
-//! unpacks it or an export needs the uncompressed tar (`image::layers::open_layer`). A pull is
+//! unpacks it or an export needs the uncompressed tar (`rbuild_image::layers::open_layer`). A pull is
 //! therefore as fast as fetching the blobs, and a push or export reuses them without recompressing.
 //! Until a layer is decoded its `LayerDesc::size` is the compressed size.
 //! The config is kept byte for byte, so a pulled image has the same id as in the registry (and in
@@ -12,17 +12,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 
-use digest::Digest;
-use dockerfile::Platform;
-use image::export::ExportCompression;
-use image::manifest::{
+use rbuild_digest::Digest;
+use rbuild_dockerfile::Platform;
+use rbuild_image::export::ExportCompression;
+use rbuild_image::manifest::{
     Descriptor, Manifest, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_GZIP,
     MEDIA_TYPE_OCI_LAYER_ZSTD, MEDIA_TYPE_OCI_MANIFEST,
 };
-use image::reference::Reference;
-use image::{ImageError, Images, LayerDesc, LocalImage};
-use registry::{BlockingClient, ClientOptions, PullEvent, PushEvent, PushOptions, RegistryError};
-use store::{StoreError, Variant};
+use rbuild_image::reference::Reference;
+use rbuild_image::{ImageError, Images, LayerDesc, LocalImage};
+use rbuild_registry::{
+    BlockingClient, ClientOptions, PullEvent, PushEvent, PushOptions, RegistryError,
+};
+use rbuild_store::{StoreError, Variant};
 
 pub use crate::progress::{BlobState, Direction, RegistryEvent};
 use crate::progress::{Event, ProgressSink};
@@ -204,8 +206,8 @@ fn push_event(progress: &dyn ProgressSink, ev: PushEvent) {
     }
 }
 
-fn to_registry_platform(p: &Platform) -> registry::Platform {
-    registry::Platform {
+fn to_registry_platform(p: &Platform) -> rbuild_registry::Platform {
+    rbuild_registry::Platform {
         architecture: p.architecture.clone(),
         os: p.os.clone(),
         variant: p.variant.clone(),
@@ -245,7 +247,7 @@ pub fn pull_image(
     images: &Images,
     client: &BlockingClient,
     reference: &Reference,
-    platform: &registry::Platform,
+    platform: &rbuild_registry::Platform,
     progress: &dyn ProgressSink,
 ) -> Result<LocalImage, TransferError> {
     let rname = reference.to_string();
@@ -267,7 +269,7 @@ pub fn pull_image(
     let diff_ids = diff_ids_of(&resolved.config_bytes, &rname)?;
     let mut all_local = true;
     for d in &diff_ids {
-        all_local &= image::layers::layer_available(store, d)?;
+        all_local &= rbuild_image::layers::layer_available(store, d)?;
     }
     let (manifest, manifest_digest, config_bytes) = if all_local {
         for l in &resolved.manifest.layers {
@@ -337,7 +339,7 @@ const MAX_SOURCES_PER_BLOB: usize = 3;
 /// Records that `reference`'s repository holds `blobs`, so a later push to the same registry
 /// mounts them instead of uploading. The records are hints: failing to write one only warns.
 fn record_sources<'a>(
-    store: &store::Store,
+    store: &rbuild_store::Store,
     blobs: impl Iterator<Item = &'a Digest>,
     reference: &Reference,
     progress: &dyn ProgressSink,
@@ -356,7 +358,7 @@ fn record_sources<'a>(
 /// The recorded repositories of `dest`'s registry (other than `dest` itself) holding each blob,
 /// for cross-repository mounts; unreadable records are skipped (they are hints).
 fn mount_sources<'a>(
-    store: &store::Store,
+    store: &rbuild_store::Store,
     blobs: impl Iterator<Item = &'a Digest>,
     dest: &Reference,
 ) -> HashMap<Digest, Vec<Reference>> {
@@ -384,7 +386,7 @@ fn pinned(reference: &Reference, digest: &Digest) -> Result<Reference, TransferE
 }
 
 fn diff_ids_of(config: &[u8], reference: &str) -> Result<Vec<Digest>, TransferError> {
-    let cfg = image::config::ImageConfig::from_json(config).map_err(|e| match e {
+    let cfg = rbuild_image::config::ImageConfig::from_json(config).map_err(|e| match e {
         ImageError::Json { source, .. } => ImageError::Json {
             what: format!("image config of {reference}"),
             source,
@@ -397,9 +399,9 @@ fn diff_ids_of(config: &[u8], reference: &str) -> Result<Vec<Digest>, TransferEr
 /// The store-variant name and OCI media type for a pulled layer's media type, or `None` when the
 /// layer is not compressed (its blob is already the uncompressed form).
 fn variant_kind(media_type: &str) -> Option<(&'static str, &'static str)> {
-    match layer::compress::Compression::from_media_type(media_type) {
-        layer::compress::Compression::Gzip => Some(("gzip", MEDIA_TYPE_OCI_LAYER_GZIP)),
-        layer::compress::Compression::Zstd => Some(("zstd", MEDIA_TYPE_OCI_LAYER_ZSTD)),
+    match rbuild_layer::compress::Compression::from_media_type(media_type) {
+        rbuild_layer::compress::Compression::Gzip => Some(("gzip", MEDIA_TYPE_OCI_LAYER_GZIP)),
+        rbuild_layer::compress::Compression::Zstd => Some(("zstd", MEDIA_TYPE_OCI_LAYER_ZSTD)),
         _ => None,
     }
 }
@@ -426,7 +428,7 @@ fn record_layer(
             return Ok((desc.size, false));
         }
         // Neither form is here but the layer is available through another variant (all_local).
-        if image::layers::layer_available(store, diff_id)? {
+        if rbuild_image::layers::layer_available(store, diff_id)? {
             return Ok((desc.size, false));
         }
     }
@@ -435,7 +437,7 @@ fn record_layer(
 }
 
 fn remember_variant(
-    store: &store::Store,
+    store: &rbuild_store::Store,
     desc: &Descriptor,
     diff_id: &Digest,
     name: &str,
@@ -468,8 +470,9 @@ fn decode_layer(
             layer: desc.digest,
             source,
         };
-        let mut r = layer::compress::decompress(std::io::BufReader::with_capacity(1 << 20, src))
-            .map_err(dec_err)?;
+        let mut r =
+            rbuild_layer::compress::decompress(std::io::BufReader::with_capacity(1 << 20, src))
+                .map_err(dec_err)?;
         let mut ingest = store.ingest()?;
         std::io::copy(&mut r, &mut ingest).map_err(dec_err)?;
         ingest.flush().map_err(dec_err)?;
@@ -543,7 +546,7 @@ pub fn push_image(
     let _lock = store.lock_shared()?;
     let mut layers = Vec::with_capacity(image.layers.len());
     for l in &image.layers {
-        layers.push(image::export::layer_variant(
+        layers.push(rbuild_image::export::layer_variant(
             images,
             &l.diff_id,
             settings.compression,
@@ -606,7 +609,7 @@ pub fn push_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::manifest::MEDIA_TYPE_OCI_LAYER;
+    use rbuild_image::manifest::MEDIA_TYPE_OCI_LAYER;
 
     #[test]
     fn variant_kinds_follow_media_types() {

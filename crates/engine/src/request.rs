@@ -110,7 +110,7 @@ pub enum Output {
         /// References to push to; empty means every `-t` tag of the request.
         names: Vec<String>,
         /// Layer compression (`compression=gzip|zstd|uncompressed`).
-        compression: image::export::ExportCompression,
+        compression: rbuild_image::export::ExportCompression,
     },
 }
 
@@ -150,9 +150,9 @@ impl Output {
                 "name" => names.push(v.trim().to_string()),
                 "compression" => {
                     compression = Some(match v.trim() {
-                        "gzip" => image::export::ExportCompression::Gzip,
-                        "zstd" => image::export::ExportCompression::Zstd,
-                        "uncompressed" => image::export::ExportCompression::None,
+                        "gzip" => rbuild_image::export::ExportCompression::Gzip,
+                        "zstd" => rbuild_image::export::ExportCompression::Zstd,
+                        "uncompressed" => rbuild_image::export::ExportCompression::None,
                         other => {
                             return Err(bad(&format!(
                                 "compression={other} is not gzip, zstd or uncompressed"
@@ -235,14 +235,14 @@ mod tests {
                 "type=registry,name=localhost:5000/a:1,compression=zstd",
                 Some(Output::Registry {
                     names: vec!["localhost:5000/a:1".into()],
-                    compression: image::export::ExportCompression::Zstd,
+                    compression: rbuild_image::export::ExportCompression::Zstd,
                 }),
             ),
             (
                 "type=image,push=true",
                 Some(Output::Registry {
                     names: vec![],
-                    compression: image::export::ExportCompression::Gzip,
+                    compression: rbuild_image::export::ExportCompression::Gzip,
                 }),
             ),
             ("type=registry,compression=lz4", None),

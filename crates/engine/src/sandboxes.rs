@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use sandbox::{Sandbox, SandboxOptions};
+use rbuild_sandbox::{Sandbox, SandboxOptions};
 
 use crate::BuildError;
 
@@ -35,10 +35,10 @@ impl Sandboxes {
     /// The map every layer must be written with so it records the ids steps saw in their user
     /// namespace rather than the host's (`None` as root without one). Without a usable sandbox a
     /// non-root build still maps its own ids to container root, since that is what it wrote.
-    pub(crate) fn id_map(&self) -> Option<layer::IdMap> {
-        let conv = |r: &[sandbox::MapRange]| -> Vec<layer::IdRange> {
+    pub(crate) fn id_map(&self) -> Option<rbuild_layer::IdMap> {
+        let conv = |r: &[rbuild_sandbox::MapRange]| -> Vec<rbuild_layer::IdRange> {
             r.iter()
-                .map(|r| layer::IdRange {
+                .map(|r| rbuild_layer::IdRange {
                     container: r.container,
                     host: r.host,
                     size: r.size,
@@ -46,7 +46,7 @@ impl Sandboxes {
                 .collect()
         };
         match self.get() {
-            Ok(sb) => sb.id_map().map(|m| layer::IdMap {
+            Ok(sb) => sb.id_map().map(|m| rbuild_layer::IdMap {
                 uids: conv(&m.uids),
                 gids: conv(&m.gids),
             }),
@@ -55,13 +55,13 @@ impl Sandboxes {
                 if uid.is_root() {
                     return None;
                 }
-                Some(layer::IdMap {
-                    uids: conv(&[sandbox::MapRange {
+                Some(rbuild_layer::IdMap {
+                    uids: conv(&[rbuild_sandbox::MapRange {
                         container: 0,
                         host: uid.as_raw(),
                         size: 1,
                     }]),
-                    gids: conv(&[sandbox::MapRange {
+                    gids: conv(&[rbuild_sandbox::MapRange {
                         container: 0,
                         host: gid.as_raw(),
                         size: 1,

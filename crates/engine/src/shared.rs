@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use image::Images;
+use rbuild_image::Images;
 
 use crate::progress::{Event, ProgressSink, StepId};
 use crate::request::BuildRequest;
@@ -45,9 +45,9 @@ impl Cancel {
 /// The build's read-only context, borrowed by every op while the graph runs.
 pub(crate) struct Shared<'a> {
     pub images: &'a Images,
-    pub snap: &'a snapshot::Snapshotter,
+    pub snap: &'a rbuild_snapshot::Snapshotter,
     pub sandbox: &'a Sandboxes,
-    pub context: &'a context::Context,
+    pub context: &'a rbuild_context::Context,
     pub req: &'a BuildRequest,
     pub progress: &'a dyn ProgressSink,
     /// Raised by the caller or by the first failing step.
@@ -55,7 +55,7 @@ pub(crate) struct Shared<'a> {
     /// The Dockerfile's name, for step errors.
     pub file_name: &'a str,
     /// The id map layers are written with (computed once: it reads the sandbox's set-up).
-    pub id_map: Option<layer::IdMap>,
+    pub id_map: Option<rbuild_layer::IdMap>,
 }
 
 impl Shared<'_> {
@@ -72,8 +72,8 @@ impl Shared<'_> {
 
     /// How layers are written: timestamps clamped to `SOURCE_DATE_EPOCH`, owners mapped back to
     /// the ids the steps saw.
-    pub fn write_options(&self) -> layer::WriteOptions {
-        layer::WriteOptions {
+    pub fn write_options(&self) -> rbuild_layer::WriteOptions {
+        rbuild_layer::WriteOptions {
             source_date_epoch: self.req.source_date_epoch,
             id_map: self.id_map.clone(),
             ..Default::default()

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use digest::Digest;
+use rbuild_digest::Digest;
 
 use crate::chain::Chain;
 use crate::explain;
@@ -299,7 +299,7 @@ fn changed_files(sh: &Shared<'_>, parts: &KeyParts, old: Option<&str>) -> Option
     let new = parts.sources.as_ref()?.manifest.as_ref()?;
     let old: Digest = old?.parse().ok()?;
     let bytes = sh.images.store().read_blob(&old).ok()?;
-    let old = context::SourceManifest::from_bytes(&bytes).ok()?;
+    let old = rbuild_context::SourceManifest::from_bytes(&bytes).ok()?;
     Some(
         new.changes(&old)
             .into_iter()

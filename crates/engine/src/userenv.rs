@@ -9,7 +9,7 @@ pub(crate) fn add_home(env: &mut Vec<String>, passwd: Option<&[u8]>, uid: u32) {
         return;
     }
     let home = passwd
-        .and_then(|p| context::passwd::home_of_uid(&String::from_utf8_lossy(p), uid))
+        .and_then(|p| rbuild_context::passwd::home_of_uid(&String::from_utf8_lossy(p), uid))
         .unwrap_or_else(|| "/".to_string());
     env.push(format!("HOME={home}"));
 }

@@ -9,8 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
-use digest::Digest;
-use snapshot::{Active, MountPlan, Snapshotter};
+use rbuild_digest::Digest;
+use rbuild_snapshot::{Active, MountPlan, Snapshotter};
 
 use crate::BuildError;
 
@@ -23,14 +23,14 @@ pub struct View<'s> {
     dir: Option<PathBuf>,
     /// Owners file steps gave paths, recorded in the layer even where the filesystem could not
     /// store them (a rootless `COPY --chown` to a subordinate id).
-    owners: Vec<layer::OwnerOverride>,
+    owners: Vec<rbuild_layer::OwnerOverride>,
 }
 
 /// An overlay mounted by the engine itself (root only); unmounted on drop so a failing step never
 /// leaves a mount behind.
 struct OverlayMount {
     target: PathBuf,
-    _dir: store::ScratchDir,
+    _dir: rbuild_store::ScratchDir,
 }
 
 impl Drop for OverlayMount {
@@ -39,7 +39,7 @@ impl Drop for OverlayMount {
     }
 }
 
-fn snap_err(e: snapshot::SnapshotError) -> BuildError {
+fn snap_err(e: rbuild_snapshot::SnapshotError) -> BuildError {
     BuildError::Snapshot(e.to_string())
 }
 
@@ -63,7 +63,7 @@ impl<'s> View<'s> {
     /// Prepares and makes the snapshot writable through a host path (COPY, ADD, WORKDIR).
     pub fn open(
         snap: &'s Snapshotter,
-        store: &store::Store,
+        store: &rbuild_store::Store,
         chain: &[Digest],
     ) -> Result<View<'s>, BuildError> {
         let mut v = View::prepare(snap, chain)?;
@@ -106,7 +106,7 @@ impl<'s> View<'s> {
 
     /// Remembers the owner a copy gave every path it wrote, so the layer records it even when
     /// this (rootless) process could not chown to it.
-    pub fn record_owner(&mut self, out: &context::CopyOutcome) {
+    pub fn record_owner(&mut self, out: &rbuild_context::CopyOutcome) {
         let Some((uid, gid)) = out.owner else {
             return;
         };
@@ -118,7 +118,7 @@ impl<'s> View<'s> {
             return;
         }
         self.owners
-            .extend(out.changed.iter().map(|c| layer::OwnerOverride {
+            .extend(out.changed.iter().map(|c| rbuild_layer::OwnerOverride {
                 rel: c.rel.clone(),
                 recursive: c.recursive,
                 uid,
@@ -129,9 +129,9 @@ impl<'s> View<'s> {
     /// Writes what changed as a layer into the store; `None` when nothing changed.
     pub fn commit(
         mut self,
-        opts: &layer::WriteOptions,
+        opts: &rbuild_layer::WriteOptions,
         exclude: &[PathBuf],
-    ) -> Result<snapshot::Committed, BuildError> {
+    ) -> Result<rbuild_snapshot::Committed, BuildError> {
         self.mount = None;
         let active = self
             .active

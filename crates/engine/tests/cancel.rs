@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::mpsc;
 
-use engine::{BuildError, BuildRequest, Builder, BuilderOptions, Cancel, Event};
+use rbuild_engine::{BuildError, BuildRequest, Builder, BuilderOptions, Cancel, Event};
 
 /// A one-layer busybox image tagged `bb:1` (Debian's busybox-static).
 fn busybox_image(builder: &Builder, dir: &Path) {
@@ -31,12 +31,12 @@ fn busybox_image(builder: &Builder, dir: &Path) {
         .status()
         .unwrap();
     assert!(st.success());
-    let reference = engine::image::reference::Reference::parse("bb:1").unwrap();
-    engine::import_rootfs(
+    let reference = rbuild_engine::image::reference::Reference::parse("bb:1").unwrap();
+    rbuild_engine::import_rootfs(
         builder.images(),
         &tar,
         Some(&reference),
-        &engine::host_platform(),
+        &rbuild_engine::host_platform(),
         None,
     )
     .unwrap();
@@ -119,5 +119,7 @@ fn cancelling_a_running_build_stops_it_and_leaves_the_store_clean() {
         dockerfile_text: Some("FROM bb:1\nRUN echo fine > /fine\n".into()),
         ..Default::default()
     };
-    builder.build_blocking(&ok, &engine::NoProgress).unwrap();
+    builder
+        .build_blocking(&ok, &rbuild_engine::NoProgress)
+        .unwrap();
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use digest::Digest;
+use rbuild_digest::Digest;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::ImageError;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use digest::Digest;
+use rbuild_digest::Digest;
 
 /// Everything that can go wrong with images; each variant carries what the user needs to act on it
 /// (the offending name, digest or file inside an archive).
@@ -92,10 +92,10 @@ pub enum ImageError {
     MissingBlob(Digest),
     /// The content store failed.
     #[error(transparent)]
-    Store(#[from] store::StoreError),
+    Store(#[from] rbuild_store::StoreError),
     /// Applying or writing a layer failed.
     #[error(transparent)]
-    Layer(#[from] layer::LayerError),
+    Layer(#[from] rbuild_layer::LayerError),
     /// A stored compressed variant does not decompress to its layer's diff id.
     #[error(transparent)]
     CorruptVariant(#[from] crate::layers::CorruptVariant),

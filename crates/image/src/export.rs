@@ -6,8 +6,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use digest::Digest;
-use store::Variant;
+use rbuild_digest::Digest;
+use rbuild_store::Variant;
 
 use crate::archive::{DirSink, Sink, TarSink};
 use crate::manifest::{
@@ -48,11 +48,11 @@ impl ExportCompression {
         }
     }
 
-    fn codec(self) -> layer::compress::Compression {
+    fn codec(self) -> rbuild_layer::compress::Compression {
         match self {
-            ExportCompression::None => layer::compress::Compression::None,
-            ExportCompression::Gzip => layer::compress::Compression::Gzip,
-            ExportCompression::Zstd => layer::compress::Compression::Zstd,
+            ExportCompression::None => rbuild_layer::compress::Compression::None,
+            ExportCompression::Gzip => rbuild_layer::compress::Compression::Gzip,
+            ExportCompression::Zstd => rbuild_layer::compress::Compression::Zstd,
         }
     }
 }
@@ -80,7 +80,7 @@ pub fn layer_variant(
     let mut src = images.open_layer(diff_id)?;
     let ingest = store.ingest()?;
     let what = format!("layer {diff_id}");
-    let ingest = match layer::compress::compress(&mut src, ingest, c.codec(), None) {
+    let ingest = match rbuild_layer::compress::compress(&mut src, ingest, c.codec(), None) {
         Ok(i) => i,
         Err(e) => {
             // A corrupt variant surfaces here first; name it rather than the io wrapper.
@@ -300,7 +300,9 @@ pub fn docker_archive<W: Write>(
         let mut diff_ids = Vec::new();
         for l in &img.layers {
             diff_ids.push(l.diff_id);
-            let v1 = digest::chain_id(&diff_ids).unwrap_or(l.diff_id).hex();
+            let v1 = rbuild_digest::chain_id(&diff_ids)
+                .unwrap_or(l.diff_id)
+                .hex();
             let path = format!("{v1}/layer.tar");
             if !sink.has(&path) {
                 sink.add_bytes(&format!("{v1}/VERSION"), b"1.0")?;

@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use digest::Digest;
-use store::{RefTarget, Store};
+use rbuild_digest::Digest;
+use rbuild_store::{RefTarget, Store};
 
 use crate::config::ImageConfig;
 use crate::manifest::{
@@ -144,7 +144,7 @@ pub struct PruneStats {
     /// Bytes of blobs deleted ("Total reclaimed space").
     pub bytes_freed: u64,
     /// What the store's garbage collection reclaimed.
-    pub gc: store::GcStats,
+    pub gc: rbuild_store::GcStats,
 }
 
 /// Handle for image operations over one content store; cheap to pass around, holds no global state.

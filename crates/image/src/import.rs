@@ -9,9 +9,9 @@
 use std::io::{self, Cursor, Read};
 use std::path::Path;
 
-use digest::Digest;
+use rbuild_digest::Digest;
+use rbuild_store::{StoreError, Variant};
 use serde::Deserialize;
-use store::{StoreError, Variant};
 
 use crate::archive::{DirSource, Source, TarSource};
 use crate::config::ImageConfig;
@@ -72,15 +72,15 @@ pub fn load(images: &Images, path: &Path) -> Result<Vec<Loaded>, ImageError> {
         let mut f = std::fs::File::open(path).map_err(|e| ImageError::io(path, e))?;
         read_up_to(&mut f, &mut head).map_err(|e| ImageError::io(path, e))?
     };
-    let codec = layer::compress::detect(head.get(..n).unwrap_or(&[]));
-    if matches!(codec, layer::compress::Compression::None) {
+    let codec = rbuild_layer::compress::detect(head.get(..n).unwrap_or(&[]));
+    if matches!(codec, rbuild_layer::compress::Compression::None) {
         return load_from(images, &TarSource::open(path)?);
     }
     // A compressed archive cannot be read by offset: decompress it once into the store's temp area.
     let tmp = images.store().temp_dir("load")?;
     let plain = tmp.path().join("archive.tar");
     let f = std::fs::File::open(path).map_err(|e| ImageError::io(path, e))?;
-    let mut r = layer::compress::decompress(f).map_err(|e| ImageError::io(path, e))?;
+    let mut r = rbuild_layer::compress::decompress(f).map_err(|e| ImageError::io(path, e))?;
     let mut out = std::fs::File::create(&plain).map_err(|e| ImageError::io(&plain, e))?;
     io::copy(&mut r, &mut out).map_err(|e| ImageError::io(path, e))?;
     drop(out);
@@ -390,9 +390,9 @@ fn import_layer(
     let mut head = [0u8; 8];
     let n = read_up_to(&mut raw, &mut head).map_err(|e| ImageError::io(src.archive(), e))?;
     let head = head.get(..n).unwrap_or(&[]).to_vec();
-    let codec = layer::compress::detect(&head);
+    let codec = rbuild_layer::compress::detect(&head);
     let rejoined: crate::archive::FileReader = Box::new(Cursor::new(head).chain(raw));
-    let compressed = !matches!(codec, layer::compress::Compression::None);
+    let compressed = !matches!(codec, rbuild_layer::compress::Compression::None);
 
     // A compressed blob with a known digest is stored (verified) first and kept as the variant.
     let mut variant = None;
@@ -405,8 +405,12 @@ fn import_layer(
                 .commit(Some(&d.digest))
                 .map_err(|e| mismatch(e, src, file, true))?;
             let name = match codec {
-                layer::compress::Compression::Gzip => Some(("gzip", MEDIA_TYPE_OCI_LAYER_GZIP)),
-                layer::compress::Compression::Zstd => Some(("zstd", MEDIA_TYPE_OCI_LAYER_ZSTD)),
+                rbuild_layer::compress::Compression::Gzip => {
+                    Some(("gzip", MEDIA_TYPE_OCI_LAYER_GZIP))
+                }
+                rbuild_layer::compress::Compression::Zstd => {
+                    Some(("zstd", MEDIA_TYPE_OCI_LAYER_ZSTD))
+                }
                 _ => None,
             };
             variant = name.map(|(n, mt)| {
@@ -423,7 +427,7 @@ fn import_layer(
         }
         _ => rejoined,
     };
-    let mut plain = layer::compress::decompress(plain_source)
+    let mut plain = rbuild_layer::compress::decompress(plain_source)
         .map_err(|e| bad(src, format!("layer {file}: {e}")))?;
     let mut ingest = store.ingest()?;
     io::copy(&mut plain, &mut ingest).map_err(|e| bad(src, format!("layer {file}: {e}")))?;

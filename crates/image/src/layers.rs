@@ -7,8 +7,8 @@
 
 use std::io::{self, BufReader, Read};
 
-use digest::{Digest, Hasher};
-use store::{Store, Variant};
+use rbuild_digest::{Digest, Hasher};
+use rbuild_store::{Store, Variant};
 
 use crate::ImageError;
 
@@ -133,8 +133,9 @@ impl Read for LayerReader {
 /// whose blob is present and whose media type names a codec we decode.
 fn usable_variant(store: &Store, diff_id: &Digest) -> Result<Option<Variant>, ImageError> {
     for (_, v) in store.list_variants(diff_id)? {
-        let codec = layer::compress::Compression::from_media_type(&v.media_type);
-        if !matches!(codec, layer::compress::Compression::None) && store.contains(&v.digest) {
+        let codec = rbuild_layer::compress::Compression::from_media_type(&v.media_type);
+        if !matches!(codec, rbuild_layer::compress::Compression::None) && store.contains(&v.digest)
+        {
             return Ok(Some(v));
         }
     }
@@ -157,7 +158,7 @@ pub fn open_layer(store: &Store, diff_id: &Digest) -> Result<LayerReader, ImageE
     } else {
         let v = usable_variant(store, diff_id)?.ok_or(ImageError::MissingBlob(*diff_id))?;
         let f = store.open_blob(&v.digest)?;
-        let reader = layer::compress::decompress(BufReader::with_capacity(1 << 20, f))
+        let reader = rbuild_layer::compress::decompress(BufReader::with_capacity(1 << 20, f))
             .map_err(|e| ImageError::io(store.blob_path(&v.digest), e))?;
         Inner::Decoded {
             reader,

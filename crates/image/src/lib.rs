@@ -2,14 +2,14 @@
 //! ([`Images`]) over the content store, and the archive formats images enter and leave by
 //! (OCI layout, docker-archive, flattened rootfs tar).
 //!
-//! Use it after a build has produced layer blobs in a [`store::Store`]: commit them with a config to
+//! Use it after a build has produced layer blobs in a [`rbuild_store::Store`]: commit them with a config to
 //! get an image id, tag it, then list/remove/export it, or load images that docker, podman or
 //! skopeo saved.
 //!
 //! ```no_run
-//! use image::{config::ImageConfig, reference::Reference, Images, LayerDesc};
-//! # fn main() -> Result<(), image::ImageError> {
-//! let images = Images::new(store::Store::open("/var/lib/rbuild")?);
+//! use rbuild_image::{config::ImageConfig, reference::Reference, Images, LayerDesc};
+//! # fn main() -> Result<(), rbuild_image::ImageError> {
+//! let images = Images::new(rbuild_store::Store::open("/var/lib/rbuild")?);
 //! let mut config = ImageConfig::empty("linux", "amd64", None);
 //! config.set_env("PATH", "/usr/bin:/bin");
 //! let img = images.commit(&config, &[])?;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use digest::Digest;
+use rbuild_digest::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::ImageError;

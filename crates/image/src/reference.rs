@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use digest::Digest;
+use rbuild_digest::Digest;
 
 use crate::ImageError;
 
@@ -135,7 +135,7 @@ impl Reference {
             Some((n, d)) => {
                 let digest: Digest = d
                     .parse()
-                    .map_err(|e: digest::ParseDigestError| invalid(s, e.reason))?;
+                    .map_err(|e: rbuild_digest::ParseDigestError| invalid(s, e.reason))?;
                 (n, Some(digest))
             }
             None => (s, None),

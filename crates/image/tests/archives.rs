@@ -6,8 +6,8 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use image::export::{self, ExportCompression};
-use image::{import, ImageError, Images, LocalImage, Reference};
+use rbuild_image::export::{self, ExportCompression};
+use rbuild_image::{import, ImageError, Images, LocalImage, Reference};
 
 fn r(s: &str) -> Reference {
     Reference::parse(s).unwrap()
@@ -61,7 +61,7 @@ fn oci_layout_dir_is_read_by_skopeo_and_umoci_and_loads_back() {
             &format!("oci:{}:1.0", layout.display()),
         ],
     );
-    assert_eq!(digest::Digest::of(cfg.as_bytes()), a.id);
+    assert_eq!(rbuild_digest::Digest::of(cfg.as_bytes()), a.id);
 
     let bundle = d.path().join("bundle");
     run(
@@ -233,7 +233,7 @@ fn docker_archive_round_trips_and_skopeo_reads_it() {
             &format!("docker-archive:{}:b:2", path.display()),
         ],
     );
-    assert_eq!(digest::Digest::of(inspect.as_bytes()), b.id);
+    assert_eq!(rbuild_digest::Digest::of(inspect.as_bytes()), b.id);
 
     let (_d2, images2, loaded) = load_into_fresh(&path);
     assert_eq!(loaded.len(), 2);
@@ -301,7 +301,7 @@ fn hand_tar(path: &Path, entries: &[(&str, &[u8])]) {
     b.finish().unwrap();
 }
 
-fn config_for(diff_ids: &[digest::Digest]) -> Vec<u8> {
+fn config_for(diff_ids: &[rbuild_digest::Digest]) -> Vec<u8> {
     let ids: Vec<String> = diff_ids.iter().map(|d| d.to_string()).collect();
     serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
@@ -315,9 +315,9 @@ fn config_for(diff_ids: &[digest::Digest]) -> Vec<u8> {
 fn diff_id_mismatch_names_both_digests_and_the_file() {
     let (d, images) = setup();
     let layer = layer_tar(&[("a", b"real")]);
-    let wrong = digest::Digest::of(b"something else");
+    let wrong = rbuild_digest::Digest::of(b"something else");
     let cfg = config_for(&[wrong]);
-    let cfg_name = format!("{}.json", digest::Digest::of(&cfg).hex());
+    let cfg_name = format!("{}.json", rbuild_digest::Digest::of(&cfg).hex());
     let manifest =
         format!(r#"[{{"Config":"{cfg_name}","RepoTags":["x:1"],"Layers":["l/layer.tar"]}}]"#);
     let path = d.path().join("bad.tar");
@@ -339,7 +339,7 @@ fn diff_id_mismatch_names_both_digests_and_the_file() {
         } => {
             assert_eq!(file, "l/layer.tar");
             assert_eq!(*expected, wrong);
-            assert_eq!(*actual, digest::Digest::of(&layer));
+            assert_eq!(*actual, rbuild_digest::Digest::of(&layer));
         }
         other => panic!("{other}"),
     }
@@ -357,8 +357,8 @@ fn hostile_names_never_reach_outside_the_archive() {
     // a secret next to the archive that `..` would reach if paths were trusted
     let secret = layer_tar(&[("secret", b"outside")]);
     std::fs::write(d.path().join("secret.tar"), &secret).unwrap();
-    let cfg = config_for(&[digest::Digest::of(&secret)]);
-    let cfg_name = format!("{}.json", digest::Digest::of(&cfg).hex());
+    let cfg = config_for(&[rbuild_digest::Digest::of(&secret)]);
+    let cfg_name = format!("{}.json", rbuild_digest::Digest::of(&cfg).hex());
     for layer_name in ["../secret.tar", "/etc/passwd", "a/../../secret.tar"] {
         let manifest =
             format!(r#"[{{"Config":"{cfg_name}","RepoTags":["x:1"],"Layers":["{layer_name}"]}}]"#);
@@ -424,8 +424,8 @@ fn in_archive_symlinks_for_duplicate_layers_are_followed() {
     // docker 20.10 save writes a symlink when two images share a layer
     let (d, images) = setup();
     let layer = layer_tar(&[("a", b"data")]);
-    let cfg = config_for(&[digest::Digest::of(&layer)]);
-    let cfg_name = format!("{}.json", digest::Digest::of(&cfg).hex());
+    let cfg = config_for(&[rbuild_digest::Digest::of(&layer)]);
+    let cfg_name = format!("{}.json", rbuild_digest::Digest::of(&cfg).hex());
     let path = d.path().join("linked.tar");
     {
         let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
@@ -456,7 +456,7 @@ fn in_archive_symlinks_for_duplicate_layers_are_followed() {
         loaded[0].messages(),
         vec![format!("Loaded image ID: {}", loaded[0].image.id)]
     );
-    assert_eq!(loaded[0].image.id, digest::Digest::of(&cfg));
+    assert_eq!(loaded[0].image.id, rbuild_digest::Digest::of(&cfg));
 }
 
 #[test]
@@ -476,7 +476,13 @@ fn gzip_compressed_archive_and_gzip_layers_load() {
     let gz = d.path().join("whole.tar.gz");
     let raw = std::fs::read(&tar).unwrap();
     let out = std::fs::File::create(&gz).unwrap();
-    layer::compress::compress(&raw[..], out, layer::compress::Compression::Gzip, None).unwrap();
+    rbuild_layer::compress::compress(
+        &raw[..],
+        out,
+        rbuild_layer::compress::Compression::Gzip,
+        None,
+    )
+    .unwrap();
     let (_d2, images2, loaded) = load_into_fresh(&gz);
     assert_same_image(&loaded[0].image, &a);
     // the compressed layer is remembered as the gzip variant, so re-export reproduces it
@@ -542,7 +548,7 @@ fn rootfs_tar_merges_layers_and_honours_whiteouts() {
             ("new.txt", b"new"),
         ]),
     );
-    let cfg = image::config::ImageConfig::empty("linux", "amd64", None);
+    let cfg = rbuild_image::config::ImageConfig::empty("linux", "amd64", None);
     let img = images.commit(&cfg, &[l1, l2]).unwrap();
     let out = export::rootfs_tar(&images, &img, Vec::new()).unwrap();
     let mut files = std::collections::BTreeMap::new();
@@ -742,7 +748,7 @@ fn rootfs_tar_follows_oci_changeset_rules() {
         E::File(".wh.gone", "", 0),
         E::File("becomes-file", "now a file", 0),
     ]);
-    let cfg = image::config::ImageConfig::default();
+    let cfg = rbuild_image::config::ImageConfig::default();
     let img = images
         .commit(
             &cfg,
@@ -837,7 +843,7 @@ fn exporting_into_an_existing_layout_merges_names() {
             &format!("oci:{}:1", layout.display()),
         ],
     );
-    assert_eq!(digest::Digest::of(cfg.as_bytes()), b.id);
+    assert_eq!(rbuild_digest::Digest::of(cfg.as_bytes()), b.id);
     let cfg = run(
         "skopeo",
         &[
@@ -847,7 +853,7 @@ fn exporting_into_an_existing_layout_merges_names() {
             &format!("oci:{}:2", layout.display()),
         ],
     );
-    assert_eq!(digest::Digest::of(cfg.as_bytes()), b.id);
+    assert_eq!(rbuild_digest::Digest::of(cfg.as_bytes()), b.id);
 }
 
 #[test]
@@ -886,7 +892,7 @@ fn nested_multi_platform_index_picks_the_host_platform() {
         "manifests": [other_entry, attestation, host_entry],
     }))
     .unwrap();
-    let inner_digest = digest::Digest::of(&inner);
+    let inner_digest = rbuild_digest::Digest::of(&inner);
     std::fs::write(layout.join("blobs/sha256").join(inner_digest.hex()), &inner).unwrap();
     let outer = serde_json::json!({
         "schemaVersion": 2,

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use image::{ImageError, Reference};
+use rbuild_image::{ImageError, Reference};
 
 #[test]
 fn commit_is_deterministic_and_resolvable() {
@@ -19,7 +19,7 @@ fn commit_is_deterministic_and_resolvable() {
     );
     // image id is the digest of the stored config bytes
     let stored = images.store().read_blob(&a.id).unwrap();
-    assert_eq!(digest::Digest::of(&stored), a.id);
+    assert_eq!(rbuild_digest::Digest::of(&stored), a.id);
 
     images
         .tag(&a, &Reference::parse("detection:1.0").unwrap())
@@ -129,13 +129,13 @@ fn remove_untags_then_deletes() {
 fn ambiguous_prefix_is_an_error() {
     let (_d, images) = setup();
     // find (in memory, deterministically) two configs whose ids share the first 4 hex digits
-    let mut seen: std::collections::HashMap<String, image::config::ImageConfig> =
+    let mut seen: std::collections::HashMap<String, rbuild_image::config::ImageConfig> =
         Default::default();
     let mut pair = None;
     for i in 0..20_000 {
-        let mut c = image::config::ImageConfig::empty("linux", "amd64", None);
+        let mut c = rbuild_image::config::ImageConfig::empty("linux", "amd64", None);
         c.set_label("n", &i.to_string());
-        let id = digest::Digest::of(&c.to_canonical_json());
+        let id = rbuild_digest::Digest::of(&c.to_canonical_json());
         let prefix = id.hex()[..4].to_string();
         if let Some(prev) = seen.insert(prefix.clone(), c.clone()) {
             pair = Some((prev, c, prefix));
@@ -190,11 +190,11 @@ fn prune_forgets_dangling_and_collects_blobs() {
 #[test]
 fn commit_refuses_missing_layer_blob() {
     let (_d, images) = setup();
-    let missing = digest::Digest::of(b"not stored");
+    let missing = rbuild_digest::Digest::of(b"not stored");
     let err = images
         .commit(
             &Default::default(),
-            &[image::LayerDesc {
+            &[rbuild_image::LayerDesc {
                 diff_id: missing,
                 size: 1,
             }],
@@ -223,6 +223,6 @@ fn inspect_looks_like_docker() {
     assert_eq!(v["RootFS"]["Layers"].as_array().unwrap().len(), 2);
     assert_eq!(v["Descriptor"]["digest"], a.manifest_digest.to_string());
     let (manifest, config) = images.raw_json(&img).unwrap();
-    assert_eq!(digest::Digest::of(&config), a.id);
-    assert_eq!(digest::Digest::of(&manifest), a.manifest_digest);
+    assert_eq!(rbuild_digest::Digest::of(&config), a.id);
+    assert_eq!(rbuild_digest::Digest::of(&manifest), a.manifest_digest);
 }

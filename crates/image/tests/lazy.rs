@@ -3,11 +3,11 @@
 
 use std::io::Read;
 
-use digest::Digest;
-use image::config::ImageConfig;
-use image::export::ExportCompression;
-use image::{ImageError, Images, LayerDesc, LocalImage};
-use store::{Store, Variant};
+use rbuild_digest::Digest;
+use rbuild_image::config::ImageConfig;
+use rbuild_image::export::ExportCompression;
+use rbuild_image::{ImageError, Images, LayerDesc, LocalImage};
+use rbuild_store::{Store, Variant};
 
 fn layer_tar(name: &str, body: &[u8]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -20,7 +20,13 @@ fn layer_tar(name: &str, body: &[u8]) -> Vec<u8> {
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
-    layer::compress::compress(bytes, Vec::new(), layer::compress::Compression::Gzip, None).unwrap()
+    rbuild_layer::compress::compress(
+        bytes,
+        Vec::new(),
+        rbuild_layer::compress::Compression::Gzip,
+        None,
+    )
+    .unwrap()
 }
 
 /// Commits an image whose one layer (`diff_id` of `claimed`) is stored only as `variant_of`
@@ -48,7 +54,7 @@ fn lazy_image(images: &Images, claimed: &[u8], variant_of: &[u8]) -> (LocalImage
         )
         .unwrap();
     images
-        .tag(&img, &image::Reference::parse("lazy:1").unwrap())
+        .tag(&img, &rbuild_image::Reference::parse("lazy:1").unwrap())
         .unwrap();
     assert!(!store.contains(&diff_id));
     (img, diff_id, vd)
@@ -85,9 +91,9 @@ fn variant_only_layer_reads_exports_and_survives_gc() {
     // docker-archive: layer.tar is the uncompressed tar.
     let items = vec![(
         img.clone(),
-        vec![image::Reference::parse("lazy:1").unwrap()],
+        vec![rbuild_image::Reference::parse("lazy:1").unwrap()],
     )];
-    let out = image::export::docker_archive(&images, &items, Vec::new()).unwrap();
+    let out = rbuild_image::export::docker_archive(&images, &items, Vec::new()).unwrap();
     let mut ar = tar::Archive::new(&out[..]);
     let mut found = false;
     for e in ar.entries().unwrap() {
@@ -107,13 +113,13 @@ fn variant_only_layer_reads_exports_and_survives_gc() {
         (ExportCompression::None, diff_id),
     ] {
         let dest = t.path().join(format!("layout-{c:?}"));
-        image::export::oci_layout(&images, &items, &dest, false, c).unwrap();
+        rbuild_image::export::oci_layout(&images, &items, &dest, false, c).unwrap();
         let p = dest.join("blobs/sha256").join(blob.hex());
         assert_eq!(Digest::of(&std::fs::read(&p).unwrap()), blob, "{c:?}");
     }
 
     // Flattened rootfs.
-    let flat = image::export::rootfs_tar(&images, &img, Vec::new()).unwrap();
+    let flat = rbuild_image::export::rootfs_tar(&images, &img, Vec::new()).unwrap();
     let mut ar = tar::Archive::new(&flat[..]);
     let names: Vec<String> = ar
         .entries()
@@ -146,8 +152,8 @@ fn tampered_variant_is_refused_naming_both_digests() {
     );
 
     let items = vec![(img.clone(), vec![])];
-    let e = image::export::docker_archive(&images, &items, Vec::new()).unwrap_err();
+    let e = rbuild_image::export::docker_archive(&images, &items, Vec::new()).unwrap_err();
     assert!(e.to_string().contains(&vd.to_string()), "{e}");
-    let e = image::export::rootfs_tar(&images, &img, Vec::new()).unwrap_err();
+    let e = rbuild_image::export::rootfs_tar(&images, &img, Vec::new()).unwrap_err();
     assert!(e.to_string().contains(&vd.to_string()), "{e}");
 }

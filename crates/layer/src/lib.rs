@@ -10,18 +10,18 @@
 //! it. [`compress`] wraps the blob compressions a registry may hand us.
 //!
 //! ```
-//! # fn main() -> Result<(), layer::LayerError> {
+//! # fn main() -> Result<(), rbuild_layer::LayerError> {
 //! let src = tempfile::tempdir().unwrap();
 //! std::fs::write(src.path().join("hello.txt"), b"hi\n").unwrap();
-//! let (tar_bytes, info) = layer::write_tree(
+//! let (tar_bytes, info) = rbuild_layer::write_tree(
 //!     src.path(),
 //!     Vec::new(),
-//!     &layer::WriteOptions { source_date_epoch: Some(0), ..Default::default() },
+//!     &rbuild_layer::WriteOptions { source_date_epoch: Some(0), ..Default::default() },
 //! )?;
 //! assert_eq!(info.size, tar_bytes.len() as u64);
 //!
 //! let dst = tempfile::tempdir().unwrap();
-//! let stats = layer::apply_layer(dst.path(), &tar_bytes[..], &layer::ApplyOptions::default())?;
+//! let stats = rbuild_layer::apply_layer(dst.path(), &tar_bytes[..], &rbuild_layer::ApplyOptions::default())?;
 //! assert_eq!(stats.entries, 1);
 //! assert_eq!(std::fs::read(dst.path().join("hello.txt")).unwrap(), b"hi\n");
 //! # Ok(()) }

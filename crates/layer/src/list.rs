@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use digest::{Digest, Hasher};
+use rbuild_digest::{Digest, Hasher};
 
 use crate::apply::clean_components;
 use crate::write::{read_xattrs, walk};

@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
-use digest::Digest;
+use rbuild_digest::Digest;
 use tar::{EntryType, Header};
 
 use crate::{IdMap, LayerError, OPAQUE_MARKER, WHITEOUT_PREFIX};

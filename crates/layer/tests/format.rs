@@ -69,7 +69,9 @@ fn the_bytes_written_for_a_fixed_tree_do_not_change() {
     ] {
         set(&r.join(p), mode, 1_000_000_000);
     }
-    let (_, info) = layer::write_tree(r, std::io::sink(), &layer::WriteOptions::default()).unwrap();
+    let (_, info) =
+        rbuild_layer::write_tree(r, std::io::sink(), &rbuild_layer::WriteOptions::default())
+            .unwrap();
     assert_eq!(
         info.diff_id.to_string(),
         "sha256:34fe8a25c1e0b125329d8e6f9ab6347c65592e06462821ac5f592f3c7217feea",

@@ -7,9 +7,9 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use common::{checksum, header, Arena, RawTar};
-use layer::{apply_layer, ApplyOptions, LayerError};
+use rbuild_layer::{apply_layer, ApplyOptions, LayerError};
 
-fn apply(a: &Arena, tar: &[u8]) -> Result<layer::ApplyStats, LayerError> {
+fn apply(a: &Arena, tar: &[u8]) -> Result<rbuild_layer::ApplyStats, LayerError> {
     apply_layer(&a.root, tar, &ApplyOptions::default())
 }
 
@@ -374,7 +374,7 @@ fn same_owner_chowns_through_the_id_map() {
     let tar = RawTar::new().raw_header(h).data(b"x").end();
     let opts = ApplyOptions {
         same_owner: true,
-        id_map: Some(layer::IdMap::shifted(100_000, 65_536)),
+        id_map: Some(rbuild_layer::IdMap::shifted(100_000, 65_536)),
     };
     apply_layer(&a.root, &tar[..], &opts).unwrap();
     let md = fs::metadata(a.root.join("owned")).unwrap();

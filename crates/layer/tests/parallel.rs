@@ -9,9 +9,9 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 use common::{Arena, RawTar};
-use layer::{apply_layer, ApplyOptions, LayerError};
+use rbuild_layer::{apply_layer, ApplyOptions, LayerError};
 
-fn apply(a: &Arena, tar: &[u8]) -> Result<layer::ApplyStats, LayerError> {
+fn apply(a: &Arena, tar: &[u8]) -> Result<rbuild_layer::ApplyStats, LayerError> {
     apply_layer(&a.root, tar, &ApplyOptions::default())
 }
 

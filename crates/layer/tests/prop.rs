@@ -5,8 +5,8 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::PathBuf;
 
-use layer::{apply_layer, list_tree, write_tree, ApplyOptions, WriteOptions};
 use proptest::prelude::*;
+use rbuild_layer::{apply_layer, list_tree, write_tree, ApplyOptions, WriteOptions};
 
 #[derive(Debug, Clone)]
 enum Node {

@@ -6,7 +6,7 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use layer::{
+use rbuild_layer::{
     apply_layer, list_layer, list_tree, write_paths, write_tree, ApplyOptions, EntryKind,
     LayerWriter, PathEntry, WriteOptions,
 };
@@ -92,7 +92,7 @@ fn write_apply_list_round_trip() {
     let (tmp, src) = sample_tree();
     let (tar, info) = write_tree(&src, Vec::new(), &opts()).unwrap();
     assert_eq!(info.size, tar.len() as u64);
-    assert_eq!(info.diff_id, digest::Digest::of(&tar));
+    assert_eq!(info.diff_id, rbuild_digest::Digest::of(&tar));
 
     let dst = tmp.path().join("dst");
     fs::create_dir(&dst).unwrap();
@@ -318,7 +318,7 @@ fn write_paths_adds_parents_recursion_and_whiteouts() {
         }];
         assert!(matches!(
             write_paths(&src, &p, Vec::new(), &opts()),
-            Err(layer::LayerError::BadSourcePath { .. })
+            Err(rbuild_layer::LayerError::BadSourcePath { .. })
         ));
     }
 }
@@ -345,15 +345,15 @@ fn compressed_layer_round_trips_through_decompress() {
     let (_t, src) = sample_tree();
     let (tar, info) = write_tree(&src, Vec::new(), &opts()).unwrap();
     for c in [
-        layer::compress::Compression::Gzip,
-        layer::compress::Compression::Zstd,
+        rbuild_layer::compress::Compression::Gzip,
+        rbuild_layer::compress::Compression::Zstd,
     ] {
-        let blob = layer::compress::compress(&tar[..], Vec::new(), c, None).unwrap();
+        let blob = rbuild_layer::compress::compress(&tar[..], Vec::new(), c, None).unwrap();
         let mut back = Vec::new();
-        layer::compress::decompress(std::io::Cursor::new(blob))
+        rbuild_layer::compress::decompress(std::io::Cursor::new(blob))
             .unwrap()
             .read_to_end(&mut back)
             .unwrap();
-        assert_eq!(digest::Digest::of(&back), info.diff_id, "{c:?}");
+        assert_eq!(rbuild_digest::Digest::of(&back), info.diff_id, "{c:?}");
     }
 }

@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::process::Command;
 
 use common::{checksum, header, Arena, RawTar};
-use layer::{apply_layer, ApplyOptions};
+use rbuild_layer::{apply_layer, ApplyOptions};
 
 const CHILD_ENV: &str = "RBUILD_LAYER_USERNS_CHILD";
 

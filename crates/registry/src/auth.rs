@@ -7,7 +7,7 @@
 //! [`store_login`] / [`remove_login`] write docker's format for `rbuild login` / `rbuild logout`.
 //!
 //! ```
-//! use registry::auth::{self, AuthSource, Credentials};
+//! use rbuild_registry::auth::{self, AuthSource, Credentials};
 //! let dir = tempfile::tempdir().unwrap();
 //! let cfg = dir.path().join("config.json");
 //! auth::store_login("localhost:5000", &Credentials::new("ci", "s3cret"), &cfg).unwrap();

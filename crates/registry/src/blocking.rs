@@ -2,9 +2,9 @@
 //! plain threads). Each [`BlockingClient`] owns a private single-threaded tokio runtime; there is
 //! no global runtime.
 
-use digest::Digest;
-use image::manifest::Platform;
-use image::Reference;
+use rbuild_digest::Digest;
+use rbuild_image::manifest::Platform;
+use rbuild_image::Reference;
 
 use crate::auth::Credentials;
 use crate::client::{Client, ClientOptions, PullEvent, Pulled, PushEvent, PushOptions, Resolved};
@@ -52,7 +52,7 @@ impl BlockingClient {
         &self,
         reference: &Reference,
         platform: &Platform,
-        store: &store::Store,
+        store: &rbuild_store::Store,
         progress: &(dyn Fn(PullEvent) + Send + Sync),
     ) -> Result<Pulled, RegistryError> {
         self.rt
@@ -62,7 +62,7 @@ impl BlockingClient {
     /// Blocking [`Client::push`].
     pub fn push(
         &self,
-        store: &store::Store,
+        store: &rbuild_store::Store,
         manifest: &[u8],
         manifest_media_type: &str,
         dest: &Reference,
@@ -77,7 +77,7 @@ impl BlockingClient {
     /// Blocking [`Client::push_with`].
     pub fn push_with(
         &self,
-        store: &store::Store,
+        store: &rbuild_store::Store,
         manifest: &[u8],
         manifest_media_type: &str,
         dest: &Reference,

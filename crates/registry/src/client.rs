@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use digest::Digest;
 use futures_util::TryStreamExt;
-use image::manifest::{
+use rbuild_digest::Digest;
+use rbuild_image::manifest::{
     Descriptor, Index, Manifest, Platform, MEDIA_TYPE_DOCKER_MANIFEST,
     MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST,
 };
-use image::Reference;
+use rbuild_image::Reference;
 use reqwest::header::{
     HeaderValue, AUTHORIZATION, CONTENT_TYPE, LOCATION, RANGE, WWW_AUTHENTICATE,
 };
@@ -835,7 +835,7 @@ impl Client {
         &self,
         reference: &Reference,
         platform: &Platform,
-        store: &store::Store,
+        store: &rbuild_store::Store,
         progress: &(dyn Fn(PullEvent) + Send + Sync),
     ) -> Result<Pulled, RegistryError> {
         let resolved = self.resolve(reference, platform).await?;
@@ -881,7 +881,7 @@ impl Client {
         ep: &Endpoint,
         scopes: &[String],
         desc: &Descriptor,
-        store: &store::Store,
+        store: &rbuild_store::Store,
         progress: &(dyn Fn(PullEvent) + Send + Sync),
     ) -> Result<bool, RegistryError> {
         let digest = desc.digest;
@@ -894,7 +894,7 @@ impl Client {
             size: desc.size,
         });
         let path = format!("/v2/{}/blobs/{digest}", ep.repository);
-        let mut ingest: Option<store::Ingest> = None;
+        let mut ingest: Option<rbuild_store::Ingest> = None;
         let mut attempt = 0u32;
         loop {
             let w = match ingest.as_mut() {
@@ -960,7 +960,7 @@ impl Client {
                                         progress(PullEvent::Done { digest });
                                         Ok(true)
                                     }
-                                    Err(store::StoreError::DigestMismatch {
+                                    Err(rbuild_store::StoreError::DigestMismatch {
                                         expected,
                                         actual,
                                         size,
@@ -997,7 +997,7 @@ impl Client {
     /// `(transient, error)`.
     async fn stream_into(
         &self,
-        ingest: &mut Option<store::Ingest>,
+        ingest: &mut Option<rbuild_store::Ingest>,
         mut resp: reqwest::Response,
         url: &str,
         desc: &Descriptor,
@@ -1060,7 +1060,7 @@ impl Client {
     /// Returns the manifest digest.
     pub async fn push(
         &self,
-        store: &store::Store,
+        store: &rbuild_store::Store,
         manifest: &[u8],
         manifest_media_type: &str,
         dest: &Reference,
@@ -1082,7 +1082,7 @@ impl Client {
     /// the store) is pushed by digest first.
     pub async fn push_with(
         &self,
-        store: &store::Store,
+        store: &rbuild_store::Store,
         manifest: &[u8],
         manifest_media_type: &str,
         dest: &Reference,
@@ -1110,7 +1110,7 @@ impl Client {
 
     async fn push_once(
         &self,
-        store: &store::Store,
+        store: &rbuild_store::Store,
         manifest: &[u8],
         manifest_media_type: &str,
         dest: &Reference,
@@ -1550,7 +1550,7 @@ struct PushCtx<'a> {
     scopes: &'a [String],
     mounts: &'a [String],
     blob_mounts: &'a HashMap<Digest, Vec<String>>,
-    store: &'a store::Store,
+    store: &'a rbuild_store::Store,
     progress: &'a (dyn Fn(PushEvent) + Send + Sync),
 }
 
@@ -1586,7 +1586,11 @@ fn store_hint() -> PathBuf {
 }
 
 /// Commits small verified bytes (config, manifest, index) into the store.
-fn store_bytes(store: &store::Store, bytes: &[u8], digest: &Digest) -> Result<(), RegistryError> {
+fn store_bytes(
+    store: &rbuild_store::Store,
+    bytes: &[u8],
+    digest: &Digest,
+) -> Result<(), RegistryError> {
     if store.contains(digest) {
         return Ok(());
     }
@@ -1646,7 +1650,7 @@ mod tests {
         let r = Reference::parse("x").unwrap();
         let p = platform::host_platform();
         let dir = tempfile::tempdir().unwrap();
-        let s = store::Store::open(dir.path()).unwrap();
+        let s = rbuild_store::Store::open(dir.path()).unwrap();
         is_send(c.resolve(&r, &p));
         is_send(c.pull(&r, &p, &s, &|_| {}));
         is_send(c.push(&s, b"{}", MEDIA_TYPE_OCI_MANIFEST, &r, &|_| {}));

@@ -7,7 +7,7 @@
 //! (`unqualified-search-registries`, `short-name-mode`, ...) are accepted and ignored.
 //!
 //! ```
-//! use registry::config::RegistriesConf;
+//! use rbuild_registry::config::RegistriesConf;
 //! let conf = RegistriesConf::parse(r#"
 //! [[registry]]
 //! prefix = "docker.io"
@@ -15,7 +15,7 @@
 //! [[registry.mirror]]
 //! location = "mirror.example.com:5000/hub"
 //! "#, "registries.conf".as_ref()).unwrap();
-//! let r = image::Reference::parse("alpine:3.20").unwrap();
+//! let r = rbuild_image::Reference::parse("alpine:3.20").unwrap();
 //! let eps = conf.endpoints_for(&r, &[]).unwrap();
 //! assert_eq!(eps[0].host, "mirror.example.com:5000");
 //! assert_eq!(eps[0].repository, "hub/library/alpine");
@@ -25,7 +25,7 @@
 
 use std::path::{Path, PathBuf};
 
-use image::Reference;
+use rbuild_image::Reference;
 use serde::Deserialize;
 
 use crate::error::{io_err, RegistryError};

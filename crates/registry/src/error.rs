@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use digest::Digest;
+use rbuild_digest::Digest;
 
 /// Everything that can go wrong talking to a registry; each variant names the URL, digest, file or
 /// registry the user has to look at to fix it. Secrets never appear in these messages.
@@ -95,7 +95,7 @@ pub enum RegistryError {
     },
     /// The content store failed (disk full, permissions, ...).
     #[error("content store: {0}")]
-    Store(#[from] store::StoreError),
+    Store(#[from] rbuild_store::StoreError),
     /// A local file (config, credentials, blob) could not be read or written.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {

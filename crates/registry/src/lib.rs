@@ -5,17 +5,17 @@
 //!
 //! Use [`Client`] from async code and [`BlockingClient`] from plain threads. Pulled layers stay
 //! compressed: [`Client::pull`] verifies every blob (digest and size, while it streams) and
-//! commits it to a [`store::Store`] as served, and returns the manifest, config and layer
+//! commits it to a [`rbuild_store::Store`] as served, and returns the manifest, config and layer
 //! descriptors for the image database to record. [`Client::push`] uploads what the registry lacks
 //! (HEAD first, cross-repository mounts, chunked with a monolithic fallback) and puts the
 //! manifest last.
 //!
 //! ```no_run
-//! use registry::{platform::host_platform, BlockingClient, ClientOptions, PullEvent};
+//! use rbuild_registry::{platform::host_platform, BlockingClient, ClientOptions, PullEvent};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = store::Store::open("/var/lib/rbuild")?;
+//! let store = rbuild_store::Store::open("/var/lib/rbuild")?;
 //! let client = BlockingClient::new(ClientOptions::from_env(&|k| std::env::var(k).ok()))?;
-//! let reference = image::Reference::parse("alpine:3.20")?;
+//! let reference = rbuild_image::Reference::parse("alpine:3.20")?;
 //! let pulled = client.pull(&reference, &host_platform(), &store, &|ev| {
 //!     if let PullEvent::Done { digest } = ev {
 //!         eprintln!("{digest}: done");
@@ -40,5 +40,5 @@ pub use client::{
 };
 pub use config::{Endpoint, RegistriesConf};
 pub use error::RegistryError;
-pub use image::manifest::{Descriptor, Manifest, Platform};
-pub use image::Reference;
+pub use rbuild_image::manifest::{Descriptor, Manifest, Platform};
+pub use rbuild_image::Reference;

@@ -1,6 +1,6 @@
 //! Choosing the manifest for the build platform out of an OCI index or Docker manifest list.
 
-use image::manifest::{Descriptor, Index, Platform};
+use rbuild_image::manifest::{Descriptor, Index, Platform};
 
 /// The platform rbuild itself runs on, the default target of `FROM` without `--platform`.
 pub fn host_platform() -> Platform {

@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use common::*;
-use digest::Digest;
-use image::manifest::{Descriptor, Index, Platform, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST};
-use registry::{
+use rbuild_digest::Digest;
+use rbuild_image::manifest::{
+    Descriptor, Index, Platform, MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST,
+};
+use rbuild_registry::{
     AuthSource, BlockingClient, ClientOptions, Credentials, PullEvent, PushEvent, PushOptions,
     Reference, RegistryError,
 };
@@ -37,9 +39,9 @@ fn amd64() -> Platform {
     }
 }
 
-fn new_store() -> (tempfile::TempDir, store::Store) {
+fn new_store() -> (tempfile::TempDir, rbuild_store::Store) {
     let d = tempfile::tempdir().expect("tempdir");
-    let s = store::Store::open(d.path().join("store")).expect("store");
+    let s = rbuild_store::Store::open(d.path().join("store")).expect("store");
     (d, s)
 }
 
@@ -391,7 +393,7 @@ fn htpasswd_basic_auth() {
 
     // Credentials from a docker config.json written by store_login.
     let cfg = dir.path().join("docker/config.json");
-    registry::auth::store_login(&reg.host(), &good, &cfg).expect("store login");
+    rbuild_registry::auth::store_login(&reg.host(), &good, &cfg).expect("store login");
     let c = client(ClientOptions {
         auth: AuthSource {
             docker_config: Some(cfg),
@@ -476,7 +478,8 @@ fn bearer_token_auth_with_scopes_and_cache() {
 
     // Per-blob sources (what a pull recorded) mount exactly those blobs, and their repository is
     // in the token's scope; a source on another registry is ignored.
-    let m: image::manifest::Manifest = serde_json::from_slice(&mbytes).expect("manifest json");
+    let m: rbuild_image::manifest::Manifest =
+        serde_json::from_slice(&mbytes).expect("manifest json");
     let elsewhere = r("127.0.0.1:1/tok/base:1");
     let blob_sources: std::collections::HashMap<_, _> = m
         .layers
@@ -859,7 +862,7 @@ fn tls_registry_on_loopback_and_ca_file_errors() {
 
 #[test]
 fn docker_schema2_manifest_and_mount_fallback_to_upload() {
-    use image::manifest::MEDIA_TYPE_DOCKER_MANIFEST;
+    use rbuild_image::manifest::MEDIA_TYPE_DOCKER_MANIFEST;
     let reg = Registry::start();
     let (_d, src) = new_store();
     let (_, mut m) = make_image(&src, 140, "amd64", 4000);

@@ -9,7 +9,7 @@
 //! Prints the step's output as it arrives, then `RESULT code=.. signal=..`, `WARNING ..` and
 //! `STUB ..` lines on stdout; a sandbox error prints `ERROR ..` and exits 2.
 
-use sandbox::{IdMapMode, Network, RootfsSpec, RunSpec, Sandbox, SandboxOptions, Stream};
+use rbuild_sandbox::{IdMapMode, Network, RootfsSpec, RunSpec, Sandbox, SandboxOptions, Stream};
 use std::io::Write;
 
 fn main() {
@@ -23,8 +23,8 @@ fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--probe" => {
-                let c = sandbox::probe();
-                let ranges = |r: &[sandbox::IdRange]| {
+                let c = rbuild_sandbox::probe();
+                let ranges = |r: &[rbuild_sandbox::IdRange]| {
                     r.iter()
                         .map(|r| format!("{}+{}", r.start, r.count))
                         .collect::<Vec<_>>()

@@ -76,7 +76,7 @@
 //! # Example
 //!
 //! ```no_run
-//! use sandbox::{Sandbox, SandboxOptions, RunSpec, RootfsSpec, Stream};
+//! use rbuild_sandbox::{Sandbox, SandboxOptions, RunSpec, RootfsSpec, Stream};
 //! let sb = Sandbox::new(SandboxOptions::default())?;
 //! let spec = RunSpec {
 //!     rootfs: RootfsSpec::Dir("/var/lib/rbuild/rootfs".into()),
@@ -87,7 +87,7 @@
 //! let mut out = Vec::new();
 //! let res = sb.run(&spec, &mut |s, b| if s == Stream::Stdout { out.extend_from_slice(b) })?;
 //! assert_eq!(res.code, Some(0));
-//! # Ok::<(), sandbox::SandboxError>(())
+//! # Ok::<(), rbuild_sandbox::SandboxError>(())
 //! ```
 
 #![warn(missing_docs)]

@@ -59,7 +59,7 @@ pub fn enter_user_namespace() -> Result<UserNamespace, SandboxError> {
     if threads != 1 {
         return Err(SandboxError::InvalidSpec(format!(
             "entering a user namespace needs a single-threaded process, this one has {threads} \
-             threads: call sandbox::enter_user_namespace at the start of main"
+             threads: call rbuild_sandbox::enter_user_namespace at the start of main"
         )));
     }
     let name = subid::user_name(uid).unwrap_or_else(|| uid.to_string());

@@ -1,4 +1,4 @@
-//! `sandbox::enter_user_namespace` as a program's `main` calls it: this test has no harness
+//! `rbuild_sandbox::enter_user_namespace` as a program's `main` calls it: this test has no harness
 //! (its `main` is single-threaded, as a real program's is at start-up). Run as root by `cargo
 //! test`, it re-runs itself as the unprivileged test users (scripts/test-users.sh makes them) in
 //! three roles and checks what each one printed:
@@ -12,7 +12,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
-use sandbox::{enter_user_namespace, in_user_namespace, UserNamespace};
+use rbuild_sandbox::{enter_user_namespace, in_user_namespace, UserNamespace};
 
 const ROLE: &str = "RBUILD_ENTER_USERNS_ROLE";
 

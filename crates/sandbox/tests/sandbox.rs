@@ -3,7 +3,7 @@
 mod common;
 
 use common::{host_pids_with, rootfs, run, run_with, sh};
-use sandbox::{
+use rbuild_sandbox::{
     MountKind, MountSpec, Network, RootfsSpec, RunSpec, Sandbox, SandboxError, SandboxOptions,
     Stream,
 };
@@ -796,7 +796,7 @@ fn inside_a_tokio_runtime() {
 fn force_user_ns_as_root() {
     let (_t, root) = rootfs();
     let sb = Sandbox::new(SandboxOptions {
-        id_map: sandbox::IdMapMode::ForceUserNs,
+        id_map: rbuild_sandbox::IdMapMode::ForceUserNs,
     })
     .unwrap();
     assert!(sb.uses_user_namespace());
@@ -815,7 +815,7 @@ fn force_user_ns_as_root() {
 
 #[test]
 fn probe_reports_root() {
-    let c = sandbox::probe();
+    let c = rbuild_sandbox::probe();
     assert!(c.is_root);
     assert_eq!(c.euid, 0);
     assert!(
@@ -831,7 +831,7 @@ fn probe_reports_root() {
 fn single_map_as_root_warns_and_limits_ids() {
     let (_t, root) = rootfs();
     let sb = Sandbox::new(SandboxOptions {
-        id_map: sandbox::IdMapMode::Single,
+        id_map: rbuild_sandbox::IdMapMode::Single,
     })
     .unwrap();
     assert!(sb.uses_user_namespace());

@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
-use store::Store;
+use rbuild_store::Store;
 
 use crate::error::{io_err, SnapshotError};
 use crate::{fsx, Committed, Stamp};
@@ -86,7 +86,7 @@ impl Item {
             Op::Opaque => k.push(Vec::new()),
             Op::Whiteout => {
                 if let Some(last) = k.last_mut() {
-                    let mut n = layer::WHITEOUT_PREFIX.as_bytes().to_vec();
+                    let mut n = rbuild_layer::WHITEOUT_PREFIX.as_bytes().to_vec();
                     n.extend_from_slice(last);
                     *last = n;
                 }
@@ -490,7 +490,7 @@ fn layer_order(a: &Item, b: &Item) -> std::cmp::Ordering {
             Op::Opaque if idx == n => Some(Cow::Borrowed(&[][..])),
             Op::Opaque => at(idx),
             Op::Whiteout if idx + 1 == n => {
-                let mut w = layer::WHITEOUT_PREFIX.as_bytes().to_vec();
+                let mut w = rbuild_layer::WHITEOUT_PREFIX.as_bytes().to_vec();
                 w.extend_from_slice(item.comps.get(idx).map(Vec::as_slice).unwrap_or_default());
                 Some(Cow::Owned(w))
             }
@@ -516,14 +516,14 @@ fn write_items<W: std::io::Write>(
     out: W,
     root: &Path,
     items: &[Item],
-    opts: &layer::WriteOptions,
+    opts: &rbuild_layer::WriteOptions,
     key: &str,
-) -> Result<(W, layer::LayerInfo, Vec<String>), SnapshotError> {
+) -> Result<(W, rbuild_layer::LayerInfo, Vec<String>), SnapshotError> {
     let werr = |source| SnapshotError::Write {
         key: key.to_string(),
         source,
     };
-    let mut w = layer::LayerWriter::new(out, opts.clone());
+    let mut w = rbuild_layer::LayerWriter::new(out, opts.clone());
     for it in items {
         let rel = it.rel();
         match it.op {
@@ -543,7 +543,7 @@ pub(crate) fn write_plan(
     store: &Store,
     root: &Path,
     plan: Vec<Item>,
-    opts: &layer::WriteOptions,
+    opts: &rbuild_layer::WriteOptions,
     key: &str,
 ) -> Result<Committed, SnapshotError> {
     let items = complete_plan(root, plan);
@@ -562,7 +562,7 @@ pub(crate) fn write_plan(
 pub(crate) fn hash_items(
     root: &Path,
     items: &[Item],
-    opts: &layer::WriteOptions,
+    opts: &rbuild_layer::WriteOptions,
     key: &str,
 ) -> Result<Committed, SnapshotError> {
     let (_, info, unmapped) = write_items(std::io::sink(), root, items, opts, key)?;
@@ -580,8 +580,8 @@ fn tree_items(tree: &Path, userxattr: bool) -> Result<Vec<Item>, SnapshotError> 
 }
 
 /// Trees are only adopted for layers written with the default options (see `adoptable`).
-fn tree_write_options() -> layer::WriteOptions {
-    layer::WriteOptions::default()
+fn tree_write_options() -> rbuild_layer::WriteOptions {
+    rbuild_layer::WriteOptions::default()
 }
 
 /// Writes the layer `expected` from its committed overlay tree into the store, refusing (and
@@ -590,7 +590,7 @@ pub(crate) fn write_tree_blob(
     store: &Store,
     tree: &Path,
     userxattr: bool,
-    expected: &digest::Digest,
+    expected: &rbuild_digest::Digest,
 ) -> Result<(), SnapshotError> {
     let mut ingest = store.ingest()?;
     write_tree_to(&mut ingest, tree, userxattr, expected)?;
@@ -604,8 +604,8 @@ pub(crate) fn write_tree_to<W: std::io::Write>(
     out: W,
     tree: &Path,
     userxattr: bool,
-    expected: &digest::Digest,
-) -> Result<digest::Digest, SnapshotError> {
+    expected: &rbuild_digest::Digest,
+) -> Result<rbuild_digest::Digest, SnapshotError> {
     let items = tree_items(tree, userxattr)?;
     let key = format!("layer {expected}");
     let (_, info, _) = write_items(out, tree, &items, &tree_write_options(), &key)?;

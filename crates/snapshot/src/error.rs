@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use digest::Digest;
+use rbuild_digest::Digest;
 
 /// Everything that can go wrong while unpacking, preparing or committing a snapshot; each variant
 /// names the path, layer or snapshot the user has to look at.
@@ -13,7 +13,7 @@ pub enum SnapshotError {
     /// The content store failed (missing layer blob, ingest error); the store error names the
     /// digest or path.
     #[error(transparent)]
-    Store(#[from] store::StoreError),
+    Store(#[from] rbuild_store::StoreError),
     /// A layer's bytes could not be read: no uncompressed blob and no usable compressed variant,
     /// or a variant that does not decompress to the diff id (the error names both digests).
     #[error("reading layer {layer}: {source}")]
@@ -22,7 +22,7 @@ pub enum SnapshotError {
         layer: Digest,
         /// What the image database said.
         #[source]
-        source: Box<image::ImageError>,
+        source: Box<rbuild_image::ImageError>,
     },
     /// A layer could not be unpacked; `layer` is its diff id.
     #[error("unpacking layer {layer}: {source}")]
@@ -31,7 +31,7 @@ pub enum SnapshotError {
         layer: Digest,
         /// What the layer crate said (names the entry).
         #[source]
-        source: layer::LayerError,
+        source: rbuild_layer::LayerError,
     },
     /// A layer is well-formed tar but cannot be turned into an overlay lower directory.
     #[error("layer {layer}: entry {path:?} cannot be unpacked for overlay: {reason}")]
@@ -50,7 +50,7 @@ pub enum SnapshotError {
         key: String,
         /// What the layer writer said (names the path).
         #[source]
-        source: layer::LayerError,
+        source: rbuild_layer::LayerError,
     },
     /// A filesystem operation failed; `action` says what was being done to `path`.
     #[error("cannot {action} {}: {source}", path.display())]

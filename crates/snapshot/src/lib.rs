@@ -9,9 +9,9 @@
 //! # Vocabulary
 //!
 //! * **layer**: an uncompressed tar of filesystem changes (files, `.wh.NAME` whiteouts,
-//!   `DIR/.wh..wh..opq` opaque markers), stored in the [`store::Store`] under its **diff id**, the
+//!   `DIR/.wh..wh..opq` opaque markers), stored in the [`rbuild_store::Store`] under its **diff id**, the
 //!   sha256 of the uncompressed tar.
-//! * **chain id**: the identity of a *stack* of layers, `digest::chain_id` (OCI: `chain(L1) =
+//! * **chain id**: the identity of a *stack* of layers, `rbuild_digest::chain_id` (OCI: `chain(L1) =
 //!   diff(L1)`, `chain(L1..Ln) = sha256(chain(L1..Ln-1) + " " + diff(Ln))`). The same layer on a
 //!   different parent has a different chain id.
 //! * **snapshot**: a directory tree a RUN step sees. *Committed* snapshots are read-only and shared
@@ -31,7 +31,7 @@
 //!    directory to the new layer's tree (it already is one: see below), as containerd and Docker
 //!    keep a committed upper, so nothing is deleted and the next step unpacks nothing; the
 //!    layer's tar is then only hashed and left to the store as a *deferred blob*
-//!    ([`store::Deferred`]), streamed from the tree whenever an export reads it (see
+//!    ([`rbuild_store::Deferred`]), streamed from the tree whenever an export reads it (see
 //!    [`Snapshotter::commit`]). Otherwise the layer is written at once, the active snapshot is
 //!    deleted and the next step unpacks the layer like any other.
 //!
@@ -82,7 +82,7 @@
 //! # Rootless ownership
 //!
 //! Files are written to layers with the ids `lstat` reports, translated by
-//! [`layer::WriteOptions::id_map`] when it is set. A rootless engine passes the sandbox's user
+//! [`rbuild_layer::WriteOptions::id_map`] when it is set. A rootless engine passes the sandbox's user
 //! namespace map (container 0 -> the caller, 1..=N -> its `/etc/subuid` range) in the `opts` of
 //! [`Snapshotter::commit`], so a file a RUN step created as container root (on disk: the caller's
 //! uid) or chowned to 5 (on disk: subuid start + 4) is recorded as 0 or 5. Host ids outside the
@@ -96,7 +96,7 @@
 //!
 //! Also: unpacking runs in the caller's own user namespace, and an unprivileged
 //! process cannot chown to its subordinate ids from outside a user namespace, so rootless
-//! ([`layer::ApplyOptions::same_owner`] off) every unpacked file belongs to the caller, i.e. to
+//! ([`rbuild_layer::ApplyOptions::same_owner`] off) every unpacked file belongs to the caller, i.e. to
 //! container root once mapped. Ownership from *base* layers is therefore not visible to later
 //! RUN steps (a step running as a non-root USER may be unable to write files the image gave it),
 //! but it is never rewritten either: the copy snapshotter only writes paths a step changed, so
@@ -119,18 +119,18 @@
 //! # Example
 //!
 //! ```no_run
-//! # fn main() -> Result<(), snapshot::SnapshotError> {
-//! let store = store::Store::open("/var/lib/rbuild")?;
-//! let snaps = snapshot::Snapshotter::new(&store, snapshot::Mode::Auto)?;
+//! # fn main() -> Result<(), rbuild_snapshot::SnapshotError> {
+//! let store = rbuild_store::Store::open("/var/lib/rbuild")?;
+//! let snaps = rbuild_snapshot::Snapshotter::new(&store, rbuild_snapshot::Mode::Auto)?;
 //! println!("snapshotter: {}", snaps.kind().name());
-//! let parent: Vec<digest::Digest> = vec![/* the image's rootfs.diff_ids */];
+//! let parent: Vec<rbuild_digest::Digest> = vec![/* the image's rootfs.diff_ids */];
 //! let active = snaps.prepare(&parent)?;
 //! match active.mount() {
-//!     snapshot::MountPlan::Overlay { options, .. } => println!("mount -t overlay -o {options}"),
-//!     snapshot::MountPlan::Dir(dir) => println!("bind-mount {}", dir.display()),
+//!     rbuild_snapshot::MountPlan::Overlay { options, .. } => println!("mount -t overlay -o {options}"),
+//!     rbuild_snapshot::MountPlan::Dir(dir) => println!("bind-mount {}", dir.display()),
 //! }
 //! // ... the sandbox runs the RUN command here ...
-//! let committed = snaps.commit(active, &layer::WriteOptions::default(), &[])?;
+//! let committed = snaps.commit(active, &rbuild_layer::WriteOptions::default(), &[])?;
 //! println!("new layer {} ({} bytes)", committed.diff_id, committed.size);
 //! # Ok(()) }
 //! ```
@@ -147,8 +147,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use digest::Digest;
-use store::{ScratchDir, Store};
+use rbuild_digest::Digest;
+use rbuild_store::{ScratchDir, Store};
 
 pub use error::SnapshotError;
 pub use probe::{probe, ProbeResult};
@@ -234,7 +234,7 @@ pub struct Committed {
     /// entry `empty_layer` and skip the layer.
     pub empty: bool,
     /// Entries written as uid/gid 65534 because their host owner was outside
-    /// [`layer::WriteOptions::id_map`] (tar names), so the engine can warn about them.
+    /// [`rbuild_layer::WriteOptions::id_map`] (tar names), so the engine can warn about them.
     pub unmapped: Vec<String>,
 }
 
@@ -375,7 +375,7 @@ fn escape_overlay_path(p: &str) -> String {
 /// Lets `store` write the layers [`Snapshotter::commit`] left as trees (deferred blobs) when
 /// something reads them. Every snapshotter registers it on its store; a program that reads
 /// images of a store without opening a snapshotter on it (e.g. to save or push) calls this
-/// right after [`store::Store::open`].
+/// right after [`rbuild_store::Store::open`].
 pub fn register_producer(store: &Store) {
     store.set_producer(Arc::new(TreeProducer {
         root: store.root().join("snapshots"),
@@ -388,14 +388,14 @@ pub fn register_producer(store: &Store) {
 /// (`crates/layer/tests/format.rs` pins it).
 const TREE_FORMAT: u64 = 1;
 
-/// The [`store::Producer`] of layers committed as overlay trees.
+/// The [`rbuild_store::Producer`] of layers committed as overlay trees.
 struct TreeProducer {
     root: PathBuf,
 }
 
 impl TreeProducer {
     /// The tree a record names and whether it uses `user.overlay.*`, or why it cannot be used.
-    fn tree(&self, d: &Digest, rec: &store::Deferred) -> Result<(PathBuf, bool), String> {
+    fn tree(&self, d: &Digest, rec: &rbuild_store::Deferred) -> Result<(PathBuf, bool), String> {
         let format = rec.recipe.get("format").and_then(|f| f.as_u64());
         if format != Some(TREE_FORMAT) {
             return Err(format!(
@@ -438,8 +438,8 @@ fn tree_unreadable(tree: &Path, e: &dyn std::fmt::Display) -> String {
 /// What heals a layer whose tree went wrong: committing it again writes its blob.
 const REBUILD: &str = "build the images that use it again with --no-cache";
 
-impl store::Producer for TreeProducer {
-    fn available(&self, _: &Store, d: &Digest, rec: &store::Deferred) -> bool {
+impl rbuild_store::Producer for TreeProducer {
+    fn available(&self, _: &Store, d: &Digest, rec: &rbuild_store::Deferred) -> bool {
         self.tree(d, rec).is_ok()
     }
 
@@ -447,15 +447,15 @@ impl store::Producer for TreeProducer {
         &self,
         store: &Store,
         d: &Digest,
-        rec: &store::Deferred,
-    ) -> Result<(), store::StoreError> {
-        let fail = |reason: String| store::StoreError::Produce { digest: *d, reason };
+        rec: &rbuild_store::Deferred,
+    ) -> Result<(), rbuild_store::StoreError> {
+        let fail = |reason: String| rbuild_store::StoreError::Produce { digest: *d, reason };
         let (tree, userxattr) = self.tree(d, rec).map_err(fail)?;
         match diff::write_tree_blob(store, &tree, userxattr, d) {
             Ok(()) => Ok(()),
-            Err(SnapshotError::Store(store::StoreError::DigestMismatch { actual, .. })) => {
-                Err(fail(tree_changed(&tree, &actual)))
-            }
+            Err(SnapshotError::Store(rbuild_store::StoreError::DigestMismatch {
+                actual, ..
+            })) => Err(fail(tree_changed(&tree, &actual))),
             Err(e) => Err(fail(tree_unreadable(&tree, &e))),
         }
     }
@@ -464,9 +464,9 @@ impl store::Producer for TreeProducer {
         &self,
         _: &Store,
         d: &Digest,
-        rec: &store::Deferred,
-    ) -> Result<Box<dyn std::io::Read + Send>, store::StoreError> {
-        let fail = |reason: String| store::StoreError::Produce { digest: *d, reason };
+        rec: &rbuild_store::Deferred,
+    ) -> Result<Box<dyn std::io::Read + Send>, rbuild_store::StoreError> {
+        let fail = |reason: String| rbuild_store::StoreError::Produce { digest: *d, reason };
         let (tree, userxattr) = self.tree(d, rec).map_err(fail)?;
         let s = stream::TreeStream::start(tree, userxattr, *d).map_err(|e| fail(e.to_string()))?;
         Ok(Box::new(s))
@@ -495,7 +495,7 @@ pub struct Snapshotter {
     store: Store,
     root: PathBuf,
     kind: Kind,
-    apply: layer::ApplyOptions,
+    apply: rbuild_layer::ApplyOptions,
     remover: Option<Remover>,
 }
 
@@ -537,7 +537,7 @@ impl Snapshotter {
             store: store.clone(),
             root,
             kind,
-            apply: layer::ApplyOptions {
+            apply: rbuild_layer::ApplyOptions {
                 same_owner: is_root,
                 id_map: None,
             },
@@ -549,7 +549,7 @@ impl Snapshotter {
     }
 
     /// Replaces how layers are unpacked (ownership, id mapping for rootless builds).
-    pub fn with_apply_options(mut self, opts: layer::ApplyOptions) -> Snapshotter {
+    pub fn with_apply_options(mut self, opts: rbuild_layer::ApplyOptions) -> Snapshotter {
         self.apply = opts;
         self
     }
@@ -576,7 +576,9 @@ impl Snapshotter {
     pub fn committed_dir(&self, diff_ids: &[Digest]) -> Option<PathBuf> {
         match self.kind {
             Kind::Overlay { .. } => diff_ids.last().map(|d| self.layers_dir().join(d.hex())),
-            Kind::Copy => digest::chain_id(diff_ids).map(|c| self.layers_dir().join(c.hex())),
+            Kind::Copy => {
+                rbuild_digest::chain_id(diff_ids).map(|c| self.layers_dir().join(c.hex()))
+            }
         }
     }
 
@@ -745,7 +747,7 @@ impl Snapshotter {
     /// renamed to [`Snapshotter::committed_dir`] of the new diff id, as containerd and Docker
     /// keep a committed upper directory. That saves deleting every file the step wrote and
     /// unpacking the layer again for the next step. The layer's tar is then only hashed, not
-    /// stored: the store gets a deferred record ([`store::Deferred`]) and the tar is streamed from
+    /// stored: the store gets a deferred record ([`rbuild_store::Deferred`]) and the tar is streamed from
     /// the tree, and checked against the diff id, whenever an export (save, push, `-o`, a cache
     /// export) reads it, as Docker's layer store regenerates a layer from its diff directory and
     /// tar-split; only a reader that needs a file (an uncompressed push) stores it. A step that wrote 300 MB costs one pass over those bytes instead of two plus a
@@ -753,7 +755,7 @@ impl Snapshotter {
     pub fn commit(
         &self,
         active: Active,
-        opts: &layer::WriteOptions,
+        opts: &rbuild_layer::WriteOptions,
         exclude: &[PathBuf],
     ) -> Result<Committed, SnapshotError> {
         // Whatever happens, the active snapshot goes through `remove` (and so the remover).
@@ -767,7 +769,7 @@ impl Snapshotter {
     fn commit_changes(
         &self,
         active: &Active,
-        opts: &layer::WriteOptions,
+        opts: &rbuild_layer::WriteOptions,
         exclude: &[PathBuf],
     ) -> Result<Committed, SnapshotError> {
         let adopt = self.adoptable(opts);
@@ -807,7 +809,7 @@ impl Snapshotter {
     fn commit_plan(
         &self,
         active: &Active,
-        opts: &layer::WriteOptions,
+        opts: &rbuild_layer::WriteOptions,
         exclude: &[PathBuf],
         adopt: bool,
     ) -> Result<Committed, SnapshotError> {
@@ -842,7 +844,7 @@ impl Snapshotter {
             return Ok(c);
         }
         if adopted {
-            let record = store::Deferred {
+            let record = rbuild_store::Deferred {
                 size: c.size,
                 recipe: serde_json::json!({ "tree": self.tree_kind_name(), "format": TREE_FORMAT }),
             };
@@ -868,14 +870,14 @@ impl Snapshotter {
     /// Whether a committed upper directory is exactly what unpacking its layer would give here:
     /// root, or root of a user namespace mapping every id the layer uses (files keep their
     /// owners), overlay xattrs of this kind, owners written unchanged.
-    fn adoptable(&self, opts: &layer::WriteOptions) -> bool {
+    fn adoptable(&self, opts: &rbuild_layer::WriteOptions) -> bool {
         matches!(self.kind, Kind::Overlay { .. })
             && self.apply.same_owner
             && self.apply.id_map.is_none()
             // No id map, no owner overrides, and no SOURCE_DATE_EPOCH (the layer clamps times;
             // the upper keeps the real ones, which later steps would see and a reproducible build
             // must not depend on). Also what a deferred blob is produced with.
-            && *opts == layer::WriteOptions::default()
+            && *opts == rbuild_layer::WriteOptions::default()
     }
 
     /// Makes the upper directory the committed tree of `c.diff_id`: opaque markers back as the
@@ -910,11 +912,11 @@ impl Snapshotter {
     /// Deletes committed trees of this kind whose name is not in `keep` (diff ids for overlay,
     /// chain ids for copy, see [`Snapshotter::committed_dir`]); returns how many went. A tree that
     /// is the only copy of a layer the store still lists (a deferred blob, see
-    /// [`Snapshotter::commit`]) is kept whatever `keep` says: run [`store::Store::gc`] first, which
+    /// [`Snapshotter::commit`]) is kept whatever `keep` says: run [`rbuild_store::Store::gc`] first, which
     /// drops the records of unreferenced layers. Trees are
     /// renamed into a scratch directory first, so a crash never leaves a half-deleted tree that
     /// looks complete. Call it with the store's exclusive lock held
-    /// ([`store::Store::lock_exclusive`]), so no build is using a tree being deleted.
+    /// ([`rbuild_store::Store::lock_exclusive`]), so no build is using a tree being deleted.
     pub fn prune(&self, keep: &std::collections::HashSet<Digest>) -> Result<Pruned, SnapshotError> {
         let dir = self.layers_dir();
         let trash = self.store.temp_dir("snapshot-prune")?;

@@ -4,8 +4,8 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use rbuild_store::Store;
 use rustix::fs::{FileType, Mode};
-use store::Store;
 
 use crate::fsx;
 

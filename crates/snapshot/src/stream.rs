@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
-use digest::Digest;
+use rbuild_digest::Digest;
 
 use crate::error::SnapshotError;
 

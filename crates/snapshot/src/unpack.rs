@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
-use digest::Digest;
+use rbuild_digest::Digest;
+use rbuild_store::Store;
 use rustix::fs::{self as rfs, FileType, Mode, OFlags, RenameFlags, ResolveFlags, CWD};
 use rustix::io::Errno;
-use store::Store;
 
 use crate::error::{errno_err, SnapshotError};
 use crate::{copy, fsx};
@@ -46,13 +46,16 @@ fn components(raw: &[u8]) -> Option<Vec<Vec<u8>>> {
 
 /// Opens a layer's uncompressed bytes (a lazily pulled layer exists only as its compressed
 /// variant, decoded and verified on the fly).
-fn open_layer(store: &Store, layer: &Digest) -> Result<image::layers::LayerReader, SnapshotError> {
-    image::layers::open_layer(store, layer).map_err(|e| source_err(layer, e))
+fn open_layer(
+    store: &Store,
+    layer: &Digest,
+) -> Result<rbuild_image::layers::LayerReader, SnapshotError> {
+    rbuild_image::layers::open_layer(store, layer).map_err(|e| source_err(layer, e))
 }
 
-fn source_err(layer: &Digest, e: image::ImageError) -> SnapshotError {
+fn source_err(layer: &Digest, e: rbuild_image::ImageError) -> SnapshotError {
     match e {
-        image::ImageError::Store(s) => SnapshotError::Store(s),
+        rbuild_image::ImageError::Store(s) => SnapshotError::Store(s),
         other => SnapshotError::Source {
             layer: *layer,
             source: Box::new(other),
@@ -62,7 +65,7 @@ fn source_err(layer: &Digest, e: image::ImageError) -> SnapshotError {
 
 /// Reads a layer to its end so a decoded variant is checked against the diff id; done after the
 /// tree is built and before it is published, so a corrupt variant leaves nothing behind.
-fn verify(layer: &Digest, r: image::layers::LayerReader) -> Result<(), SnapshotError> {
+fn verify(layer: &Digest, r: rbuild_image::layers::LayerReader) -> Result<(), SnapshotError> {
     r.finish().map(|_| ()).map_err(|e| source_err(layer, e))
 }
 
@@ -72,7 +75,7 @@ fn scan_markers<R: Read>(layer: &Digest, r: R) -> Result<Vec<Marker>, SnapshotEr
     let mut archive = tar::Archive::new(r);
     let tar_err = |e: std::io::Error| SnapshotError::Unpack {
         layer: *layer,
-        source: layer::LayerError::Tar {
+        source: rbuild_layer::LayerError::Tar {
             after: None,
             source: e,
         },
@@ -100,9 +103,9 @@ fn scan_markers<R: Read>(layer: &Digest, r: R) -> Result<Vec<Marker>, SnapshotEr
             }
         }
         let Some(base) = comps.pop() else { continue };
-        if base.as_slice() == layer::OPAQUE_MARKER.as_bytes() {
+        if base.as_slice() == rbuild_layer::OPAQUE_MARKER.as_bytes() {
             out.push(Marker::Opaque { dir: comps });
-        } else if let Some(victim) = base.strip_prefix(layer::WHITEOUT_PREFIX.as_bytes()) {
+        } else if let Some(victim) = base.strip_prefix(rbuild_layer::WHITEOUT_PREFIX.as_bytes()) {
             if victim.is_empty() || victim == b"." || victim == b".." {
                 return Err(invalid("whiteout does not name a file"));
             }
@@ -294,10 +297,11 @@ fn apply(
     store: &Store,
     layer: &Digest,
     tree: &Path,
-    opts: &layer::ApplyOptions,
+    opts: &rbuild_layer::ApplyOptions,
 ) -> Result<(), SnapshotError> {
     let mut blob = open_layer(store, layer)?;
-    let applied = layer::apply_layer(tree, BufReader::with_capacity(256 * 1024, &mut blob), opts);
+    let applied =
+        rbuild_layer::apply_layer(tree, BufReader::with_capacity(256 * 1024, &mut blob), opts);
     // A corrupt variant is reported as such even when the tar reader tripped over it first.
     let verified = verify(layer, blob);
     match applied {
@@ -324,7 +328,7 @@ const CHUNK: usize = 256 * 1024;
 /// decoded once for both jobs. Reading on after both have stopped checks the whole variant.
 fn decode_into(
     layer: &Digest,
-    mut src: image::layers::LayerReader,
+    mut src: rbuild_image::layers::LayerReader,
     mut outs: Vec<SyncSender<Chunk>>,
 ) -> Result<(), SnapshotError> {
     loop {
@@ -398,7 +402,7 @@ fn apply_and_scan(
     store: &Store,
     layer: &Digest,
     tree: &Path,
-    opts: &layer::ApplyOptions,
+    opts: &rbuild_layer::ApplyOptions,
 ) -> Result<Vec<Marker>, SnapshotError> {
     let src = open_layer(store, layer)?;
     let (scan_tx, scan_rx) = sync_channel::<Chunk>(16);
@@ -411,7 +415,7 @@ fn apply_and_scan(
             )
         });
         let decoder = s.spawn(move || decode_into(layer, src, vec![apply_tx, scan_tx]));
-        let applied = layer::apply_layer(tree, ChannelReader::new(apply_rx), opts);
+        let applied = rbuild_layer::apply_layer(tree, ChannelReader::new(apply_rx), opts);
         // The reader is dropped with the call, so the decoder stops sending to it and only reads
         // on for verification.
         let panicked = |what: &str| SnapshotError::InvalidLayer {
@@ -442,7 +446,7 @@ pub(crate) fn unpack_overlay_layer(
     layer: &Digest,
     dest: &Path,
     userxattr: bool,
-    opts: &layer::ApplyOptions,
+    opts: &rbuild_layer::ApplyOptions,
 ) -> Result<(), SnapshotError> {
     let scratch = store.temp_dir("unpack")?;
     let tree = make_tree(scratch.path())?;
@@ -458,7 +462,7 @@ pub(crate) fn unpack_copy_chain(
     diff_ids: &[Digest],
     base: Option<(usize, &Path)>,
     dest: &Path,
-    opts: &layer::ApplyOptions,
+    opts: &rbuild_layer::ApplyOptions,
 ) -> Result<(), SnapshotError> {
     let scratch = store.temp_dir("unpack")?;
     let tree = make_tree(scratch.path())?;

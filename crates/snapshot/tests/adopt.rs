@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use snapshot::{Kind, MountPlan, Snapshotter};
+use rbuild_snapshot::{Kind, MountPlan, Snapshotter};
 
 const ROOT_NS: &[&str] = &["unshare", "-m"];
 
@@ -30,9 +30,9 @@ fn excludes() -> Vec<PathBuf> {
 
 fn step(
     s: &Snapshotter,
-    parent: &[digest::Digest],
-    opts: &layer::WriteOptions,
-) -> snapshot::Committed {
+    parent: &[rbuild_digest::Digest],
+    opts: &rbuild_layer::WriteOptions,
+) -> rbuild_snapshot::Committed {
     let active = s.prepare(parent).unwrap();
     let MountPlan::Overlay { options, upper, .. } = active.mount() else {
         panic!("expected an overlay plan");
@@ -60,7 +60,7 @@ fn committed_upper_is_the_layer_tree_and_layers_do_not_change() {
     let (l1, l2) = (base_layer(&store), whiteout_layer(&store));
     let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
 
-    let c = step(&s, &[l1, l2], &layer::WriteOptions::default());
+    let c = step(&s, &[l1, l2], &rbuild_layer::WriteOptions::default());
     let tree = s.committed_dir(&[l1, l2, c.diff_id]).unwrap();
     assert!(tree.is_dir(), "the upper directory became the layer's tree");
     assert!(
@@ -86,12 +86,12 @@ fn committed_upper_is_the_layer_tree_and_layers_do_not_change() {
         (true, 0),
         "whiteout kept as a 0/0 device"
     );
-    let adopted = comparable(layer::list_tree(&tree).unwrap());
+    let adopted = comparable(rbuild_layer::list_tree(&tree).unwrap());
 
     // The same step written the old way (an owner override that matches nothing disables the
     // adoption) gives the same layer bytes.
-    let forced = layer::WriteOptions {
-        owner_overrides: vec![layer::OwnerOverride {
+    let forced = rbuild_layer::WriteOptions {
+        owner_overrides: vec![rbuild_layer::OwnerOverride {
             rel: PathBuf::from("no/such/path"),
             recursive: false,
             uid: 1,
@@ -109,7 +109,7 @@ fn committed_upper_is_the_layer_tree_and_layers_do_not_change() {
     assert!(s.prune(&keep).unwrap().trees >= 1);
     assert!(!tree.exists());
     s.ensure_unpacked(&[l1, l2, c.diff_id]).unwrap();
-    assert_eq!(comparable(layer::list_tree(&tree).unwrap()), adopted);
+    assert_eq!(comparable(rbuild_layer::list_tree(&tree).unwrap()), adopted);
 
     // The adopted tree stacks as a lower: the next step sees the change.
     let next = s.prepare(&[l1, l2, c.diff_id]).unwrap();
@@ -135,14 +135,14 @@ fn rootless_style_options_are_never_adopted() {
     let (_t, store) = store();
     let l1 = base_layer(&store);
     let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
-    let opts = layer::WriteOptions {
-        id_map: Some(layer::IdMap {
-            uids: vec![layer::IdRange {
+    let opts = rbuild_layer::WriteOptions {
+        id_map: Some(rbuild_layer::IdMap {
+            uids: vec![rbuild_layer::IdRange {
                 container: 0,
                 host: 0,
                 size: 65536,
             }],
-            gids: vec![layer::IdRange {
+            gids: vec![rbuild_layer::IdRange {
                 container: 0,
                 host: 0,
                 size: 65536,
@@ -161,7 +161,7 @@ fn rootless_style_options_are_never_adopted() {
 
 /// A tree listing without whiteout times: a whiteout is invisible to every step, its layer entry
 /// carries no time of its own, and overlay and the unpacker create it at different moments.
-fn comparable(mut entries: Vec<layer::TreeEntry>) -> Vec<layer::TreeEntry> {
+fn comparable(mut entries: Vec<rbuild_layer::TreeEntry>) -> Vec<rbuild_layer::TreeEntry> {
     for e in &mut entries {
         if e.dev == Some((0, 0)) {
             e.mtime = 0;
@@ -182,7 +182,7 @@ fn an_adopted_layer_is_written_from_its_tree_on_first_read() {
     let (_t, store) = store();
     let (l1, l2) = (base_layer(&store), whiteout_layer(&store));
     let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
-    let c = step(&s, &[l1, l2], &layer::WriteOptions::default());
+    let c = step(&s, &[l1, l2], &rbuild_layer::WriteOptions::default());
     let d = c.diff_id;
     let tree = s.committed_dir(&[l1, l2, d]).unwrap();
     assert!(store.is_deferred_only(&d), "no blob written at commit");
@@ -196,7 +196,7 @@ fn an_adopted_layer_is_written_from_its_tree_on_first_read() {
     assert!(tree.is_dir());
 
     // A handle that registered no producer says so, naming the layer.
-    let bare = store::Store::open(store.root()).unwrap();
+    let bare = rbuild_store::Store::open(store.root()).unwrap();
     let err = bare.open_blob(&d).unwrap_err().to_string();
     assert!(
         err.contains(&d.to_string()) && err.contains("snapshot tree"),
@@ -228,7 +228,7 @@ fn an_adopted_layer_is_written_from_its_tree_on_first_read() {
     assert!(store.is_deferred_only(&d));
     let mut streamed = Vec::new();
     let err = std::io::Read::read_to_end(
-        &mut image::layers::open_layer(&store, &d).unwrap(),
+        &mut rbuild_image::layers::open_layer(&store, &d).unwrap(),
         &mut streamed,
     )
     .unwrap_err()
@@ -244,17 +244,17 @@ fn an_adopted_layer_is_written_from_its_tree_on_first_read() {
     ));
 
     // An export streams the layer from the tree, checked at its end, without storing it.
-    let mut r = image::layers::open_layer(&store, &d).unwrap();
+    let mut r = rbuild_image::layers::open_layer(&store, &d).unwrap();
     let mut streamed = Vec::new();
     std::io::Read::read_to_end(&mut r, &mut streamed).unwrap();
     assert_eq!(r.finish().unwrap(), c.size);
-    assert_eq!(digest::Digest::of(&streamed), d);
+    assert_eq!(rbuild_digest::Digest::of(&streamed), d);
     assert!(store.is_deferred_only(&d), "a stream stores nothing");
 
     // First read writes the blob: the tar hashes to the diff id and the layer reads back with
     // whiteout, opaque marker and capability (and no overlay xattrs).
     let bytes = store.read_blob(&d).unwrap();
-    assert_eq!(digest::Digest::of(&bytes), d);
+    assert_eq!(rbuild_digest::Digest::of(&bytes), d);
     assert!(store.list_blobs().unwrap().contains(&d));
     assert!(!store.is_deferred_only(&d));
     let entries = layer_entries(&store, &d);
@@ -287,7 +287,7 @@ fn unreferenced_deferred_layers_go_and_foreign_trees_are_not_trusted() {
     let (_t, store) = store();
     let l1 = base_layer(&store);
     let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
-    let c = step(&s, &[l1], &layer::WriteOptions::default());
+    let c = step(&s, &[l1], &rbuild_layer::WriteOptions::default());
     assert!(store.is_deferred_only(&c.diff_id));
     let stats = store.gc().unwrap();
     assert_eq!(stats.deferred_removed, 1);
@@ -296,7 +296,7 @@ fn unreferenced_deferred_layers_go_and_foreign_trees_are_not_trusted() {
     assert!(tree.is_dir(), "gc leaves trees to the snapshotter");
 
     // The tree is now foreign to the next commit of the same layer: it writes the blob.
-    let again = step(&s, &[l1], &layer::WriteOptions::default());
+    let again = step(&s, &[l1], &rbuild_layer::WriteOptions::default());
     assert_eq!(again.diff_id, c.diff_id);
     assert!(store.list_blobs().unwrap().contains(&c.diff_id));
     assert!(!store.is_deferred_only(&c.diff_id));
@@ -318,13 +318,13 @@ fn committing_a_layer_again_heals_a_damaged_tree() {
     let (_t, store) = store();
     let l1 = base_layer(&store);
     let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
-    let c = step(&s, &[l1], &layer::WriteOptions::default());
+    let c = step(&s, &[l1], &rbuild_layer::WriteOptions::default());
     let tree = s.committed_dir(&[l1, c.diff_id]).unwrap();
     std::fs::write(tree.join("etc/keep"), b"damaged").unwrap();
     assert!(store.open_blob(&c.diff_id).is_err());
-    let again = step(&s, &[l1], &layer::WriteOptions::default());
+    let again = step(&s, &[l1], &rbuild_layer::WriteOptions::default());
     assert_eq!(again.diff_id, c.diff_id);
     assert!(store.is_written(&c.diff_id));
     let bytes = store.read_blob(&c.diff_id).unwrap();
-    assert_eq!(digest::Digest::of(&bytes), c.diff_id);
+    assert_eq!(rbuild_digest::Digest::of(&bytes), c.diff_id);
 }

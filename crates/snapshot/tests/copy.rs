@@ -5,17 +5,17 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use layer::EntryKind::*;
-use snapshot::{Kind, Mode, MountPlan, Snapshotter};
+use rbuild_layer::EntryKind::*;
+use rbuild_snapshot::{Kind, Mode, MountPlan, Snapshotter};
 
-fn root_opts() -> layer::ApplyOptions {
-    layer::ApplyOptions {
+fn root_opts() -> rbuild_layer::ApplyOptions {
+    rbuild_layer::ApplyOptions {
         same_owner: is_root(),
         id_map: None,
     }
 }
 
-fn rootfs(active: &snapshot::Active) -> PathBuf {
+fn rootfs(active: &rbuild_snapshot::Active) -> PathBuf {
     match active.mount() {
         MountPlan::Dir(d) => d,
         other => panic!("expected a directory, got {other:?}"),
@@ -42,17 +42,17 @@ fn prepare_copies_the_merged_parent_exactly() {
     let s = Snapshotter::with_kind(&store, Kind::Copy).unwrap();
     s.ensure_unpacked(&[l1, l2]).unwrap();
     let merged = s.committed_dir(&[l1, l2]).unwrap();
-    let chain = digest::chain_id(&[l1, l2]).unwrap();
+    let chain = rbuild_digest::chain_id(&[l1, l2]).unwrap();
     assert_eq!(
         merged,
         store.root().join("snapshots/copy").join(chain.hex())
     );
     let reference = applied(&store, &[l1, l2], &root_opts());
-    let want = layer::list_tree(reference.path()).unwrap();
-    assert_eq!(layer::list_tree(&merged).unwrap(), want);
+    let want = rbuild_layer::list_tree(reference.path()).unwrap();
+    assert_eq!(rbuild_layer::list_tree(&merged).unwrap(), want);
     // Ownership, xattrs, hardlinks, the fifo and the symlink survive the copy.
     let active = s.prepare(&[l1, l2]).unwrap();
-    let got = layer::list_tree(&rootfs(&active)).unwrap();
+    let got = rbuild_layer::list_tree(&rootfs(&active)).unwrap();
     assert_eq!(got, want);
     let find = |p: &str| got.iter().find(|e| e.path == p).unwrap().clone();
     assert_eq!((find("keep").uid, find("keep").gid), (12, 34));
@@ -82,9 +82,9 @@ fn run_step_in_a_copy_commits_changes_and_deletions() {
          echo n > dir/n && setcap cap_net_raw+ep bin/ping && echo more >> keep && ln hl1 hl3",
         dir.display()
     ));
-    let after = layer::list_tree(&dir).unwrap();
+    let after = rbuild_layer::list_tree(&dir).unwrap();
     let c = s
-        .commit(active, &layer::WriteOptions::default(), &[])
+        .commit(active, &rbuild_layer::WriteOptions::default(), &[])
         .unwrap();
     assert!(!c.empty);
     assert!(!dir.exists());
@@ -109,7 +109,7 @@ fn run_step_in_a_copy_commits_changes_and_deletions() {
     let ping = entries.iter().find(|e| e.path == "bin/ping").unwrap();
     assert!(ping.xattrs.iter().any(|(k, _)| k == "security.capability"));
     let applied = applied(&store, &[l1, l2, c.diff_id], &root_opts());
-    assert_eq!(layer::list_tree(applied.path()).unwrap(), after);
+    assert_eq!(rbuild_layer::list_tree(applied.path()).unwrap(), after);
 }
 
 #[test]
@@ -133,13 +133,16 @@ fn same_size_same_mtime_rewrite_is_still_seen() {
     let c = s
         .commit(
             active,
-            &layer::WriteOptions::default(),
+            &rbuild_layer::WriteOptions::default(),
             &[PathBuf::from("/hosts")],
         )
         .unwrap();
     let entries = layer_entries(&store, &c.diff_id);
     assert_eq!(kinds(&entries), want(&[("keep", File)]));
-    assert_eq!(entries[0].sha256, Some(digest::Digest::of(b"KEEP\n")));
+    assert_eq!(
+        entries[0].sha256,
+        Some(rbuild_digest::Digest::of(b"KEEP\n"))
+    );
 }
 
 #[test]
@@ -161,8 +164,8 @@ fn longer_chains_start_from_a_merged_prefix() {
     let got = s.committed_dir(&[l1, c.diff_id, l2]).unwrap();
     let reference = applied(&store, &[l1, c.diff_id, l2], &root_opts());
     assert_eq!(
-        layer::list_tree(&got).unwrap(),
-        layer::list_tree(reference.path()).unwrap()
+        rbuild_layer::list_tree(&got).unwrap(),
+        rbuild_layer::list_tree(reference.path()).unwrap()
     );
     assert!(!got.join("keep").exists() && got.join("z").exists());
 }

@@ -6,15 +6,15 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use layer::LayerWriter;
-use snapshot::{Kind, SnapshotError, Snapshotter};
+use rbuild_layer::LayerWriter;
+use rbuild_snapshot::{Kind, SnapshotError, Snapshotter};
 
 fn put(
-    store: &store::Store,
-    build: impl FnOnce(&mut LayerWriter<&mut store::Ingest>),
-) -> digest::Digest {
+    store: &rbuild_store::Store,
+    build: impl FnOnce(&mut LayerWriter<&mut rbuild_store::Ingest>),
+) -> rbuild_digest::Digest {
     let mut ing = store.ingest().unwrap();
-    let mut w = LayerWriter::new(&mut ing, layer::WriteOptions::default());
+    let mut w = LayerWriter::new(&mut ing, rbuild_layer::WriteOptions::default());
     build(&mut w);
     w.finish().unwrap();
     ing.commit(None).unwrap().0

@@ -6,8 +6,8 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 
 use common::*;
-use layer::{IdMap, IdRange};
-use snapshot::{Kind, MountPlan, Snapshotter};
+use rbuild_layer::{IdMap, IdRange};
+use rbuild_snapshot::{Kind, MountPlan, Snapshotter};
 
 #[test]
 fn copy_commit_translates_host_owners_to_container_ids() {
@@ -44,7 +44,7 @@ fn copy_commit_translates_host_owners_to_container_ids() {
             },
         ]
     };
-    let opts = layer::WriteOptions {
+    let opts = rbuild_layer::WriteOptions {
         id_map: Some(IdMap {
             uids: ranges(uid),
             gids: ranges(gid),

@@ -4,12 +4,12 @@
 mod common;
 
 use common::*;
-use digest::Digest;
-use snapshot::{Kind, Snapshotter};
-use store::{Store, Variant};
+use rbuild_digest::Digest;
+use rbuild_snapshot::{Kind, Snapshotter};
+use rbuild_store::{Store, Variant};
 
-fn root_opts() -> layer::ApplyOptions {
-    layer::ApplyOptions {
+fn root_opts() -> rbuild_layer::ApplyOptions {
+    rbuild_layer::ApplyOptions {
         same_owner: is_root(),
         id_map: None,
     }
@@ -20,8 +20,13 @@ fn root_opts() -> layer::ApplyOptions {
 fn make_lazy(store: &Store, diff_id: &Digest, content: &Digest) -> Digest {
     let src = store.open_blob(content).unwrap();
     let ingest = store.ingest().unwrap();
-    let ingest =
-        layer::compress::compress(src, ingest, layer::compress::Compression::Gzip, None).unwrap();
+    let ingest = rbuild_layer::compress::compress(
+        src,
+        ingest,
+        rbuild_layer::compress::Compression::Gzip,
+        None,
+    )
+    .unwrap();
     let (digest, size) = ingest.commit(None).unwrap();
     let v = Variant {
         digest,
@@ -37,7 +42,7 @@ fn make_lazy(store: &Store, diff_id: &Digest, content: &Digest) -> Digest {
 
 fn kinds(store: &Store) -> Vec<Kind> {
     let mut k = vec![Kind::Copy];
-    if let Ok(s) = Snapshotter::new(store, snapshot::Mode::Overlay) {
+    if let Ok(s) = Snapshotter::new(store, rbuild_snapshot::Mode::Overlay) {
         k.push(s.kind());
     }
     k
@@ -77,15 +82,15 @@ fn variant_only_layers_unpack_to_the_same_tree() {
     let (_t, store) = store();
     let (l1, l2) = (base_layer(&store), whiteout_layer(&store));
     let reference = applied(&store, &[l1, l2], &root_opts());
-    let want = layer::list_tree(reference.path()).unwrap();
+    let want = rbuild_layer::list_tree(reference.path()).unwrap();
     make_lazy(&store, &l1, &l1);
     make_lazy(&store, &l2, &l2);
     assert!(!store.contains(&l1) && !store.contains(&l2));
     for kind in kinds(&store) {
         let s = Snapshotter::with_kind(&store, kind).unwrap();
         let active = s.prepare(&[l1, l2]).unwrap();
-        if let snapshot::MountPlan::Dir(d) = active.mount() {
-            assert_eq!(layer::list_tree(&d).unwrap(), want, "{kind:?}");
+        if let rbuild_snapshot::MountPlan::Dir(d) = active.mount() {
+            assert_eq!(rbuild_layer::list_tree(&d).unwrap(), want, "{kind:?}");
         }
         s.remove(active).unwrap();
         // Unpacking read the variants; it did not store the uncompressed blobs.

@@ -6,8 +6,8 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use layer::EntryKind::*;
-use snapshot::{Kind, MountPlan, Snapshotter};
+use rbuild_layer::EntryKind::*;
+use rbuild_snapshot::{Kind, MountPlan, Snapshotter};
 
 const RUN: &str = "rm a && mkdir -p d && echo hi > d/f && rm -rf dir && mkdir dir && \
                    echo n > dir/n && setcap cap_net_raw+ep bin/ping && echo more >> keep && \
@@ -15,7 +15,7 @@ const RUN: &str = "rm a && mkdir -p d && echo hi > d/f && rm -rf dir && mkdir di
 
 const ROOT_NS: &[&str] = &["unshare", "-m"];
 
-fn overlay(store: &store::Store) -> Snapshotter {
+fn overlay(store: &rbuild_store::Store) -> Snapshotter {
     Snapshotter::with_kind(store, Kind::Overlay { userxattr: false }).unwrap()
 }
 
@@ -27,10 +27,10 @@ fn probe_finds_overlay_as_root() {
     );
     let (_t, store) = store();
     assert_eq!(
-        snapshot::probe(&store),
-        snapshot::ProbeResult::Overlay { userxattr: false }
+        rbuild_snapshot::probe(&store),
+        rbuild_snapshot::ProbeResult::Overlay { userxattr: false }
     );
-    let s = Snapshotter::new(&store, snapshot::Mode::Auto).unwrap();
+    let s = Snapshotter::new(&store, rbuild_snapshot::Mode::Auto).unwrap();
     assert_eq!(s.kind(), Kind::Overlay { userxattr: false });
     assert_eq!(s.kind().name(), "overlayfs");
     // The probe leaves nothing behind.
@@ -133,7 +133,7 @@ fn run_step_commits_only_the_upper_changes() {
     let upper_parent = upper.parent().unwrap().to_path_buf();
 
     let c = s
-        .commit(active, &layer::WriteOptions::default(), &[])
+        .commit(active, &rbuild_layer::WriteOptions::default(), &[])
         .unwrap();
     assert!(!c.empty);
     assert!(
@@ -172,14 +172,14 @@ fn run_step_commits_only_the_upper_changes() {
     assert_eq!((keep.uid, keep.gid), (12, 34));
 
     // Base + L2 + the new layer applied from tars gives exactly the merged view.
-    let opts = layer::ApplyOptions {
+    let opts = rbuild_layer::ApplyOptions {
         same_owner: true,
         id_map: None,
     };
     let applied = applied(&store, &[l1, l2, c.diff_id], &opts);
     assert_eq!(
-        layer::list_tree(applied.path()).unwrap(),
-        layer::list_tree(merged.path()).unwrap()
+        rbuild_layer::list_tree(applied.path()).unwrap(),
+        rbuild_layer::list_tree(merged.path()).unwrap()
     );
 
     // The new layer stacks as a lower like any other.
@@ -210,7 +210,7 @@ fn unchanged_step_is_empty_and_excluded_paths_are_dropped() {
 
     let active = s.prepare(&[l1]).unwrap();
     let c = s
-        .commit(active, &layer::WriteOptions::default(), &[])
+        .commit(active, &rbuild_layer::WriteOptions::default(), &[])
         .unwrap();
     assert!(c.empty);
     assert_eq!(c.size, 1024);
@@ -231,7 +231,7 @@ fn unchanged_step_is_empty_and_excluded_paths_are_dropped() {
         PathBuf::from("/etc/resolv.conf"),
     ];
     let c = s
-        .commit(active, &layer::WriteOptions::default(), &exclude)
+        .commit(active, &rbuild_layer::WriteOptions::default(), &exclude)
         .unwrap();
     // `bin` was only copied up for the excluded file; the new `etc` stays.
     assert_eq!(
@@ -275,7 +275,7 @@ fn scratch_base_and_deterministic_layers() {
         let c = s
             .commit(
                 active,
-                &layer::WriteOptions {
+                &rbuild_layer::WriteOptions {
                     source_date_epoch: Some(0),
                     ..Default::default()
                 },
@@ -295,7 +295,7 @@ fn scratch_base_and_deterministic_layers() {
 fn missing_layer_names_the_digest() {
     let (_t, store) = store();
     let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
-    let d = digest::Digest::of(b"nope");
+    let d = rbuild_digest::Digest::of(b"nope");
     let err = s.ensure_unpacked(&[d]).unwrap_err().to_string();
     assert!(err.contains(&d.hex()), "{err}");
 }
@@ -313,7 +313,7 @@ fn prune_keeps_only_wanted_trees() {
         s.ensure_unpacked(&[l1]).unwrap();
         s.ensure_unpacked(&[l1, l2]).unwrap();
         let keep_id = match kind {
-            Kind::Copy => digest::chain_id(&[l1, l2]).unwrap(),
+            Kind::Copy => rbuild_digest::chain_id(&[l1, l2]).unwrap(),
             _ => l2,
         };
         let _gc = store.lock_exclusive().unwrap();

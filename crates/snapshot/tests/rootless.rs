@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use common::*;
-use layer::EntryKind::*;
-use snapshot::{Kind, Mode, MountPlan, Snapshotter};
+use rbuild_layer::EntryKind::*;
+use rbuild_snapshot::{Kind, Mode, MountPlan, Snapshotter};
 
 const RUN: &str = "rm a && mkdir -p d && echo hi > d/f && rm -rf dir && mkdir dir && \
                    echo n > dir/n && test \"$(ls d0)\" = new && test ! -e dir/y";
@@ -47,12 +47,12 @@ fn rootless_overlay_end_to_end() {
 fn rootless_helper() {
     assert!(!is_root(), "must run unprivileged");
     let root = PathBuf::from(std::env::var_os("SNAP_STORE").unwrap());
-    let chain: Vec<digest::Digest> = std::env::var("SNAP_CHAIN")
+    let chain: Vec<rbuild_digest::Digest> = std::env::var("SNAP_CHAIN")
         .unwrap()
         .split(' ')
         .map(|d| d.parse().unwrap())
         .collect();
-    let store = store::Store::open(root).unwrap();
+    let store = rbuild_store::Store::open(root).unwrap();
     let s = Snapshotter::new(&store, Mode::Auto).unwrap();
     assert_eq!(s.kind(), Kind::Overlay { userxattr: true });
 
@@ -81,7 +81,7 @@ fn rootless_helper() {
     run_overlay(&["unshare", "-Ur", "-m"], &options, RUN, merged.path());
 
     let c = s
-        .commit(active, &layer::WriteOptions::default(), &[])
+        .commit(active, &rbuild_layer::WriteOptions::default(), &[])
         .unwrap();
     let entries = layer_entries(&store, &c.diff_id);
     assert_eq!(
@@ -103,10 +103,10 @@ fn rootless_helper() {
     }
     let mut chain3 = chain.clone();
     chain3.push(c.diff_id);
-    let applied = applied(&store, &chain3, &layer::ApplyOptions::default());
+    let applied = applied(&store, &chain3, &rbuild_layer::ApplyOptions::default());
     assert_eq!(
-        layer::list_tree(applied.path()).unwrap(),
-        layer::list_tree(merged.path()).unwrap()
+        rbuild_layer::list_tree(applied.path()).unwrap(),
+        rbuild_layer::list_tree(merged.path()).unwrap()
     );
     assert!(scratch_entries(&store).is_empty());
     println!("rootless helper ok");

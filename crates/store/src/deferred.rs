@@ -12,7 +12,7 @@
 //!
 //! and registers a [`Producer`] that knows how to turn a recipe back into the exact bytes. For
 //! everybody else such a blob is simply *there*: [`Store::contains`] and [`Store::blob_size`] answer
-//! from the record; [`Store::stream_blob`] (what exports use, through `image::layers::open_layer`)
+//! from the record; [`Store::stream_blob`] (what exports use, through `rbuild_image::layers::open_layer`)
 //! reads the bytes from the producer without storing them and fails at their end if they are not
 //! the digest; [`Store::open_blob`] (and everything built on it) first produces the blob into the
 //! store, committed with the expected digest. Either way a recipe that no longer gives the same
@@ -26,7 +26,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use digest::Digest;
+use rbuild_digest::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, StoreError};

@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use digest::Digest;
+use rbuild_digest::Digest;
 
 /// Everything that can go wrong in the store; each variant names the path, digest or name the user
 /// has to look at to fix it.

@@ -1,7 +1,7 @@
 //! Small filesystem helpers: locked temp files, atomic replace, stale-ingest sweeping, forced tree
 //! removal.
 
-use digest::Digest;
+use rbuild_digest::Digest;
 use std::collections::hash_map::RandomState;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher as _};

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 
-use digest::Digest;
+use rbuild_digest::Digest;
 use serde_json::Value;
 
 use crate::error::{io_err, StoreError};

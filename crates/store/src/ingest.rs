@@ -5,7 +5,7 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use digest::{Digest, DigestWriter};
+use rbuild_digest::{Digest, DigestWriter};
 
 use crate::error::{io_err, StoreError};
 use crate::{fsutil, Store};

@@ -51,7 +51,7 @@
 //!
 //! ```
 //! use std::io::Write;
-//! use store::{RefTarget, Store};
+//! use rbuild_store::{RefTarget, Store};
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let store = Store::open(dir.path()).unwrap();
@@ -86,7 +86,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use digest::Digest;
+use rbuild_digest::Digest;
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
@@ -397,7 +397,7 @@ impl Store {
     /// Re-hashes a stored blob and reports whether it still matches its name, for `fsck`-style
     /// checks after disk trouble (normal reads trust the name, since commits are verified).
     pub fn verify_blob(&self, d: &Digest) -> Result<bool, StoreError> {
-        let mut reader = digest::DigestReader::new(self.open_blob(d)?);
+        let mut reader = rbuild_digest::DigestReader::new(self.open_blob(d)?);
         io::copy(&mut reader, &mut io::sink()).map_err(io_err("read", self.blob_path(d)))?;
         let (_, actual, _) = reader.finish();
         Ok(actual == *d)

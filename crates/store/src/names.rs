@@ -1,6 +1,6 @@
 //! Turning arbitrary names (image references, compression names) into single, safe file names.
 
-use digest::Digest;
+use rbuild_digest::Digest;
 
 use crate::error::StoreError;
 

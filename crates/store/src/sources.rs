@@ -15,7 +15,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use digest::Digest;
+use rbuild_digest::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, StoreError};
@@ -99,7 +99,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use crate::Store;
-    use digest::Digest;
+    use rbuild_digest::Digest;
 
     #[test]
     fn sources_are_recorded_listed_and_pruned() {

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 
-use digest::Digest;
-use store::{RefTarget, Store, Variant};
+use rbuild_digest::Digest;
+use rbuild_store::{RefTarget, Store, Variant};
 
 const ROLE_ENV: &str = "RBUILD_STORE_CHILD";
 const ROOT_ENV: &str = "RBUILD_STORE_CHILD_ROOT";

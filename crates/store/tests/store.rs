@@ -5,8 +5,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use digest::Digest;
-use store::{LockMode, RefTarget, Store, StoreError, Variant};
+use rbuild_digest::Digest;
+use rbuild_store::{LockMode, RefTarget, Store, StoreError, Variant};
 
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const INDEX: &str = "application/vnd.oci.image.index.v1+json";

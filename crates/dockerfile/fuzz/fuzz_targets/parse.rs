@@ -2,7 +2,7 @@
 //! arbitrary UTF-8; any panic is a bug (the front end must never panic).
 #![no_main]
 
-use dockerfile::{check, parse, plan, PlanOptions, Scope};
+use rbuild_dockerfile::{check, parse, plan, PlanOptions, Scope};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

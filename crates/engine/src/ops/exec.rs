@@ -4,9 +4,9 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use dockerfile::Mount;
-use sandbox::{MountKind, MountSpec, Network, RootfsSpec, RunSpec, Stream};
-use snapshot::MountPlan;
+use rbuild_dockerfile::Mount;
+use rbuild_sandbox::{MountKind, MountSpec, Network, RootfsSpec, RunSpec, Stream};
+use rbuild_snapshot::MountPlan;
 
 use super::{commit_layer, ContextSources, Reads};
 use crate::chain::Chain;
@@ -89,9 +89,9 @@ impl ExecOp {
                         .str(
                             "sharing",
                             match sharing {
-                                dockerfile::CacheSharing::Shared => "shared",
-                                dockerfile::CacheSharing::Private => "private",
-                                dockerfile::CacheSharing::Locked => "locked",
+                                rbuild_dockerfile::CacheSharing::Shared => "shared",
+                                rbuild_dockerfile::CacheSharing::Private => "private",
+                                rbuild_dockerfile::CacheSharing::Locked => "locked",
                             },
                         )
                         .opt_str("from", from.as_deref())
@@ -290,7 +290,7 @@ impl ExecOp {
         };
         let result = match sandbox.run(&spec, &mut on_output) {
             Ok(r) => r,
-            Err(sandbox::SandboxError::Cancelled) => return Err(BuildError::Cancelled),
+            Err(rbuild_sandbox::SandboxError::Cancelled) => return Err(BuildError::Cancelled),
             Err(e) => return Err(sh.step_error(step, e)),
         };
         drop(guards);
@@ -348,7 +348,7 @@ impl ExecOp {
                 std::fs::write(&p, bytes).map_err(|e| BuildError::io(&p, e))?;
             }
         }
-        let u = context::passwd::resolve_user(dir.path(), &self.user)?;
+        let u = rbuild_context::passwd::resolve_user(dir.path(), &self.user)?;
         Ok((u.uid, u.gid, u.additional_gids))
     }
 }
@@ -416,7 +416,7 @@ fn mount_spec<'s>(
             // is opened only when the cache has to be made (see `cachemount`).
             let seed_of = from.map(|chain| {
                 let src = crate::fsutil::clean_abs(source.as_deref().unwrap_or("/"));
-                let base = digest::chain_id(&chain.diff_ids())
+                let base = rbuild_digest::chain_id(&chain.diff_ids())
                     .map_or_else(|| "scratch".into(), |d| d.hex());
                 (chain.diff_ids(), src, base)
             });

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use dockerfile::Heredoc;
+use rbuild_dockerfile::Heredoc;
 
 use super::{commit_layer, ContextSources, Reads};
 use crate::chain::Chain;
@@ -29,9 +29,9 @@ pub(crate) enum FileOp {
 /// COPY or ADD, expanded.
 pub(crate) struct CopyOp {
     /// ADD's own options; `None` for COPY.
-    pub add: Option<dockerfile::Add>,
+    pub add: Option<rbuild_dockerfile::Add>,
     /// The copy (sources, destination, flags, heredocs).
-    pub copy: dockerfile::Copy,
+    pub copy: rbuild_dockerfile::Copy,
     /// The stage's working directory, against which a relative destination is resolved.
     pub workdir: String,
     /// The history text.
@@ -122,7 +122,7 @@ impl FileOp {
                 let owner = match user.as_deref() {
                     None | Some("") => None,
                     Some(u) => Some(
-                        context::passwd::resolve_chown(&root, u)
+                        rbuild_context::passwd::resolve_chown(&root, u)
                             .map_err(|e| sh.step_error(step, e))?,
                     ),
                 };
@@ -153,14 +153,16 @@ impl CopyOp {
         // A cancelled build stops the copy between entries, not after it.
         let flag = sh.cancel.flag();
         let flag = flag.as_ref();
-        let copy_err = |e: context::ContextError| match e {
-            context::ContextError::Cancelled => BuildError::Cancelled,
+        let copy_err = |e: rbuild_context::ContextError| match e {
+            rbuild_context::ContextError::Cancelled => BuildError::Cancelled,
             e => err(&e),
         };
         let mut view = View::open(sh.snap, store, &parent.diff_ids())?;
         let root = view_root(&view)?;
         let chown = match copy.chown.as_deref() {
-            Some(spec) => Some(context::passwd::resolve_chown(&root, spec).map_err(|e| err(&e))?),
+            Some(spec) => {
+                Some(rbuild_context::passwd::resolve_chown(&root, spec).map_err(|e| err(&e))?)
+            }
             None => None,
         };
         let workdir = self.workdir.as_str();
@@ -170,7 +172,7 @@ impl CopyOp {
             let dir = store.temp_dir("heredoc")?;
             write_heredocs(dir.path(), &copy.heredocs)?;
             let sources: Vec<String> = copy.heredocs.iter().map(|h| h.name.clone()).collect();
-            let req = context::CopyRequest {
+            let req = rbuild_context::CopyRequest {
                 src_root: dir.path(),
                 ignore: None,
                 sources: &sources,
@@ -184,7 +186,7 @@ impl CopyOp {
                 keep_ownership: false,
                 cancel: Some(flag),
             };
-            let out = context::copy(&req).map_err(copy_err)?;
+            let out = rbuild_context::copy(&req).map_err(copy_err)?;
             view.record_owner(&out);
         } else {
             // The source tree: the context, another stage, or an image (`--from`).
@@ -198,7 +200,7 @@ impl CopyOp {
                     Some(r)
                 }
             };
-            let (src_root, ignore): (&Path, Option<&context::ignore::IgnoreMatcher>) =
+            let (src_root, ignore): (&Path, Option<&rbuild_context::ignore::IgnoreMatcher>) =
                 match &from_root {
                     Some(r) => (r.as_path(), None),
                     None => (sh.context.root(), Some(sh.context.ignore())),
@@ -228,7 +230,7 @@ impl CopyOp {
                 plain.push(src.clone());
             }
             if !plain.is_empty() {
-                let req = context::CopyRequest {
+                let req = rbuild_context::CopyRequest {
                     src_root,
                     ignore,
                     sources: &plain,
@@ -242,7 +244,7 @@ impl CopyOp {
                     keep_ownership: from.is_some() && chown.is_none(),
                     cancel: Some(flag),
                 };
-                let out = context::copy(&req).map_err(copy_err)?;
+                let out = rbuild_context::copy(&req).map_err(copy_err)?;
                 view.record_owner(&out);
             }
         }
@@ -279,7 +281,7 @@ impl CopyOp {
         let checksum = self.add.as_ref().and_then(|a| a.checksum.as_deref());
         crate::fetch::fetch(url, scratch.path(), &name, checksum)
             .map_err(|e| BuildError::Request(e.to_string()))?;
-        let req = context::CopyRequest {
+        let req = rbuild_context::CopyRequest {
             src_root: scratch.path(),
             ignore: None,
             sources: std::slice::from_ref(&name),
@@ -293,7 +295,7 @@ impl CopyOp {
             keep_ownership: false,
             cancel: Some(flag),
         };
-        context::copy(&req)?;
+        rbuild_context::copy(&req)?;
         Ok(())
     }
 }
@@ -358,11 +360,11 @@ fn extract(
     let flag = flag.as_ref();
     set_root_mode(scratch.path())?;
     let f = std::fs::File::open(archive).map_err(|e| BuildError::io(archive, e))?;
-    let r = layer::compress::decompress(f).map_err(|e| BuildError::io(archive, e))?;
-    layer::apply_layer(
+    let r = rbuild_layer::compress::decompress(f).map_err(|e| BuildError::io(archive, e))?;
+    rbuild_layer::apply_layer(
         scratch.path(),
         r,
-        &layer::ApplyOptions {
+        &rbuild_layer::ApplyOptions {
             same_owner: is_root(),
             id_map: None,
         },
@@ -372,7 +374,7 @@ fn extract(
     if chown.is_some() {
         mkdir_all_in_root(root, &dest_abs, chown)?;
     }
-    let req = context::CopyRequest {
+    let req = rbuild_context::CopyRequest {
         src_root: scratch.path(),
         ignore: None,
         sources: &[".".to_string()],
@@ -387,7 +389,7 @@ fn extract(
         cancel: Some(flag),
     };
     // As docker's untar: archive entries replace what is in their way.
-    context::copy_replacing(&req)?;
+    rbuild_context::copy_replacing(&req)?;
     Ok(())
 }
 

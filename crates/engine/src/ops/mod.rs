@@ -23,8 +23,8 @@ mod file;
 pub(crate) use exec::ExecOp;
 pub(crate) use file::{CopyOp, FileOp};
 
-use digest::Digest;
-use image::LayerDesc;
+use rbuild_digest::Digest;
+use rbuild_image::LayerDesc;
 
 use crate::chain::Chain;
 use crate::key::Key;
@@ -74,7 +74,7 @@ pub(crate) struct ContextSources {
     /// Their content digest.
     pub digest: String,
     /// Each file's entry, kept so a later miss can name the files that changed.
-    pub manifest: Option<std::sync::Arc<context::SourceManifest>>,
+    pub manifest: Option<std::sync::Arc<rbuild_context::SourceManifest>>,
 }
 
 /// What an op reads from outside the graph, for its key.
@@ -230,18 +230,18 @@ mod tests {
             user: "app".into(),
             network_host: true,
             mounts: vec![
-                dockerfile::Mount::Cache {
+                rbuild_dockerfile::Mount::Cache {
                     target: "/root/.cache".into(),
                     id: None,
                     read_only: false,
-                    sharing: dockerfile::CacheSharing::Locked,
+                    sharing: rbuild_dockerfile::CacheSharing::Locked,
                     from: None,
                     source: None,
                     mode: Some(0o755),
                     uid: None,
                     gid: None,
                 },
-                dockerfile::Mount::Secret {
+                rbuild_dockerfile::Mount::Secret {
                     id: Some("tok".into()),
                     target: None,
                     env: None,
@@ -259,7 +259,7 @@ mod tests {
     fn copy() -> FileOp {
         FileOp::Copy(Box::new(CopyOp {
             add: None,
-            copy: dockerfile::Copy {
+            copy: rbuild_dockerfile::Copy {
                 sources: vec!["src/".into(), "*.toml".into()],
                 dest: "/app/".into(),
                 chown: Some("1000:1000".into()),
@@ -310,8 +310,8 @@ mod tests {
             Box::new(|e| e.user = "root".into()),
             Box::new(|e| e.network_host = false),
             Box::new(|e| {
-                if let dockerfile::Mount::Cache { sharing, .. } = &mut e.mounts[0] {
-                    *sharing = dockerfile::CacheSharing::Shared;
+                if let rbuild_dockerfile::Mount::Cache { sharing, .. } = &mut e.mounts[0] {
+                    *sharing = rbuild_dockerfile::CacheSharing::Shared;
                 }
             }),
             Box::new(|e| e.mounts.pop().map(drop).unwrap_or(())),

@@ -1,12 +1,12 @@
 //! Helpers shared by the integration tests: a fresh store and small real layer tars.
 #![allow(dead_code)]
 
-use image::config::{History, ImageConfig};
-use image::{Images, LayerDesc, LocalImage};
+use rbuild_image::config::{History, ImageConfig};
+use rbuild_image::{Images, LayerDesc, LocalImage};
 
 pub fn setup() -> (tempfile::TempDir, Images) {
     let dir = tempfile::tempdir().unwrap();
-    let store = store::Store::open(dir.path().join("store")).unwrap();
+    let store = rbuild_store::Store::open(dir.path().join("store")).unwrap();
     (dir, Images::new(store))
 }
 

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
-use digest::{Digest, Hasher};
+use rbuild_digest::{Digest, Hasher};
 
 /// Bytes handed to the hashing thread at a time: large enough that the hand-over costs nothing
 /// next to hashing it, small enough that the two threads overlap on small layers too.
@@ -55,7 +55,7 @@ impl Drop for Piped {
     }
 }
 
-/// Like [`digest::DigestWriter`], but the hashing runs on its own short-lived thread.
+/// Like [`rbuild_digest::DigestWriter`], but the hashing runs on its own short-lived thread.
 pub(crate) struct PipedDigestWriter<W> {
     inner: W,
     hashing: Hashing,

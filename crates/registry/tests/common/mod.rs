@@ -13,8 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use digest::Digest;
-use image::manifest::{
+use rbuild_digest::Digest;
+use rbuild_image::manifest::{
     Descriptor, Manifest, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST,
 };
 
@@ -180,7 +180,7 @@ pub fn gzip_blob(seed: u64, len: usize) -> Vec<u8> {
 
 /// A small OCI image (config + 2 gzip layers) in `store`; returns the manifest bytes and parsed.
 pub fn make_image(
-    store: &store::Store,
+    store: &rbuild_store::Store,
     seed: u64,
     arch: &str,
     big_layer: usize,
@@ -211,7 +211,7 @@ pub fn make_image(
 }
 
 /// Files left in the store's ingest directory (should be none after any pull, failed or not).
-pub fn leftover_ingests(store: &store::Store) -> Vec<PathBuf> {
+pub fn leftover_ingests(store: &rbuild_store::Store) -> Vec<PathBuf> {
     std::fs::read_dir(store.root().join("ingest"))
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default()

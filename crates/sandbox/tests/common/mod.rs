@@ -1,7 +1,7 @@
 //! Shared test helpers: a busybox rootfs built from the host's static busybox.
 #![allow(dead_code)]
 
-use sandbox::{RootfsSpec, RunResult, RunSpec, Sandbox, SandboxError, Stream};
+use rbuild_sandbox::{RootfsSpec, RunResult, RunSpec, Sandbox, SandboxError, Stream};
 use std::path::{Path, PathBuf};
 
 /// Creates a minimal rootfs at `root`: /bin/busybox plus one symlink per applet, /tmp, /root,

@@ -7,9 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use digest::Digest;
-use layer::{EntryKind, LayerWriter, TreeEntry};
-use store::Store;
+use rbuild_digest::Digest;
+use rbuild_layer::{EntryKind, LayerWriter, TreeEntry};
+use rbuild_store::Store;
 
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -44,7 +44,7 @@ pub fn base_layer(store: &Store) -> Digest {
          setcap cap_net_bind_service+ep bin/cap && chown 12:34 keep"
     ));
     let mut ing = store.ingest().unwrap();
-    layer::write_tree(t.path(), &mut ing, &layer::WriteOptions::default()).unwrap();
+    rbuild_layer::write_tree(t.path(), &mut ing, &rbuild_layer::WriteOptions::default()).unwrap();
     ing.commit(None).unwrap().0
 }
 
@@ -56,7 +56,7 @@ pub fn whiteout_layer(store: &Store) -> Digest {
         "cd {r} && mkdir d0 dir && echo new > d0/new && echo l2 > l2file"
     ));
     let mut ing = store.ingest().unwrap();
-    let mut w = LayerWriter::new(&mut ing, layer::WriteOptions::default());
+    let mut w = LayerWriter::new(&mut ing, rbuild_layer::WriteOptions::default());
     w.append_path(t.path(), Path::new("d0")).unwrap();
     w.append_opaque(Path::new("d0")).unwrap();
     w.append_path(t.path(), Path::new("d0/new")).unwrap();
@@ -89,7 +89,7 @@ pub fn run_overlay(unshare: &[&str], options: &str, script: &str, out: &Path) {
 }
 
 pub fn layer_entries(store: &Store, d: &Digest) -> Vec<TreeEntry> {
-    layer::list_layer(store.open_blob(d).unwrap()).unwrap()
+    rbuild_layer::list_layer(store.open_blob(d).unwrap()).unwrap()
 }
 
 pub fn kinds(entries: &[TreeEntry]) -> Vec<(String, EntryKind)> {
@@ -101,10 +101,14 @@ pub fn want(list: &[(&str, EntryKind)]) -> Vec<(String, EntryKind)> {
 }
 
 /// Applies the chain onto a fresh directory.
-pub fn applied(store: &Store, chain: &[Digest], opts: &layer::ApplyOptions) -> tempfile::TempDir {
+pub fn applied(
+    store: &Store,
+    chain: &[Digest],
+    opts: &rbuild_layer::ApplyOptions,
+) -> tempfile::TempDir {
     let t = tempfile::tempdir().unwrap();
     for d in chain {
-        layer::apply_layer(t.path(), store.open_blob(d).unwrap(), opts).unwrap();
+        rbuild_layer::apply_layer(t.path(), store.open_blob(d).unwrap(), opts).unwrap();
     }
     t
 }
