@@ -99,11 +99,11 @@ pub fn layer_variant(
     Ok(Descriptor::new(c.media_type(), digest, size))
 }
 
-fn blob_name(d: &Digest) -> String {
+pub(crate) fn blob_name(d: &Digest) -> String {
     format!("blobs/{}/{}", d.algorithm(), d.hex())
 }
 
-fn copy_blob(
+pub(crate) fn copy_blob(
     images: &Images,
     sink: &mut dyn Sink,
     name: &str,
@@ -120,7 +120,7 @@ fn copy_blob(
 /// Copies the uncompressed tar of layer `diff_id` into `sink` as `name`, decoding a compressed
 /// variant when the uncompressed blob is not stored (twice: once for the size a tar header needs),
 /// or streaming a deferred layer from its tree (its size is recorded), checked at the end.
-fn copy_layer(
+pub(crate) fn copy_layer(
     images: &Images,
     sink: &mut dyn Sink,
     name: &str,
@@ -200,7 +200,7 @@ fn write_layout_blobs(
     Ok(entries)
 }
 
-const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+pub(crate) const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 fn index_bytes(manifests: Vec<Descriptor>) -> Vec<u8> {
     Index {

@@ -27,6 +27,7 @@ mod human;
 mod images;
 pub mod import;
 pub mod layers;
+pub mod layout;
 pub mod manifest;
 pub mod reference;
 
