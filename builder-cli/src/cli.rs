@@ -205,10 +205,11 @@ struct BuildArgs {
     /// Set the networking mode for the RUN instructions during build (host, none)
     #[arg(long)]
     network: Option<String>,
-    /// Load an exported build cache first (type=local,src=DIR; other types are skipped with a warning)
+    /// External cache sources (type=registry,ref=REF | type=local,src=DIR | REF)
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
-    /// Export this build's cache (type=local,dest=DIR)
+    /// Cache export destinations (type=registry,ref=REF | type=local,dest=DIR | type=inline;
+    /// mode=min|max, compression=gzip|zstd|uncompressed)
     #[arg(long = "cache-to", value_name = "SPEC")]
     cache_to: Vec<String>,
     /// Check the Dockerfile (parse, resolve stages and arguments, lint) without building
@@ -559,32 +560,6 @@ fn parse_secret(s: &str) -> Result<SecretSource, BuildError> {
     Ok(SecretSource { id, source })
 }
 
-/// `type=local,src=DIR` (or `dest=` for `--cache-to`) as a directory; `None` for other cache
-/// types (registry, gha, inline...), which rbuild does not read or write yet.
-fn parse_cache_spec(flag: &str, spec: &str, dir_key: &str) -> Result<Option<PathBuf>, BuildError> {
-    if !spec.contains('=') {
-        return Ok(None); // `--cache-from user/app:cache`: a registry reference
-    }
-    let mut kind = None;
-    let mut dir = None;
-    for part in spec.split(',') {
-        let (k, v) = parse_kv(flag, part)?;
-        match k.as_str() {
-            "type" => kind = Some(v),
-            k if k == dir_key => dir = Some(PathBuf::from(v)),
-            _ => {}
-        }
-    }
-    if kind.as_deref() != Some("local") {
-        return Ok(None);
-    }
-    dir.map(Some).ok_or_else(|| {
-        BuildError::Request(format!(
-            "invalid {flag} {spec:?}: type=local needs {dir_key}=DIR"
-        ))
-    })
-}
-
 /// `--ssh default`, `--ssh id` (both the agent of `$SSH_AUTH_SOCK`) or `--ssh id=SOCKET`. Key
 /// files, which BuildKit loads into an agent of its own, are refused with what to do instead.
 fn parse_ssh(s: &str, auth_sock: Option<OsString>) -> Result<SshSource, BuildError> {
@@ -656,25 +631,15 @@ fn build(
         .iter()
         .map(|s| parse_secret(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut cache_from = Vec::new();
-    for spec in &b.cache_from {
-        match parse_cache_spec("--cache-from", spec, "src")? {
-            Some(dir) => cache_from.push(dir),
-            None => eprintln!(
-                "WARNING: --cache-from {spec}: only type=local,src=DIR is supported; skipped"
-            ),
-        }
-    }
+    let cache_from = b
+        .cache_from
+        .iter()
+        .map(|s| rbuild_engine::CacheImport::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
     let cache_to = b
         .cache_to
         .iter()
-        .map(|spec| {
-            parse_cache_spec("--cache-to", spec, "dest")?.ok_or_else(|| {
-                BuildError::Request(format!(
-                    "--cache-to {spec}: only type=local,dest=DIR is supported"
-                ))
-            })
-        })
+        .map(|s| rbuild_engine::CacheExport::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     let ssh = b
         .ssh

@@ -138,7 +138,7 @@ pub fn push(
     let dest = Reference::parse(a.dest.as_deref().unwrap_or(&a.image))?;
     let settings = PushSettings {
         compression: parse_compression(&a.compression)?,
-        mount_from: Vec::new(),
+        ..Default::default()
     };
     let style = if a.quiet { Style::Quiet } else { Style::Plain };
     let renderer = Renderer::new(style);

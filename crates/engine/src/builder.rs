@@ -44,6 +44,18 @@ pub struct BuildOutcome {
     pub image: LocalImage,
     /// Normalized tags that were applied in the store.
     pub tags: Vec<String>,
+    /// Where the image was pushed (`--push`, `-o type=registry`), with the manifest digest each
+    /// registry got, so callers can pin what they deploy.
+    pub pushed: Vec<Pushed>,
+}
+
+/// One push of the built image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    /// The reference pushed to, normalized (`registry/repo:tag`).
+    pub name: String,
+    /// The manifest digest the registry stores.
+    pub digest: rbuild_digest::Digest,
 }
 
 /// An image builder over one store; clone it freely (it is a handle).
@@ -242,18 +254,12 @@ impl Builder {
         let ctx = rbuild_context::Context::open(&req.context, dockerfile_path(req).as_deref())?
             .with_stat_cache_in(&images.store().root().join("contexts"));
         let snap = self.snapshotter(progress)?;
-        for dir in &req.cache_from {
-            // A cache that cannot be read costs only speed, as with BuildKit's cache imports.
-            match crate::cache::import_local(images.store(), dir) {
-                Ok(records) => progress.event(Event::CacheImported {
-                    source: dir.display().to_string(),
-                    records,
-                }),
-                Err(e) => progress.event(Event::Warning {
-                    message: format!("cache import from {} failed: {e}", dir.display()),
-                }),
-            }
-        }
+        crate::cacheio::import_all(
+            self.images(),
+            &self.inner.registry,
+            &req.cache_from,
+            progress,
+        );
         let shared = self.shared(snap, &ctx, req, progress, cancel, &file_name);
         let jobs = req.jobs.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -289,17 +295,28 @@ impl Builder {
             id: image.id.to_string(),
             tags: applied.clone(),
         });
-        export(images, &self.inner.registry, &image, &tags, req, progress)?;
-        for dir in &req.cache_to {
-            let records = crate::cache::export_local(images.store(), dir, &solved.keys)?;
-            progress.event(Event::Exported {
-                kind: format!("cache ({records} records)"),
-                dest: dir.display().to_string(),
-            });
-        }
+        let inline = crate::cacheio::inline_annotations(images.store(), req, &solved.keys, &image);
+        let pushed = export(
+            images,
+            &self.inner.registry,
+            &image,
+            &tags,
+            req,
+            &inline,
+            progress,
+        )?;
+        crate::cacheio::export_all(
+            images,
+            &self.inner.registry,
+            req,
+            &solved.keys,
+            &image,
+            progress,
+        )?;
         Ok(BuildOutcome {
             image,
             tags: applied,
+            pushed,
         })
     }
 
@@ -444,8 +461,10 @@ fn export(
     image: &LocalImage,
     tags: &[Reference],
     req: &BuildRequest,
+    inline_cache: &std::collections::BTreeMap<String, String>,
     progress: &dyn ProgressSink,
-) -> Result<(), BuildError> {
+) -> Result<Vec<Pushed>, BuildError> {
+    let mut pushed = Vec::new();
     // --- registry: `--push` is `-o type=registry` with the request's tags ---
     let mut outputs = req.outputs.clone();
     if req.push && !outputs.iter().any(|o| matches!(o, Output::Registry { .. })) {
@@ -528,8 +547,16 @@ fn export(
                 let settings = crate::pull::PushSettings {
                     compression: *compression,
                     mount_from: Vec::new(),
+                    annotations: inline_cache.clone(),
                 };
-                crate::pull::push_all(images, registry, image, &dests, &settings, progress)?;
+                let digests =
+                    crate::pull::push_all(images, registry, image, &dests, &settings, progress)?;
+                for (d, digest) in dests.iter().zip(digests) {
+                    pushed.push(Pushed {
+                        name: d.to_string(),
+                        digest,
+                    });
+                }
                 continue;
             }
         };
@@ -538,7 +565,7 @@ fn export(
             dest: dest.display().to_string(),
         });
     }
-    Ok(())
+    Ok(pushed)
 }
 
 fn create_file(path: &Path) -> Result<std::fs::File, BuildError> {

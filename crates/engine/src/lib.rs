@@ -24,7 +24,10 @@
 mod addsrc;
 mod builder;
 pub mod cache;
+pub mod cachefmt;
+mod cacheio;
 mod cachemount;
+pub mod cachespec;
 mod chain;
 mod ctxmount;
 mod error;
@@ -48,7 +51,8 @@ mod task;
 mod userenv;
 mod view;
 
-pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions};
+pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions, Pushed};
+pub use cachespec::{CacheExport, CacheImport, CacheMode};
 pub use error::BuildError;
 pub use import::import_rootfs;
 pub use progress::MissReason;

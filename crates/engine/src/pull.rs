@@ -170,7 +170,7 @@ fn blob(progress: &dyn ProgressSink, direction: Direction, digest: &Digest, stat
     );
 }
 
-fn pull_event(progress: &dyn ProgressSink, ev: PullEvent) {
+pub(crate) fn pull_event(progress: &dyn ProgressSink, ev: PullEvent) {
     let d = Direction::Pull;
     match ev {
         PullEvent::Started { digest, size } => {
@@ -188,7 +188,7 @@ fn pull_event(progress: &dyn ProgressSink, ev: PullEvent) {
     }
 }
 
-fn push_event(progress: &dyn ProgressSink, ev: PushEvent) {
+pub(crate) fn push_event(progress: &dyn ProgressSink, ev: PushEvent) {
     let d = Direction::Push;
     match ev {
         PushEvent::Started { digest, size } => {
@@ -338,7 +338,7 @@ const MAX_SOURCES_PER_BLOB: usize = 3;
 
 /// Records that `reference`'s repository holds `blobs`, so a later push to the same registry
 /// mounts them instead of uploading. The records are hints: failing to write one only warns.
-fn record_sources<'a>(
+pub(crate) fn record_sources<'a>(
     store: &rbuild_store::Store,
     blobs: impl Iterator<Item = &'a Digest>,
     reference: &Reference,
@@ -357,7 +357,7 @@ fn record_sources<'a>(
 
 /// The recorded repositories of `dest`'s registry (other than `dest` itself) holding each blob,
 /// for cross-repository mounts; unreadable records are skipped (they are hints).
-fn mount_sources<'a>(
+pub(crate) fn mount_sources<'a>(
     store: &rbuild_store::Store,
     blobs: impl Iterator<Item = &'a Digest>,
     dest: &Reference,
@@ -522,6 +522,8 @@ pub struct PushSettings {
     /// links them instead of receiving them again. Sources recorded in the store (by earlier pulls
     /// and pushes) are used per blob without being listed here.
     pub mount_from: Vec<Reference>,
+    /// Annotations of the pushed manifest (an inline build cache, see `cachefmt`).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Pushes `image` to `dest` with layers compressed per `settings` (reusing stored variants, such as
@@ -557,7 +559,7 @@ pub fn push_image(
         media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
         config: Descriptor::new(MEDIA_TYPE_OCI_CONFIG, image.id, store.blob_size(&image.id)?),
         layers,
-        annotations: BTreeMap::new(),
+        annotations: settings.annotations.clone(),
     };
     let bytes = manifest.to_canonical_json();
     store.put_bytes(&bytes)?;

@@ -34,10 +34,11 @@ pub struct BuildRequest {
     pub secrets: Vec<SecretSource>,
     /// `--ssh id=SOCKET` (used by RUN --mount=type=ssh).
     pub ssh: Vec<SshSource>,
-    /// `--cache-from type=local,src=DIR`: exported build caches to load before the build.
-    pub cache_from: Vec<PathBuf>,
-    /// `--cache-to type=local,dest=DIR`: where to export this build's cache records.
-    pub cache_to: Vec<PathBuf>,
+    /// `--cache-from`: exported build caches to load before the build (each one that cannot be
+    /// read is skipped with a warning).
+    pub cache_from: Vec<crate::cachespec::CacheImport>,
+    /// `--cache-to`: where to export this build's cache records.
+    pub cache_to: Vec<crate::cachespec::CacheExport>,
     /// `--network` default for RUN steps.
     pub network: Option<String>,
     /// Clamp for file and history timestamps, from `SOURCE_DATE_EPOCH`.

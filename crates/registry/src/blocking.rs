@@ -3,7 +3,7 @@
 //! no global runtime.
 
 use rbuild_digest::Digest;
-use rbuild_image::manifest::Platform;
+use rbuild_image::manifest::{Descriptor, Platform};
 use rbuild_image::Reference;
 
 use crate::auth::Credentials;
@@ -57,6 +57,18 @@ impl BlockingClient {
     ) -> Result<Pulled, RegistryError> {
         self.rt
             .block_on(self.client.pull(reference, platform, store, progress))
+    }
+
+    /// Blocking [`Client::pull_blobs`].
+    pub fn pull_blobs(
+        &self,
+        resolved: &Resolved,
+        blobs: &[Descriptor],
+        store: &rbuild_store::Store,
+        progress: &(dyn Fn(PullEvent) + Send + Sync),
+    ) -> Result<Vec<Digest>, RegistryError> {
+        self.rt
+            .block_on(self.client.pull_blobs(resolved, blobs, store, progress))
     }
 
     /// Blocking [`Client::push`].

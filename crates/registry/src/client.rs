@@ -875,6 +875,36 @@ impl Client {
         })
     }
 
+    /// Fetches some blobs of what [`Client::resolve`] found (a cache artifact's layers, say) from
+    /// the endpoint that served it, each verified by digest and size while it streams, so a
+    /// caller can download only the blobs it lacks. Returns the digests actually fetched.
+    pub async fn pull_blobs(
+        &self,
+        resolved: &Resolved,
+        blobs: &[Descriptor],
+        store: &rbuild_store::Store,
+        progress: &(dyn Fn(PullEvent) + Send + Sync),
+    ) -> Result<Vec<Digest>, RegistryError> {
+        let ep = &resolved.endpoint;
+        let scopes = vec![scope_pull(&ep.repository)];
+        let fetched = Mutex::new(Vec::new());
+        futures_util::stream::iter(blobs.iter().map(Ok))
+            .try_for_each_concurrent(self.opts.max_concurrent.max(1), |desc| {
+                let (scopes, fetched) = (&scopes, &fetched);
+                async move {
+                    if self.fetch_blob(ep, scopes, desc, store, progress).await? {
+                        fetched
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(desc.digest);
+                    }
+                    Ok::<(), RegistryError>(())
+                }
+            })
+            .await?;
+        Ok(fetched.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Streams one blob into the store. Returns `false` when it was already there.
     async fn fetch_blob(
         &self,

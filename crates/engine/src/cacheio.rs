@@ -1,0 +1,270 @@
+//! Moving exported caches (see `cachefmt`) between the store and their homes: an OCI layout
+//! directory (`type=local`) or a registry (`type=registry`, and inline caches in pushed images).
+//!
+//! Registry transfers use the builder's registry client, so they get its credentials,
+//! `registries.conf` mirrors (for reads) and insecure-registry settings; a push HEADs every blob
+//! first (blobs already in the repository are not uploaded again) and mounts blobs that a
+//! recorded repository of the same registry holds. Imports fetch only the layer blobs the store
+//! lacks. Every import error is returned to the builder, which turns it into one warning.
+
+use std::collections::BTreeMap;
+
+use rbuild_digest::Digest;
+use rbuild_image::export::ExportCompression;
+use rbuild_image::layout::{LayoutReader, LayoutWriter};
+use rbuild_image::manifest::{Descriptor, Manifest, MEDIA_TYPE_OCI_MANIFEST};
+use rbuild_image::reference::Reference;
+use rbuild_image::{Images, LocalImage};
+use rbuild_registry::PushOptions;
+
+use crate::cachefmt::{CacheConfig, CONFIG_MEDIA_TYPE, INLINE_ANNOTATION};
+use crate::cachespec::{CacheExport, CacheImport, CacheMode};
+use crate::progress::{Event, ProgressSink};
+use crate::pull::RegistryOptions;
+use crate::request::BuildRequest;
+use crate::BuildError;
+
+/// The layer blobs of `cfg`, compressed with `c` (stored variants reused).
+fn layer_blobs(
+    images: &Images,
+    cfg: &CacheConfig,
+    c: ExportCompression,
+) -> Result<Vec<Descriptor>, BuildError> {
+    cfg.layers
+        .iter()
+        .map(|l| Ok(rbuild_image::export::layer_variant(images, &l.diff_id, c)?))
+        .collect()
+}
+
+/// Writes `cfg` as a cache layout in `dest`; `index.json` goes last.
+pub(crate) fn export_local(
+    images: &Images,
+    dest: &std::path::Path,
+    cfg: &CacheConfig,
+    c: ExportCompression,
+) -> Result<(), BuildError> {
+    let mut w = LayoutWriter::create(dest)?;
+    let mut layers = Vec::with_capacity(cfg.layers.len());
+    for l in &cfg.layers {
+        layers.push(w.add_layer(images, &l.diff_id, c)?);
+    }
+    let config = w.add_bytes(CONFIG_MEDIA_TYPE, &cfg.to_bytes())?;
+    let manifest = CacheConfig::manifest(config, layers).to_canonical_json();
+    let mut entry = w.add_bytes(MEDIA_TYPE_OCI_MANIFEST, &manifest)?;
+    entry.annotations.insert(
+        rbuild_image::manifest::ANNOTATION_REF_NAME.into(),
+        "cache".into(),
+    );
+    w.finish(vec![entry], Default::default())?;
+    Ok(())
+}
+
+/// Loads every cache manifest of the layout at `src` into the store; returns the record count.
+pub(crate) fn import_local(images: &Images, src: &std::path::Path) -> Result<usize, BuildError> {
+    let r = LayoutReader::open(src)?;
+    let store = images.store();
+    let mut count = 0;
+    let mut found = false;
+    for entry in r.index()?.manifests {
+        if entry.media_type != MEDIA_TYPE_OCI_MANIFEST {
+            continue;
+        }
+        let m = Manifest::from_json(&r.read_blob(&entry)?, format!("manifest {}", entry.digest))?;
+        if m.config.media_type != CONFIG_MEDIA_TYPE {
+            continue;
+        }
+        found = true;
+        let cfg = CacheConfig::from_bytes(&r.read_blob(&m.config)?)?;
+        count += cfg.import(store, &m.layers, &mut |missing| {
+            for d in missing {
+                r.import_blob(store, d)?;
+            }
+            Ok(())
+        })?;
+    }
+    if !found {
+        return Err(BuildError::Request(format!(
+            "{} holds no rbuild cache manifest",
+            r.path().display()
+        )));
+    }
+    Ok(count)
+}
+
+fn parse_ref(s: &str) -> Result<Reference, BuildError> {
+    Reference::parse(s).map_err(|e| BuildError::Request(format!("cache reference {s:?}: {e}")))
+}
+
+fn registry_err(reference: &str) -> impl Fn(rbuild_registry::RegistryError) -> BuildError + '_ {
+    move |e| BuildError::Request(format!("{reference}: {e}"))
+}
+
+/// Pushes `cfg` as a cache artifact to `reference`; returns the manifest digest.
+pub(crate) fn export_registry(
+    images: &Images,
+    opts: &RegistryOptions,
+    reference: &str,
+    cfg: &CacheConfig,
+    c: ExportCompression,
+    progress: &dyn ProgressSink,
+) -> Result<Digest, BuildError> {
+    let dest = parse_ref(reference)?;
+    let store = images.store();
+    let layers = layer_blobs(images, cfg, c)?;
+    let config_bytes = cfg.to_bytes();
+    let config_digest = store.put_bytes(&config_bytes)?;
+    let config = Descriptor::new(CONFIG_MEDIA_TYPE, config_digest, config_bytes.len() as u64);
+    let manifest = CacheConfig::manifest(config, layers).to_canonical_json();
+    store.put_bytes(&manifest)?;
+    let m = Manifest::from_json(&manifest, "cache manifest")?;
+    let blobs = || std::iter::once(&m.config.digest).chain(m.layers.iter().map(|l| &l.digest));
+    let push = PushOptions {
+        mount_from: Vec::new(),
+        blob_sources: crate::pull::mount_sources(store, blobs(), &dest),
+    };
+    let client = opts.client()?;
+    let digest = client
+        .push_with(
+            store,
+            &manifest,
+            MEDIA_TYPE_OCI_MANIFEST,
+            &dest,
+            &push,
+            &|ev| crate::pull::push_event(progress, ev),
+        )
+        .map_err(registry_err(reference))?;
+    crate::pull::record_sources(store, m.layers.iter().map(|l| &l.digest), &dest, progress);
+    Ok(digest)
+}
+
+/// Loads the cache at `reference`: a cache artifact, or an image whose manifest carries an
+/// inline cache. Returns the record count.
+pub(crate) fn import_registry(
+    images: &Images,
+    opts: &RegistryOptions,
+    reference: &str,
+    progress: &dyn ProgressSink,
+) -> Result<usize, BuildError> {
+    let r = parse_ref(reference)?;
+    let client = opts.client()?;
+    let host = crate::builder::host_platform();
+    let platform = rbuild_registry::Platform {
+        architecture: host.architecture,
+        os: host.os,
+        variant: host.variant,
+    };
+    let resolved = client
+        .resolve(&r, &platform)
+        .map_err(registry_err(reference))?;
+    let m = &resolved.manifest;
+    let cfg = if m.config.media_type == CONFIG_MEDIA_TYPE {
+        CacheConfig::from_bytes(&resolved.config_bytes)?
+    } else if let Some(inline) = m.annotations.get(INLINE_ANNOTATION) {
+        CacheConfig::from_bytes(inline.as_bytes())?
+    } else {
+        return Err(BuildError::Request(format!(
+            "{reference} is neither an rbuild cache nor an image pushed with --cache-to type=inline"
+        )));
+    };
+    let store = images.store();
+    let n = cfg.import(store, &m.layers, &mut |missing| {
+        client
+            .pull_blobs(&resolved, missing, store, &|ev| {
+                crate::pull::pull_event(progress, ev)
+            })
+            .map_err(registry_err(reference))?;
+        Ok(())
+    })?;
+    crate::pull::record_sources(store, m.layers.iter().map(|l| &l.digest), &r, progress);
+    Ok(n)
+}
+
+/// Loads every `--cache-from` source; one that cannot be read costs only speed, so it is one
+/// warning, never a failed build (as with BuildKit's cache imports).
+pub(crate) fn import_all(
+    images: &Images,
+    opts: &RegistryOptions,
+    sources: &[CacheImport],
+    progress: &dyn ProgressSink,
+) {
+    for src in sources {
+        let (name, result) = match src {
+            CacheImport::Local { src } => (src.display().to_string(), import_local(images, src)),
+            CacheImport::Registry { reference } => (
+                reference.clone(),
+                import_registry(images, opts, reference, progress),
+            ),
+        };
+        match result {
+            Ok(records) => progress.event(Event::CacheImported {
+                source: name,
+                records,
+            }),
+            Err(e) => progress.event(Event::Warning {
+                message: format!("cache import from {name} failed (building without it): {e}"),
+            }),
+        }
+    }
+}
+
+/// Writes every `--cache-to` destination but `inline` (which rides in the push, see
+/// [`inline_annotations`]).
+pub(crate) fn export_all(
+    images: &Images,
+    opts: &RegistryOptions,
+    req: &BuildRequest,
+    keys: &[Digest],
+    image: &LocalImage,
+    progress: &dyn ProgressSink,
+) -> Result<(), BuildError> {
+    for dest in &req.cache_to {
+        let (mode, compression) = match dest {
+            CacheExport::Local {
+                mode, compression, ..
+            }
+            | CacheExport::Registry {
+                mode, compression, ..
+            } => (*mode, *compression),
+            CacheExport::Inline => continue,
+        };
+        let cfg = CacheConfig::collect(images.store(), keys, mode, &image.layers, false);
+        let records = cfg.records.len();
+        let dest = match dest {
+            CacheExport::Local { dest, .. } => {
+                export_local(images, dest, &cfg, compression)?;
+                dest.display().to_string()
+            }
+            CacheExport::Registry { reference, .. } => {
+                let digest = export_registry(images, opts, reference, &cfg, compression, progress)?;
+                format!("{reference}@{digest}")
+            }
+            CacheExport::Inline => continue,
+        };
+        progress.event(Event::Exported {
+            kind: format!("cache ({records} records)"),
+            dest,
+        });
+    }
+    Ok(())
+}
+
+/// The manifest annotations that carry an inline cache (`--cache-to type=inline`) of the final
+/// image's steps; empty without one.
+pub(crate) fn inline_annotations(
+    store: &rbuild_store::Store,
+    req: &BuildRequest,
+    keys: &[Digest],
+    image: &LocalImage,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if req
+        .cache_to
+        .iter()
+        .any(|c| matches!(c, CacheExport::Inline))
+    {
+        let cfg = CacheConfig::collect(store, keys, CacheMode::Min, &image.layers, true);
+        let text = String::from_utf8(cfg.to_bytes()).unwrap_or_default();
+        out.insert(INLINE_ANNOTATION.to_string(), text);
+    }
+    out
+}
