@@ -187,6 +187,9 @@ struct BuildArgs {
     /// Write the image ID to the file
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
+    /// Write build result metadata (digests, pushed names) to the file, as docker buildx does
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
     /// Set target platform for build (os/arch[/variant])
     #[arg(long)]
     platform: Option<String>,
@@ -755,6 +758,10 @@ fn build(
     renderer.finish();
     if let Some(p) = &b.iidfile {
         std::fs::write(p, out.image.id.to_string()).map_err(|e| BuildError::io(p, e))?;
+    }
+    if let Some(p) = &b.metadata_file {
+        let doc = rbuild_engine::metadata::build_metadata(&out, builder.images().store());
+        rbuild_engine::metadata::write_metadata_file(p, &doc)?;
     }
     if b.quiet {
         println!("{}", out.image.id);

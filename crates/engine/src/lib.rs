@@ -39,6 +39,7 @@ mod import;
 pub mod key;
 mod lower;
 mod meta;
+pub mod metadata;
 mod mountfile;
 mod ops;
 pub mod progress;
