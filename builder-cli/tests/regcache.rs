@@ -159,6 +159,9 @@ fn second_runner_reuses_every_step_from_the_registry_cache() {
         doc["containerimage.config.digest"], inspect[0]["Id"],
         "{doc}"
     );
+    // The cache's layers that the image has were mounted from the image's repository, not
+    // uploaded again.
+    assert!(r.log.contains("Mounted from app/img"), "{}", r.log);
     // The cache is an artifact with its own config media type.
     let m = reg::skopeo_manifest(&cache);
     assert_eq!(
@@ -184,7 +187,19 @@ fn second_runner_reuses_every_step_from_the_registry_cache() {
     // One context file changes: only the steps that depend on it run again.
     std::fs::write(ctx.join("b.txt"), "b changed\n").unwrap();
     let third = runners.fresh("runner-3");
-    let r = build(&third, &ctx, "app:2", &["--cache-from", &from]);
+    let r = build(
+        &third,
+        &ctx,
+        "app:2",
+        &[
+            "--cache-from",
+            &from,
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+        ],
+    );
+    // Re-exporting uploads only the new layers: the registry has the others.
+    assert!(r.log.contains("Already exists"), "{}", r.log);
     for s in ["RUN echo tool-built", "COPY a.txt", "RUN cat /a.txt"] {
         assert_eq!(r.status(s), "CACHED", "{s}: {}", r.log);
     }

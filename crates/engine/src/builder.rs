@@ -338,6 +338,8 @@ impl Builder {
         let ctx = rbuild_context::Context::open(&req.context, dockerfile_path(req).as_deref())?
             .with_stat_cache_in(&images.store().root().join("contexts"));
         let snap = self.snapshotter(progress)?;
+        // What a build would find in its `--cache-from` sources is what it would reuse.
+        crate::cacheio::import_all(images, &self.inner.registry, &req.cache_from, progress);
         let shared = self.shared(snap, &ctx, req, progress, &Cancel::new(), &file_name);
         let mut targets = lowered.ends.clone();
         targets.push(lowered.target.fs);

@@ -347,13 +347,13 @@ mod tests {
         };
         let (a, b, c) = (layer("base"), layer("final-step"), layer("other-stage"));
         let chain = |ls: &[&LayerDesc]| Chain {
-            layers: ls.iter().map(|l| (*l).clone()).collect(),
+            layers: ls.iter().map(|l| **l).collect(),
             created: Some("2026-01-01T00:00:00Z".into()),
         };
         crate::cache::put(&store, &d("k1"), &chain(&[&a, &b])).unwrap();
         crate::cache::put(&store, &d("k2"), &chain(&[&a, &c])).unwrap();
         let keys = [d("k1"), d("k2"), d("k1"), d("absent")];
-        let final_layers = [a.clone(), b.clone()];
+        let final_layers = [a, b];
         let min = CacheConfig::collect(&store, &keys, CacheMode::Min, &final_layers, false);
         assert_eq!(min.records.len(), 1);
         assert_eq!(min.records[0].key, d("k1"));
