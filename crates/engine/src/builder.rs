@@ -254,12 +254,7 @@ impl Builder {
         let ctx = rbuild_context::Context::open(&req.context, dockerfile_path(req).as_deref())?
             .with_stat_cache_in(&images.store().root().join("contexts"));
         let snap = self.snapshotter(progress)?;
-        crate::cacheio::import_all(
-            self.images(),
-            &self.inner.registry,
-            &req.cache_from,
-            progress,
-        );
+        crate::cacheio::import_all(self.images(), &self.inner.registry, req, progress);
         let shared = self.shared(snap, &ctx, req, progress, cancel, &file_name);
         let jobs = req.jobs.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -295,7 +290,8 @@ impl Builder {
             id: image.id.to_string(),
             tags: applied.clone(),
         });
-        let inline = crate::cacheio::inline_annotations(images.store(), req, &solved.keys, &image);
+        let inline =
+            crate::cacheio::inline_annotations(images.store(), req, &solved.keys, &image, progress);
         let pushed = export(
             images,
             &self.inner.registry,
@@ -339,7 +335,7 @@ impl Builder {
             .with_stat_cache_in(&images.store().root().join("contexts"));
         let snap = self.snapshotter(progress)?;
         // What a build would find in its `--cache-from` sources is what it would reuse.
-        crate::cacheio::import_all(images, &self.inner.registry, &req.cache_from, progress);
+        crate::cacheio::import_all(images, &self.inner.registry, req, progress);
         let shared = self.shared(snap, &ctx, req, progress, &Cancel::new(), &file_name);
         let mut targets = lowered.ends.clone();
         targets.push(lowered.target.fs);

@@ -143,15 +143,17 @@ pub(crate) fn import_registry(
     images: &Images,
     opts: &RegistryOptions,
     reference: &str,
+    platform: &rbuild_dockerfile::Platform,
     progress: &dyn ProgressSink,
 ) -> Result<usize, BuildError> {
     let r = parse_ref(reference)?;
     let client = opts.client()?;
-    let host = crate::builder::host_platform();
+    // An image with an inline cache may be an index: its manifest for the build's platform
+    // carries the records that apply.
     let platform = rbuild_registry::Platform {
-        architecture: host.architecture,
-        os: host.os,
-        variant: host.variant,
+        architecture: platform.architecture.clone(),
+        os: platform.os.clone(),
+        variant: platform.variant.clone(),
     };
     let resolved = client
         .resolve(&r, &platform)
@@ -184,15 +186,20 @@ pub(crate) fn import_registry(
 pub(crate) fn import_all(
     images: &Images,
     opts: &RegistryOptions,
-    sources: &[CacheImport],
+    req: &BuildRequest,
     progress: &dyn ProgressSink,
 ) {
-    for src in sources {
+    let platform = req
+        .platform
+        .as_deref()
+        .and_then(|p| rbuild_dockerfile::Platform::parse(p).ok())
+        .unwrap_or_else(crate::builder::host_platform);
+    for src in &req.cache_from {
         let (name, result) = match src {
             CacheImport::Local { src } => (src.display().to_string(), import_local(images, src)),
             CacheImport::Registry { reference } => (
                 reference.clone(),
-                import_registry(images, opts, reference, progress),
+                import_registry(images, opts, reference, &platform, progress),
             ),
         };
         match result {
@@ -255,13 +262,26 @@ pub(crate) fn inline_annotations(
     req: &BuildRequest,
     keys: &[Digest],
     image: &LocalImage,
+    progress: &dyn ProgressSink,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    if req
+    let inline = req
         .cache_to
         .iter()
-        .any(|c| matches!(c, CacheExport::Inline))
-    {
+        .any(|c| matches!(c, CacheExport::Inline));
+    let pushes = req.push
+        || req
+            .outputs
+            .iter()
+            .any(|o| matches!(o, crate::request::Output::Registry { .. }));
+    if inline && !pushes {
+        progress.event(Event::Warning {
+            message: "--cache-to type=inline is carried by a pushed image; nothing is pushed \
+                      (add --push), so no cache is exported"
+                .into(),
+        });
+    }
+    if inline && pushes {
         let cfg = CacheConfig::collect(store, keys, CacheMode::Min, &image.layers, true);
         let text = String::from_utf8(cfg.to_bytes()).unwrap_or_default();
         out.insert(INLINE_ANNOTATION.to_string(), text);
