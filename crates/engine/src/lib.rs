@@ -8,7 +8,8 @@
 //! prints: it reports typed [`Event`]s to a [`ProgressSink`].
 //!
 //! Module graph (no cycles): `builder` → `lower` → `ops`, `meta`, `graph`; `builder` → `solve` →
-//! `ops`, `cache`, `explain`; `ops` → `view`, `ctxmount`, `fetch`, `fsutil`, `key`, `shared`.
+//! `ops`, `cache`, `explain`; `ops` → `view`, `ctxmount`, `fetch`, `fsutil`, `key`, `shared`;
+//! `builder` → `cacheio` (exported caches: local layouts, registries) → `cachefmt` → `cache`.
 //!
 //! ```no_run
 //! use std::sync::Arc;

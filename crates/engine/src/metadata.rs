@@ -73,3 +73,58 @@ pub fn write_metadata_file(path: &Path, doc: &Value) -> Result<(), BuildError> {
         .map_err(|e| BuildError::io(path, e.error))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Pushed;
+    use rbuild_image::{config::ImageConfig, Images};
+
+    #[test]
+    fn local_and_pushed_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Images::new(Store::open(dir.path().join("s")).unwrap());
+        let image = images
+            .commit(&ImageConfig::empty("linux", "amd64", None), &[])
+            .unwrap();
+        let mut outcome = BuildOutcome {
+            image: image.clone(),
+            tags: vec!["docker.io/library/app:1".into()],
+            pushed: Vec::new(),
+        };
+        let doc = build_metadata(&outcome, images.store());
+        assert_eq!(doc["containerimage.config.digest"], image.id.to_string());
+        assert_eq!(
+            doc["containerimage.digest"],
+            image.manifest_digest.to_string()
+        );
+        let size = images.store().blob_size(&image.manifest_digest).unwrap();
+        assert_eq!(doc["containerimage.descriptor"]["size"], size);
+        assert_eq!(doc["image.name"], "docker.io/library/app:1");
+        assert!(doc.get("rbuild.pushed").is_none());
+
+        let d = rbuild_digest::Digest::of(b"pushed manifest");
+        outcome.pushed = vec![
+            Pushed {
+                name: "r:5000/a:1".into(),
+                digest: d,
+            },
+            Pushed {
+                name: "r:5000/b:1".into(),
+                digest: d,
+            },
+        ];
+        let doc = build_metadata(&outcome, images.store());
+        assert_eq!(doc["containerimage.digest"], d.to_string());
+        // Not in the store: no descriptor rather than a wrong size.
+        assert!(doc.get("containerimage.descriptor").is_none());
+        assert_eq!(doc["image.name"], "r:5000/a:1,r:5000/b:1");
+        assert_eq!(doc["rbuild.pushed"][1]["name"], "r:5000/b:1");
+
+        let file = dir.path().join("meta.json");
+        write_metadata_file(&file, &doc).unwrap();
+        let back: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(back, doc);
+        assert!(write_metadata_file(&dir.path().join("no/such/dir/m.json"), &doc).is_err());
+    }
+}
