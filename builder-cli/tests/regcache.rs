@@ -215,11 +215,51 @@ fn mode_min_carries_only_the_final_image_steps() {
     let ctx = context(runners.dir.path());
     let cache = format!("{}/app/cache:min", reg.host());
     let first = runners.fresh("runner-1");
-    build(
+    let r = build(
         &first,
         &ctx,
         "app:1",
-        &["--cache-to", &format!("type=registry,ref={cache}")],
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={cache},compression=zstd"),
+            // A registry that is not there: with ignore-error=true, one warning.
+            "--cache-to",
+            "type=registry,ref=127.0.0.1:1/app/cache:gone,ignore-error=true",
+        ],
+    );
+    assert!(
+        r.log.contains(
+            "WARNING: cache export to 127.0.0.1:1/app/cache:gone failed (ignore-error=true)"
+        ),
+        "{}",
+        r.log
+    );
+    let m = reg::skopeo_manifest(&cache);
+    let types: Vec<&str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert!(
+        !types.is_empty()
+            && types
+                .iter()
+                .all(|t| *t == "application/vnd.oci.image.layer.v1.tar+zstd"),
+        "{m}"
+    );
+    // Without ignore-error, a failed cache export fails the build and says so.
+    let out = rbuild(&first)
+        .args(["build", "-t", "app:1", "--cache-to"])
+        .arg("type=registry,ref=127.0.0.1:1/app/cache:gone")
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cache export to 127.0.0.1:1/app/cache:gone failed"),
+        "{err}"
     );
     let second = runners.fresh("runner-2");
     let r = build(

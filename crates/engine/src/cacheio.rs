@@ -225,32 +225,53 @@ pub(crate) fn export_all(
     progress: &dyn ProgressSink,
 ) -> Result<(), BuildError> {
     for dest in &req.cache_to {
-        let (mode, compression) = match dest {
+        let (mode, compression, ignore_error) = match dest {
             CacheExport::Local {
-                mode, compression, ..
+                mode,
+                compression,
+                ignore_error,
+                ..
             }
             | CacheExport::Registry {
-                mode, compression, ..
-            } => (*mode, *compression),
+                mode,
+                compression,
+                ignore_error,
+                ..
+            } => (*mode, *compression, *ignore_error),
             CacheExport::Inline => continue,
         };
         let cfg = CacheConfig::collect(images.store(), keys, mode, &image.layers, false);
         let records = cfg.records.len();
-        let dest = match dest {
-            CacheExport::Local { dest, .. } => {
-                export_local(images, dest, &cfg, compression)?;
-                dest.display().to_string()
-            }
-            CacheExport::Registry { reference, .. } => {
-                let digest = export_registry(images, opts, reference, &cfg, compression, progress)?;
-                format!("{reference}@{digest}")
-            }
+        let (name, result) = match dest {
+            CacheExport::Local { dest, .. } => (
+                dest.display().to_string(),
+                export_local(images, dest, &cfg, compression).map(|()| None),
+            ),
+            CacheExport::Registry { reference, .. } => (
+                reference.clone(),
+                export_registry(images, opts, reference, &cfg, compression, progress).map(Some),
+            ),
             CacheExport::Inline => continue,
         };
-        progress.event(Event::Exported {
-            kind: format!("cache ({records} records)"),
-            dest,
-        });
+        match result {
+            Ok(digest) => progress.event(Event::Exported {
+                kind: format!("cache ({records} records)"),
+                dest: match digest {
+                    Some(d) => format!("{name}@{d}"),
+                    None => name,
+                },
+            }),
+            // As buildx: the image is built and exported; only the cache is missing.
+            Err(e) if ignore_error => progress.event(Event::Warning {
+                message: format!("cache export to {name} failed (ignore-error=true): {e}"),
+            }),
+            Err(e) => {
+                return Err(BuildError::Request(format!(
+                    "cache export to {name} failed: {e} (the image was built; add \
+                     ignore-error=true to --cache-to to make this a warning)"
+                )))
+            }
+        }
     }
     Ok(())
 }

@@ -44,6 +44,8 @@ pub enum CacheExport {
         mode: CacheMode,
         /// Layer compression.
         compression: ExportCompression,
+        /// `ignore-error=true`: a failed export is a warning, not a failed build.
+        ignore_error: bool,
     },
     /// A cache artifact pushed to a registry.
     Registry {
@@ -53,6 +55,8 @@ pub enum CacheExport {
         mode: CacheMode,
         /// Layer compression.
         compression: ExportCompression,
+        /// `ignore-error=true`: a failed export is a warning, not a failed build.
+        ignore_error: bool,
     },
     /// Records carried in the pushed image's manifest, so the image itself seeds later builds
     /// (`--cache-from type=registry,ref=IMAGE`). Always `mode=min`: the image has no other layers.
@@ -134,6 +138,7 @@ impl CacheExport {
         let f = fields(flag, spec)?;
         let mut mode = CacheMode::Min;
         let mut compression = ExportCompression::Gzip;
+        let mut ignore_error = false;
         let mut location = None;
         let want = match f.kind.as_str() {
             "local" => "dest",
@@ -166,9 +171,18 @@ impl CacheExport {
                         }
                     }
                 }
+                "ignore-error" => {
+                    ignore_error = match v.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        other => {
+                            return Err(bad(format!("ignore-error={other} is not true or false")))
+                        }
+                    }
+                }
                 // Accepted for buildx compatibility; they change nothing here.
-                "oci-mediatypes" | "image-manifest" | "ignore-error" | "force-compression"
-                | "compression-level" => {}
+                "oci-mediatypes" | "image-manifest" | "force-compression" | "compression-level" => {
+                }
                 k if k == want => location = Some(v.clone()),
                 other => return Err(bad(format!("unknown key {other:?}"))),
             }
@@ -180,11 +194,13 @@ impl CacheExport {
                 ),
                 mode,
                 compression,
+                ignore_error,
             }),
             "registry" => Ok(CacheExport::Registry {
                 reference: location.ok_or_else(|| bad("type=registry needs ref=REF".into()))?,
                 mode,
                 compression,
+                ignore_error,
             }),
             _ => Ok(CacheExport::Inline),
         }
@@ -235,6 +251,7 @@ mod tests {
                 reference: "r/app:cache".into(),
                 mode: CacheMode::Max,
                 compression: ExportCompression::Zstd,
+                ignore_error: false,
             }
         );
         assert_eq!(
@@ -243,15 +260,17 @@ mod tests {
                 dest: "d".into(),
                 mode: CacheMode::Min,
                 compression: ExportCompression::Gzip,
+                ignore_error: false,
             }
         );
         assert_eq!(ok("type=inline"), CacheExport::Inline);
         assert_eq!(
-            ok("type=registry,ref=x,oci-mediatypes=true,compression=uncompressed"),
+            ok("type=registry,ref=x,oci-mediatypes=true,compression=uncompressed,ignore-error=true"),
             CacheExport::Registry {
                 reference: "x".into(),
                 mode: CacheMode::Min,
                 compression: ExportCompression::None,
+                ignore_error: true,
             }
         );
         for bad in [
@@ -259,6 +278,7 @@ mod tests {
             "type=registry,mode=max",
             "type=registry,ref=x,mode=all",
             "type=registry,ref=x,compression=lz4",
+            "type=registry,ref=x,ignore-error=yes",
             "type=local,dest=d,ref=x",
             "type=s3,bucket=b",
             "r/app:cache",
