@@ -254,8 +254,12 @@ impl Builder {
         let ctx = rbuild_context::Context::open(&req.context, dockerfile_path(req).as_deref())?
             .with_stat_cache_in(&images.store().root().join("contexts"));
         let snap = self.snapshotter(progress)?;
-        crate::cacheio::import_all(self.images(), &self.inner.registry, req, progress);
-        let shared = self.shared(snap, &ctx, req, progress, cancel, &file_name);
+        let imported =
+            crate::cacheio::import_all(self.images(), &self.inner.registry, req, progress);
+        let shared = Shared {
+            imported: &imported,
+            ..self.shared(snap, &ctx, req, progress, cancel, &file_name)
+        };
         let jobs = req.jobs.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -335,8 +339,11 @@ impl Builder {
             .with_stat_cache_in(&images.store().root().join("contexts"));
         let snap = self.snapshotter(progress)?;
         // What a build would find in its `--cache-from` sources is what it would reuse.
-        crate::cacheio::import_all(images, &self.inner.registry, req, progress);
-        let shared = self.shared(snap, &ctx, req, progress, &Cancel::new(), &file_name);
+        let imported = crate::cacheio::import_all(images, &self.inner.registry, req, progress);
+        let shared = Shared {
+            imported: &imported,
+            ..self.shared(snap, &ctx, req, progress, &Cancel::new(), &file_name)
+        };
         let mut targets = lowered.ends.clone();
         targets.push(lowered.target.fs);
         crate::solve::explain(&lowered.graph, &targets, &shared)
@@ -362,6 +369,7 @@ impl Builder {
             cancel: cancel.clone(),
             file_name,
             id_map: self.inner.sandboxes.id_map(),
+            imported: &crate::cacheio::NO_IMPORTS,
         }
     }
 

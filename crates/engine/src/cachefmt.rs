@@ -201,15 +201,13 @@ impl CacheConfig {
         }
     }
 
-    /// Writes this cache's records into `store`, with `blobs[i]` holding `layers[i]`. `fetch`
-    /// is called once with the blobs the store lacks and must put each one there verified (or
-    /// fail). Returns how many records were written; keys the store already has are kept.
-    pub(crate) fn import(
-        &self,
-        store: &Store,
-        blobs: &[Descriptor],
-        fetch: &mut dyn FnMut(&[Descriptor]) -> Result<(), BuildError>,
-    ) -> Result<usize, BuildError> {
+    /// Checks that `blobs` can hold this cache's layers (one blob per layer, each of a media
+    /// type that decodes to its diff id), so a bad cache is refused before any record is used.
+    pub(crate) fn check_blobs(&self, blobs: &[Descriptor]) -> Result<(), BuildError> {
+        self.variant_kinds(blobs).map(drop)
+    }
+
+    fn variant_kinds(&self, blobs: &[Descriptor]) -> Result<Vec<Option<&'static str>>, BuildError> {
         if blobs.len() != self.layers.len() {
             return Err(BuildError::Request(format!(
                 "cache lists {} layers but its manifest has {} blobs",
@@ -238,8 +236,28 @@ impl CacheConfig {
             };
             kinds.push(kind);
         }
+        Ok(kinds)
+    }
+
+    /// Writes this cache's records (all, or only the one of key `only`) into `store`, with
+    /// `blobs[i]` holding `layers[i]`. `fetch` is called once with the blobs the store lacks and
+    /// must put each one there verified (or fail). Returns how many records were written; keys
+    /// the store already has are kept.
+    pub(crate) fn import(
+        &self,
+        store: &Store,
+        blobs: &[Descriptor],
+        only: Option<&Digest>,
+        fetch: &mut dyn FnMut(&[Descriptor]) -> Result<(), BuildError>,
+    ) -> Result<usize, BuildError> {
+        let kinds = self.variant_kinds(blobs)?;
+        let records: Vec<&CacheRecord> = self
+            .records
+            .iter()
+            .filter(|r| only.is_none_or(|k| r.key == *k))
+            .collect();
         let wanted: Vec<usize> = {
-            let mut w: Vec<usize> = self.records.iter().flat_map(|r| r.layers.clone()).collect();
+            let mut w: Vec<usize> = records.iter().flat_map(|r| r.layers.clone()).collect();
             w.sort_unstable();
             w.dedup();
             w
@@ -273,7 +291,7 @@ impl CacheConfig {
             }
         }
         let mut count = 0;
-        for r in &self.records {
+        for r in records {
             if crate::cache::get(store, &r.key).is_some() {
                 count += 1;
                 continue;
@@ -373,7 +391,7 @@ mod tests {
             .collect();
         let mut asked = Vec::new();
         let n = max
-            .import(&other, &blobs, &mut |missing| {
+            .import(&other, &blobs, None, &mut |missing| {
                 for m in missing {
                     other
                         .put_bytes(&store.read_blob(&m.digest).unwrap())
@@ -389,9 +407,26 @@ mod tests {
             crate::cache::get(&other, &d("k2")).unwrap().diff_ids(),
             vec![a.diff_id, c.diff_id]
         );
+        // One record alone fetches only its own layers.
+        let single = Store::open(dir.path().join("v")).unwrap();
+        let mut asked = Vec::new();
+        max.import(&single, &blobs, Some(&d("k1")), &mut |missing| {
+            for m in missing {
+                single
+                    .put_bytes(&store.read_blob(&m.digest).unwrap())
+                    .unwrap();
+                asked.push(m.digest);
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(asked, vec![a.diff_id, b.diff_id]);
+        assert!(crate::cache::get(&single, &d("k2")).is_none());
         // A blob list that does not match the config is refused before anything is written.
         let third = Store::open(dir.path().join("u")).unwrap();
-        assert!(max.import(&third, &blobs[..1], &mut |_| Ok(())).is_err());
+        assert!(max
+            .import(&third, &blobs[..1], None, &mut |_| Ok(()))
+            .is_err());
         assert!(crate::cache::get(&third, &d("k1")).is_none());
     }
 }

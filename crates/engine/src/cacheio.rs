@@ -75,7 +75,8 @@ pub(crate) fn import_local(images: &Images, src: &std::path::Path) -> Result<usi
         }
         found = true;
         let cfg = CacheConfig::from_bytes(&r.read_blob(&m.config)?)?;
-        count += cfg.import(store, &m.layers, &mut |missing| {
+        cfg.check_blobs(&m.layers)?;
+        count += cfg.import(store, &m.layers, None, &mut |missing| {
             for d in missing {
                 r.import_blob(store, d)?;
             }
@@ -137,15 +138,95 @@ pub(crate) fn export_registry(
     Ok(digest)
 }
 
-/// Loads the cache at `reference`: a cache artifact, or an image whose manifest carries an
-/// inline cache. Returns the record count.
-pub(crate) fn import_registry(
-    images: &Images,
+/// A registry cache opened for a build: its records are known, its layer blobs are fetched
+/// only when a step's lookup hits a record (see [`Imported::hit`]), so a runner downloads the
+/// layers of the steps it reuses, not those of every step the cache holds.
+struct Remote {
+    name: String,
+    reference: Reference,
+    cfg: CacheConfig,
+    client: rbuild_registry::BlockingClient,
+    resolved: rbuild_registry::Resolved,
+    /// One fetch at a time per cache (the blocking client drives one runtime).
+    fetching: std::sync::Mutex<()>,
+    /// Set after a failed fetch (a corrupt or vanished blob): the cache is not used again.
+    failed: std::sync::atomic::AtomicBool,
+}
+
+/// The registry caches of one build, consulted when a step's key is not in the store.
+#[derive(Default)]
+pub(crate) struct Imported {
+    remotes: Vec<Remote>,
+}
+
+/// No registry caches (a build without `--cache-from type=registry`).
+pub(crate) static NO_IMPORTS: Imported = Imported {
+    remotes: Vec::new(),
+};
+
+impl Imported {
+    /// The chain recorded for `key` by an opened registry cache, after fetching (verified) the
+    /// layers the store lacks and recording it in the store; `None` when no cache has it. A
+    /// cache whose blobs cannot be fetched is dropped with one warning: the step then runs.
+    pub(crate) fn hit(
+        &self,
+        store: &rbuild_store::Store,
+        key: &Digest,
+        progress: &dyn ProgressSink,
+    ) -> Option<crate::chain::Chain> {
+        use std::sync::atomic::Ordering;
+        for r in &self.remotes {
+            if r.failed.load(Ordering::SeqCst) || !r.cfg.records.iter().any(|x| x.key == *key) {
+                continue;
+            }
+            let _one = r.fetching.lock().unwrap_or_else(|p| p.into_inner());
+            let result = r.cfg.import(
+                store,
+                &r.resolved.manifest.layers,
+                Some(key),
+                &mut |missing| {
+                    r.client
+                        .pull_blobs(&r.resolved, missing, store, &|ev| {
+                            crate::pull::pull_event(progress, ev)
+                        })
+                        .map_err(registry_err(&r.name))?;
+                    crate::pull::record_sources(
+                        store,
+                        missing.iter().map(|d| &d.digest),
+                        &r.reference,
+                        progress,
+                    );
+                    Ok(())
+                },
+            );
+            match result {
+                Ok(_) => {
+                    if let Some(chain) = crate::cache::get(store, key) {
+                        return Some(chain);
+                    }
+                }
+                Err(e) => {
+                    r.failed.store(true, Ordering::SeqCst);
+                    progress.event(Event::Warning {
+                        message: format!(
+                            "cache import from {} failed (building without it): {e}",
+                            r.name
+                        ),
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Opens the cache at `reference`: a cache artifact, or an image whose manifest carries an
+/// inline cache. Only the manifest and the config (the records) are read now.
+fn open_registry(
     opts: &RegistryOptions,
     reference: &str,
     platform: &rbuild_dockerfile::Platform,
-    progress: &dyn ProgressSink,
-) -> Result<usize, BuildError> {
+) -> Result<Remote, BuildError> {
     let r = parse_ref(reference)?;
     let client = opts.client()?;
     // An image with an inline cache may be an index: its manifest for the build's platform
@@ -168,38 +249,43 @@ pub(crate) fn import_registry(
             "{reference} is neither an rbuild cache nor an image pushed with --cache-to type=inline"
         )));
     };
-    let store = images.store();
-    let n = cfg.import(store, &m.layers, &mut |missing| {
-        client
-            .pull_blobs(&resolved, missing, store, &|ev| {
-                crate::pull::pull_event(progress, ev)
-            })
-            .map_err(registry_err(reference))?;
-        Ok(())
-    })?;
-    crate::pull::record_sources(store, m.layers.iter().map(|l| &l.digest), &r, progress);
-    Ok(n)
+    cfg.check_blobs(&m.layers)?;
+    Ok(Remote {
+        name: reference.to_string(),
+        reference: r,
+        cfg,
+        client,
+        resolved,
+        fetching: std::sync::Mutex::new(()),
+        failed: std::sync::atomic::AtomicBool::new(false),
+    })
 }
 
-/// Loads every `--cache-from` source; one that cannot be read costs only speed, so it is one
-/// warning, never a failed build (as with BuildKit's cache imports).
+/// Loads every `--cache-from` source: local layouts into the store now (a disk copy, every blob
+/// verified), registry caches opened for lookups during the build. One that cannot be read
+/// costs only speed, so it is one warning, never a failed build (as with BuildKit's imports).
 pub(crate) fn import_all(
     images: &Images,
     opts: &RegistryOptions,
     req: &BuildRequest,
     progress: &dyn ProgressSink,
-) {
+) -> Imported {
     let platform = req
         .platform
         .as_deref()
         .and_then(|p| rbuild_dockerfile::Platform::parse(p).ok())
         .unwrap_or_else(crate::builder::host_platform);
+    let mut imported = Imported::default();
     for src in &req.cache_from {
         let (name, result) = match src {
             CacheImport::Local { src } => (src.display().to_string(), import_local(images, src)),
             CacheImport::Registry { reference } => (
                 reference.clone(),
-                import_registry(images, opts, reference, &platform, progress),
+                open_registry(opts, reference, &platform).map(|r| {
+                    let n = r.cfg.records.len();
+                    imported.remotes.push(r);
+                    n
+                }),
             ),
         };
         match result {
@@ -212,6 +298,7 @@ pub(crate) fn import_all(
             }),
         }
     }
+    imported
 }
 
 /// Writes every `--cache-to` destination but `inline` (which rides in the push, see

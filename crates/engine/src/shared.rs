@@ -56,6 +56,8 @@ pub(crate) struct Shared<'a> {
     pub file_name: &'a str,
     /// The id map layers are written with (computed once: it reads the sandbox's set-up).
     pub id_map: Option<rbuild_layer::IdMap>,
+    /// `--cache-from` registry caches, looked up when the store has no record for a key.
+    pub imported: &'a crate::cacheio::Imported,
 }
 
 impl Shared<'_> {

@@ -279,7 +279,9 @@ fn look_up<'p>(sh: &Shared<'_>, step: &Step, parts: Option<&'p KeyParts>) -> Loo
     let Some(p) = parts else {
         return Lookup::Miss(MissReason::Uncacheable);
     };
-    match crate::cache::get(store, &p.key) {
+    let found =
+        crate::cache::get(store, &p.key).or_else(|| sh.imported.hit(store, &p.key, sh.progress));
+    match found {
         Some(hit) => Lookup::Hit(hit, p),
         None => Lookup::Miss(explain::why(store, step, p, &|old| {
             changed_files(sh, p, old)
