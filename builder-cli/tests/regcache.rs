@@ -429,3 +429,50 @@ fn unreadable_caches_are_warnings_and_the_build_succeeds() {
     }
     assert!(warnings[0].contains("digest"), "{}", warnings[0]);
 }
+
+/// A registry cache whose layer blobs were corrupted in the registry: the first step that hits
+/// fetches one, its digest does not match, the cache is dropped with one warning and every step
+/// runs; the build succeeds.
+#[test]
+fn corrupt_blobs_in_a_registry_cache_are_a_warning() {
+    let reg = Registry::start();
+    let runners = Runners::new();
+    let ctx = context(runners.dir.path());
+    let cache = format!("{}/app/cache:corrupt", reg.host());
+    let first = runners.fresh("runner-1");
+    build(
+        &first,
+        &ctx,
+        "app:1",
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    let m = reg::skopeo_manifest(&cache);
+    let mut corrupted = 0;
+    for l in m["layers"].as_array().unwrap() {
+        let path = reg.blob_data(l["digest"].as_str().unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        corrupted += 1;
+    }
+    assert!(corrupted > 1, "{m}");
+
+    let second = runners.fresh("runner-2");
+    let r = build(
+        &second,
+        &ctx,
+        "app:1",
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    );
+    for s in ALL {
+        assert_eq!(r.status(s), "RAN", "{s}: {}", r.log);
+    }
+    let warnings: Vec<&str> = r
+        .log
+        .lines()
+        .filter(|l| l.starts_with(&format!("WARNING: cache import from {cache} failed")))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", r.log);
+    assert!(warnings[0].contains("digest"), "{}", warnings[0]);
+}

@@ -180,6 +180,10 @@ impl Imported {
                 continue;
             }
             let _one = r.fetching.lock().unwrap_or_else(|p| p.into_inner());
+            // Another step may have found the cache broken while this one waited.
+            if r.failed.load(Ordering::SeqCst) {
+                continue;
+            }
             let result = r.cfg.import(
                 store,
                 &r.resolved.manifest.layers,
