@@ -31,9 +31,11 @@
 //! (config digest) does not change, and `--cache-from type=registry,ref=IMAGE` reads it back.
 //!
 //! # Import
-//! An import is all or nothing per cache: the manifest and config are checked against their
-//! digests, every index is bounds-checked, each missing layer blob is verified (digest and size)
-//! on its way into the store, and only then are records written. A cache that cannot be read is
+//! The manifest and config are checked against their digests and every index is bounds-checked
+//! before any record is used. A record is written into the store only after each layer blob it
+//! needs is there, verified (digest and size) on its way in. A local layout is imported whole
+//! before the build; a registry cache record by record, when a step's lookup hits it (see
+//! `cacheio`), so only the layers of reused steps are downloaded. A cache that cannot be read is
 //! the caller's warning, never a failed build. Records already in the store are kept (a local
 //! result wins over an imported one for the same key).
 

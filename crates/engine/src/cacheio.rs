@@ -4,8 +4,10 @@
 //! Registry transfers use the builder's registry client, so they get its credentials,
 //! `registries.conf` mirrors (for reads) and insecure-registry settings; a push HEADs every blob
 //! first (blobs already in the repository are not uploaded again) and mounts blobs that a
-//! recorded repository of the same registry holds. Imports fetch only the layer blobs the store
-//! lacks. Every import error is returned to the builder, which turns it into one warning.
+//! recorded repository of the same registry holds. A registry import reads the manifest and the
+//! records before the build and fetches a step's layer blobs (those the store lacks) when the
+//! step's lookup hits; a local layout is copied in before the build. Every import error becomes
+//! one warning, and the build goes on without that cache.
 
 use std::collections::BTreeMap;
 
