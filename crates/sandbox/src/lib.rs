@@ -93,6 +93,7 @@
 #![warn(missing_docs)]
 
 mod child;
+mod devices;
 mod error;
 mod probe;
 mod remove;
@@ -100,6 +101,7 @@ mod run;
 mod subid;
 mod userns;
 
+pub use devices::{DeviceBind, DeviceEdits, DeviceHook, DeviceNodeBind, HookStage};
 pub use error::SandboxError;
 pub use probe::{probe, Capabilities};
 pub use subid::{parse_subid, subid_ranges, subid_ranges_from, IdRange};
@@ -232,6 +234,8 @@ pub struct RunSpec {
     pub timeout: Option<Duration>,
     /// Raise to kill the whole step; `run` then returns [`SandboxError::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Device nodes, mounts and OCI hooks (CDI devices, `--device`); see [`DeviceEdits`].
+    pub devices: DeviceEdits,
 }
 
 impl Default for RunSpec {
@@ -251,6 +255,7 @@ impl Default for RunSpec {
             hosts: Vec::new(),
             timeout: None,
             cancel: None,
+            devices: DeviceEdits::default(),
         }
     }
 }
