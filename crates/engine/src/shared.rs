@@ -56,6 +56,8 @@ pub(crate) struct Shared<'a> {
     pub file_name: &'a str,
     /// The id map layers are written with (computed once: it reads the sandbox's set-up).
     pub id_map: Option<rbuild_layer::IdMap>,
+    /// `--device`s, resolved once for every RUN step.
+    pub devices: &'a rbuild_cdi::Resolved,
 }
 
 impl Shared<'_> {

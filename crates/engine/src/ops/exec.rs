@@ -248,7 +248,7 @@ impl ExecOp {
                 mounts.push(spec);
             }
         }
-        let spec = RunSpec {
+        let mut spec = RunSpec {
             rootfs,
             args: self.argv.clone(),
             env,
@@ -270,7 +270,12 @@ impl ExecOp {
             hosts: Vec::new(),
             timeout: None,
             cancel: Some(sh.cancel.flag()),
+            ..RunSpec::default()
         };
+        // `--device`s: in the step's environment and mounts only, never in the image's config;
+        // their mount points outside /dev are kept out of the layer like RUN --mount targets.
+        rbuild_cdi::apply(sh.devices, &mut spec);
+        exclude.extend(crate::devices::layer_exclusions(&spec.devices));
         let mut tail: Vec<String> = Vec::new();
         let mut partial = String::new();
         let mut on_output = |_s: Stream, bytes: &[u8]| {
