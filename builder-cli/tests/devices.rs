@@ -205,3 +205,57 @@ fn unknown_device_fails_before_building() {
     assert!(!out.status.success());
     assert!(text(&out).contains("--device"), "{}", text(&out));
 }
+
+/// The same, rootless: `rbuild` as the unprivileged `rbuildtest` (scripts/test-users.sh), which
+/// cannot create device nodes and binds the host's instead.
+#[test]
+fn rootless_build_gets_the_device() {
+    const USER: &str = "rbuildtest";
+    run_ok(&mut std::process::Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/test-users.sh"
+    )));
+    let dir = tempfile::Builder::new()
+        .prefix("rbuild-devices-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = dir.path();
+    write_spec(root);
+    context(root);
+    busybox_tar(root);
+    run_ok(
+        std::process::Command::new("chown")
+            .args(["-R", &format!("{USER}:{USER}")])
+            .arg(root),
+    );
+    run_ok(std::process::Command::new("chmod").arg("755").arg(root));
+    let store = root.join("store");
+    rbuild_as(USER, &store, &["import", "rootfs.tar", "bb:1"], root);
+    rbuild_as(
+        USER,
+        &store,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "dev:1",
+            "--device",
+            "rbuild.test/dev=zero",
+            "--cdi-spec-dir",
+            "cdi",
+            "ctx",
+        ],
+        root,
+    );
+    rbuild_as(USER, &store, &["save", "-o", "dev.tar", "dev:1"], root);
+    let img = read_docker_archive(&root.join("dev.tar"));
+    let paths: Vec<&str> = img.tree.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"built"), "{paths:?}");
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.starts_with("opt") || p.starts_with("dev") || p.starts_with(".rbuild")),
+        "{paths:?}"
+    );
+}
