@@ -166,7 +166,7 @@ fn known_version(v: &str) -> bool {
         return false;
     };
     let num = |s: &str| s.parse::<u32>().ok();
-    let patch_ok = patch.map_or(true, |p| num(p).is_some()) && parts.next().is_none();
+    let patch_ok = patch.is_none_or(|p| num(p).is_some()) && parts.next().is_none();
     match (num(maj), num(min)) {
         (Some(0), Some(m)) => (3..=8).contains(&m) && patch_ok,
         (Some(1), Some(_)) => patch_ok,

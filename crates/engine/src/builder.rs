@@ -233,7 +233,7 @@ impl Builder {
             .iter()
             .map(|t| Reference::parse(t).map_err(BuildError::from))
             .collect::<Result<Vec<_>, _>>()?;
-        let devices = resolve_devices(req, &file_name)?;
+        let devices = crate::devices::resolve(req, &file_name)?;
         let lowered = self.lower(req, &plan, &opts, progress)?;
         progress.event(Event::Planned {
             steps: lowered.total_steps,
@@ -319,7 +319,7 @@ impl Builder {
         let df = rbuild_dockerfile::parse(&file_name, &text)?;
         let opts = plan_options(req)?;
         let plan = rbuild_dockerfile::plan(&df, &opts)?;
-        let devices = resolve_devices(req, &file_name)?;
+        let devices = crate::devices::resolve(req, &file_name)?;
         let lowered = self.lower(req, &plan, &opts, progress)?;
         let ctx = rbuild_context::Context::open(&req.context, dockerfile_path(req).as_deref())?
             .with_stat_cache_in(&images.store().root().join("contexts"));
@@ -351,7 +351,7 @@ impl Builder {
             cancel: cancel.clone(),
             file_name,
             id_map: self.inner.sandboxes.id_map(),
-            devices: &NO_DEVICES,
+            devices: &crate::devices::NO_DEVICES,
         }
     }
 
@@ -625,43 +625,4 @@ mod tests {
         assert_eq!(unescape_mountinfo("/end\\04"), "/end\\04");
         assert_eq!(unescape_mountinfo("/x\\134y"), "/x\\y");
     }
-}
-
-/// No `--device`: what every build without one shares.
-static NO_DEVICES: rbuild_cdi::Resolved = rbuild_cdi::Resolved {
-    names: Vec::new(),
-    edits: rbuild_cdi::ContainerEdits {
-        env: Vec::new(),
-        device_nodes: Vec::new(),
-        hooks: Vec::new(),
-        mounts: Vec::new(),
-        additional_gids: Vec::new(),
-    },
-};
-
-/// Resolves the request's `--device`s once, before anything is pulled or run, so an unknown
-/// device fails the build at once.
-fn resolve_devices(req: &BuildRequest, file: &str) -> Result<rbuild_cdi::Resolved, BuildError> {
-    if req.devices.is_empty() {
-        return Ok(rbuild_cdi::Resolved::default());
-    }
-    let err = |source| BuildError::Device {
-        file: file.to_string(),
-        source,
-    };
-    let dirs = if req.cdi_spec_dirs.is_empty() {
-        rbuild_cdi::Registry::default_dirs()
-    } else {
-        req.cdi_spec_dirs.clone()
-    };
-    let needs_specs = req
-        .devices
-        .iter()
-        .any(|d| matches!(d, rbuild_cdi::DeviceRequest::Cdi(_)));
-    let reg = if needs_specs {
-        rbuild_cdi::Registry::load(&dirs).map_err(err)?
-    } else {
-        rbuild_cdi::Registry::default()
-    };
-    reg.resolve(&req.devices).map_err(err)
 }

@@ -421,13 +421,13 @@ pub(crate) fn after_mounts(
     for (n, (slot, is_file)) in d.nodes.iter().zip(&plan.nodes) {
         let comps = components("device path", &n.path)?;
         // Under /dev the node lands in the run's tmpfs: no stub in the rootfs.
-        let stub = comps.first().map_or(true, |c| c != "dev");
+        let stub = !matches!(comps.first(), Some(c) if c == "dev");
         let target = b.ensure(&comps, *is_file, stub)?;
         b.attach(*slot, &target, &format!("device {}", n.host_path.display()))?;
     }
     for (m, (slot, is_file)) in d.mounts.iter().zip(&plan.mounts) {
         let comps = components("device mount target", &m.container_path)?;
-        let stub = comps.first().map_or(true, |c| c != "dev");
+        let stub = !matches!(comps.first(), Some(c) if c == "dev");
         let target = b.ensure(&comps, *is_file, stub)?;
         b.attach(
             *slot,
