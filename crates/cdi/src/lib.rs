@@ -383,6 +383,7 @@ pub fn sandbox_devices(edits: &ContainerEdits) -> rbuild_sandbox::DeviceEdits {
         nodes,
         mounts,
         hooks,
+        setup_only: false,
     }
 }
 

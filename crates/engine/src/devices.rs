@@ -60,3 +60,61 @@ pub(crate) fn resolve(
     };
     reg.resolve(&req.devices).map_err(err)
 }
+
+/// Whether a hook runs while the step's root is being set up (before its process), where what it
+/// writes into the root (`update-ldcache`'s `/etc/ld.so.cache`, `create-symlinks`' links) would
+/// otherwise land in the step's layer.
+fn setup_hook(h: &rbuild_sandbox::DeviceHook) -> bool {
+    use rbuild_sandbox::HookStage::*;
+    matches!(h.stage, Prestart | CreateRuntime | CreateContainer)
+}
+
+/// Keeps what set-up hooks write out of the step's layer: on an overlay rootfs, the hooks first
+/// run alone (same devices, no process) with a writable layer of their own, which then becomes
+/// the step's top lower; the step runs without them and its upper holds only its own changes.
+/// Returns the directory holding that layer, to keep until the step has run; `None` when there
+/// is nothing to do (no such hooks, or a directory rootfs, where hooks write into the layer as
+/// they would with BuildKit).
+pub(crate) fn run_setup_hooks_apart(
+    store: &rbuild_store::Store,
+    sandbox: &rbuild_sandbox::Sandbox,
+    spec: &mut rbuild_sandbox::RunSpec,
+    output: &mut dyn FnMut(rbuild_sandbox::Stream, &[u8]),
+) -> Result<Option<rbuild_store::ScratchDir>, crate::BuildError> {
+    let rbuild_sandbox::RootfsSpec::Overlay { lowers, .. } = &spec.rootfs else {
+        return Ok(None);
+    };
+    if !spec.devices.hooks.iter().any(setup_hook) {
+        return Ok(None);
+    }
+    let dir = store.temp_dir("device-hooks")?;
+    let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
+    for d in [&upper, &work] {
+        std::fs::create_dir(d).map_err(|e| crate::BuildError::io(d, e))?;
+    }
+    let mut pre = spec.clone();
+    pre.rootfs = rbuild_sandbox::RootfsSpec::Overlay {
+        lowers: lowers.clone(),
+        upper: upper.clone(),
+        work,
+        // It is mounted again, as a lower: let the kernel keep it consistent.
+        volatile: false,
+    };
+    pre.devices.hooks.retain(setup_hook);
+    pre.devices.setup_only = true;
+    pre.stdin = None;
+    let r = sandbox
+        .run(&pre, output)
+        .map_err(|e| crate::BuildError::Sandbox(format!("device hooks: {e}")))?;
+    if r.code != Some(0) {
+        return Err(crate::BuildError::Sandbox(format!(
+            "device hooks ended with {:?}",
+            (r.code, r.signal)
+        )));
+    }
+    if let rbuild_sandbox::RootfsSpec::Overlay { lowers, .. } = &mut spec.rootfs {
+        lowers.insert(0, upper);
+    }
+    spec.devices.hooks.retain(|h| !setup_hook(h));
+    Ok(Some(dir))
+}

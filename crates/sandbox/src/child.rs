@@ -150,6 +150,8 @@ pub(crate) struct ChildPlan {
     pub gid: libc::gid_t,
     pub exec_candidates: Vec<CString>,
     pub argv: Vec<*const c_char>,
+    /// End after the set-up ops (mounts, hooks) without running the process.
+    pub setup_only: bool,
     pub envp: Vec<*const c_char>,
 }
 
@@ -649,6 +651,9 @@ unsafe fn init_main(plan: &ChildPlan, slots: &mut [c_int]) -> ! {
             Err(()) if *optional && matches!(errno(), libc::ENOENT | libc::EBADF) => {}
             Err(()) => fail(OP_BASE + i as u32),
         }
+    }
+    if plan.setup_only {
+        libc::_exit(0);
     }
     let hn = plan.hostname.as_bytes();
     if !hn.is_empty() && libc::sethostname(plan.hostname.as_ptr(), hn.len()) < 0 {

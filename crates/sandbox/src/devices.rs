@@ -39,6 +39,10 @@ pub struct DeviceEdits {
     pub mounts: Vec<DeviceBind>,
     /// OCI hooks.
     pub hooks: Vec<DeviceHook>,
+    /// Apply the mounts and run the child's hooks, then end (exit code 0) without running the
+    /// process: lets a caller collect what hooks write in a writable layer of its own (the
+    /// engine keeps hook output out of a RUN step's layer this way).
+    pub setup_only: bool,
 }
 
 impl DeviceEdits {

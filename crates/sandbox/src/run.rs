@@ -593,6 +593,7 @@ fn prepare(
             exec_candidates,
             argv,
             envp,
+            setup_only: spec.devices.setup_only,
         },
         descs: b.descs,
         stub_paths: b.stub_paths,

@@ -103,6 +103,7 @@ fn edits(dir: &Path) -> DeviceEdits {
                 timeout: Some(Duration::from_secs(30)),
             },
         ],
+        setup_only: false,
     }
 }
 
@@ -207,4 +208,26 @@ fn failing_hook_names_itself() {
         err.contains("device /dev/x") && err.contains("no-such-node"),
         "{err}"
     );
+}
+
+#[test]
+fn setup_only_runs_hooks_but_not_the_process() {
+    let (t, root) = rootfs();
+    let mut spec = sh(&root, "touch /ran");
+    spec.devices = edits(t.path());
+    spec.devices
+        .hooks
+        .retain(|h| h.stage == HookStage::CreateContainer);
+    // The hook writes into the root's /dev, which is this run's own: point it at /tmp instead.
+    std::fs::write(
+        t.path().join("hook.sh"),
+        HOST_HOOK.replace("$root/dev/", "$root/tmp/"),
+    )
+    .unwrap();
+    spec.devices.setup_only = true;
+    let out = run_with(&Sandbox::new(Default::default()).unwrap(), &spec);
+    assert_eq!(out.result.unwrap().code, Some(0), "{}", out.stderr);
+    assert!(!root.join("ran").exists(), "the process ran");
+    let state = std::fs::read_to_string(root.join("tmp/rbuild-hook-state")).unwrap();
+    assert!(state.contains("\"status\":\"creating\""), "{state}");
 }
