@@ -387,6 +387,43 @@ pub fn sandbox_devices(edits: &ContainerEdits) -> rbuild_sandbox::DeviceEdits {
     }
 }
 
+/// Resolves docker's flags in one call, for `rbuild run`/`create`: every `--gpus` value and
+/// every `--device` value (CDI names or host nodes), with specs read from `spec_dirs` (empty:
+/// [`Registry::default_dirs`]). Specs are read only when a flag needs them.
+///
+/// ```no_run
+/// # fn f(spec: &mut rbuild_sandbox::RunSpec) -> Result<(), rbuild_cdi::CdiError> {
+/// let resolved = rbuild_cdi::resolve_flags(&["all".into()], &["/dev/fuse".into()], &[])?;
+/// rbuild_cdi::apply(&resolved, spec);
+/// # Ok(()) }
+/// ```
+pub fn resolve_flags(
+    gpus: &[String],
+    devices: &[String],
+    spec_dirs: &[PathBuf],
+) -> Result<Resolved, CdiError> {
+    let mut reqs = devices
+        .iter()
+        .map(|d| DeviceRequest::parse(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let gpus = gpus
+        .iter()
+        .map(|g| GpuRequest::parse(g))
+        .collect::<Result<Vec<_>, _>>()?;
+    let needs_specs = !gpus.is_empty() || reqs.iter().any(|r| matches!(r, DeviceRequest::Cdi(_)));
+    let reg = if !needs_specs {
+        Registry::default()
+    } else if spec_dirs.is_empty() {
+        Registry::load(&Registry::default_dirs())?
+    } else {
+        Registry::load(spec_dirs)?
+    };
+    for g in &gpus {
+        reqs.extend(g.to_requests(&reg)?);
+    }
+    reg.resolve(&reqs)
+}
+
 /// Applies resolved devices to a run: `spec.devices` gets the nodes, mounts and hooks; the
 /// edits' environment replaces same-named entries of `spec.env`; their groups join
 /// `spec.additional_gids`. This is all a container or a RUN step needs to call.

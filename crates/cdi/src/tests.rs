@@ -368,3 +368,25 @@ fn apply_fills_the_run_spec() {
     assert_eq!(h.args, ["hook", "update-ldcache"]);
     assert_eq!(h.timeout, Some(Duration::from_secs(5)));
 }
+
+#[test]
+fn flags_resolve_in_one_call() {
+    let spec = yaml("0.6.0").replace("example.com/gpu", "nvidia.com/gpu");
+    let d = dir_with(&[("nvidia.yaml", &spec)]);
+    let dirs = [d.path().to_path_buf()];
+    let r = resolve_flags(&["1".into()], &["/dev/null:/dev/x:r".into()], &dirs).unwrap();
+    assert_eq!(r.names, ["/dev/null:/dev/x:r", "nvidia.com/gpu=0"]);
+    let paths: Vec<&str> = r
+        .edits
+        .device_nodes
+        .iter()
+        .map(|n| n.path.as_str())
+        .collect();
+    assert_eq!(paths, ["/dev/x", "/dev/card0"]);
+    // Host nodes alone never read specs (a broken spec directory does not matter then).
+    let broken = dir_with(&[("bad.yaml", "kind: [")]);
+    assert!(resolve_flags(&[], &["/dev/null".into()], &[broken.path().into()]).is_ok());
+    let err = resolve_flags(&["all".into()], &[], &[broken.path().into()]).unwrap_err();
+    assert!(err.to_string().contains("bad.yaml"), "{err}");
+    assert!(resolve_flags(&["x".into()], &[], &dirs).is_err());
+}
