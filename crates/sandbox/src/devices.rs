@@ -22,7 +22,13 @@
 //!   inside the container right before the process. `poststart` runs in the caller once the
 //!   process exists, `poststop` after it ended; their failures are warnings, as the OCI spec says.
 //!   The hooks that device specs use in practice (`nvidia-ctk hook update-ldcache`,
-//!   `create-symlinks`, `chmod`) are `createContainer` hooks.
+//!   `create-symlinks`, `chmod`) are `createContainer` hooks. While such hooks run, the runtime's
+//!   root is kept at `/.rbuild-hostroot` in the new root (a mount stub, empty once it is
+//!   detached before the process starts).
+//! - [`DeviceEdits::setup_only`] ends the run after the set-up hooks, so a caller can give them a
+//!   writable layer of their own and run the process on top of it: the engine does that so what
+//!   hooks write into the root (`/etc/ld.so.cache`) is seen by a RUN step but kept out of its
+//!   layer. What they write into `/dev` (the run's tmpfs) does not carry over then.
 //!
 //! Between `fork` and `execve` this follows `child.rs`'s rule: the hook's argv, environment and
 //! state are prepared by the caller; the child only forks, pipes, execs and waits.

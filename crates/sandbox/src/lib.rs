@@ -67,6 +67,8 @@
 //!   because docker relies on the device cgroup (which the sandbox does not set up) to keep a
 //!   `mknod`ed host disk unusable.
 //! - Hostname `buildkitsandbox` unless [`RunSpec::hostname`] says otherwise.
+//! - Extra device nodes, device mounts and OCI hooks from [`RunSpec::devices`] (CDI devices,
+//!   `--device`), applied as an OCI runtime applies them; see [`DeviceEdits`].
 //! - The step is PID 1 of its pid namespace, as in `docker build`: signals it sends itself
 //!   without a handler are ignored by the kernel (`kill -9 $$` does nothing).
 //!
