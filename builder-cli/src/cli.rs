@@ -205,6 +205,12 @@ struct BuildArgs {
     /// SSH agent socket to expose to RUN --mount=type=ssh (default|<id>[=<socket>]; default: $SSH_AUTH_SOCK)
     #[arg(long = "ssh", value_name = "SPEC")]
     ssh: Vec<String>,
+    /// Device for every RUN step: a CDI name (vendor.com/class=name, e.g. nvidia.com/gpu=all) or a host node (/dev/X[:/dev/Y][:rwm])
+    #[arg(long = "device", value_name = "DEVICE")]
+    devices: Vec<String>,
+    /// Directory of CDI specs, repeatable, later ones win (default: /etc/cdi, then /var/run/cdi)
+    #[arg(long = "cdi-spec-dir", value_name = "DIR")]
+    cdi_spec_dirs: Vec<PathBuf>,
     /// Set the networking mode for the RUN instructions during build (host, none)
     #[arg(long)]
     network: Option<String>,
@@ -695,6 +701,15 @@ fn build(
         network: b.network.clone(),
         source_date_epoch,
         push: b.push,
+        devices: b
+            .devices
+            .iter()
+            .map(|d| {
+                rbuild_engine::cdi::DeviceRequest::parse(d)
+                    .map_err(|e| BuildError::Request(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        cdi_spec_dirs: b.cdi_spec_dirs.clone(),
     };
     if b.check {
         return check(&req);

@@ -245,6 +245,7 @@ impl Builder {
             .iter()
             .map(|t| Reference::parse(t).map_err(BuildError::from))
             .collect::<Result<Vec<_>, _>>()?;
+        let devices = crate::devices::resolve(req, &file_name)?;
         let lowered = self.lower(req, &plan, &opts, progress)?;
         progress.event(Event::Planned {
             steps: lowered.total_steps,
@@ -258,6 +259,7 @@ impl Builder {
             crate::cacheio::import_all(self.images(), &self.inner.registry, req, progress);
         let shared = Shared {
             imported: &imported,
+            devices: &devices,
             ..self.shared(snap, &ctx, req, progress, cancel, &file_name)
         };
         let jobs = req.jobs.unwrap_or_else(|| {
@@ -334,6 +336,7 @@ impl Builder {
         let df = rbuild_dockerfile::parse(&file_name, &text)?;
         let opts = plan_options(req)?;
         let plan = rbuild_dockerfile::plan(&df, &opts)?;
+        let devices = crate::devices::resolve(req, &file_name)?;
         let lowered = self.lower(req, &plan, &opts, progress)?;
         let ctx = rbuild_context::Context::open(&req.context, dockerfile_path(req).as_deref())?
             .with_stat_cache_in(&images.store().root().join("contexts"));
@@ -342,6 +345,7 @@ impl Builder {
         let imported = crate::cacheio::import_all(images, &self.inner.registry, req, progress);
         let shared = Shared {
             imported: &imported,
+            devices: &devices,
             ..self.shared(snap, &ctx, req, progress, &Cancel::new(), &file_name)
         };
         let mut targets = lowered.ends.clone();
@@ -370,6 +374,7 @@ impl Builder {
             file_name,
             id_map: self.inner.sandboxes.id_map(),
             imported: &crate::cacheio::NO_IMPORTS,
+            devices: &crate::devices::NO_DEVICES,
         }
     }
 

@@ -71,6 +71,14 @@ pub enum BuildError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A `--device` could not be resolved (unknown device, bad CDI spec); nothing was built.
+    #[error("{file}: {source}")]
+    Device {
+        /// Dockerfile name, for context.
+        file: String,
+        /// What is wrong.
+        source: rbuild_cdi::CdiError,
+    },
     /// The build was cancelled (Ctrl-C, SIGTERM, or the library's cancel handle).
     #[error("build cancelled")]
     Cancelled,

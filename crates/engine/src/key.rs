@@ -19,6 +19,18 @@
 //!
 //! Lengths make `("a","bc")` and `("ab","c")` different; the type byte makes an absent value
 //! differ from an empty one. What each op writes is documented where it writes it (`ops/`).
+//!
+//! # Devices (`--device`)
+//!
+//! A RUN step's key gets a trailing `devices` list (the requests as given: CDI names such as
+//! `nvidia.com/gpu=all`, or host nodes as `HOST:CONTAINER:PERMS`) when the build has any, and
+//! no field at all otherwise. In the key because a step that saw a GPU may produce something
+//! else than one that did not (a build that detects the GPU's architecture, a test that ran on
+//! it): a build without the device must not reuse that result, nor one with it a result made
+//! without. Names only, not the resolved spec: a driver update rewrites the spec (library
+//! paths, hook arguments) without changing what the step is asked to use, as BuildKit keys a
+//! step's devices by name. Written only when present, so every key of a build without devices
+//! is exactly what it was: the format stays 2 and the golden tests stand.
 
 use rbuild_digest::{Digest, Hasher};
 

@@ -31,6 +31,7 @@ mod cachemount;
 pub mod cachespec;
 mod chain;
 mod ctxmount;
+mod devices;
 mod error;
 mod explain;
 mod fetch;
@@ -63,6 +64,8 @@ pub use request::{BuildRequest, Output, SecretFrom, SecretSource, SshSource};
 pub use shared::Cancel;
 pub use solve::Explained;
 
+/// Re-exported so callers can build [`BuildRequest::devices`] (and parse `--gpus`).
+pub use rbuild_cdi as cdi;
 /// Re-exported for `rbuild build --check` and other front-end uses.
 pub use rbuild_dockerfile as dockerfile;
 /// Re-exported so embedders can list, tag, export and load images without naming more crates.

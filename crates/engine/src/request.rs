@@ -49,6 +49,12 @@ pub struct BuildRequest {
     pub jobs: Option<usize>,
     /// `--push`: push every tag to its registry after the build (as `-o type=registry`).
     pub push: bool,
+    /// `--device`: CDI devices (`vendor.com/class=name`) or host nodes every RUN step gets, as
+    /// BuildKit's `--device`; resolved once before any step runs, never part of the image.
+    pub devices: Vec<rbuild_cdi::DeviceRequest>,
+    /// `--cdi-spec-dir`: where CDI specs are read, later ones winning; empty means `/etc/cdi`
+    /// then `/var/run/cdi`.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 /// A build secret source; the engine never copies its content into a layer, config or history.

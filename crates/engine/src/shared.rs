@@ -58,6 +58,8 @@ pub(crate) struct Shared<'a> {
     pub id_map: Option<rbuild_layer::IdMap>,
     /// `--cache-from` registry caches, looked up when the store has no record for a key.
     pub imported: &'a crate::cacheio::Imported,
+    /// `--device`s, resolved once for every RUN step.
+    pub devices: &'a rbuild_cdi::Resolved,
 }
 
 impl Shared<'_> {

@@ -105,6 +105,31 @@ pub(crate) enum Op {
     },
     /// `symlink`, tolerating an existing entry.
     Symlink { target: CString, link: CString },
+    /// Like `CloneTree`, with `MOUNT_ATTR_*` bits set on the clone (device mounts).
+    CloneTreeAttrs {
+        source: CString,
+        recursive: bool,
+        attrs: u64,
+        slot: usize,
+    },
+    /// Stores this process's pid as the caller's procfs shows it in `slot` (for hook state).
+    HostPid { slot: usize },
+    /// Writes `prefix`, the pid stored in `slot`, `suffix` to the new file `path`.
+    WriteWithPid {
+        path: CString,
+        prefix: Vec<u8>,
+        suffix: Vec<u8>,
+        slot: usize,
+    },
+    /// `pivot_root` into `new_root` keeping the old root at `put_old`, for hooks that need it.
+    PivotKeep { new_root: CString, put_old: CString },
+    /// Runs an OCI hook with the pid stored in `pid_slot` in its state.
+    Hook {
+        plan: Box<crate::devices::HookPlan>,
+        pid_slot: usize,
+    },
+    /// Lazily unmounts `path`.
+    Detach { path: CString },
 }
 
 /// Everything the two children need, prepared before `fork`.
@@ -125,6 +150,8 @@ pub(crate) struct ChildPlan {
     pub gid: libc::gid_t,
     pub exec_candidates: Vec<CString>,
     pub argv: Vec<*const c_char>,
+    /// End after the set-up ops (mounts, hooks) without running the process.
+    pub setup_only: bool,
     pub envp: Vec<*const c_char>,
 }
 
@@ -450,6 +477,34 @@ unsafe fn run_op(op: &Op, slots: &mut [c_int]) -> Result<bool, ()> {
                 Err(())
             }
         }
+        Op::CloneTreeAttrs {
+            source,
+            recursive,
+            attrs,
+            slot,
+        } => crate::devices::clone_with_attrs(source, *recursive, *attrs)
+            .and_then(|fd| store(slots, *slot, fd))
+            .map(|()| false),
+        Op::HostPid { slot } => crate::devices::host_pid()
+            .and_then(|pid| store(slots, *slot, pid))
+            .map(|()| false),
+        Op::WriteWithPid {
+            path,
+            prefix,
+            suffix,
+            slot,
+        } => {
+            let pid = slots.get(*slot).copied().unwrap_or(0);
+            crate::devices::write_with_pid(path, prefix, suffix, pid).map(|()| false)
+        }
+        Op::PivotKeep { new_root, put_old } => {
+            crate::devices::pivot_keep(new_root, put_old).map(|()| false)
+        }
+        Op::Hook { plan, pid_slot } => {
+            let pid = slots.get(*pid_slot).copied().unwrap_or(0);
+            crate::devices::run_hook(plan, pid).map(|()| false)
+        }
+        Op::Detach { path } => crate::devices::detach(path).map(|()| false),
     }
 }
 
@@ -596,6 +651,9 @@ unsafe fn init_main(plan: &ChildPlan, slots: &mut [c_int]) -> ! {
             Err(()) if *optional && matches!(errno(), libc::ENOENT | libc::EBADF) => {}
             Err(()) => fail(OP_BASE + i as u32),
         }
+    }
+    if plan.setup_only {
+        libc::_exit(0);
     }
     let hn = plan.hostname.as_bytes();
     if !hn.is_empty() && libc::sethostname(plan.hostname.as_ptr(), hn.len()) < 0 {

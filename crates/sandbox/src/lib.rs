@@ -67,6 +67,8 @@
 //!   because docker relies on the device cgroup (which the sandbox does not set up) to keep a
 //!   `mknod`ed host disk unusable.
 //! - Hostname `buildkitsandbox` unless [`RunSpec::hostname`] says otherwise.
+//! - Extra device nodes, device mounts and OCI hooks from [`RunSpec::devices`] (CDI devices,
+//!   `--device`), applied as an OCI runtime applies them; see [`DeviceEdits`].
 //! - The step is PID 1 of its pid namespace, as in `docker build`: signals it sends itself
 //!   without a handler are ignored by the kernel (`kill -9 $$` does nothing).
 //!
@@ -93,6 +95,7 @@
 #![warn(missing_docs)]
 
 mod child;
+mod devices;
 mod error;
 mod probe;
 mod remove;
@@ -100,6 +103,7 @@ mod run;
 mod subid;
 mod userns;
 
+pub use devices::{DeviceBind, DeviceEdits, DeviceHook, DeviceNodeBind, HookStage};
 pub use error::SandboxError;
 pub use probe::{probe, Capabilities};
 pub use subid::{parse_subid, subid_ranges, subid_ranges_from, IdRange};
@@ -232,6 +236,8 @@ pub struct RunSpec {
     pub timeout: Option<Duration>,
     /// Raise to kill the whole step; `run` then returns [`SandboxError::Cancelled`].
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Device nodes, mounts and OCI hooks (CDI devices, `--device`); see [`DeviceEdits`].
+    pub devices: DeviceEdits,
 }
 
 impl Default for RunSpec {
@@ -251,6 +257,7 @@ impl Default for RunSpec {
             hosts: Vec::new(),
             timeout: None,
             cancel: None,
+            devices: DeviceEdits::default(),
         }
     }
 }

@@ -17,11 +17,11 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
 const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
-fn cstr(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, SandboxError> {
+pub(crate) fn cstr(what: &str, s: impl Into<Vec<u8>>) -> Result<CString, SandboxError> {
     CString::new(s).map_err(|_| SandboxError::InvalidSpec(format!("{what} contains a NUL byte")))
 }
 
-fn cpath(what: &str, p: &Path) -> Result<CString, SandboxError> {
+pub(crate) fn cpath(what: &str, p: &Path) -> Result<CString, SandboxError> {
     cstr(what, p.as_os_str().as_bytes())
 }
 
@@ -31,7 +31,7 @@ fn last_err() -> std::io::Error {
 
 /// Splits an absolute in-rootfs path into its normal components, refusing `..` so that stub
 /// bookkeeping (and cleanup) can never name anything outside the rootfs.
-fn components(what: &str, p: &str) -> Result<Vec<String>, SandboxError> {
+pub(crate) fn components(what: &str, p: &str) -> Result<Vec<String>, SandboxError> {
     if !p.starts_with('/') {
         return Err(SandboxError::InvalidSpec(format!(
             "{what} {p:?} must be an absolute path"
@@ -53,19 +53,19 @@ fn components(what: &str, p: &str) -> Result<Vec<String>, SandboxError> {
 }
 
 /// Ops and their human descriptions, built in lockstep.
-struct PlanBuilder {
+pub(crate) struct PlanBuilder {
     ops: Vec<Op>,
     descs: Vec<String>,
     /// For ops that may create a stub: the in-rootfs path.
     stub_paths: Vec<Option<String>>,
     /// Every stub mount point as (path, is_file), for the overlay stub layer.
-    stub_layer: Vec<(String, bool)>,
+    pub(crate) stub_layer: Vec<(String, bool)>,
     optional: Vec<bool>,
     slots: usize,
 }
 
 impl PlanBuilder {
-    fn push(&mut self, op: Op, desc: String, stub: Option<String>) {
+    pub(crate) fn push(&mut self, op: Op, desc: String, stub: Option<String>) {
         self.optional.push(false);
         self.ops.push(op);
         self.descs.push(desc);
@@ -77,12 +77,17 @@ impl PlanBuilder {
             *o = true;
         }
     }
-    fn slot(&mut self) -> usize {
+    pub(crate) fn slot(&mut self) -> usize {
         self.slots += 1;
         self.slots - 1
     }
     /// mkdir -p of `comps` (all stubs when `stub`), then the final entry as dir or file.
-    fn ensure(&mut self, comps: &[String], file: bool, stub: bool) -> Result<String, SandboxError> {
+    pub(crate) fn ensure(
+        &mut self,
+        comps: &[String],
+        file: bool,
+        stub: bool,
+    ) -> Result<String, SandboxError> {
         let mut path = String::new();
         for (i, c) in comps.iter().enumerate() {
             path.push('/');
@@ -109,7 +114,12 @@ impl PlanBuilder {
         }
         Ok(path)
     }
-    fn attach(&mut self, slot: usize, target: &str, what: &str) -> Result<(), SandboxError> {
+    pub(crate) fn attach(
+        &mut self,
+        slot: usize,
+        target: &str,
+        what: &str,
+    ) -> Result<(), SandboxError> {
         self.push(
             Op::MoveSlot {
                 slot,
@@ -381,13 +391,25 @@ fn prepare(
             MountKind::Tmpfs { .. } => user_slots.push(None),
         }
     }
-    b.push(
-        Op::Pivot {
-            new_root: cpath("rootfs mount point", &root_mp)?,
-        },
-        format!("pivot_root into {root_mp_s}"),
-        None,
-    );
+    let dev_plan = crate::devices::before_pivot(&mut b, spec, rd.dir.path(), &root_mp)?;
+    if let Some(put_old) = dev_plan.keep_host_root() {
+        b.push(
+            Op::PivotKeep {
+                new_root: cpath("rootfs mount point", &root_mp)?,
+                put_old,
+            },
+            format!("pivot_root into {root_mp_s} (keeping the runtime's root for hooks)"),
+            None,
+        );
+    } else {
+        b.push(
+            Op::Pivot {
+                new_root: cpath("rootfs mount point", &root_mp)?,
+            },
+            format!("pivot_root into {root_mp_s}"),
+            None,
+        );
+    }
 
     // --- after pivot_root: every path is inside the rootfs ---
     b.ensure(&["proc".into()], false, true)?;
@@ -494,6 +516,8 @@ fn prepare(
         }
     }
 
+    crate::devices::after_mounts(&mut b, spec, &dev_plan, &run_id(rd), rd.dir.path())?;
+
     if matches!(spec.rootfs, RootfsSpec::Overlay { .. }) {
         populate_stub_layer(&stub_dir, &b.stub_layer)?;
     }
@@ -569,6 +593,7 @@ fn prepare(
             exec_candidates,
             argv,
             envp,
+            setup_only: spec.devices.setup_only,
         },
         descs: b.descs,
         stub_paths: b.stub_paths,
@@ -1012,9 +1037,23 @@ pub(crate) fn run(
         guard.init = libc::pid_t::from_ne_bytes(pidb);
     }
     drop(up_r);
+    warnings.extend(crate::devices::run_caller_hooks(
+        spec,
+        crate::HookStage::Poststart,
+        &run_id(&rd),
+        rd.dir.path(),
+        guard.init,
+    ));
 
     let outcome = pump(spec, &mut guard, stdin_w, out_r, err_r, output)?;
     let status = guard.reap();
+    warnings.extend(crate::devices::run_caller_hooks(
+        spec,
+        crate::HookStage::Poststop,
+        &run_id(&rd),
+        rd.dir.path(),
+        guard.init,
+    ));
 
     let mut rec_bytes = Vec::new();
     let mut buf = [0u8; 4096];
@@ -1058,7 +1097,17 @@ pub(crate) fn run(
                 }
             }
             child::KIND_ERROR if error.is_none() => {
-                let source = std::io::Error::from_raw_os_error(value);
+                let source = if value < 0 {
+                    // A hook's own failure (see devices::hook_status_value).
+                    let ws = -1 - value;
+                    std::io::Error::other(if libc::WIFSIGNALED(ws) {
+                        format!("killed by signal {}", libc::WTERMSIG(ws))
+                    } else {
+                        format!("exited with status {}", libc::WEXITSTATUS(ws))
+                    })
+                } else {
+                    std::io::Error::from_raw_os_error(value)
+                };
                 error = Some(if code == child::STEP_EXEC {
                     SandboxError::Exec {
                         program: prep.program.clone(),
@@ -1330,4 +1379,13 @@ impl Drop for SigpipeBlock {
         // SAFETY: restores this thread's previous mask.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
     }
+}
+
+/// The run's id in OCI hook state: its private directory's name, unique while it runs.
+fn run_id(rd: &RunDir) -> String {
+    rd.dir
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "rbuild-sandbox".into())
 }

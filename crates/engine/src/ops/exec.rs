@@ -248,7 +248,7 @@ impl ExecOp {
                 mounts.push(spec);
             }
         }
-        let spec = RunSpec {
+        let mut spec = RunSpec {
             rootfs,
             args: self.argv.clone(),
             env,
@@ -270,7 +270,12 @@ impl ExecOp {
             hosts: Vec::new(),
             timeout: None,
             cancel: Some(sh.cancel.flag()),
+            ..RunSpec::default()
         };
+        // `--device`s: in the step's environment and mounts only, never in the image's config;
+        // their mount points outside /dev are kept out of the layer like RUN --mount targets.
+        rbuild_cdi::apply(sh.devices, &mut spec);
+        exclude.extend(crate::devices::layer_exclusions(&spec.devices));
         let mut tail: Vec<String> = Vec::new();
         let mut partial = String::new();
         let mut on_output = |_s: Stream, bytes: &[u8]| {
@@ -288,6 +293,10 @@ impl ExecOp {
                 }
             }
         };
+        // Set-up hooks of `--device`s write into a layer of their own (see `devices`).
+        let hook_layer =
+            crate::devices::run_setup_hooks_apart(store, sandbox, &mut spec, &mut on_output)
+                .map_err(|e| sh.step_error(step, e))?;
         let result = match sandbox.run(&spec, &mut on_output) {
             Ok(r) => r,
             Err(rbuild_sandbox::SandboxError::Cancelled) => return Err(BuildError::Cancelled),
@@ -327,7 +336,9 @@ impl ExecOp {
         exclude.extend(result.mount_stubs.iter().map(PathBuf::from));
         drop(from_views);
         // BuildKit keeps a RUN's layer even when the step changed nothing.
-        commit_layer(sh, parent, view, &exclude, &self.created_by)
+        let chain = commit_layer(sh, parent, view, &exclude, &self.created_by);
+        drop(hook_layer);
+        chain
     }
 
     /// Resolves USER (names through the image's passwd and group) to ids and groups.

@@ -160,6 +160,11 @@ impl Op {
                 }
             }
         }
+        if let (Op::Exec(_), false) = (self, sh.devices.is_empty()) {
+            // Written only when there are devices, so keys of builds without them are unchanged
+            // (see `crate::key`'s format notes).
+            k.strs("devices", &sh.devices.names);
+        }
         Ok(Some(KeyParts {
             key: k.finish(),
             definition,
