@@ -572,26 +572,10 @@ fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
     Ok((name, text))
 }
 
-/// The platform of the machine we run on, in OCI terms.
+/// The platform of the machine we run on, in OCI terms (normalised: `linux/arm64` on arm64, as
+/// the registry client and `BUILDPLATFORM` see it).
 pub fn host_platform() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    };
-    Platform {
-        os: "linux".into(),
-        architecture: arch.into(),
-        variant: if arch == "arm64" {
-            Some("v8".into())
-        } else {
-            None
-        },
-    }
+    Platform::host()
 }
 
 fn plan_options(req: &BuildRequest) -> Result<PlanOptions, BuildError> {

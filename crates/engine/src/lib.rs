@@ -38,6 +38,7 @@ mod lower;
 mod meta;
 mod mountfile;
 mod ops;
+mod platform;
 pub mod progress;
 pub mod pull;
 mod request;

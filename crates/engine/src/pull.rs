@@ -206,14 +206,6 @@ fn push_event(progress: &dyn ProgressSink, ev: PushEvent) {
     }
 }
 
-fn to_registry_platform(p: &Platform) -> rbuild_registry::Platform {
-    rbuild_registry::Platform {
-        architecture: p.architecture.clone(),
-        os: p.os.clone(),
-        variant: p.variant.clone(),
-    }
-}
-
 fn parse_ref(name: &str) -> Result<Reference, TransferError> {
     Reference::parse(name).map_err(|e| TransferError::Reference {
         input: name.to_string(),
@@ -231,13 +223,7 @@ pub fn pull_base(
 ) -> Result<LocalImage, BuildError> {
     let reference = parse_ref(name)?;
     let client = opts.client()?;
-    Ok(pull_image(
-        images,
-        &client,
-        &reference,
-        &to_registry_platform(platform),
-        progress,
-    )?)
+    Ok(pull_image(images, &client, &reference, platform, progress)?)
 }
 
 /// Pulls `reference` with `client` (for callers that pull several images with one client and its

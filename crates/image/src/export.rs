@@ -140,11 +140,7 @@ fn copy_layer(
 }
 
 fn platform_of(img: &LocalImage) -> Option<Platform> {
-    (!img.config.os.is_empty()).then(|| Platform {
-        architecture: img.config.architecture.clone(),
-        os: img.config.os.clone(),
-        variant: img.config.variant.clone().filter(|v| !v.is_empty()),
-    })
+    img.config.platform()
 }
 
 /// Writes the blobs of each image into `sink` and returns the index entries.
