@@ -187,7 +187,8 @@ struct BuildArgs {
     /// Write the image ID to the file
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
-    /// Set target platform for build (os/arch[/variant])
+    /// Set target platform for build (os/arch[/variant]; several comma-separated build a
+    /// multi-platform image index)
     #[arg(long)]
     platform: Option<String>,
     /// Output destination (format: type=local|oci|docker|tar,dest=path, or type=registry[,name=REF])
@@ -818,8 +819,9 @@ fn check(req: &BuildRequest) -> Result<ExitCode, BuildError> {
         build_args: req.build_args.clone(),
         target: req.target.clone(),
         build_platform: rbuild_engine::host_platform(),
+        // A multi-platform request is checked as its first platform.
         target_platform: match &req.platform {
-            Some(p) => rbuild_engine::dockerfile::Platform::parse(p)
+            Some(p) => rbuild_engine::dockerfile::Platform::parse(p.split(',').next().unwrap_or(p))
                 .map_err(|e| BuildError::Request(format!("invalid --platform {p:?}: {e}")))?,
             None => rbuild_engine::host_platform(),
         },

@@ -44,6 +44,11 @@ pub struct BuildOutcome {
     pub image: LocalImage,
     /// Normalized tags that were applied in the store.
     pub tags: Vec<String>,
+    /// A multi-platform build (`--platform a,b`): each platform's image, in the order asked
+    /// (`image` is the first); empty for a single-platform build.
+    pub platforms: Vec<LocalImage>,
+    /// A multi-platform build: the digest of the OCI index the tags point at.
+    pub index: Option<rbuild_digest::Digest>,
 }
 
 /// An image builder over one store; clone it freely (it is a handle).
@@ -79,7 +84,7 @@ impl Builder {
 
     /// The snapshotter, chosen on first use: overlay when this process may mount it (root), else
     /// the copy fallback; its kind is reported so users know which one ran.
-    fn snapshotter(
+    pub(crate) fn snapshotter(
         &self,
         progress: &dyn ProgressSink,
     ) -> Result<&rbuild_snapshot::Snapshotter, BuildError> {
@@ -212,6 +217,9 @@ impl Builder {
         progress: &dyn ProgressSink,
         cancel: &Cancel,
     ) -> Result<BuildOutcome, BuildError> {
+        if let Some(platforms) = crate::multi::platforms(req)? {
+            return crate::multi::build(self, req, &platforms, progress, cancel);
+        }
         let images = self.images();
         let _lock = images.store().lock_shared()?;
         let (file_name, text) = read_dockerfile(req)?;
@@ -300,6 +308,8 @@ impl Builder {
         Ok(BuildOutcome {
             image,
             tags: applied,
+            platforms: Vec::new(),
+            index: None,
         })
     }
 
@@ -328,7 +338,7 @@ impl Builder {
     }
 
     /// What every op of one build shares.
-    fn shared<'a>(
+    pub(crate) fn shared<'a>(
         &'a self,
         snap: &'a rbuild_snapshot::Snapshotter,
         ctx: &'a rbuild_context::Context,
@@ -358,16 +368,7 @@ impl Builder {
         opts: &PlanOptions,
         progress: &dyn ProgressSink,
     ) -> Result<crate::lower::Lowered, BuildError> {
-        let dockerfile_id = match dockerfile_path(req) {
-            Some(p) => std::fs::canonicalize(&p)
-                .unwrap_or(p)
-                .to_string_lossy()
-                .into_owned(),
-            None => {
-                let ctx = std::fs::canonicalize(&req.context).unwrap_or(req.context.clone());
-                format!("{}#stdin", ctx.to_string_lossy())
-            }
-        };
+        let dockerfile_id = dockerfile_id(req);
         crate::lower::lower(
             plan,
             opts,
@@ -380,6 +381,20 @@ impl Builder {
                 dockerfile_id: &dockerfile_id,
             },
         )
+    }
+}
+
+/// Identifies the Dockerfile across builds, for step lineages (see `explain`).
+pub(crate) fn dockerfile_id(req: &BuildRequest) -> String {
+    match dockerfile_path(req) {
+        Some(p) => std::fs::canonicalize(&p)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned(),
+        None => {
+            let ctx = std::fs::canonicalize(&req.context).unwrap_or(req.context.clone());
+            format!("{}#stdin", ctx.to_string_lossy())
+        }
     }
 }
 
@@ -438,7 +453,7 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn export(
+pub(crate) fn export(
     images: &Images,
     registry: &crate::pull::RegistryOptions,
     image: &LocalImage,
@@ -545,7 +560,7 @@ fn create_file(path: &Path) -> Result<std::fs::File, BuildError> {
     std::fs::File::create(path).map_err(|e| BuildError::io(path, e))
 }
 
-fn dockerfile_path(req: &BuildRequest) -> Option<PathBuf> {
+pub(crate) fn dockerfile_path(req: &BuildRequest) -> Option<PathBuf> {
     if req.dockerfile_text.is_some() {
         return None;
     }
@@ -556,7 +571,7 @@ fn dockerfile_path(req: &BuildRequest) -> Option<PathBuf> {
     )
 }
 
-fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
+pub(crate) fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
     if let Some(text) = &req.dockerfile_text {
         return Ok(("Dockerfile".into(), text.clone()));
     }
@@ -578,11 +593,12 @@ pub fn host_platform() -> Platform {
     Platform::host()
 }
 
-fn plan_options(req: &BuildRequest) -> Result<PlanOptions, BuildError> {
+/// The plan options of `req`; with several `--platform`s, for the first one (a multi-platform
+/// build plans once per platform, see `multi`).
+pub(crate) fn plan_options(req: &BuildRequest) -> Result<PlanOptions, BuildError> {
     let build_platform = host_platform();
-    let target_platform = match &req.platform {
-        Some(p) => Platform::parse(p)
-            .map_err(|e| BuildError::Request(format!("invalid --platform {p:?}: {e}")))?,
+    let target_platform = match crate::multi::requested(req)? {
+        Some(mut list) => list.remove(0),
         None => build_platform.clone(),
     };
     Ok(PlanOptions {

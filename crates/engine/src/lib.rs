@@ -36,6 +36,7 @@ mod import;
 pub mod key;
 mod lower;
 mod meta;
+mod multi;
 mod mountfile;
 mod ops;
 mod platform;
