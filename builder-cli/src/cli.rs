@@ -789,11 +789,13 @@ fn build(
         r => r?,
     };
     renderer.finish();
+    // A multi-platform build's id is its index digest, as buildx writes it.
+    let id = out.index.unwrap_or(out.image.id);
     if let Some(p) = &b.iidfile {
-        std::fs::write(p, out.image.id.to_string()).map_err(|e| BuildError::io(p, e))?;
+        std::fs::write(p, id.to_string()).map_err(|e| BuildError::io(p, e))?;
     }
     if b.quiet {
-        println!("{}", out.image.id);
+        println!("{id}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -696,3 +696,64 @@ pub(crate) fn stage_label(plan: &Plan, i: usize) -> String {
         .clone()
         .unwrap_or_else(|| format!("stage-{i}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two platforms in one graph: a platform-independent COPY into `scratch` is one vertex for
+    /// both, each RUN is its own (keyed with its platform), and `FROM --platform` sets a stage's
+    /// platform whatever the target.
+    #[test]
+    fn platforms_share_what_does_not_depend_on_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Images::new(rbuild_store::Store::open(dir.path()).unwrap());
+        let registry = crate::pull::RegistryOptions::default();
+        let env = LowerEnv {
+            images: &images,
+            registry: &registry,
+            progress: &crate::progress::NoProgress,
+            pull: false,
+            network: None,
+            dockerfile_id: "test",
+        };
+        let src = "FROM --platform=$BUILDPLATFORM scratch AS tools\nCOPY a /a\n\
+                   FROM scratch\nCOPY --from=tools /a /a\nRUN true\n";
+        let df = rbuild_dockerfile::parse("Dockerfile", src).unwrap();
+        let plans: Vec<(Plan, PlanOptions)> = ["linux/amd64", "linux/arm64"]
+            .iter()
+            .map(|p| {
+                let opts = PlanOptions {
+                    build_platform: Platform::linux_amd64(),
+                    target_platform: Platform::parse(p).unwrap(),
+                    ..PlanOptions::default()
+                };
+                (rbuild_dockerfile::plan(&df, &opts).unwrap(), opts)
+            })
+            .collect();
+        let refs: Vec<_> = plans.iter().map(|(p, o)| (p, o)).collect();
+        let l = lower_platforms(&refs, &env).unwrap();
+        let count = |f: &dyn Fn(&Op) -> bool| l.graph.vertices.iter().filter(|v| f(&v.op)).count();
+        let runs: Vec<String> = l
+            .graph
+            .vertices
+            .iter()
+            .filter_map(|v| match &v.op {
+                Op::Exec(e) => Some(e.platform.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(runs, ["linux/amd64", "linux/arm64"]);
+        // `COPY a /a` of the build-platform stage is shared; `COPY --from=tools` reads the same
+        // vertex onto the same (scratch) parent, so it is shared too.
+        assert_eq!(count(&|o| matches!(o, Op::File(_))), 2);
+        let platforms: Vec<String> = l.targets.iter().map(|t| t.platform.to_string()).collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+        let archs: Vec<&str> = l
+            .targets
+            .iter()
+            .map(|t| t.config.config.architecture.as_str())
+            .collect();
+        assert_eq!(archs, ["amd64", "arm64"]);
+    }
+}
