@@ -254,6 +254,14 @@ fn multi_platform_build_runs_arm64_under_emulation_and_writes_one_index() {
     let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(v[0]["Architecture"].as_str(), Some("amd64"), "{v}");
 
+    // `rbuild push` of the multi-platform tag pushes the index again, under another name.
+    let copy = format!("{}/test/copy:1", reg.host());
+    run_ok(rbuild(&store).args(["push", &app, &copy]));
+    assert_eq!(
+        index_platforms(&skopeo_manifest(&copy)),
+        ["linux/amd64", "linux/arm64"]
+    );
+
     // A second build is cached for both platforms (the platform is in the RUN's key: had the
     // arm64 step reused the amd64 result, /arch above would say x86_64).
     let again = run_ok(
