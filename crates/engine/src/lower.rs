@@ -7,6 +7,12 @@
 //! step's result), shell form, USER and WORKDIR as later steps see them, and the history text.
 //! Base images (and `--from` images) are resolved here, pulling them when they are not local,
 //! because their config shapes the stage. The graph that comes out carries only ops.
+//!
+//! Every stage has a platform (`FROM --platform`, else its parent stage's, else the target's):
+//! its base is resolved for that platform (a local image of another platform is never used: it
+//! is pulled for the right one, or the stage fails naming both), and its RUN steps carry it, so
+//! they run under emulation when foreign and are cached per platform. A multi-platform build
+//! lowers one plan per target platform into the same graph ([`lower_platforms`]).
 
 use std::collections::HashMap;
 use std::path::Path;
