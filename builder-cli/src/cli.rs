@@ -190,7 +190,8 @@ struct BuildArgs {
     /// Write build result metadata (digests, pushed names) to the file, as docker buildx does
     #[arg(long = "metadata-file", value_name = "FILE")]
     metadata_file: Option<PathBuf>,
-    /// Set target platform for build (os/arch[/variant])
+    /// Set target platform for build (os/arch[/variant]; several comma-separated build a
+    /// multi-platform image index)
     #[arg(long)]
     platform: Option<String>,
     /// Output destination (format: type=local|oci|docker|tar,dest=path, or type=registry[,name=REF])
@@ -771,15 +772,17 @@ fn build(
         r => r?,
     };
     renderer.finish();
+    // A multi-platform build's id is its index digest, as buildx writes it.
+    let id = out.index.unwrap_or(out.image.id);
     if let Some(p) = &b.iidfile {
-        std::fs::write(p, out.image.id.to_string()).map_err(|e| BuildError::io(p, e))?;
+        std::fs::write(p, id.to_string()).map_err(|e| BuildError::io(p, e))?;
     }
     if let Some(p) = &b.metadata_file {
         let doc = rbuild_engine::metadata::build_metadata(&out, builder.images().store());
         rbuild_engine::metadata::write_metadata_file(p, &doc)?;
     }
     if b.quiet {
-        println!("{}", out.image.id);
+        println!("{id}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -805,8 +808,9 @@ fn check(req: &BuildRequest) -> Result<ExitCode, BuildError> {
         build_args: req.build_args.clone(),
         target: req.target.clone(),
         build_platform: rbuild_engine::host_platform(),
+        // A multi-platform request is checked as its first platform.
         target_platform: match &req.platform {
-            Some(p) => rbuild_engine::dockerfile::Platform::parse(p)
+            Some(p) => rbuild_engine::dockerfile::Platform::parse(p.split(',').next().unwrap_or(p))
                 .map_err(|e| BuildError::Request(format!("invalid --platform {p:?}: {e}")))?,
             None => rbuild_engine::host_platform(),
         },

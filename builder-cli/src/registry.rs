@@ -142,15 +142,37 @@ pub fn push(
     };
     let style = if a.quiet { Style::Quiet } else { Style::Plain };
     let renderer = Renderer::new(style);
-    let client = builder.registry_options().client()?;
-    let digest = rbuild_engine::pull::push_image(
-        builder.images(),
-        &client,
-        &img,
-        &dest,
-        &settings,
-        &renderer,
-    )?;
+    // A multi-platform tag pushes every platform and its index, as `docker buildx imagetools`.
+    let index = match Reference::parse(&a.image) {
+        Ok(r) => builder.images().index_of(&r)?,
+        Err(_) => None,
+    };
+    let digest = match index {
+        Some((_, index)) => {
+            let imgs = index
+                .manifests
+                .iter()
+                .map(|d| builder.images().load_manifest(&d.digest))
+                .collect::<Result<Vec<_>, _>>()?;
+            let pushed = rbuild_engine::pull::push_index(
+                builder.images(),
+                builder.registry_options(),
+                &imgs,
+                std::slice::from_ref(&dest),
+                &settings,
+                &renderer,
+            )?;
+            pushed[0]
+        }
+        None => rbuild_engine::pull::push_image(
+            builder.images(),
+            &builder.registry_options().client()?,
+            &img,
+            &dest,
+            &settings,
+            &renderer,
+        )?,
+    };
     renderer.finish();
     if a.quiet {
         println!("{digest}");

@@ -1,79 +1,15 @@
 //! Stages, ARG scoping, target selection and per-stage word expansion.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::sync::Arc;
 
 use crate::ast::*;
 use crate::error::{ParseError, Span};
 use crate::shell::{Lexer, ShellError};
 
-/// An OS/architecture pair; needed for `--platform` and the automatic
-/// `TARGET*`/`BUILD*` build args.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Platform {
-    /// e.g. `linux`.
-    pub os: String,
-    /// e.g. `arm64`.
-    pub architecture: String,
-    /// e.g. `v8`.
-    pub variant: Option<String>,
-}
-
-/// Why [`Platform::parse`] rejected a string.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid platform {value:?}: expected os/arch[/variant]")]
-pub struct PlatformError {
-    /// The rejected text.
-    pub value: String,
-}
-
-impl Platform {
-    /// Parses `os/arch[/variant]` as used on the command line and in `--platform`.
-    pub fn parse(s: &str) -> Result<Platform, PlatformError> {
-        let err = || PlatformError {
-            value: s.to_string(),
-        };
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &str| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-        };
-        match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
-                os: os.to_ascii_lowercase(),
-                architecture: arch.to_ascii_lowercase(),
-                variant: None,
-            }),
-            [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform {
-                os: os.to_ascii_lowercase(),
-                architecture: arch.to_ascii_lowercase(),
-                variant: Some(v.to_ascii_lowercase()),
-            }),
-            _ => Err(err()),
-        }
-    }
-
-    /// `linux/amd64`, the common default; exists so callers need not spell it.
-    pub fn linux_amd64() -> Platform {
-        Platform {
-            os: "linux".into(),
-            architecture: "amd64".into(),
-            variant: None,
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
+/// The platform type every rbuild crate shares (normalised as containerd does); needed for
+/// `--platform` and the automatic `TARGET*`/`BUILD*` build args.
+pub use rbuild_platform::{Platform, PlatformError};
 
 /// Inputs to planning that come from the command line, not the Dockerfile.
 #[derive(Clone, Debug, PartialEq, Eq)]

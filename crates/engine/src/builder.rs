@@ -47,6 +47,11 @@ pub struct BuildOutcome {
     /// Where the image was pushed (`--push`, `-o type=registry`), with the manifest digest each
     /// registry got, so callers can pin what they deploy.
     pub pushed: Vec<Pushed>,
+    /// A multi-platform build (`--platform a,b`): each platform's image, in the order asked
+    /// (`image` is the first); empty for a single-platform build.
+    pub platforms: Vec<LocalImage>,
+    /// A multi-platform build: the digest of the OCI index the tags point at.
+    pub index: Option<rbuild_digest::Digest>,
 }
 
 /// One push of the built image.
@@ -91,7 +96,7 @@ impl Builder {
 
     /// The snapshotter, chosen on first use: overlay when this process may mount it (root), else
     /// the copy fallback; its kind is reported so users know which one ran.
-    fn snapshotter(
+    pub(crate) fn snapshotter(
         &self,
         progress: &dyn ProgressSink,
     ) -> Result<&rbuild_snapshot::Snapshotter, BuildError> {
@@ -224,6 +229,9 @@ impl Builder {
         progress: &dyn ProgressSink,
         cancel: &Cancel,
     ) -> Result<BuildOutcome, BuildError> {
+        if let Some(platforms) = crate::multi::platforms(req)? {
+            return crate::multi::build(self, req, &platforms, progress, cancel);
+        }
         let images = self.images();
         let _lock = images.store().lock_shared()?;
         let (file_name, text) = read_dockerfile(req)?;
@@ -319,6 +327,8 @@ impl Builder {
             image,
             tags: applied,
             pushed,
+            platforms: Vec::new(),
+            index: None,
         })
     }
 
@@ -354,7 +364,7 @@ impl Builder {
     }
 
     /// What every op of one build shares.
-    fn shared<'a>(
+    pub(crate) fn shared<'a>(
         &'a self,
         snap: &'a rbuild_snapshot::Snapshotter,
         ctx: &'a rbuild_context::Context,
@@ -386,16 +396,7 @@ impl Builder {
         opts: &PlanOptions,
         progress: &dyn ProgressSink,
     ) -> Result<crate::lower::Lowered, BuildError> {
-        let dockerfile_id = match dockerfile_path(req) {
-            Some(p) => std::fs::canonicalize(&p)
-                .unwrap_or(p)
-                .to_string_lossy()
-                .into_owned(),
-            None => {
-                let ctx = std::fs::canonicalize(&req.context).unwrap_or(req.context.clone());
-                format!("{}#stdin", ctx.to_string_lossy())
-            }
-        };
+        let dockerfile_id = dockerfile_id(req);
         crate::lower::lower(
             plan,
             opts,
@@ -408,6 +409,20 @@ impl Builder {
                 dockerfile_id: &dockerfile_id,
             },
         )
+    }
+}
+
+/// Identifies the Dockerfile across builds, for step lineages (see `explain`).
+pub(crate) fn dockerfile_id(req: &BuildRequest) -> String {
+    match dockerfile_path(req) {
+        Some(p) => std::fs::canonicalize(&p)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned(),
+        None => {
+            let ctx = std::fs::canonicalize(&req.context).unwrap_or(req.context.clone());
+            format!("{}#stdin", ctx.to_string_lossy())
+        }
     }
 }
 
@@ -466,7 +481,7 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn export(
+pub(crate) fn export(
     images: &Images,
     registry: &crate::pull::RegistryOptions,
     image: &LocalImage,
@@ -583,7 +598,7 @@ fn create_file(path: &Path) -> Result<std::fs::File, BuildError> {
     std::fs::File::create(path).map_err(|e| BuildError::io(path, e))
 }
 
-fn dockerfile_path(req: &BuildRequest) -> Option<PathBuf> {
+pub(crate) fn dockerfile_path(req: &BuildRequest) -> Option<PathBuf> {
     if req.dockerfile_text.is_some() {
         return None;
     }
@@ -594,7 +609,7 @@ fn dockerfile_path(req: &BuildRequest) -> Option<PathBuf> {
     )
 }
 
-fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
+pub(crate) fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
     if let Some(text) = &req.dockerfile_text {
         return Ok(("Dockerfile".into(), text.clone()));
     }
@@ -610,33 +625,18 @@ fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
     Ok((name, text))
 }
 
-/// The platform of the machine we run on, in OCI terms.
+/// The platform of the machine we run on, in OCI terms (normalised: `linux/arm64` on arm64, as
+/// the registry client and `BUILDPLATFORM` see it).
 pub fn host_platform() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    };
-    Platform {
-        os: "linux".into(),
-        architecture: arch.into(),
-        variant: if arch == "arm64" {
-            Some("v8".into())
-        } else {
-            None
-        },
-    }
+    Platform::host()
 }
 
-fn plan_options(req: &BuildRequest) -> Result<PlanOptions, BuildError> {
+/// The plan options of `req`; with several `--platform`s, for the first one (a multi-platform
+/// build plans once per platform, see `multi`).
+pub(crate) fn plan_options(req: &BuildRequest) -> Result<PlanOptions, BuildError> {
     let build_platform = host_platform();
-    let target_platform = match &req.platform {
-        Some(p) => Platform::parse(p)
-            .map_err(|e| BuildError::Request(format!("invalid --platform {p:?}: {e}")))?,
+    let target_platform = match crate::multi::requested(req)? {
+        Some(mut list) => list.remove(0),
         None => build_platform.clone(),
     };
     Ok(PlanOptions {

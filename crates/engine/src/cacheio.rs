@@ -237,13 +237,8 @@ fn open_registry(
     let client = opts.client()?;
     // An image with an inline cache may be an index: its manifest for the build's platform
     // carries the records that apply.
-    let platform = rbuild_registry::Platform {
-        architecture: platform.architecture.clone(),
-        os: platform.os.clone(),
-        variant: platform.variant.clone(),
-    };
     let resolved = client
-        .resolve(&r, &platform)
+        .resolve(&r, platform)
         .map_err(registry_err(reference))?;
     let m = &resolved.manifest;
     let cfg = if m.config.media_type == CONFIG_MEDIA_TYPE {

@@ -8,6 +8,10 @@ pub enum BuildError {
     /// The request itself is inconsistent (bad flag value, unknown output type).
     #[error("{0}")]
     Request(String),
+    /// A RUN step is for a platform this host cannot execute (no registered emulator); the
+    /// message names what to install.
+    #[error("{0}")]
+    Emulation(String),
     /// The Dockerfile could not be parsed or planned; carries file, line and column.
     #[error(transparent)]
     Dockerfile(#[from] rbuild_dockerfile::ParseError),

@@ -7,7 +7,7 @@
 //! pinned by golden tests: a change that alters keys by accident fails them, and a deliberate one
 //! bumps [`KEY_FORMAT`].
 //!
-//! # Encoding (format 2)
+//! # Encoding (format 3; 3 added `platform` to exec ops)
 //!
 //! A key is the SHA-256 of a byte string made of:
 //! 1. the header `rbuild-cache-key` followed by [`KEY_FORMAT`] as 4 bytes little-endian;
@@ -37,7 +37,7 @@ use rbuild_digest::{Digest, Hasher};
 /// The version of the encoding and of the op semantics keys stand for. Bump it when an op's
 /// result would change for the same fields (for instance, a new default), so old records are
 /// not reused for a different result.
-pub const KEY_FORMAT: u32 = 2;
+pub const KEY_FORMAT: u32 = 3;
 
 /// Accumulates an op's fields; [`Key::finish`] gives the digest.
 pub struct Key(Hasher);
@@ -167,7 +167,7 @@ mod tests {
             .bytes("raw", b"\x00\x01");
         assert_eq!(
             k.finish().to_string(),
-            "sha256:e9cebf7e8c6b8d8e08500112409e7141db3b0b6110957c5e59870651aa6b05de"
+            "sha256:ce152bea756e2c48973c6b35c7cae59e69164c1e9b3de39daca23ce1917fab25"
         );
     }
 

@@ -7,13 +7,19 @@
 //! step's result), shell form, USER and WORKDIR as later steps see them, and the history text.
 //! Base images (and `--from` images) are resolved here, pulling them when they are not local,
 //! because their config shapes the stage. The graph that comes out carries only ops.
+//!
+//! Every stage has a platform (`FROM --platform`, else its parent stage's, else the target's):
+//! its base is resolved for that platform (a local image of another platform is never used: it
+//! is pulled for the right one, or the stage fails naming both), and its RUN steps carry it, so
+//! they run under emulation when foreign and are cached per platform. A multi-platform build
+//! lowers one plan per target platform into the same graph ([`lower_platforms`]).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use rbuild_digest::Digest;
 use rbuild_dockerfile::{
-    Base, Command, Instruction, InstructionKind, NetworkMode, Plan, PlanOptions, Scope,
+    Base, Command, Instruction, InstructionKind, NetworkMode, Plan, PlanOptions, Platform, Scope,
 };
 use rbuild_image::config::{History, ImageConfig};
 use rbuild_image::{Images, LocalImage};
@@ -51,6 +57,9 @@ pub(crate) struct LoweredStage {
     /// History entries this build added: their index in `config.history`, and the vertex whose
     /// result carries their time (`None`: config-only, the build's time).
     pub slots: Vec<Slot>,
+    /// The platform the stage's filesystem is for (`FROM --platform`, else its parent stage's,
+    /// else the target platform): what its RUN steps execute as and what its base is pulled for.
+    pub platform: Platform,
 }
 
 /// A history entry this build adds: its index, and the vertex whose result carries its time.
@@ -74,41 +83,83 @@ pub(crate) fn lower(
     opts: &PlanOptions,
     env: &LowerEnv<'_>,
 ) -> Result<Lowered, BuildError> {
-    let mut cx = Lowering {
-        plan,
-        opts,
-        env,
-        graph: Graph::default(),
-        done: HashMap::new(),
-        images: HashMap::new(),
-        steps: 0,
-    };
-    let order = plan.build_order();
-    for &i in &order {
-        let stage = cx.stage(i)?;
-        cx.done.insert(i, stage);
-    }
-    let ends: Vec<VertexId> = order
-        .iter()
-        .filter_map(|i| cx.done.get(i))
-        .map(|s| s.last)
-        .collect();
-    let target = cx
-        .done
-        .remove(&plan.target)
+    let mut all = lower_platforms(&[(plan, opts)], env)?;
+    let target = all
+        .targets
+        .pop()
         .ok_or_else(|| BuildError::Task("target stage was not lowered".into()))?;
-    let total = cx.steps;
-    let mut graph = cx.graph;
+    Ok(Lowered {
+        graph: all.graph,
+        target,
+        total_steps: all.total_steps,
+        stages: all.stages,
+        ends: all.ends,
+    })
+}
+
+/// Several target platforms lowered into one graph: identical ops on identical inputs (a
+/// platform-independent COPY into `scratch`, a stage on `--platform=$BUILDPLATFORM`) are one
+/// vertex, and every vertex is cached by a key that covers its platform where the result
+/// depends on it.
+pub(crate) struct LoweredPlatforms {
+    pub graph: Graph,
+    /// The target stage of each plan, in the order given.
+    pub targets: Vec<LoweredStage>,
+    /// Steps in the build, as numbered in events.
+    pub total_steps: usize,
+    /// Stage labels (prefixed with the platform when there are several), in lowering order.
+    pub stages: Vec<String>,
+    /// The last step of every stage lowered.
+    pub ends: Vec<VertexId>,
+}
+
+/// Lowers one plan per target platform (each planned with its own `TARGET*` args) into one graph.
+pub(crate) fn lower_platforms(
+    plans: &[(&Plan, &PlanOptions)],
+    env: &LowerEnv<'_>,
+) -> Result<LoweredPlatforms, BuildError> {
+    let mut graph = Graph::default();
+    let mut images = HashMap::new();
+    let mut steps = 0;
+    let (mut targets, mut stages, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+    let many = plans.len() > 1;
+    for &(plan, opts) in plans {
+        let mut cx = Lowering {
+            plan,
+            opts,
+            env,
+            graph,
+            done: HashMap::new(),
+            images,
+            steps,
+            prefix: many.then(|| opts.target_platform.to_string()),
+        };
+        let order = plan.build_order();
+        for &i in &order {
+            let stage = cx.stage(i)?;
+            cx.done.insert(i, stage);
+        }
+        ends.extend(order.iter().filter_map(|i| cx.done.get(i)).map(|s| s.last));
+        stages.extend(order.iter().map(|&i| cx.label(i)));
+        let target = cx
+            .done
+            .remove(&plan.target)
+            .ok_or_else(|| BuildError::Task("target stage was not lowered".into()))?;
+        targets.push(target);
+        graph = cx.graph;
+        images = cx.images;
+        steps = cx.steps;
+    }
     for v in &mut graph.vertices {
         for s in &mut v.steps {
-            s.id.total = total;
+            s.id.total = steps;
         }
     }
-    Ok(Lowered {
+    Ok(LoweredPlatforms {
         graph,
-        target,
-        total_steps: total,
-        stages: order.iter().map(|&i| stage_label(plan, i)).collect(),
+        targets,
+        total_steps: steps,
+        stages,
         ends,
     })
 }
@@ -119,18 +170,48 @@ struct Lowering<'a, 'e> {
     env: &'a LowerEnv<'e>,
     graph: Graph,
     done: HashMap<usize, LoweredStage>,
-    /// Images resolved so far, by name as written, and their source vertex.
-    images: HashMap<String, (LocalImage, VertexId)>,
+    /// Images resolved so far, by name as written and platform, and their source vertex.
+    images: HashMap<(String, Platform), (LocalImage, VertexId)>,
     /// Steps numbered so far.
     steps: usize,
+    /// The target platform, prefixed to stage labels when one build has several.
+    prefix: Option<String>,
 }
 
 impl Lowering<'_, '_> {
+    fn label(&self, i: usize) -> String {
+        match &self.prefix {
+            Some(p) => format!("{p} {}", stage_label(self.plan, i)),
+            None => stage_label(self.plan, i),
+        }
+    }
+
+    /// The platform of stage `i`: its `FROM --platform` (already expanded by the planner), else
+    /// its parent stage's, else the build's target platform.
+    fn stage_platform(&self, i: usize) -> Result<Platform, BuildError> {
+        let stage = &self.plan.stages[i];
+        if let Some(p) = &stage.platform {
+            return Platform::parse(p).map_err(|e| {
+                BuildError::Request(format!(
+                    "{}:{}: FROM --platform: {e}",
+                    self.plan.file_name, stage.line
+                ))
+            });
+        }
+        if let Base::Stage(j) = stage.base {
+            if let Some(parent) = self.done.get(&j) {
+                return Ok(parent.platform.clone());
+            }
+        }
+        Ok(self.opts.target_platform.clone())
+    }
+
     fn stage(&mut self, i: usize) -> Result<LoweredStage, BuildError> {
         let plan = self.plan;
         let stage = &plan.stages[i];
-        let label = stage_label(plan, i);
-        let (mut st, fs, slots) = self.base(i)?;
+        let label = self.label(i);
+        let platform = self.stage_platform(i)?;
+        let (mut st, fs, slots) = self.base(i, &platform)?;
         // Docker gives a stage whose base sets no PATH the default one before the first
         // instruction, so `$PATH` expands to it and RUN steps find their commands.
         if !st.config.env().iter().any(|e| e.starts_with("PATH=")) {
@@ -155,6 +236,7 @@ impl Lowering<'_, '_> {
             fs,
             last: fs,
             slots,
+            platform: platform.clone(),
         };
         for (pos, raw) in instrs.iter().enumerate() {
             self.steps += 1;
@@ -184,7 +266,8 @@ impl Lowering<'_, '_> {
                             .add(Op::Config(ConfigOp), vec![], vec![out.last], Some(step));
                 }
                 Effect::NotConfig => {
-                    let (op, mut extra) = self.fs_op(&mut st, &scope, &instr, &step.id)?;
+                    let (op, mut extra) =
+                        self.fs_op(&mut st, &scope, &instr, &step.id, &platform)?;
                     let created_by = op.created_by().to_string();
                     let mut inputs = vec![out.fs];
                     inputs.append(&mut extra);
@@ -207,19 +290,14 @@ impl Lowering<'_, '_> {
     }
 
     /// The stage's starting config, filesystem vertex and inherited history slots.
-    fn base(&mut self, i: usize) -> Result<(StageConfig, VertexId, Vec<Slot>), BuildError> {
+    fn base(
+        &mut self,
+        i: usize,
+        platform: &Platform,
+    ) -> Result<(StageConfig, VertexId, Vec<Slot>), BuildError> {
         let stage = &self.plan.stages[i];
         match &stage.base {
             Base::Scratch => {
-                let platform = match &stage.platform {
-                    Some(p) => rbuild_dockerfile::Platform::parse(p).map_err(|e| {
-                        BuildError::Request(format!(
-                            "{}:{}: invalid platform {p:?}: {e}",
-                            self.plan.file_name, stage.line
-                        ))
-                    })?,
-                    None => self.opts.target_platform.clone(),
-                };
                 // BuildKit's empty image for `scratch` has WorkingDir "/".
                 let mut config = ImageConfig::empty(
                     &platform.os,
@@ -261,12 +339,14 @@ impl Lowering<'_, '_> {
                 ))
             }
             Base::Image(name) => {
-                let (img, v) = self.image(name).map_err(|why| BuildError::BaseImage {
-                    file: self.plan.file_name.clone(),
-                    line: stage.line,
-                    image: name.clone(),
-                    why,
-                })?;
+                let (img, v) = self
+                    .image(name, platform)
+                    .map_err(|why| BuildError::BaseImage {
+                        file: self.plan.file_name.clone(),
+                        line: stage.line,
+                        image: name.clone(),
+                        why,
+                    })?;
                 let mut config = img.config.clone();
                 config.reset_for_child();
                 Ok((
@@ -282,14 +362,19 @@ impl Lowering<'_, '_> {
     }
 
     /// The vertex of a `--from` (another stage's filesystem, or an image's).
-    fn input_of(&mut self, from: &str, step: &StepId) -> Result<VertexId, BuildError> {
+    fn input_of(
+        &mut self,
+        from: &str,
+        step: &StepId,
+        platform: &Platform,
+    ) -> Result<VertexId, BuildError> {
         let found = match self.plan.resolve_from(from) {
             rbuild_dockerfile::FromRef::Stage(j) => self
                 .done
                 .get(&j)
                 .map(|s| s.fs)
                 .ok_or_else(|| format!("stage {from:?} has not been built")),
-            rbuild_dockerfile::FromRef::Image(name) => self.image(&name).map(|(_, v)| v),
+            rbuild_dockerfile::FromRef::Image(name) => self.image(&name, platform).map(|(_, v)| v),
         };
         found.map_err(|message| BuildError::Step {
             file: self.plan.file_name.clone(),
@@ -307,6 +392,7 @@ impl Lowering<'_, '_> {
         scope: &Scope,
         instr: &Instruction,
         step: &StepId,
+        platform: &Platform,
     ) -> Result<(FsOp, Vec<VertexId>), BuildError> {
         let c = &mut st.config;
         Ok(match &instr.kind {
@@ -334,7 +420,9 @@ impl Lowering<'_, '_> {
                     instr.original.lines().next().unwrap_or("").to_string()
                 };
                 let extra = match &copy.from {
-                    Some(from) if copy.heredocs.is_empty() => vec![self.input_of(from, step)?],
+                    Some(from) if copy.heredocs.is_empty() => {
+                        vec![self.input_of(from, step, platform)?]
+                    }
                     _ => vec![],
                 };
                 let mut copy = copy.clone();
@@ -369,7 +457,7 @@ impl Lowering<'_, '_> {
                         | rbuild_dockerfile::Mount::Cache {
                             from: Some(from), ..
                         } => {
-                            extra.push(self.input_of(from, step)?);
+                            extra.push(self.input_of(from, step, platform)?);
                             mount_inputs.push(Some(extra.len()));
                         }
                         _ => mount_inputs.push(None),
@@ -392,6 +480,7 @@ impl Lowering<'_, '_> {
                     network_host,
                     mounts: run.mounts.clone(),
                     mount_inputs,
+                    platform: platform.clone(),
                 };
                 (FsOp::Exec(Box::new(op)), extra)
             }
@@ -403,13 +492,14 @@ impl Lowering<'_, '_> {
         })
     }
 
-    /// Resolves an image by name (local unless `--pull`, else pulled) and adds its source
-    /// vertex once per name.
-    fn image(&mut self, name: &str) -> Result<(LocalImage, VertexId), String> {
-        if let Some(hit) = self.images.get(name) {
+    /// Resolves an image by name for `platform` (local unless `--pull` or the local image is of
+    /// another platform, else pulled) and adds its source vertex once per name and platform.
+    fn image(&mut self, name: &str, platform: &Platform) -> Result<(LocalImage, VertexId), String> {
+        let id = (name.to_string(), platform.clone());
+        if let Some(hit) = self.images.get(&id) {
             return Ok(hit.clone());
         }
-        let img = self.resolve_image(name)?;
+        let img = self.resolve_image(name, platform)?;
         let v = self.graph.add(
             Op::Source(SourceOp {
                 name: name.to_string(),
@@ -419,41 +509,75 @@ impl Lowering<'_, '_> {
             vec![],
             None,
         );
-        self.images.insert(name.to_string(), (img.clone(), v));
+        self.images.insert(id, (img.clone(), v));
         Ok((img, v))
     }
 
-    fn resolve_image(&self, name: &str) -> Result<LocalImage, String> {
+    fn resolve_image(&self, name: &str, platform: &Platform) -> Result<LocalImage, String> {
         let images = self.env.images;
         if let Some(rest) = name.strip_prefix("oci-layout://") {
             let (path, tag) = split_layout_ref(rest);
             let loaded =
                 rbuild_image::import::load(images, Path::new(path)).map_err(|e| e.to_string())?;
-            let pick = loaded.iter().find(|l| match tag {
-                Some(t) => l.names.iter().any(|n| n.tag() == Some(t)),
-                None => true,
-            });
-            return pick.map(|l| l.image.clone()).ok_or_else(|| {
-                format!(
+            let tagged: Vec<_> = loaded
+                .iter()
+                .filter(|l| match tag {
+                    Some(t) => l.names.iter().any(|n| n.tag() == Some(t)),
+                    None => true,
+                })
+                .collect();
+            let pick = tagged
+                .iter()
+                .find(|l| crate::platform::image_is_for(&l.image, platform))
+                .or_else(|| tagged.iter().find(|l| l.image.config.platform().is_none()));
+            return match (pick, tagged.first()) {
+                (Some(l), _) => Ok(l.image.clone()),
+                (None, Some(other)) => Err(crate::platform::wrong_platform(
+                    &format!("the image in the OCI layout {path}"),
+                    &other.image,
+                    platform,
+                )),
+                (None, None) => Err(format!(
                     "no image tagged {:?} in the OCI layout {path}",
                     tag.unwrap_or("")
-                )
-            });
+                )),
+            };
         }
-        // As docker: a local image is used without network unless --pull asks to re-resolve.
+        // As docker: a local image is used without network unless --pull asks to re-resolve,
+        // but only when it is for the stage's platform: a local image of another platform is
+        // never used in its place (it is pulled for the right one, or the build fails saying so).
+        let mut local_other = None;
         if !self.env.pull {
-            if let Ok(img) = images.resolve(name) {
-                return Ok(img);
+            match images.resolve_for(name, platform) {
+                Ok(img) if crate::platform::image_is_for(&img, platform) => return Ok(img),
+                Ok(img) => local_other = Some(img),
+                Err(_) => {}
             }
         }
-        crate::pull::pull_base(
-            images,
-            self.env.registry,
-            name,
-            &self.opts.target_platform,
-            self.env.progress,
-        )
-        .map_err(|e| e.to_string())
+        crate::pull::pull_base(images, self.env.registry, name, platform, self.env.progress)
+            .map_err(|e| match &local_other {
+                Some(img) => format!(
+                    "{}, and pulling it for {platform} failed: {e}",
+                    crate::platform::wrong_platform(
+                        &format!("the local image {name:?}"),
+                        img,
+                        platform
+                    )
+                ),
+                None => e.to_string(),
+            })
+            .and_then(|img| {
+                // A registry may serve one single-platform manifest whatever is asked.
+                if crate::platform::image_is_for(&img, platform) {
+                    Ok(img)
+                } else {
+                    Err(crate::platform::wrong_platform(
+                        &format!("the image {name:?} in its registry"),
+                        &img,
+                        platform,
+                    ))
+                }
+            })
     }
 }
 
@@ -577,4 +701,65 @@ pub(crate) fn stage_label(plan: &Plan, i: usize) -> String {
         .name
         .clone()
         .unwrap_or_else(|| format!("stage-{i}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two platforms in one graph: a platform-independent COPY into `scratch` is one vertex for
+    /// both, each RUN is its own (keyed with its platform), and `FROM --platform` sets a stage's
+    /// platform whatever the target.
+    #[test]
+    fn platforms_share_what_does_not_depend_on_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = Images::new(rbuild_store::Store::open(dir.path()).unwrap());
+        let registry = crate::pull::RegistryOptions::default();
+        let env = LowerEnv {
+            images: &images,
+            registry: &registry,
+            progress: &crate::progress::NoProgress,
+            pull: false,
+            network: None,
+            dockerfile_id: "test",
+        };
+        let src = "FROM --platform=$BUILDPLATFORM scratch AS tools\nCOPY a /a\n\
+                   FROM scratch\nCOPY --from=tools /a /a\nRUN true\n";
+        let df = rbuild_dockerfile::parse("Dockerfile", src).unwrap();
+        let plans: Vec<(Plan, PlanOptions)> = ["linux/amd64", "linux/arm64"]
+            .iter()
+            .map(|p| {
+                let opts = PlanOptions {
+                    build_platform: Platform::linux_amd64(),
+                    target_platform: Platform::parse(p).unwrap(),
+                    ..PlanOptions::default()
+                };
+                (rbuild_dockerfile::plan(&df, &opts).unwrap(), opts)
+            })
+            .collect();
+        let refs: Vec<_> = plans.iter().map(|(p, o)| (p, o)).collect();
+        let l = lower_platforms(&refs, &env).unwrap();
+        let count = |f: &dyn Fn(&Op) -> bool| l.graph.vertices.iter().filter(|v| f(&v.op)).count();
+        let runs: Vec<String> = l
+            .graph
+            .vertices
+            .iter()
+            .filter_map(|v| match &v.op {
+                Op::Exec(e) => Some(e.platform.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(runs, ["linux/amd64", "linux/arm64"]);
+        // `COPY a /a` of the build-platform stage is shared; `COPY --from=tools` reads the same
+        // vertex onto the same (scratch) parent, so it is shared too.
+        assert_eq!(count(&|o| matches!(o, Op::File(_))), 2);
+        let platforms: Vec<String> = l.targets.iter().map(|t| t.platform.to_string()).collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+        let archs: Vec<&str> = l
+            .targets
+            .iter()
+            .map(|t| t.config.config.architecture.as_str())
+            .collect();
+        assert_eq!(archs, ["amd64", "arm64"]);
+    }
 }

@@ -20,7 +20,14 @@ pub fn build_metadata(outcome: &BuildOutcome, store: &Store) -> Value {
         .pushed
         .first()
         .map(|p| p.digest)
+        .or(outcome.index)
         .unwrap_or(image.manifest_digest);
+    // A multi-platform build's descriptor is its index, as buildx writes it.
+    let media_type = if outcome.index.is_some() {
+        rbuild_image::manifest::MEDIA_TYPE_OCI_INDEX
+    } else {
+        MEDIA_TYPE_OCI_MANIFEST
+    };
     let mut doc = serde_json::Map::new();
     doc.insert(
         "containerimage.config.digest".into(),
@@ -31,7 +38,7 @@ pub fn build_metadata(outcome: &BuildOutcome, store: &Store) -> Value {
         doc.insert(
             "containerimage.descriptor".into(),
             json!({
-                "mediaType": MEDIA_TYPE_OCI_MANIFEST,
+                "mediaType": media_type,
                 "digest": manifest.to_string(),
                 "size": size,
             }),
@@ -91,6 +98,8 @@ mod tests {
             image: image.clone(),
             tags: vec!["docker.io/library/app:1".into()],
             pushed: Vec::new(),
+            platforms: Vec::new(),
+            index: None,
         };
         let doc = build_metadata(&outcome, images.store());
         assert_eq!(doc["containerimage.config.digest"], image.id.to_string());

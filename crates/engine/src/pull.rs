@@ -206,14 +206,6 @@ pub(crate) fn push_event(progress: &dyn ProgressSink, ev: PushEvent) {
     }
 }
 
-fn to_registry_platform(p: &Platform) -> rbuild_registry::Platform {
-    rbuild_registry::Platform {
-        architecture: p.architecture.clone(),
-        os: p.os.clone(),
-        variant: p.variant.clone(),
-    }
-}
-
 fn parse_ref(name: &str) -> Result<Reference, TransferError> {
     Reference::parse(name).map_err(|e| TransferError::Reference {
         input: name.to_string(),
@@ -231,13 +223,7 @@ pub fn pull_base(
 ) -> Result<LocalImage, BuildError> {
     let reference = parse_ref(name)?;
     let client = opts.client()?;
-    Ok(pull_image(
-        images,
-        &client,
-        &reference,
-        &to_registry_platform(platform),
-        progress,
-    )?)
+    Ok(pull_image(images, &client, &reference, platform, progress)?)
 }
 
 /// Pulls `reference` with `client` (for callers that pull several images with one client and its
@@ -606,6 +592,99 @@ pub fn push_all(
         .iter()
         .map(|d| push_image(images, &client, image, d, settings, progress))
         .collect()
+}
+
+/// Pushes a multi-platform image to every reference in `dests`: each platform's manifest (layers
+/// compressed per `settings`) by digest, then one OCI index listing them with their platforms
+/// under the tag, as `docker buildx build --platform a,b --push` does. Returns the index digest
+/// pushed to each destination.
+pub fn push_index(
+    images: &Images,
+    opts: &RegistryOptions,
+    platforms: &[LocalImage],
+    dests: &[Reference],
+    settings: &PushSettings,
+    progress: &dyn ProgressSink,
+) -> Result<Vec<Digest>, TransferError> {
+    let client = opts.client()?;
+    let store = images.store();
+    let _lock = store.lock_shared()?;
+    let mut entries = Vec::with_capacity(platforms.len());
+    let mut blobs = Vec::new();
+    for image in platforms {
+        let mut layers = Vec::with_capacity(image.layers.len());
+        for l in &image.layers {
+            layers.push(rbuild_image::export::layer_variant(
+                images,
+                &l.diff_id,
+                settings.compression,
+            )?);
+        }
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
+            config: Descriptor::new(MEDIA_TYPE_OCI_CONFIG, image.id, store.blob_size(&image.id)?),
+            layers,
+            annotations: BTreeMap::new(),
+        };
+        blobs.push(manifest.config.digest);
+        blobs.extend(manifest.layers.iter().map(|l| l.digest));
+        let bytes = manifest.to_canonical_json();
+        // The registry client reads an index's children from the store.
+        let digest = store.put_bytes(&bytes)?;
+        entries.push(Descriptor {
+            platform: image.config.platform(),
+            ..Descriptor::new(MEDIA_TYPE_OCI_MANIFEST, digest, bytes.len() as u64)
+        });
+    }
+    let index = rbuild_image::manifest::Index {
+        schema_version: 2,
+        media_type: Some(rbuild_image::manifest::MEDIA_TYPE_OCI_INDEX.into()),
+        manifests: entries,
+        annotations: BTreeMap::new(),
+    };
+    let bytes = index.to_canonical_json();
+    store.put_bytes(&bytes)?;
+    let mut pushed = Vec::with_capacity(dests.len());
+    for dest in dests {
+        let rname = dest.to_string();
+        emit(
+            progress,
+            RegistryEvent::Started {
+                direction: Direction::Push,
+                reference: rname.clone(),
+            },
+        );
+        let opts = PushOptions {
+            mount_from: settings.mount_from.clone(),
+            blob_sources: mount_sources(store, blobs.iter(), dest),
+        };
+        let digest = client
+            .push_with(
+                store,
+                &bytes,
+                rbuild_image::manifest::MEDIA_TYPE_OCI_INDEX,
+                dest,
+                &opts,
+                &|ev| push_event(progress, ev),
+            )
+            .map_err(|e| TransferError::Registry {
+                reference: rname.clone(),
+                source: Box::new(e),
+            })?;
+        record_sources(store, blobs.iter(), dest, progress);
+        emit(
+            progress,
+            RegistryEvent::Finished {
+                direction: Direction::Push,
+                reference: rname,
+                digest: digest.to_string(),
+                image_id: digest.to_string(),
+            },
+        );
+        pushed.push(digest);
+    }
+    Ok(pushed)
 }
 
 #[cfg(test)]

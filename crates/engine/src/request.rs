@@ -26,7 +26,8 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// `--pull`: re-resolve base images even when they are local.
     pub pull: bool,
-    /// `--platform` (one platform).
+    /// `--platform`: one platform, or several comma-separated (`linux/amd64,linux/arm64`), which
+    /// builds each and writes one image index.
     pub platform: Option<String>,
     /// Where the result goes; empty means the local image store.
     pub outputs: Vec<Output>,

@@ -229,6 +229,37 @@ impl ImageConfig {
         }
     }
 
+    /// The platform the image is for, as its config records it (not normalised; compare with
+    /// [`Platform::matches`](rbuild_platform::Platform::matches)). `None` when the config names no
+    /// OS or architecture (some hand-made images), so callers can say the platform is unknown.
+    pub fn platform(&self) -> Option<rbuild_platform::Platform> {
+        if self.os.is_empty() || self.architecture.is_empty() {
+            return None;
+        }
+        let text = |k: &str| {
+            self.extra
+                .get(k)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        Some(rbuild_platform::Platform {
+            architecture: self.architecture.clone(),
+            os: self.os.clone(),
+            os_version: text("os.version"),
+            os_features: self
+                .extra
+                .get("os.features")
+                .and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            variant: self.variant.clone().filter(|v| !v.is_empty()),
+        })
+    }
+
     /// Prepares a base image's config to start a child build: keeps runtime config, history and
     /// rootfs (as `FROM` inherits them) but drops the creation time and the legacy fields that
     /// describe how the parent itself was built.

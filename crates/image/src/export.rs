@@ -140,11 +140,7 @@ pub(crate) fn copy_layer(
 }
 
 fn platform_of(img: &LocalImage) -> Option<Platform> {
-    (!img.config.os.is_empty()).then(|| Platform {
-        architecture: img.config.architecture.clone(),
-        os: img.config.os.clone(),
-        variant: img.config.variant.clone().filter(|v| !v.is_empty()),
-    })
+    img.config.platform()
 }
 
 /// Writes the blobs of each image into `sink` and returns the index entries.
@@ -156,6 +152,40 @@ fn write_layout_blobs(
 ) -> Result<Vec<Descriptor>, ImageError> {
     let mut entries = Vec::new();
     for (img, refs) in items {
+        let base = write_image_blobs(images, img, sink, c)?;
+        entries.extend(named_entries(&base, refs));
+    }
+    Ok(entries)
+}
+
+/// The index entries for `base` under each of `refs` (one unnamed entry when there is none).
+fn named_entries(base: &Descriptor, refs: &[Reference]) -> Vec<Descriptor> {
+    if refs.is_empty() {
+        return vec![base.clone()];
+    }
+    refs.iter()
+        .map(|r| {
+            let mut d = base.clone();
+            d.annotations
+                .insert(ANNOTATION_CONTAINERD_NAME.into(), r.to_string());
+            if let Some(t) = r.tag() {
+                d.annotations
+                    .insert(ANNOTATION_REF_NAME.into(), t.to_string());
+            }
+            d
+        })
+        .collect()
+}
+
+/// Writes one image's layers, config and manifest into `sink`; returns the manifest's
+/// descriptor with the image's platform.
+fn write_image_blobs(
+    images: &Images,
+    img: &LocalImage,
+    sink: &mut dyn Sink,
+    c: ExportCompression,
+) -> Result<Descriptor, ImageError> {
+    {
         let mut layers = Vec::with_capacity(img.layers.len());
         for l in &img.layers {
             let desc = layer_variant(images, &l.diff_id, c)?;
@@ -183,21 +213,8 @@ fn write_layout_blobs(
         sink.add_bytes(&blob_name(&digest), &bytes)?;
         let mut base = Descriptor::new(MEDIA_TYPE_OCI_MANIFEST, digest, bytes.len() as u64);
         base.platform = platform_of(img);
-        if refs.is_empty() {
-            entries.push(base.clone());
-        }
-        for r in refs {
-            let mut d = base.clone();
-            d.annotations
-                .insert(ANNOTATION_CONTAINERD_NAME.into(), r.to_string());
-            if let Some(t) = r.tag() {
-                d.annotations
-                    .insert(ANNOTATION_REF_NAME.into(), t.to_string());
-            }
-            entries.push(d);
-        }
+        Ok(base)
     }
-    Ok(entries)
 }
 
 pub(crate) const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -226,6 +243,43 @@ pub fn oci_layout(
     as_tar: bool,
     c: ExportCompression,
 ) -> Result<(), ImageError> {
+    write_layout(images, dest, as_tar, &mut |sink| {
+        write_layout_blobs(images, items, sink, c)
+    })
+}
+
+/// Writes a multi-platform image into an OCI layout, as BuildKit's OCI exporter does: one entry
+/// in `index.json` per reference (annotated as [`oci_layout`] does), pointing at an image index
+/// whose entries are each platform's manifest, with its platform.
+pub fn oci_layout_index(
+    images: &Images,
+    platforms: &[LocalImage],
+    refs: &[Reference],
+    dest: &Path,
+    as_tar: bool,
+    c: ExportCompression,
+) -> Result<(), ImageError> {
+    write_layout(images, dest, as_tar, &mut |sink| {
+        let mut manifests = Vec::with_capacity(platforms.len());
+        for img in platforms {
+            manifests.push(write_image_blobs(images, img, sink, c)?);
+        }
+        let bytes = index_bytes(manifests);
+        let digest = Digest::of(&bytes);
+        sink.add_bytes(&blob_name(&digest), &bytes)?;
+        let base = Descriptor::new(MEDIA_TYPE_OCI_INDEX, digest, bytes.len() as u64);
+        Ok(named_entries(&base, refs))
+    })
+}
+
+type Entries<'a> = dyn FnMut(&mut dyn Sink) -> Result<Vec<Descriptor>, ImageError> + 'a;
+
+fn write_layout(
+    images: &Images,
+    dest: &Path,
+    as_tar: bool,
+    entries_of: &mut Entries<'_>,
+) -> Result<(), ImageError> {
     let _lock = images.store().lock_shared()?;
     if as_tar {
         let tmp = tmp_sibling(dest);
@@ -233,7 +287,7 @@ pub fn oci_layout(
         let result = (|| {
             let mut sink = TarSink::new(BufWriter::new(file), dest);
             sink.add_bytes("oci-layout", OCI_LAYOUT)?;
-            let entries = write_layout_blobs(images, items, &mut sink, c)?;
+            let entries = entries_of(&mut sink)?;
             sink.add_bytes("index.json", &index_bytes(entries))?;
             let w = sink.finish()?;
             let f = w
@@ -255,7 +309,7 @@ pub fn oci_layout(
         Err(e) => return Err(ImageError::io(&index_path, e)),
     };
     sink.add_bytes("oci-layout", OCI_LAYOUT)?;
-    let entries = write_layout_blobs(images, items, &mut sink, c)?;
+    let entries = entries_of(&mut sink)?;
     let new_names: Vec<&String> = entries
         .iter()
         .filter_map(|d| d.annotations.get(ANNOTATION_REF_NAME))

@@ -3,7 +3,9 @@
 //! An image is a manifest blob (pointing at a config blob and uncompressed layer blobs). Every
 //! committed image gets a private record ref `@image/<config hex>` so untagged (`<none>`) images are
 //! still listed and kept; tags are refs named by the normalised reference string
-//! (`docker.io/library/x:1.0`). Neither kind of name can be mistaken for the other, because a
+//! (`docker.io/library/x:1.0`). A tag of a multi-platform build points at an OCI index of such
+//! manifests (each platform's image keeps its own record); looking it up picks the manifest for
+//! the platform asked for ([`Images::resolve_for`]), or the host's. Neither kind of name can be mistaken for the other, because a
 //! normalised reference never starts with `@`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,7 +15,8 @@ use rbuild_store::{RefTarget, Store};
 
 use crate::config::ImageConfig;
 use crate::manifest::{
-    Descriptor, Manifest, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_MANIFEST,
+    Descriptor, Index, Manifest, Platform, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_INDEX,
+    MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_MANIFEST,
 };
 use crate::reference::Reference;
 use crate::ImageError;
@@ -291,6 +294,100 @@ impl Images {
         Ok(())
     }
 
+    /// Writes an OCI index of `images` (one entry per image, with the platform its config names)
+    /// and returns its digest and bytes; the images must have been committed.
+    pub fn commit_index(&self, images: &[LocalImage]) -> Result<(Digest, Vec<u8>), ImageError> {
+        let index = Index {
+            schema_version: 2,
+            media_type: Some(MEDIA_TYPE_OCI_INDEX.into()),
+            manifests: images
+                .iter()
+                .map(|img| {
+                    let bytes = img.manifest.to_canonical_json();
+                    Descriptor {
+                        platform: img.config.platform(),
+                        ..Descriptor::new(
+                            MEDIA_TYPE_OCI_MANIFEST,
+                            img.manifest_digest,
+                            bytes.len() as u64,
+                        )
+                    }
+                })
+                .collect(),
+            annotations: BTreeMap::new(),
+        };
+        let bytes = index.to_canonical_json();
+        let digest = self.store.put_bytes(&bytes)?;
+        Ok((digest, bytes))
+    }
+
+    /// Points `reference` at the index `index_digest` (see [`Images::commit_index`]), as a
+    /// multi-platform build tags its result.
+    pub fn tag_index(
+        &self,
+        index_digest: &Digest,
+        reference: &Reference,
+        created: Option<String>,
+    ) -> Result<(), ImageError> {
+        self.store.set_ref(
+            &reference.to_string(),
+            &RefTarget {
+                digest: *index_digest,
+                media_type: MEDIA_TYPE_OCI_INDEX.into(),
+                created,
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The index a tag points at, when it points at one (a multi-platform image).
+    pub fn index_of(&self, reference: &Reference) -> Result<Option<(Digest, Index)>, ImageError> {
+        match self.store.get_ref(&reference.to_string())? {
+            Some(t) if t.media_type == MEDIA_TYPE_OCI_INDEX => {
+                let bytes = self.store.read_blob(&t.digest)?;
+                let index = Index::from_json(&bytes, format!("index {}", t.digest))?;
+                Ok(Some((t.digest, index)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The manifest of `index` for `platform` that the store holds, else (so the caller can say
+    /// which platform it found) the first one it holds.
+    fn pick_manifest(&self, index: &Index, platform: &Platform) -> Option<Digest> {
+        let held = || {
+            index
+                .manifests
+                .iter()
+                .filter(|d| self.store.contains(&d.digest))
+        };
+        held()
+            .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
+            .or_else(|| held().next())
+            .map(|d| d.digest)
+    }
+
+    /// As [`Images::resolve`], but a tag pointing at a multi-platform index gives the image for
+    /// `platform` (or, when the index has none stored, another one: callers check the config's
+    /// platform and never use it silently).
+    pub fn resolve_for(
+        &self,
+        name_or_id: &str,
+        platform: &Platform,
+    ) -> Result<LocalImage, ImageError> {
+        if let Ok(r) = Reference::parse(name_or_id.trim()) {
+            if let Some((digest, index)) = self.index_of(&r)? {
+                let m = self.pick_manifest(&index, platform).ok_or_else(|| {
+                    ImageError::InvalidImage(format!(
+                        "{name_or_id}: index {digest} lists no manifest this store holds"
+                    ))
+                })?;
+                return self.load_manifest(&m);
+            }
+        }
+        self.resolve(name_or_id)
+    }
+
     /// Removes a tag without touching the image; returns whether it existed.
     pub fn untag(&self, reference: &Reference) -> Result<bool, ImageError> {
         Ok(self.store.delete_ref(&reference.to_string())?)
@@ -340,12 +437,29 @@ impl Images {
     fn tag_refs(&self) -> Result<Vec<(Reference, Digest)>, ImageError> {
         let mut out = Vec::new();
         for (name, target) in self.store.list_refs()? {
-            if name.starts_with(RECORD_PREFIX) || target.media_type != MEDIA_TYPE_OCI_MANIFEST {
+            if name.starts_with(RECORD_PREFIX) {
                 continue;
             }
+            // A multi-platform tag is listed with the image for this host, as docker does.
+            let manifest = match target.media_type.as_str() {
+                MEDIA_TYPE_OCI_MANIFEST => target.digest,
+                MEDIA_TYPE_OCI_INDEX => {
+                    let Ok(bytes) = self.store.read_blob(&target.digest) else {
+                        continue;
+                    };
+                    let Ok(index) = Index::from_json(&bytes, "index") else {
+                        continue;
+                    };
+                    match self.pick_manifest(&index, &Platform::host()) {
+                        Some(m) => m,
+                        None => continue,
+                    }
+                }
+                _ => continue,
+            };
             if let Ok(r) = Reference::parse(&name) {
                 if r.to_string() == name {
-                    out.push((r, target.digest));
+                    out.push((r, manifest));
                 }
             }
         }
@@ -406,6 +520,9 @@ impl Images {
             }
         } else if let Ok(r) = Reference::parse(s) {
             if let Some(t) = self.store.get_ref(&r.to_string())? {
+                if t.media_type == MEDIA_TYPE_OCI_INDEX {
+                    return self.resolve_for(s, &Platform::host());
+                }
                 return self.load_manifest(&t.digest);
             }
             if let Some(d) = r.digest() {

@@ -202,16 +202,6 @@ fn blob_name(d: &Digest) -> String {
     format!("blobs/{}/{}", d.algorithm(), d.hex())
 }
 
-fn goarch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
-
 fn is_index(media_type: &str) -> bool {
     media_type == MEDIA_TYPE_OCI_INDEX || media_type == MEDIA_TYPE_DOCKER_MANIFEST_LIST
 }
@@ -262,12 +252,13 @@ fn collect_manifests(
         .filter(|d| d.platform.as_ref().is_none_or(|p| p.os != "unknown"))
         .collect();
     if nested {
+        let host_platform = rbuild_platform::Platform::host();
         let host = candidates
             .iter()
             .find(|d| {
                 d.platform
                     .as_ref()
-                    .is_some_and(|p| p.os == "linux" && p.architecture == goarch())
+                    .is_some_and(|p| host_platform.matches(p))
             })
             .copied();
         candidates = host

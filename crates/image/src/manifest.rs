@@ -32,17 +32,8 @@ pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Annotation with the full image name, written by containerd, BuildKit and docker 25+.
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 
-/// The platform an index entry is for.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Platform {
-    /// GOARCH spelling.
-    pub architecture: String,
-    /// GOOS spelling.
-    pub os: String,
-    /// e.g. `v8`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
+/// The platform an index entry is for: the one platform type all crates share.
+pub use rbuild_platform::Platform;
 
 /// A typed, sized pointer to a blob, so readers can verify what they fetch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,67 +2,21 @@
 
 use rbuild_image::manifest::{Descriptor, Index, Platform};
 
-/// The platform rbuild itself runs on, the default target of `FROM` without `--platform`.
+/// The platform rbuild itself runs on, the default target of `FROM` without `--platform`; the
+/// same notion of the host as the engine's (one [`Platform::host`]).
 pub fn host_platform() -> Platform {
-    let (architecture, variant) = match std::env::consts::ARCH {
-        "x86_64" => ("amd64", None),
-        "aarch64" => ("arm64", None),
-        "x86" => ("386", None),
-        "arm" => ("arm", Some("v7")),
-        "powerpc64" => ("ppc64le", None),
-        "s390x" => ("s390x", None),
-        "riscv64" => ("riscv64", None),
-        other => (other, None),
-    };
-    Platform {
-        architecture: architecture.to_string(),
-        os: "linux".to_string(),
-        variant: variant.map(str::to_string),
-    }
+    Platform::host()
 }
 
 /// `os/arch[/variant]`, the spelling of `--platform`, for messages.
 pub fn platform_string(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) if !v.is_empty() => format!("{}/{}/{v}", p.os, p.architecture),
-        _ => format!("{}/{}", p.os, p.architecture),
-    }
-}
-
-/// Normalises GOARCH aliases and default variants the way containerd's platform matcher does, so
-/// `linux/aarch64` matches an index entry `linux/arm64/v8`.
-fn normalize(p: &Platform) -> (String, String, String) {
-    let os = p.os.to_ascii_lowercase();
-    let mut arch = p.architecture.to_ascii_lowercase();
-    let mut variant = p.variant.clone().unwrap_or_default().to_ascii_lowercase();
-    match arch.as_str() {
-        "x86_64" | "x86-64" => arch = "amd64".into(),
-        "i386" => arch = "386".into(),
-        "aarch64" => arch = "arm64".into(),
-        "armhf" => {
-            arch = "arm".into();
-            variant = "v7".into();
-        }
-        "armel" => {
-            arch = "arm".into();
-            variant = "v6".into();
-        }
-        _ => {}
-    }
-    match (arch.as_str(), variant.as_str()) {
-        ("arm64", "8" | "v8") => variant.clear(),
-        ("amd64", "v1") => variant.clear(),
-        ("arm", "") => variant = "v7".into(),
-        ("arm", v) if !v.starts_with('v') => variant = format!("v{v}"),
-        _ => {}
-    }
-    (os, arch, variant)
+    p.to_string()
 }
 
 /// Whether an index entry for `have` can run on `want`: same OS and architecture, and the same
-/// variant (with default variants filled in).
+/// variant once both are normalised as containerd does ([`Platform::matches`]).
 pub fn matches(want: &Platform, have: &Platform) -> bool {
-    normalize(want) == normalize(have)
+    want.matches(have)
 }
 
 /// Picks the first manifest in `index` for `want`, skipping attestation manifests; `None` when the
@@ -94,6 +48,7 @@ mod tests {
             os: os.into(),
             architecture: arch.into(),
             variant: variant.map(Into::into),
+            ..Platform::default()
         }
     }
 

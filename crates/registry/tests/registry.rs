@@ -36,6 +36,7 @@ fn amd64() -> Platform {
         architecture: "amd64".into(),
         os: "linux".into(),
         variant: None,
+        ..Platform::default()
     }
 }
 
@@ -222,6 +223,7 @@ fn index_resolves_to_the_requested_platform() {
             architecture: arch.into(),
             os: "linux".into(),
             variant: variant.map(Into::into),
+            ..Platform::default()
         }),
         ..Descriptor::new(
             MEDIA_TYPE_OCI_MANIFEST,
@@ -253,6 +255,7 @@ fn index_resolves_to_the_requested_platform() {
                 architecture: "arm64".into(),
                 os: "linux".into(),
                 variant: None,
+                ..Platform::default()
             },
             &m_arm,
         ),
@@ -272,6 +275,7 @@ fn index_resolves_to_the_requested_platform() {
         architecture: "s390x".into(),
         os: "linux".into(),
         variant: None,
+        ..Platform::default()
     };
     match c.resolve(&dest, &s390) {
         Err(RegistryError::NoMatchingPlatform {

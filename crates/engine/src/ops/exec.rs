@@ -40,10 +40,15 @@ pub(crate) struct ExecOp {
     pub mount_inputs: Vec<Option<usize>>,
     /// The history text.
     pub created_by: String,
+    /// The platform the step runs as (the stage's): a foreign one runs under emulation, and
+    /// the same command gives other results on another platform (`uname -m`, what a package
+    /// manager installs), so it is part of the key.
+    pub platform: rbuild_dockerfile::Platform,
 }
 
 impl ExecOp {
-    /// Key fields: `argv`, `env`, `cwd`, `user`, `network` (`host` or `none`), `hostname`, then
+    /// Key fields: `argv`, `env`, `cwd`, `user`, `network` (`host` or `none`), `hostname`,
+    /// `platform` (normalised `os/arch[/variant]`, since key format 3), then
     /// `mounts`, each as `type` and its options (`target`, `source`, `from` as a flag (the chain
     /// is an input), `rw`, `id`, `sharing`, `mode`, `uid`, `gid`, `size`, `env`, `required`).
     /// A secret's or an agent's value never is: changing a secret does not rerun the step, as in
@@ -55,7 +60,8 @@ impl ExecOp {
             .str("cwd", &self.cwd)
             .str("user", &self.user)
             .str("network", if self.network_host { "host" } else { "none" })
-            .str("hostname", HOSTNAME);
+            .str("hostname", HOSTNAME)
+            .str("platform", &self.platform.normalized().to_string());
         k.list("mounts", self.mounts.len());
         for m in &self.mounts {
             match m {
@@ -186,6 +192,7 @@ impl ExecOp {
         let parent = inputs
             .first()
             .ok_or_else(|| BuildError::Task("exec op without a filesystem input".into()))?;
+        crate::platform::check_can_run(&self.platform).map_err(|e| sh.step_error(step, e))?;
         let sandbox = sh.sandbox.get()?;
         let store = sh.images.store();
         let view = View::prepare(sh.snap, &parent.diff_ids())?;

@@ -258,6 +258,7 @@ mod tests {
             ],
             mount_inputs: vec![None, None],
             created_by: "ignored: history only".into(),
+            platform: rbuild_dockerfile::Platform::linux_amd64(),
         }
     }
 
@@ -287,11 +288,11 @@ mod tests {
     fn golden_definitions() {
         assert_eq!(
             definition(&Op::Exec(Box::new(exec()))),
-            "sha256:8406bd14ddc2eacdf3a93c58c55d3f1f11791820a104055b653a29b50c1ceeb3"
+            "sha256:09dc9b6e1994f111b53b3f744cac4cc7c78843873587f001a1d55d25983e12a4"
         );
         assert_eq!(
             definition(&Op::File(Box::new(copy()))),
-            "sha256:ea4bf017f4106e0edeb8c80f55861c93a1e90df6350de429c0a26f4d39771e6a"
+            "sha256:4fac08347884e3d923c9bfbea82ee88be1a21f1357efc5fddf9ef56d53246874"
         );
         assert_eq!(
             definition(&Op::File(Box::new(FileOp::Workdir {
@@ -299,7 +300,7 @@ mod tests {
                 user: None,
                 created_by: "WORKDIR /app".into(),
             }))),
-            "sha256:f779df20c40e1366a3018a74dd52721b7f9ce4d4eae348af3f35564aa5e87fe0"
+            "sha256:8e30e07a55b2093a6c092a2fefa204664d25a77e3b611c83f162296bdbbe86be"
         );
     }
 
@@ -320,6 +321,7 @@ mod tests {
                 }
             }),
             Box::new(|e| e.mounts.pop().map(drop).unwrap_or(())),
+            Box::new(|e| e.platform = rbuild_dockerfile::Platform::parse("linux/arm64").unwrap()),
         ];
         for (i, f) in changed.iter().enumerate() {
             let mut e = exec();
