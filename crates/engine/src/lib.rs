@@ -51,6 +51,7 @@ mod view;
 pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions};
 pub use error::BuildError;
 pub use import::import_rootfs;
+pub use meta::apply_change;
 pub use progress::MissReason;
 pub use progress::{CollectProgress, Event, NoProgress, ProgressSink, StepId};
 pub use request::{BuildRequest, Output, SecretFrom, SecretSource, SshSource};
