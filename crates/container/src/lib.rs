@@ -69,7 +69,7 @@ pub use commit::CommitOptions;
 pub use error::ContainerError;
 pub use monitor::monitor_main_if_requested;
 pub use record::{process_start, Host, Mount, Process, Record, State, Status};
-pub use spec::CreateOptions;
+pub use spec::{parse_size, CreateOptions};
 
 use std::collections::HashSet;
 use std::os::fd::{AsRawFd, OwnedFd};
