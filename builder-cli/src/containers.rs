@@ -218,7 +218,10 @@ fn err(e: impl std::fmt::Display, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn open(root: &Option<PathBuf>, insecure: &[String]) -> Result<(rbuild_engine::Builder, Containers), String> {
+fn open(
+    root: &Option<PathBuf>,
+    insecure: &[String],
+) -> Result<(rbuild_engine::Builder, Containers), String> {
     let builder = crate::registry::builder_with(root, insecure).map_err(|e| e.to_string())?;
     let cs = Containers::open(builder.images()).map_err(|e| e.to_string())?;
     Ok((builder, cs))
@@ -234,11 +237,8 @@ fn attach_pty(master: &OwnedFd, stdin: bool, pid: i32, forward: &dyn Fn(i32)) {
     let stdin_h = std::io::stdin();
     let raw = tty::RawMode::enter(stdin_h.as_fd());
     let watch = tty::pidfd(pid);
-    loop {
-        match tty::attach(master, stdin, watch.as_ref()) {
-            Ok(tty::Detached::Signal(s)) => forward(s),
-            Ok(tty::Detached::Ended) | Err(_) => break,
-        }
+    while let Ok(tty::Detached::Signal(s)) = tty::attach(master, stdin, watch.as_ref()) {
+        forward(s);
     }
     drop(raw);
 }
@@ -305,10 +305,15 @@ fn run_inner(root: &Option<PathBuf>, insecure: &[String], a: RunArgs) -> Result<
         devices: a.device.clone(),
         gpus: a.gpus.clone(),
     };
-    let rec = cs.create(&image, &a.image, &opts).map_err(|e| e.to_string())?;
+    let rec = cs
+        .create(&image, &a.image, &opts)
+        .map_err(|e| e.to_string())?;
     if a.detach {
-        let mut child = cs.start(&rec, StartIo::Detached).map_err(|e| e.to_string())?;
-        cs.wait_started(&rec, &mut child).map_err(|e| e.to_string())?;
+        let mut child = cs
+            .start(&rec, StartIo::Detached)
+            .map_err(|e| e.to_string())?;
+        cs.wait_started(&rec, &mut child)
+            .map_err(|e| e.to_string())?;
         println!("{}", rec.id);
         return Ok(ExitCode::SUCCESS);
     }
@@ -384,7 +389,11 @@ pub fn status_text(r: &Record, now: i64) -> String {
             human_duration(now - r.state.started_at.unwrap_or(now))
         ),
         Status::Exited => {
-            let at = r.state.finished_at.or(r.state.started_at).unwrap_or(r.created);
+            let at = r
+                .state
+                .finished_at
+                .or(r.state.started_at)
+                .unwrap_or(r.created);
             format!(
                 "Exited ({}) {} ago",
                 Containers::exit_code(r),
@@ -431,7 +440,11 @@ pub fn ps(root: &Option<PathBuf>, a: PsArgs) -> ExitCode {
             cmd = cmd.chars().take(19).collect::<String>() + "…";
         }
         rows.push([
-            if a.no_trunc { r.id.clone() } else { r.short_id().to_string() },
+            if a.no_trunc {
+                r.id.clone()
+            } else {
+                r.short_id().to_string()
+            },
             r.image.clone(),
             format!("\"{cmd}\""),
             format!("{} ago", human_duration(now - r.created)),
@@ -596,7 +609,8 @@ pub fn logs(root: &Option<PathBuf>, a: LogsArgs) -> ExitCode {
 }
 
 fn dup(fd: std::os::fd::BorrowedFd<'_>) -> Result<OwnedFd, String> {
-    fd.try_clone_to_owned().map_err(|e| format!("duplicate stdio: {e}"))
+    fd.try_clone_to_owned()
+        .map_err(|e| format!("duplicate stdio: {e}"))
 }
 
 /// `rbuild exec`.
@@ -678,7 +692,10 @@ fn exec_inner(root: &Option<PathBuf>, a: ExecArgs) -> Result<i32, (String, u8)> 
         Ok((None, Some(s))) => Ok(128 + s),
         Ok(_) => Ok(125),
         Err(rbuild_engine::sandbox::SandboxError::Exec { program, source }) => {
-            let not_found = matches!(source.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR));
+            let not_found = matches!(
+                source.raw_os_error(),
+                Some(libc::ENOENT) | Some(libc::ENOTDIR)
+            );
             let code = if not_found { 127 } else { 126 };
             Err((
                 format!(
@@ -730,10 +747,7 @@ pub fn commit(root: &Option<PathBuf>, a: CommitArgs) -> ExitCode {
 }
 
 /// The error `rmi` gives for an image a container uses, as docker's.
-pub fn rmi_conflict(
-    images: &rbuild_engine::image::Images,
-    name: &str,
-) -> Option<String> {
+pub fn rmi_conflict(images: &rbuild_engine::image::Images, name: &str) -> Option<String> {
     let img = images.resolve(name).ok()?;
     let cs = Containers::open(images).ok()?;
     let user = cs

@@ -38,7 +38,10 @@ fn rb(store: &Path, args: &[&str]) -> (i32, String, String) {
 
 fn rb_ok(store: &Path, args: &[&str]) -> String {
     let (code, out, err) = rb(store, args);
-    assert_eq!(code, 0, "rbuild {args:?} failed:\nstdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(
+        code, 0,
+        "rbuild {args:?} failed:\nstdout:\n{out}\nstderr:\n{err}"
+    );
     out
 }
 
@@ -68,7 +71,11 @@ fn ps_rows(store: &Path) -> Vec<(String, String)> {
     lines
         .map(|l| {
             let name = l.split_whitespace().last().unwrap_or_default().to_string();
-            let status = l.get(status_at..ports_at).unwrap_or_default().trim().to_string();
+            let status = l
+                .get(status_at..ports_at)
+                .unwrap_or_default()
+                .trim()
+                .to_string();
             (name, status)
         })
         .collect()
@@ -120,7 +127,10 @@ fn session_on_debian_build_run_exec_ps_commit_save_and_docker_run() {
          test needs both.\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    rb_ok(&store, &["import", rootfs.to_str().unwrap(), "bookworm:test"]);
+    rb_ok(
+        &store,
+        &["import", rootfs.to_str().unwrap(), "bookworm:test"],
+    );
     let ctx = work.path().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
     std::fs::write(
@@ -148,8 +158,18 @@ fn session_on_debian_build_run_exec_ps_commit_save_and_docker_run() {
     let out = rb_ok(
         &store,
         &[
-            "run", "--rm", "--name=superpoint", "-v", &vol, "-w", "/detection", "-e",
-            "NVIDIA_DRIVER_CAPABILITIES=video,compute,utility", "detection:1.0", "bash", "-c",
+            "run",
+            "--rm",
+            "--name=superpoint",
+            "-v",
+            &vol,
+            "-w",
+            "/detection",
+            "-e",
+            "NVIDIA_DRIVER_CAPABILITIES=video,compute,utility",
+            "detection:1.0",
+            "bash",
+            "-c",
             "cat input.txt; cat /built; pwd; echo \"$NVIDIA_DRIVER_CAPABILITIES\" > output.txt",
         ],
     );
@@ -162,11 +182,20 @@ fn session_on_debian_build_run_exec_ps_commit_save_and_docker_run() {
     assert_eq!(status_of(&store, "superpoint"), None);
 
     // A finished container, and a detached one that writes a file for a second process to see.
-    rb_ok(&store, &["run", "--name", "finished", "detection:1.0", "true"]);
+    rb_ok(
+        &store,
+        &["run", "--name", "finished", "detection:1.0", "true"],
+    );
     let id = rb_ok(
         &store,
         &[
-            "run", "-d", "--name", "superpoint", "detection:1.0", "bash", "-c",
+            "run",
+            "-d",
+            "--name",
+            "superpoint",
+            "detection:1.0",
+            "bash",
+            "-c",
             "echo first > /srv/shared.txt; exec sleep 1000",
         ],
     );
@@ -174,12 +203,33 @@ fn session_on_debian_build_run_exec_ps_commit_save_and_docker_run() {
     wait_for("the detached container's file", || {
         rb(&store, &["exec", "superpoint", "cat", "/srv/shared.txt"]).1 == "first\n"
     });
-    let (code, out, _) = rb(&store, &["exec", "-w", "/", "superpoint", "bash", "-c", "pwd; echo second >> /srv/shared.txt"]);
+    let (code, out, _) = rb(
+        &store,
+        &[
+            "exec",
+            "-w",
+            "/",
+            "superpoint",
+            "bash",
+            "-c",
+            "pwd; echo second >> /srv/shared.txt",
+        ],
+    );
     assert_eq!((code, out.as_str()), (0, "/\n"));
     let rows = ps_rows(&store);
-    let st = |n: &str| rows.iter().find(|(name, _)| name == n).map(|(_, s)| s.clone());
-    assert!(st("superpoint").is_some_and(|s| s.starts_with("Up ")), "{rows:?}");
-    assert!(st("finished").is_some_and(|s| s.starts_with("Exited (0) ")), "{rows:?}");
+    let st = |n: &str| {
+        rows.iter()
+            .find(|(name, _)| name == n)
+            .map(|(_, s)| s.clone())
+    };
+    assert!(
+        st("superpoint").is_some_and(|s| s.starts_with("Up ")),
+        "{rows:?}"
+    );
+    assert!(
+        st("finished").is_some_and(|s| s.starts_with("Exited (0) ")),
+        "{rows:?}"
+    );
     // Plain ps lists running containers only.
     let running = rb_ok(&store, &["ps", "-q"]);
     assert_eq!(running.trim(), &id.trim()[..12]);
@@ -187,11 +237,22 @@ fn session_on_debian_build_run_exec_ps_commit_save_and_docker_run() {
     // commit the running container, save it, and docker runs the result with the change.
     let img = rb_ok(
         &store,
-        &["commit", "-c", "CMD [\"cat\", \"/srv/shared.txt\"]", "-m", "session", "superpoint", "detection:2.0"],
+        &[
+            "commit",
+            "-c",
+            "CMD [\"cat\", \"/srv/shared.txt\"]",
+            "-m",
+            "session",
+            "superpoint",
+            "detection:2.0",
+        ],
     );
     assert!(img.trim().starts_with("sha256:"), "{img}");
     let archive = work.path().join("detection.tar");
-    rb_ok(&store, &["save", "detection:2.0", "-o", archive.to_str().unwrap()]);
+    rb_ok(
+        &store,
+        &["save", "detection:2.0", "-o", archive.to_str().unwrap()],
+    );
     run_ok(docker().arg("load").arg("-i").arg(&archive));
     let out = run_ok(docker().args(["run", "--rm", "detection:2.0"]));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "first\nsecond\n");
@@ -213,7 +274,16 @@ fn detached_container_survives_the_cli_logs_and_stop() {
     let store = store_with_busybox(work.path());
     let id = rb_ok(
         &store,
-        &["run", "-d", "--name", "bg", "bb:1", "sh", "-c", "echo hello from bg; echo err >&2; exec sleep 1000"],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "bg",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo hello from bg; echo err >&2; exec sleep 1000",
+        ],
     );
     // The CLI that started it has exited (rb_ok waited for it); the container still runs.
     assert!(status_of(&store, "bg").is_some_and(|s| s.starts_with("Up ")));
@@ -240,7 +310,10 @@ fn detached_container_survives_the_cli_logs_and_stop() {
         status_of(&store, "bg").is_some_and(|s| s.starts_with("Exited (137)"))
     });
     // A command's own exit code, and docker's 127 for a missing one.
-    assert_eq!(rb(&store, &["run", "--rm", "bb:1", "sh", "-c", "exit 7"]).0, 7);
+    assert_eq!(
+        rb(&store, &["run", "--rm", "bb:1", "sh", "-c", "exit 7"]).0,
+        7
+    );
     let (code, _, err) = rb(&store, &["run", "--rm", "bb:1", "no-such-command"]);
     assert_eq!(code, 127, "{err}");
     assert!(err.contains("no-such-command"), "{err}");
@@ -289,23 +362,50 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
         (vec!["run", "127.0.0.1:1/nosuch:1"], 125, "nosuch"),
-        (vec!["run", "--name", "taken", "bb:1", "true"], 125, "already in use"),
-        (vec!["run", "-v", "/no/such/host/dir:/x", "bb:1", "true"], 125, "/no/such/host/dir"),
-        (vec!["run", "--device", "example.com/gpu=nope", "bb:1", "true"], 125, "example.com/gpu=nope"),
-        (vec!["run", "--gpus", "all", "bb:1", "true"], 125, "--gpus all"),
+        (
+            vec!["run", "--name", "taken", "bb:1", "true"],
+            125,
+            "already in use",
+        ),
+        (
+            vec!["run", "-v", "/no/such/host/dir:/x", "bb:1", "true"],
+            125,
+            "/no/such/host/dir",
+        ),
+        (
+            vec!["run", "--device", "example.com/gpu=nope", "bb:1", "true"],
+            125,
+            "example.com/gpu=nope",
+        ),
+        (
+            vec!["run", "--gpus", "all", "bb:1", "true"],
+            125,
+            "--gpus all",
+        ),
         (vec!["rm", "nosuch"], 1, "No such container: nosuch"),
         (vec!["stop", "nosuch"], 1, "No such container: nosuch"),
         (vec!["logs", "nosuch"], 1, "No such container: nosuch"),
         (vec!["exec", "taken", "true"], 1, "is not running"),
-        (vec!["exec", "nosuch", "true"], 1, "No such container: nosuch"),
+        (
+            vec!["exec", "nosuch", "true"],
+            1,
+            "No such container: nosuch",
+        ),
         (vec!["commit", "nosuch"], 1, "No such container: nosuch"),
     ];
     for (args, want_code, want_msg) in cases {
         let (code, out, err) = rb(&store, &args);
         assert_eq!(code, want_code, "{args:?}: stdout {out} stderr {err}");
-        assert!(err.contains(want_msg), "{args:?}: {err:?} does not name {want_msg:?}");
+        assert!(
+            err.contains(want_msg),
+            "{args:?}: {err:?} does not name {want_msg:?}"
+        );
         assert!(!err.contains("panicked"), "{args:?}: {err}");
-        assert_eq!(rb_ok(&store, &["ps", "-a", "-q"]), before, "{args:?} changed the containers");
+        assert_eq!(
+            rb_ok(&store, &["ps", "-a", "-q"]),
+            before,
+            "{args:?} changed the containers"
+        );
     }
     // Nothing left behind in the container directory either.
     let leftovers: Vec<_> = std::fs::read_dir(store.join("containers"))

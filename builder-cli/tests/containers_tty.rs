@@ -116,7 +116,10 @@ fn run_it_gives_a_real_terminal_and_restores_the_callers() {
         if text.contains("40 120") {
             break;
         }
-        assert!(Instant::now() < deadline, "the window size change never reached the container");
+        assert!(
+            Instant::now() < deadline,
+            "the window size change never reached the container"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -130,7 +133,10 @@ fn run_it_gives_a_real_terminal_and_restores_the_callers() {
     type_in("\x03");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !processes_with_cmdline("sleep 97").is_empty() {
-        assert!(Instant::now() < deadline, "Ctrl-C did not stop the foreground sleep");
+        assert!(
+            Instant::now() < deadline,
+            "Ctrl-C did not stop the foreground sleep"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     type_in("echo still-$((1+1))-here\r");

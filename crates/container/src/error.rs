@@ -72,7 +72,11 @@ pub enum ContainerError {
 }
 
 impl ContainerError {
-    pub(crate) fn io(action: impl Into<String>, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: impl Into<String>,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         ContainerError::Io {
             action: action.into(),
             path: path.into(),

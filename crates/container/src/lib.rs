@@ -264,7 +264,8 @@ impl Containers {
     /// Every container, newest first.
     pub fn list(&self) -> Result<Vec<Record>, ContainerError> {
         let mut out = Vec::new();
-        let rd = std::fs::read_dir(&self.dir).map_err(|e| ContainerError::io("list", &self.dir, e))?;
+        let rd =
+            std::fs::read_dir(&self.dir).map_err(|e| ContainerError::io("list", &self.dir, e))?;
         for ent in rd.flatten() {
             let name = ent.file_name().to_string_lossy().into_owned();
             if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -308,9 +309,7 @@ impl Containers {
     /// The container's status as it really is: `Running` only while its monitor lives.
     pub fn status(rec: &Record) -> Status {
         match rec.state.status {
-            Status::Running
-                if record::alive(rec.state.monitor_pid, rec.state.monitor_start) =>
-            {
+            Status::Running if record::alive(rec.state.monitor_pid, rec.state.monitor_start) => {
                 Status::Running
             }
             Status::Running => Status::Exited,
@@ -327,11 +326,7 @@ impl Containers {
     /// Starts the container's process under a new monitor and returns the monitor. The caller
     /// waits for it ([`Containers::wait_monitor`]) in the foreground, or
     /// [`Containers::wait_started`] for `-d`.
-    pub fn start(
-        &self,
-        rec: &Record,
-        io: StartIo,
-    ) -> Result<std::process::Child, ContainerError> {
+    pub fn start(&self, rec: &Record, io: StartIo) -> Result<std::process::Child, ContainerError> {
         if Self::status(rec) == Status::Running {
             return Err(ContainerError::Running(format!(
                 "container {} is already running",
@@ -358,9 +353,7 @@ impl Containers {
             .wait()
             .map_err(|e| ContainerError::io("wait for the monitor of", self.path(&rec.id), e))?;
         use std::os::unix::process::ExitStatusExt;
-        Ok(st
-            .code()
-            .unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
+        Ok(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
     }
 
     /// After a detached start: waits until the container runs (or already ended) and returns
@@ -375,7 +368,11 @@ impl Containers {
             let now = self.reload(rec);
             let exited = child.try_wait().ok().flatten().is_some();
             match now {
-                Ok(r) if r.state.status == Status::Running && r.state.started_at >= rec.state.started_at && r.state.monitor_pid == child.id() as i32 => {
+                Ok(r)
+                    if r.state.status == Status::Running
+                        && r.state.started_at >= rec.state.started_at
+                        && r.state.monitor_pid == child.id() as i32 =>
+                {
                     return Ok(r)
                 }
                 Ok(r) if exited => {
@@ -505,7 +502,10 @@ impl Containers {
         if opts.args.is_empty() {
             return Err(ContainerError::Invalid("exec needs a command".into()));
         }
-        let user = opts.user.clone().unwrap_or_else(|| rec.process.user.clone());
+        let user = opts
+            .user
+            .clone()
+            .unwrap_or_else(|| rec.process.user.clone());
         let upper = self.path(&rec.id).join("upper");
         let (uid, gid, groups, home) = spec::resolve_user(&upper, &rec.lowers, &user)?;
         let mut env = rec.process.env.clone();
@@ -521,7 +521,10 @@ impl Containers {
         let spec = rbuild_sandbox::ExecSpec {
             args: opts.args.clone(),
             env,
-            cwd: opts.workdir.clone().unwrap_or_else(|| rec.process.cwd.clone()),
+            cwd: opts
+                .workdir
+                .clone()
+                .unwrap_or_else(|| rec.process.cwd.clone()),
             uid,
             gid,
             additional_gids: groups,

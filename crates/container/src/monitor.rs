@@ -132,9 +132,7 @@ fn run(dir: &Path) -> Result<i32, (i32, String)> {
     fin.state.monitor_start = me_start;
     if fin.host.auto_remove {
         if let Some(parent) = dir.parent() {
-            if let Ok(store) = rbuild_store::Store::open(
-                parent.parent().unwrap_or(parent),
-            ) {
+            if let Ok(store) = rbuild_store::Store::open(parent.parent().unwrap_or(parent)) {
                 let _ = crate::remove_files(parent, &store, &fin);
             }
         }

@@ -67,8 +67,8 @@ pub(crate) fn set_env(env: &mut Vec<String>, entry: &str) {
 }
 
 fn read_env_file(path: &Path) -> Result<Vec<String>, ContainerError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ContainerError::io("read env file", path, e))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ContainerError::io("read env file", path, e))?;
     Ok(text
         .lines()
         .map(str::trim_start)
@@ -157,12 +157,13 @@ fn parse_mount(m: &str) -> Result<Mount, ContainerError> {
             }
         }
     }
-    let dst = dst.ok_or_else(|| {
-        ContainerError::Invalid(format!("--mount {m:?}: target is required"))
-    })?;
+    let dst =
+        dst.ok_or_else(|| ContainerError::Invalid(format!("--mount {m:?}: target is required")))?;
     match kind {
         "bind" => bind(
-            src.ok_or_else(|| ContainerError::Invalid(format!("--mount {m:?}: source is required")))?,
+            src.ok_or_else(|| {
+                ContainerError::Invalid(format!("--mount {m:?}: source is required"))
+            })?,
             dst,
             ro,
         ),
@@ -209,7 +210,11 @@ fn parse_ulimit(u: &str) -> Result<(i32, u64, u64), ContainerError> {
         "rttime" => libc::RLIMIT_RTTIME,
         "sigpending" => libc::RLIMIT_SIGPENDING,
         "stack" => libc::RLIMIT_STACK,
-        _ => return Err(ContainerError::Invalid(format!("invalid ulimit type: {name}"))),
+        _ => {
+            return Err(ContainerError::Invalid(format!(
+                "invalid ulimit type: {name}"
+            )))
+        }
     } as i32;
     let num = |s: &str| -> Result<u64, ContainerError> {
         if s == "-1" || s == "unlimited" {
@@ -277,7 +282,9 @@ pub(crate) fn resolve(
     }
     for e in &opts.env {
         if e.is_empty() || e.starts_with('=') {
-            return Err(ContainerError::Invalid(format!("invalid environment variable: {e:?}")));
+            return Err(ContainerError::Invalid(format!(
+                "invalid environment variable: {e:?}"
+            )));
         }
         set_env(&mut env, e);
     }
@@ -306,7 +313,11 @@ pub(crate) fn resolve(
         let (name, addr) = h.split_once(':').ok_or_else(|| {
             ContainerError::Invalid(format!("invalid --add-host {h:?}: use NAME:ADDRESS"))
         })?;
-        let addr = if addr == "host-gateway" { "127.0.0.1" } else { addr };
+        let addr = if addr == "host-gateway" {
+            "127.0.0.1"
+        } else {
+            addr
+        };
         if name.is_empty() || addr.parse::<std::net::IpAddr>().is_err() {
             return Err(ContainerError::Invalid(format!(
                 "invalid --add-host {h:?}: {addr:?} is not an IP address"
@@ -398,7 +409,9 @@ fn tempfile_dir() -> Result<PathBuf, ContainerError> {
             Err(e) => return Err(ContainerError::io("create", &p, e)),
         }
     }
-    Err(ContainerError::Invalid("no free temporary directory".into()))
+    Err(ContainerError::Invalid(
+        "no free temporary directory".into(),
+    ))
 }
 
 #[cfg(test)]
@@ -422,10 +435,16 @@ mod tests {
         assert!(parse_ulimit("nofile=9:1").is_err());
         assert!(parse_volume("rel:/x").is_err());
         assert!(parse_volume("/definitely/not/here:/x").is_err());
-        assert!(matches!(parse_volume("/tmp:/x:ro").unwrap(), Mount::Bind { readonly: true, .. }));
+        assert!(matches!(
+            parse_volume("/tmp:/x:ro").unwrap(),
+            Mount::Bind { readonly: true, .. }
+        ));
         assert!(matches!(
             parse_mount("type=tmpfs,target=/t,tmpfs-size=1m").unwrap(),
-            Mount::Tmpfs { size: Some(1048576), .. }
+            Mount::Tmpfs {
+                size: Some(1048576),
+                ..
+            }
         ));
     }
 }

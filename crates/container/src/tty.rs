@@ -224,9 +224,7 @@ pub fn attach(
             if p.fd == m {
                 // SAFETY: valid buffer.
                 let n = unsafe { libc::read(m, buf.as_mut_ptr().cast(), buf.len()) };
-                if n <= 0 {
-                    ended = true;
-                } else if !write_all(out_fd, buf.get(..n as usize).unwrap_or_default()) {
+                if n <= 0 || !write_all(out_fd, buf.get(..n as usize).unwrap_or_default()) {
                     ended = true;
                 }
             } else if p.fd == in_fd {

@@ -50,7 +50,9 @@ pub fn apply_change(config: &mut ImageConfig, change: &str) -> Result<(), String
         return Err(format!("invalid change {change:?}: no instruction"));
     };
     if df.instructions.len() > 2 {
-        return Err(format!("invalid change {change:?}: one instruction per --change"));
+        return Err(format!(
+            "invalid change {change:?}: one instruction per --change"
+        ));
     }
     match &instr.kind {
         InstructionKind::Workdir(w) => {

@@ -151,7 +151,12 @@ pub fn exec_in(pid: i32, spec: &ExecSpec) -> Result<ExecProcess, SandboxError> {
             .find_map(|e| e.strip_prefix("PATH="))
             .unwrap_or(DEFAULT_PATH);
         path.split(':')
-            .map(|d| cstr("PATH entry", &format!("{}/{program}", d.trim_end_matches('/'))))
+            .map(|d| {
+                cstr(
+                    "PATH entry",
+                    &format!("{}/{program}", d.trim_end_matches('/')),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?
     };
     let mut argv: Vec<*const c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
@@ -355,7 +360,13 @@ unsafe fn joiner_main(plan: &Plan, fds: &[c_int; 4]) -> ! {
 }
 
 unsafe fn process_main(plan: &Plan) -> ! {
-    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+    libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        0,
+        0,
+        0,
+    );
     if libc::setsid() < 0 {
         fail(STEP_SETSID);
     }
@@ -380,7 +391,13 @@ unsafe fn process_main(plan: &Plan) -> ! {
         fail(STEP_CHDIR);
     }
     libc::umask(0o022);
-    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+    libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        0,
+        0,
+        0,
+    );
     if libc::syscall(libc::SYS_close_range, 3 as c_uint, c_uint::MAX, 4 as c_uint) < 0
         && errno() != libc::ENOSYS
     {
