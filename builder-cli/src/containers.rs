@@ -633,7 +633,12 @@ fn exec_inner(root: &Option<PathBuf>, a: ExecArgs) -> Result<i32, (String, u8)> 
     let (stdin, stdout, stderr) = if a.tty && !a.detach {
         let size = tty::window_size(std::io::stdin().as_fd())
             .or_else(|| tty::window_size(std::io::stdout().as_fd()));
-        let p = tty::open_pty(size).map_err(|e| (format!("open a pseudo-terminal: {e}"), 1))?;
+        // On the container's own devpts, so `tty` inside it names its terminal; a host one
+        // if that cannot be opened.
+        let ptmx = PathBuf::from(format!("/proc/{}/root/dev/ptmx", rec.state.pid));
+        let p = tty::open_pty_in(&ptmx, size)
+            .or_else(|_| tty::open_pty(size))
+            .map_err(|e| (format!("open a pseudo-terminal: {e}"), 1))?;
         let fds = (
             p.slave.try_clone().map_err(|e| (e.to_string(), 1))?,
             p.slave.try_clone().map_err(|e| (e.to_string(), 1))?,

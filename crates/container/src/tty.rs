@@ -40,6 +40,28 @@ pub fn open_pty(size: Option<Winsize>) -> std::io::Result<Pty> {
     Ok(Pty { master, slave })
 }
 
+/// Opens a pseudo-terminal on the devpts instance whose `ptmx` is at `ptmx` (a running
+/// container's, `/proc/PID/root/dev/ptmx`), so the process using it finds its terminal's name
+/// (`tty`, `ttyname`) inside the container. The slave is opened through the master
+/// (`TIOCGPTPEER`), never by a path.
+pub fn open_pty_in(ptmx: &std::path::Path, size: Option<Winsize>) -> std::io::Result<Pty> {
+    use rustix::pty::{ioctl_tiocgptpeer, unlockpt, OpenptFlags};
+    let master = rustix::fs::open(
+        ptmx,
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    unlockpt(&master)?;
+    let slave = ioctl_tiocgptpeer(
+        &master,
+        OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC,
+    )?;
+    if let Some(ws) = size {
+        termios::tcsetwinsize(&slave, ws)?;
+    }
+    Ok(Pty { master, slave })
+}
+
 /// The window size of the terminal on `fd`, if it is one.
 pub fn window_size(fd: BorrowedFd<'_>) -> Option<Winsize> {
     termios::tcgetwinsize(fd).ok()
