@@ -422,3 +422,73 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         .collect();
     assert_eq!(names, ["taken"]);
 }
+
+#[test]
+fn rootless_run_exec_stop_commit_as_an_unprivileged_user() {
+    const USER: &str = "rbuildtest";
+    run_ok(&mut Command::new(repo_root().join("scripts/test-users.sh")));
+    let dir = tempfile::Builder::new()
+        .prefix("rbuild-containers-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let root = dir.path();
+    let tar = busybox_tar(root);
+    run_ok(
+        Command::new("chown")
+            .args(["-R", &format!("{USER}:{USER}")])
+            .arg(root),
+    );
+    run_ok(Command::new("chmod").arg("755").arg(root));
+    let store = root.join("store");
+    let as_user = |args: &[&str]| -> (i32, String, String) {
+        let o = Command::new("runuser")
+            .args(["-u", USER, "--", "env"])
+            .arg(format!("RBUILD_ROOT={}", store.display()))
+            .arg(env!("CARGO_BIN_EXE_rbuild"))
+            .args(args)
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        (o.status.code().unwrap_or(-1), out, err)
+    };
+    let ok = |args: &[&str]| -> String {
+        let (code, out, err) = as_user(args);
+        assert_eq!(code, 0, "{args:?} as {USER}:\n{out}\n{err}");
+        out
+    };
+    ok(&["import", tar.to_str().unwrap(), "bb:1"]);
+    // Container root is the user; ids 1.. are its subordinate range (chown to 5 works).
+    let out = ok(&[
+        "run",
+        "--rm",
+        "bb:1",
+        "sh",
+        "-c",
+        "id -u; touch /f; chown 5:5 /f; stat -c %u /f",
+    ]);
+    assert_eq!(out, "0\n5\n");
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "rl",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo made > /made; chown 7 /made; exec sleep 1000",
+    ]);
+    wait_for("exec to see the detached container's file", || {
+        as_user(&["exec", "rl", "cat", "/made"]).1 == "made\n"
+    });
+    assert_eq!(ok(&["exec", "rl", "stat", "-c", "%u", "/made"]), "7\n");
+    ok(&["stop", "-t", "1", "rl"]);
+    ok(&["commit", "rl", "bb:2"]);
+    assert_eq!(
+        ok(&["run", "--rm", "bb:2", "stat", "-c", "%u %n", "/made"]),
+        "7 /made\n"
+    );
+    ok(&["rm", "rl"]);
+    assert_eq!(ok(&["ps", "-a", "-q"]), "");
+}
