@@ -2,6 +2,7 @@
 //! owns the container's PID 1 for its whole life and records what happens to it.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
@@ -226,11 +227,58 @@ fn run_container(
         ..RunSpec::default()
     };
     let sandbox = rbuild_sandbox::Sandbox::new(rbuild_sandbox::SandboxOptions::default())?;
-    let io = ContainerIo {
-        stdin: std::io::stdin().as_raw_fd(),
-        stdout: std::io::stdout().as_raw_fd(),
-        stderr: std::io::stderr().as_raw_fd(),
-        tty: rec.process.tty,
+    // `-t` without a terminal to attach (`run -dit`, `start` of a -t container): the monitor
+    // holds a pseudo-terminal of its own and copies what the container writes to it into the
+    // log, keeping the master open so an interactive shell waits for input as under docker.
+    let stdin_is_tty = rustix::termios::isatty(std::io::stdin());
+    let own_pty = if rec.process.tty && !stdin_is_tty {
+        let ws = rustix::termios::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = crate::tty::open_pty(Some(ws))
+            .map_err(|e| ContainerError::io("open a pseudo-terminal for", dir, e))?;
+        let reader = pty
+            .master
+            .try_clone()
+            .map_err(|e| ContainerError::io("duplicate the terminal of", dir, e))?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            let mut out = std::io::stdout();
+            loop {
+                match rustix::io::read(&reader, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        use std::io::Write;
+                        if out.write_all(buf.get(..n).unwrap_or_default()).is_err() {
+                            break;
+                        }
+                        let _ = out.flush();
+                    }
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => break,
+                }
+            }
+        });
+        Some(pty)
+    } else {
+        None
+    };
+    let io = match &own_pty {
+        Some(p) => ContainerIo {
+            stdin: p.slave.as_raw_fd(),
+            stdout: p.slave.as_raw_fd(),
+            stderr: p.slave.as_raw_fd(),
+            tty: true,
+        },
+        None => ContainerIo {
+            stdin: std::io::stdin().as_raw_fd(),
+            stdout: std::io::stdout().as_raw_fd(),
+            stderr: std::io::stderr().as_raw_fd(),
+            tty: rec.process.tty,
+        },
     };
     let mut write_err = None;
     let mut on_start = |pid: i32| {
@@ -246,7 +294,9 @@ fn run_container(
             write_err = Some(e);
         }
     };
-    let res = sandbox.run_attached(&spec, &io, &mut on_start)?;
+    let res = sandbox.run_attached(&spec, &io, &mut on_start);
+    drop(own_pty);
+    let res = res?;
     if let Some(e) = write_err {
         eprintln!("rbuild: {e}");
     }
