@@ -193,6 +193,7 @@ impl Containers {
                 diff_ids: diff_ids.iter().map(|d| d.to_string()).collect(),
                 lowers,
                 created: record::now(),
+                created_nanos: record::now_nanos(),
                 process,
                 host,
                 state: State::default(),
@@ -279,7 +280,9 @@ impl Containers {
                 Err(e) => return Err(e),
             }
         }
-        out.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+        out.sort_by(|a, b| {
+            (b.created, b.created_nanos, &b.id).cmp(&(a.created, a.created_nanos, &a.id))
+        });
         Ok(out)
     }
 

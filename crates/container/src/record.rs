@@ -129,6 +129,9 @@ pub struct Record {
     pub lowers: Vec<PathBuf>,
     /// Unix time of creation.
     pub created: i64,
+    /// Nanoseconds within `created`, so containers created in the same second list in order.
+    #[serde(default)]
+    pub created_nanos: u32,
     /// What runs.
     pub process: Process,
     /// How it runs.
@@ -192,6 +195,13 @@ pub fn process_start(pid: i32) -> Option<u64> {
 /// Whether the process recorded as (`pid`, `start`) still exists, and is the same process.
 pub(crate) fn alive(pid: i32, start: u64) -> bool {
     pid > 0 && process_start(pid) == Some(start)
+}
+
+pub(crate) fn now_nanos() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
 }
 
 pub(crate) fn now() -> i64 {
