@@ -118,6 +118,25 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
     },
+    // --- container verbs (builder-cli/src/containers.rs) ---
+    /// Create and run a new container from an image
+    Run(crate::containers::RunArgs),
+    /// List containers
+    Ps(crate::containers::PsArgs),
+    /// Start one or more stopped containers
+    Start(crate::containers::StartArgs),
+    /// Stop one or more running containers
+    Stop(crate::containers::StopArgs),
+    /// Kill one or more running containers
+    Kill(crate::containers::KillArgs),
+    /// Remove one or more containers
+    Rm(crate::containers::RmArgs),
+    /// Fetch the logs of a container
+    Logs(crate::containers::LogsArgs),
+    /// Execute a command in a running container
+    Exec(crate::containers::ExecArgs),
+    /// Create a new image from a container's changes
+    Commit(crate::containers::CommitArgs),
 }
 
 impl Cli {
@@ -125,7 +144,12 @@ impl Cli {
     /// when built rootless, so it must run inside the user namespace (registry credentials
     /// do not).
     pub fn wants_user_namespace(&self) -> bool {
-        !matches!(self.command, Command::Login(_) | Command::Logout(_))
+        // exec joins the container's own user namespace, which only its owner (the caller,
+        // outside any namespace of rbuild's) may enter.
+        !matches!(
+            self.command,
+            Command::Login(_) | Command::Logout(_) | Command::Exec(_)
+        )
     }
 
     /// Fixes the store location from the caller's real uid and environment, before `main` makes
@@ -302,6 +326,15 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
         Command::Login(a) => crate::registry::login(&cli.insecure_registry, a),
         Command::Logout(a) => crate::registry::logout(a),
         Command::Unshare { command } => unshare(command),
+        Command::Run(a) => Ok(crate::containers::run(&cli.root, &cli.insecure_registry, a)),
+        Command::Ps(a) => Ok(crate::containers::ps(&cli.root, a)),
+        Command::Start(a) => Ok(crate::containers::start(&cli.root, a)),
+        Command::Stop(a) => Ok(crate::containers::stop(&cli.root, a)),
+        Command::Kill(a) => Ok(crate::containers::kill(&cli.root, a)),
+        Command::Rm(a) => Ok(crate::containers::rm(&cli.root, a)),
+        Command::Logs(a) => Ok(crate::containers::logs(&cli.root, a)),
+        Command::Exec(a) => Ok(crate::containers::exec(&cli.root, a)),
+        Command::Commit(a) => Ok(crate::containers::commit(&cli.root, a)),
         Command::Images(a) => {
             let builder = builder(&cli.root)?;
             let rows = builder.images().list()?;
@@ -354,6 +387,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
             let builder = builder(&cli.root)?;
             let mut failed = false;
             for i in images {
+                if !force {
+                    if let Some(conflict) = crate::containers::rmi_conflict(builder.images(), &i) {
+                        eprintln!("Error response from daemon: {conflict}");
+                        failed = true;
+                        continue;
+                    }
+                }
                 match builder.images().remove(&i, force) {
                     Ok(lines) => {
                         for l in lines {
@@ -413,7 +453,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
             if records > 0 {
                 println!("Deleted build cache records: {records}");
             }
-            let stats = builder.images().prune()?;
+            // Images containers use stay, as docker's prune keeps them.
+            let in_use = rbuild_container::Containers::open(builder.images())
+                .and_then(|c| c.images_in_use())
+                .map_err(|e| BuildError::Request(e.to_string()))?;
+            let stats = builder.images().prune_keeping(&in_use)?;
             let trees = builder.prune_snapshots()?;
             if trees.trees > 0 {
                 println!("Deleted snapshot trees: {}", trees.trees);

@@ -2,6 +2,7 @@
 //! users type them, wires the library together, and renders progress and errors; nothing else.
 
 mod cli;
+mod containers;
 mod registry;
 mod render;
 mod signals;
@@ -10,6 +11,11 @@ mod tty;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // A container's monitor is this program re-executed (see rbuild_container): it must run
+    // before anything else, while the process is single-threaded.
+    if let Some(code) = rbuild_container::monitor_main_if_requested() {
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let args = cli::insert_default_verb(args);
     let mut parsed = match <cli::Cli as clap::Parser>::try_parse_from(args) {

@@ -60,6 +60,7 @@ pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions, Pushed};
 pub use cachespec::{CacheExport, CacheImport, CacheMode};
 pub use error::BuildError;
 pub use import::import_rootfs;
+pub use meta::apply_change;
 pub use progress::MissReason;
 pub use progress::{CollectProgress, Event, NoProgress, ProgressSink, StepId};
 pub use request::{BuildRequest, Output, SecretFrom, SecretSource, SshSource};

@@ -39,6 +39,53 @@ pub fn timestamp(source_date_epoch: Option<i64>) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
+/// Applies one `docker commit --change` line (`CMD ["sh"]`, `ENV A=b`, `EXPOSE 80`, `LABEL`,
+/// `USER`, `VOLUME`, `WORKDIR`, `ENTRYPOINT`, `ONBUILD`, `STOPSIGNAL`...) to `config` exactly as
+/// the same instruction in a Dockerfile would, so commit and build agree. Instructions that
+/// need a build (RUN, COPY, FROM...) are refused.
+pub fn apply_change(config: &mut ImageConfig, change: &str) -> Result<(), String> {
+    let text = format!("FROM scratch\n{change}\n");
+    let df = rbuild_dockerfile::parse("--change", &text).map_err(|e| e.to_string())?;
+    let Some(instr) = df.instructions.get(1) else {
+        return Err(format!("invalid change {change:?}: no instruction"));
+    };
+    if df.instructions.len() > 2 {
+        return Err(format!(
+            "invalid change {change:?}: one instruction per --change"
+        ));
+    }
+    match &instr.kind {
+        InstructionKind::Workdir(w) => {
+            let dir = crate::fsutil::join_workdir(config.working_dir(), w);
+            config.config.working_dir = Some(dir.to_string_lossy().into_owned());
+            return Ok(());
+        }
+        InstructionKind::Cmd(_)
+        | InstructionKind::Entrypoint(_)
+        | InstructionKind::Env(_)
+        | InstructionKind::Expose(_)
+        | InstructionKind::Label(_)
+        | InstructionKind::Onbuild(_)
+        | InstructionKind::StopSignal(_)
+        | InstructionKind::User(_)
+        | InstructionKind::Volume(_) => {}
+        _ => {
+            return Err(format!(
+                "{change:?}: only CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, \
+                 USER, VOLUME and WORKDIR can be changed by commit"
+            ))
+        }
+    }
+    // As docker's commit: a fresh builder state, so ENTRYPOINT resets the image's CMD.
+    let mut st = StageConfig {
+        config: config.clone(),
+        cmd_set: false,
+    };
+    apply(&mut st, instr, instr);
+    *config = st.config;
+    Ok(())
+}
+
 /// Applies a config-only instruction (`instr` expanded, `raw` as written) to the stage config.
 pub(crate) fn apply(st: &mut StageConfig, raw: &Instruction, instr: &Instruction) -> Effect {
     let c = &mut st.config;

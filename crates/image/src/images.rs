@@ -738,9 +738,18 @@ impl Images {
 
     /// `docker image prune`: forgets untagged images, then lets the store collect unreferenced blobs.
     pub fn prune(&self) -> Result<PruneStats, ImageError> {
+        self.prune_keeping(&std::collections::HashSet::new())
+    }
+
+    /// [`Images::prune`], keeping the untagged images in `keep` (e.g. those containers use, as
+    /// docker's prune keeps them).
+    pub fn prune_keeping(
+        &self,
+        keep: &std::collections::HashSet<Digest>,
+    ) -> Result<PruneStats, ImageError> {
         let mut images_deleted = Vec::new();
         for (id, (_, tags)) in self.all_images()? {
-            if tags.is_empty() && self.store.delete_ref(&record_name(&id))? {
+            if tags.is_empty() && !keep.contains(&id) && self.store.delete_ref(&record_name(&id))? {
                 images_deleted.push(id);
             }
         }

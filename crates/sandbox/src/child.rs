@@ -35,6 +35,7 @@ pub(crate) const STEP_EXEC: u32 = 12;
 pub(crate) const STEP_FDS: u32 = 13;
 pub(crate) const STEP_SETSID: u32 = 14;
 pub(crate) const STEP_CAPS: u32 = 15;
+pub(crate) const STEP_CTTY: u32 = 16;
 pub(crate) const OP_BASE: u32 = 1000;
 
 const OPEN_TREE_CLONE: c_uint = 1;
@@ -153,6 +154,8 @@ pub(crate) struct ChildPlan {
     /// End after the set-up ops (mounts, hooks) without running the process.
     pub setup_only: bool,
     pub envp: Vec<*const c_char>,
+    /// Make fd 0 (a pseudo-terminal's slave) the step's controlling terminal (`run -t`).
+    pub controlling_tty: bool,
 }
 
 /// Descriptors the helper receives, as numbers in the parent's table.
@@ -634,6 +637,9 @@ unsafe fn init_main(plan: &ChildPlan, slots: &mut [c_int]) -> ! {
     if libc::setsid() < 0 {
         fail(STEP_SETSID);
     }
+    if plan.controlling_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+        fail(STEP_CTTY);
+    }
     if libc::mount(
         std::ptr::null(),
         c"/".as_ptr(),
@@ -715,7 +721,7 @@ unsafe fn init_main(plan: &ChildPlan, slots: &mut [c_int]) -> ! {
 /// Limits the step to docker's default capability set: drops the rest from the bounding set
 /// (what an exec'd root process gets), and clears the inheritable and ambient sets the caller
 /// may have had, which would otherwise survive `execve`.
-unsafe fn drop_capabilities(caps: &[c_int]) -> Result<(), ()> {
+pub(crate) unsafe fn drop_capabilities(caps: &[c_int]) -> Result<(), ()> {
     for &cap in caps {
         if libc::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong, 0, 0, 0) < 0
             && errno() != libc::EINVAL

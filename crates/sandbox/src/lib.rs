@@ -97,6 +97,7 @@
 mod child;
 mod devices;
 mod error;
+mod exec;
 mod probe;
 mod remove;
 mod run;
@@ -105,6 +106,7 @@ mod userns;
 
 pub use devices::{DeviceBind, DeviceEdits, DeviceHook, DeviceNodeBind, HookStage};
 pub use error::SandboxError;
+pub use exec::{exec_in, ExecProcess, ExecSpec};
 pub use probe::{probe, Capabilities};
 pub use subid::{parse_subid, subid_ranges, subid_ranges_from, IdRange};
 pub use userns::{enter_user_namespace, in_user_namespace, UserNamespace};
@@ -260,6 +262,22 @@ impl Default for RunSpec {
             devices: DeviceEdits::default(),
         }
     }
+}
+
+/// The descriptors a container's process gets as its stdin, stdout and stderr, for
+/// [`Sandbox::run_attached`]: a terminal's slave side (`run -t`), pipes, a log file or
+/// `/dev/null`, all owned by the caller and only borrowed for the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerIo {
+    /// Becomes fd 0.
+    pub stdin: std::os::fd::RawFd,
+    /// Becomes fd 1.
+    pub stdout: std::os::fd::RawFd,
+    /// Becomes fd 2.
+    pub stderr: std::os::fd::RawFd,
+    /// fd 0 is a pseudo-terminal slave that becomes the process's controlling terminal, so
+    /// Ctrl-C typed into it reaches the foreground process group as SIGINT.
+    pub tty: bool,
 }
 
 /// Outcome of a step that ran: exactly one of `code`/`signal` is set.
@@ -560,6 +578,20 @@ impl Sandbox {
         output: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<RunResult, SandboxError> {
         run::run(self, spec, output)
+    }
+
+    /// Runs a container's process like [`Sandbox::run`] but with `io` as its stdio (nothing is
+    /// captured), calling `on_start` with the host pid of its PID 1 as soon as that exists (so
+    /// a container runtime can record it for `stop`, `kill` and `exec`), and returns when it
+    /// exits. `spec.stdin`, `spec.timeout` and `spec.cancel` are ignored: the caller signals the
+    /// pid itself.
+    pub fn run_attached(
+        &self,
+        spec: &RunSpec,
+        io: &ContainerIo,
+        on_start: &mut dyn FnMut(i32),
+    ) -> Result<RunResult, SandboxError> {
+        run::run_io(self, spec, run::Io::Attached { io, on_start })
     }
 }
 

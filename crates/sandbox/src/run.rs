@@ -594,6 +594,7 @@ fn prepare(
             argv,
             envp,
             setup_only: spec.devices.setup_only,
+            controlling_tty: false,
         },
         descs: b.descs,
         stub_paths: b.stub_paths,
@@ -629,7 +630,7 @@ const CAP_MKNOD: libc::c_int = 27;
 /// Every capability outside [`DEFAULT_CAPS`]. Without a user namespace MKNOD is dropped too:
 /// docker relies on the device cgroup to stop a root step from opening a host disk it
 /// `mknod`s, and the sandbox has no cgroup.
-fn caps_to_drop(userns: bool) -> Vec<libc::c_int> {
+pub(crate) fn caps_to_drop(userns: bool) -> Vec<libc::c_int> {
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<libc::c_int>().ok())
@@ -859,6 +860,7 @@ fn step_desc(code: u32, spec: &RunSpec, hostname: &str) -> String {
         child::STEP_HOSTNAME => format!("sethostname({hostname})"),
         child::STEP_LOOPBACK => "bring up loopback (SIOCSIFFLAGS lo)".into(),
         child::STEP_CWD_MKDIR => format!("create working directory {}", spec.cwd),
+        child::STEP_CTTY => "make the terminal the controlling terminal (TIOCSCTTY)".into(),
         child::STEP_SETGROUPS => format!("setgroups({:?})", spec.additional_gids),
         child::STEP_SETGID => format!("setgid({}) (is gid {} mapped?)", spec.gid, spec.gid),
         child::STEP_SETUID => format!("setuid({}) (is uid {} mapped?)", spec.uid, spec.uid),
@@ -959,6 +961,20 @@ pub(crate) fn run(
     spec: &RunSpec,
     output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<RunResult, SandboxError> {
+    run_io(sb, spec, Io::Captured(output))
+}
+
+/// Where the step's stdio goes: captured through pipes (RUN steps) or the caller's own
+/// descriptors passed straight through (containers, see [`crate::Sandbox::run_attached`]).
+pub(crate) enum Io<'a> {
+    Captured(&'a mut dyn FnMut(Stream, &[u8])),
+    Attached {
+        io: &'a crate::ContainerIo,
+        on_start: &'a mut dyn FnMut(libc::pid_t),
+    },
+}
+
+pub(crate) fn run_io(sb: &Sandbox, spec: &RunSpec, io: Io<'_>) -> Result<RunResult, SandboxError> {
     let hostname = if spec.hostname.is_empty() {
         DEFAULT_HOSTNAME
     } else {
@@ -977,7 +993,10 @@ pub(crate) fn run(
         ));
     }
     let rd = RunDir::new(spec, hostname)?;
-    let prep = prepare(sb, spec, &rd, hostname)?;
+    let mut prep = prepare(sb, spec, &rd, hostname)?;
+    if let Io::Attached { io, .. } = &io {
+        prep.plan.controlling_tty = io.tty;
+    }
     let mut slots: Vec<c_int> = vec![-1; prep.slots];
 
     let (stdin_r, stdin_w) = pipe()?;
@@ -986,10 +1005,14 @@ pub(crate) fn run(
     let (up_r, up_w) = pipe()?; // helper -> caller
     let (down_r, down_w) = pipe()?; // caller -> helper
     let (rep_r, rep_w) = pipe()?;
+    let (stdin, stdout, stderr) = match &io {
+        Io::Captured(_) => (stdin_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()),
+        Io::Attached { io, .. } => (io.stdin, io.stdout, io.stderr),
+    };
     let fds = ChildFds {
-        stdin: stdin_r.as_raw_fd(),
-        stdout: out_w.as_raw_fd(),
-        stderr: err_w.as_raw_fd(),
+        stdin,
+        stdout,
+        stderr,
         sync_read: down_r.as_raw_fd(),
         sync_write: up_w.as_raw_fd(),
         report: rep_w.as_raw_fd(),
@@ -1045,7 +1068,16 @@ pub(crate) fn run(
         guard.init,
     ));
 
-    let outcome = pump(spec, &mut guard, stdin_w, out_r, err_r, output)?;
+    let outcome = match io {
+        Io::Captured(output) => pump(spec, &mut guard, stdin_w, out_r, err_r, output)?,
+        Io::Attached { on_start, .. } => {
+            drop((stdin_w, out_r, err_r));
+            if guard.init > 0 {
+                on_start(guard.init);
+            }
+            Outcome::Finished
+        }
+    };
     let status = guard.reap();
     warnings.extend(crate::devices::run_caller_hooks(
         spec,

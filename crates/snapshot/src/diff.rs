@@ -236,6 +236,26 @@ pub(crate) fn overlay_changes(
     Ok(w.out)
 }
 
+/// The changes recorded in an overlay upper directory that stays in use (a container's), read
+/// without changing anything in it.
+pub(crate) fn overlay_changes_read_only(
+    upper: &Path,
+    lowers: &[PathBuf],
+    userxattr: bool,
+    exclude: &Exclude,
+) -> Result<Vec<Item>, SnapshotError> {
+    let mut w = UpperWalk {
+        upper,
+        lowers,
+        opaque_name: fsx::overlay_xattr(userxattr, "opaque").into_bytes(),
+        exclude,
+        read_only: true,
+        out: Vec::new(),
+    };
+    w.walk(&mut Vec::new())?;
+    Ok(w.out)
+}
+
 /// The entries of a committed overlay tree (an upper directory adopted at commit, see
 /// [`crate::Snapshotter::commit`]), read without changing anything: the same plan
 /// [`overlay_changes`] made when the tree was still an upper directory, because commit removed

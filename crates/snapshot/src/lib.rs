@@ -941,6 +941,52 @@ impl Snapshotter {
         Ok(removed)
     }
 
+    /// Writes the changes of an overlay upper directory that outlives the call (a container's
+    /// writable layer, for `commit`) as a layer into the store, reading it without changing it:
+    /// unlike [`Snapshotter::commit`] the upper is neither adopted nor deleted, and overlay's
+    /// xattrs in it stay, so the container keeps running on it. `lowers` are its lower
+    /// directories, top first, as it was mounted with.
+    pub fn commit_upper(
+        &self,
+        upper: &Path,
+        lowers: &[PathBuf],
+        opts: &rbuild_layer::WriteOptions,
+        exclude: &[PathBuf],
+    ) -> Result<Committed, SnapshotError> {
+        let Kind::Overlay { userxattr } = self.kind else {
+            return Err(SnapshotError::OverlayUnavailable {
+                reason: "committing a directory needs the overlay snapshotter".into(),
+            });
+        };
+        let exclude = diff::Exclude::new(exclude)?;
+        let plan = diff::overlay_changes_read_only(upper, lowers, userxattr, &exclude)?;
+        let key = upper
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        diff::write_plan(&self.store, upper, plan, opts, &key)
+    }
+
+    /// The lower directories (top first) of an overlay over the committed chain `parent`, as
+    /// [`Snapshotter::prepare`] gives them, for callers that keep their own upper directory (a
+    /// container's, which must outlive the process). `None` for the copy snapshotter. Call
+    /// [`Snapshotter::ensure_unpacked`] first.
+    pub fn overlay_lowers(&self, parent: &[Digest]) -> Option<Vec<PathBuf>> {
+        if !matches!(self.kind, Kind::Overlay { .. }) {
+            return None;
+        }
+        let mut seen = std::collections::HashSet::new();
+        Some(
+            parent
+                .iter()
+                .rev()
+                .filter(|d| seen.insert(**d))
+                .map(|d| self.layers_dir().join(d.hex()))
+                .collect(),
+        )
+    }
+
     /// Throws an active snapshot away (a failed step, or a step whose result is cached).
     pub fn remove(&self, active: Active) -> Result<(), SnapshotError> {
         let path = active.scratch.path().to_path_buf();
