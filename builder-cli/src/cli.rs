@@ -1,6 +1,5 @@
 //! Argument parsing (clap) and the wiring of each subcommand to the library.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -9,9 +8,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use rbuild_engine::image::reference::Reference;
-use rbuild_engine::{
-    BuildError, BuildRequest, Builder, BuilderOptions, Output, SecretFrom, SecretSource, SshSource,
-};
+use rbuild_engine::{BuildError, BuildRequest, Builder, BuilderOptions, Output};
 
 use crate::render::{Renderer, Style};
 
@@ -226,35 +223,6 @@ struct ImagesArgs {
     no_trunc: bool,
 }
 
-/// `rbuild -f X -t y .` means `rbuild build -f X -t y .`: insert the verb unless one is there.
-pub fn insert_default_verb(mut args: Vec<OsString>) -> Vec<OsString> {
-    let mut i = 1;
-    while i < args.len() {
-        let a = args[i].to_string_lossy();
-        if a == "--root" || a == "--insecure-registry" {
-            i += 2;
-            continue;
-        }
-        if a.starts_with("--root=") || a.starts_with("--insecure-registry=") {
-            i += 1;
-            continue;
-        }
-        if matches!(a.as_ref(), "-h" | "--help" | "-V" | "--version") {
-            return args;
-        }
-        // The verbs are clap's subcommands, so a new one can never be mistaken for a path.
-        let cmd = <Cli as clap::CommandFactory>::command();
-        if a == "help" || cmd.get_subcommands().any(|s| s.get_name() == a) {
-            return args;
-        }
-        break;
-    }
-    if args.len() > 1 {
-        args.insert(1, "build".into());
-    }
-    args
-}
-
 fn builder(cli_root: &Option<PathBuf>) -> Result<Builder, BuildError> {
     let opts = match cli_root {
         Some(r) => BuilderOptions {
@@ -398,18 +366,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
         }
         Command::Prune => {
             let builder = builder(&cli.root)?;
-            let records = rbuild_engine::cache::prune(builder.images().store())?;
-            if records > 0 {
-                println!("Deleted build cache records: {records}");
+            let report = builder.prune()?;
+            if report.cache_records > 0 {
+                println!("Deleted build cache records: {}", report.cache_records);
             }
-            let stats = builder.images().prune()?;
-            let trees = builder.prune_snapshots()?;
-            if trees.trees > 0 {
-                println!("Deleted snapshot trees: {}", trees.trees);
+            if report.snapshots.trees > 0 {
+                println!("Deleted snapshot trees: {}", report.snapshots.trees);
             }
             println!(
                 "Total reclaimed space: {}",
-                human_size(stats.bytes_freed + trees.bytes)
+                human_size(report.bytes_freed())
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -523,40 +489,7 @@ fn human_size(bytes: u64) -> String {
 }
 
 fn parse_kv(what: &str, s: &str) -> Result<(String, String), BuildError> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(BuildError::Request(format!(
-            "invalid {what} {s:?}: expected KEY=VALUE"
-        ))),
-    }
-}
-
-fn parse_secret(s: &str) -> Result<SecretSource, BuildError> {
-    let mut id = None;
-    let mut src = None;
-    let mut env = None;
-    for part in s.split(',') {
-        let (k, v) = parse_kv("--secret", part)?;
-        match k.as_str() {
-            "id" => id = Some(v),
-            "src" | "source" => src = Some(PathBuf::from(v)),
-            "env" => env = Some(v),
-            "type" => {}
-            other => {
-                return Err(BuildError::Request(format!(
-                    "invalid --secret {s:?}: unknown key {other:?}"
-                )))
-            }
-        }
-    }
-    let id =
-        id.ok_or_else(|| BuildError::Request(format!("invalid --secret {s:?}: missing id=")))?;
-    let source = match (src, env) {
-        (Some(p), _) => SecretFrom::File(p),
-        (None, Some(e)) => SecretFrom::Env(e),
-        (None, None) => SecretFrom::Env(id.clone()),
-    };
-    Ok(SecretSource { id, source })
+    Ok(rbuild_engine::spec::parse_key_value(what, s)?)
 }
 
 /// `type=local,src=DIR` (or `dest=` for `--cache-to`) as a directory; `None` for other cache
@@ -585,68 +518,14 @@ fn parse_cache_spec(flag: &str, spec: &str, dir_key: &str) -> Result<Option<Path
     })
 }
 
-/// `--ssh default`, `--ssh id` (both the agent of `$SSH_AUTH_SOCK`) or `--ssh id=SOCKET`. Key
-/// files, which BuildKit loads into an agent of its own, are refused with what to do instead.
-fn parse_ssh(s: &str, auth_sock: Option<OsString>) -> Result<SshSource, BuildError> {
-    let (id, path) = match s.split_once('=') {
-        Some((id, path)) => (id, Some(PathBuf::from(path))),
-        None => (s, None),
-    };
-    if id.is_empty() || path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-        return Err(BuildError::Request(format!(
-            "invalid --ssh {s:?}: expected default, ID or ID=SOCKET"
-        )));
-    }
-    let socket = match path {
-        Some(p) => p,
-        None => PathBuf::from(auth_sock.ok_or_else(|| {
-            BuildError::Request(format!(
-                "--ssh {s}: SSH_AUTH_SOCK is not set (start an agent, or give ID=SOCKET)"
-            ))
-        })?),
-    };
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::metadata(&socket) {
-        Ok(m) if m.file_type().is_socket() => {}
-        Ok(_) => {
-            return Err(BuildError::Request(format!(
-                "--ssh {s}: {} is not an agent socket; key files are not supported, load the \
-                 key into ssh-agent (ssh-add) and pass its socket",
-                socket.display()
-            )))
-        }
-        Err(e) => return Err(BuildError::io(&socket, e)),
-    }
-    Ok(SshSource {
-        id: id.to_string(),
-        socket,
-    })
-}
-
 fn build(
     root: &Option<PathBuf>,
     insecure_registry: &[String],
     b: BuildArgs,
 ) -> Result<ExitCode, BuildError> {
-    let mut build_args = BTreeMap::new();
-    for a in &b.build_args {
-        match a.split_once('=') {
-            Some((k, v)) => {
-                build_args.insert(k.to_string(), v.to_string());
-            }
-            None => {
-                // docker: `--build-arg KEY` takes the value from the environment, if set.
-                if let Ok(v) = std::env::var(a) {
-                    build_args.insert(a.clone(), v);
-                }
-            }
-        }
-    }
-    let mut labels = BTreeMap::new();
-    for l in &b.labels {
-        let (k, v) = parse_kv("--label", l)?;
-        labels.insert(k, v);
-    }
+    let build_args =
+        rbuild_engine::spec::parse_build_args(&b.build_args, &|k| std::env::var(k).ok());
+    let labels = rbuild_engine::spec::parse_labels(&b.labels)?;
     let mut outputs = Vec::new();
     for o in &b.outputs {
         outputs.push(Output::parse(o)?);
@@ -654,7 +533,7 @@ fn build(
     let secrets = b
         .secrets
         .iter()
-        .map(|s| parse_secret(s))
+        .map(|s| rbuild_engine::spec::parse_secret(s))
         .collect::<Result<Vec<_>, _>>()?;
     let mut cache_from = Vec::new();
     for spec in &b.cache_from {
@@ -679,7 +558,7 @@ fn build(
     let ssh = b
         .ssh
         .iter()
-        .map(|s| parse_ssh(s, std::env::var_os("SSH_AUTH_SOCK")))
+        .map(|s| rbuild_engine::spec::parse_ssh(s, std::env::var_os("SSH_AUTH_SOCK").as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     let (dockerfile, dockerfile_text) = match &b.file {
         Some(p) if p.as_os_str() == "-" => {
@@ -691,14 +570,9 @@ fn build(
         Some(p) => (Some(p.clone()), None),
         None => (None, None),
     };
-    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
-            BuildError::Request(format!(
-                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
-            ))
-        })?),
-        _ => None,
-    };
+    let source_date_epoch = rbuild_engine::spec::parse_source_date_epoch(
+        std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(),
+    )?;
     let req = BuildRequest {
         context: b.context.clone(),
         dockerfile,
@@ -799,46 +673,24 @@ fn build(
 
 /// `--check`: parse, plan and lint without building, as `docker build --check`.
 fn check(req: &BuildRequest) -> Result<ExitCode, BuildError> {
-    let path = req
-        .dockerfile
-        .clone()
-        .unwrap_or_else(|| req.context.join("Dockerfile"));
-    let (name, text) = match &req.dockerfile_text {
-        Some(t) => ("Dockerfile".to_string(), t.clone()),
-        None => (
-            path.display().to_string(),
-            std::fs::read_to_string(&path).map_err(|source| BuildError::ReadDockerfile {
-                path: path.clone(),
-                source,
-            })?,
-        ),
-    };
-    let df = rbuild_engine::dockerfile::parse(&name, &text)?;
-    let opts = rbuild_engine::dockerfile::PlanOptions {
-        build_args: req.build_args.clone(),
-        target: req.target.clone(),
-        build_platform: rbuild_engine::host_platform(),
-        target_platform: match &req.platform {
-            Some(p) => rbuild_engine::dockerfile::Platform::parse(p)
-                .map_err(|e| BuildError::Request(format!("invalid --platform {p:?}: {e}")))?,
-            None => rbuild_engine::host_platform(),
-        },
-    };
-    rbuild_engine::dockerfile::plan(&df, &opts)?;
-    let diags = rbuild_engine::dockerfile::check(&df, &opts);
+    let report = rbuild_engine::check(req)?;
     let mut out = std::io::stdout().lock();
-    for d in &diags {
+    for d in &report.diagnostics {
         let _ = writeln!(
             out,
             "WARNING: {} - {}:{}:{}: {}",
             d.rule, d.file_name, d.line, d.column, d.message
         );
     }
-    if diags.is_empty() {
+    if report.diagnostics.is_empty() {
         let _ = writeln!(out, "Check complete, no warnings found.");
         Ok(ExitCode::SUCCESS)
     } else {
-        let _ = writeln!(out, "Check complete, {} warning(s) found.", diags.len());
+        let _ = writeln!(
+            out,
+            "Check complete, {} warning(s) found.",
+            report.diagnostics.len()
+        );
         Ok(ExitCode::from(1))
     }
 }
@@ -846,40 +698,6 @@ fn check(req: &BuildRequest) -> Result<ExitCode, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn v(args: &[&str]) -> Vec<OsString> {
-        args.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn default_verb_is_build() {
-        let cases: &[(&[&str], &[&str])] = &[
-            (
-                &["rbuild", "-f", "D", "-t", "x:1", "."],
-                &["rbuild", "build", "-f", "D", "-t", "x:1", "."],
-            ),
-            (&["rbuild", "."], &["rbuild", "build", "."]),
-            (&["rbuild", "images"], &["rbuild", "images"]),
-            (&["rbuild", "build", "."], &["rbuild", "build", "."]),
-            (&["rbuild", "--help"], &["rbuild", "--help"]),
-            (&["rbuild"], &["rbuild"]),
-            (
-                &["rbuild", "--root", "/s", "save", "x"],
-                &["rbuild", "--root", "/s", "save", "x"],
-            ),
-            (
-                &["rbuild", "--insecure-registry", "h:5000", "push", "x"],
-                &["rbuild", "--insecure-registry", "h:5000", "push", "x"],
-            ),
-            (
-                &["rbuild", "--root", "/s", "."],
-                &["rbuild", "build", "--root", "/s", "."],
-            ),
-        ];
-        for (input, want) in cases {
-            assert_eq!(insert_default_verb(v(input)), v(want), "{input:?}");
-        }
-    }
 
     #[test]
     fn sizes_read_like_docker() {
@@ -890,22 +708,5 @@ mod tests {
         assert_eq!(human_size(12_345), "12.3kB");
         assert_eq!(human_size(145_000_000), "145MB");
         assert_eq!(human_size(2_000_000_000), "2GB");
-    }
-
-    #[test]
-    fn secrets_parse() {
-        assert_eq!(
-            parse_secret("id=a,src=/x").unwrap(),
-            SecretSource {
-                id: "a".into(),
-                source: SecretFrom::File("/x".into())
-            }
-        );
-        assert_eq!(
-            parse_secret("id=tok").unwrap().source,
-            SecretFrom::Env("tok".into())
-        );
-        assert!(parse_secret("src=/x").is_err());
-        assert!(parse_secret("id=a,bogus=1").is_err());
     }
 }

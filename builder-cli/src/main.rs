@@ -6,12 +6,19 @@ mod registry;
 mod render;
 mod signals;
 mod tty;
+mod verbs;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let args = cli::insert_default_verb(args);
+    let args = match verbs::insert_default_verb(args) {
+        Ok(a) => a,
+        Err(unknown) => {
+            eprintln!("{unknown}");
+            return ExitCode::from(verbs::USAGE_EXIT);
+        }
+    };
     let mut parsed = match <cli::Cli as clap::Parser>::try_parse_from(args) {
         Ok(p) => p,
         Err(e) => {

@@ -556,7 +556,7 @@ fn dockerfile_path(req: &BuildRequest) -> Option<PathBuf> {
     )
 }
 
-fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
+pub(crate) fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
     if let Some(text) = &req.dockerfile_text {
         return Ok(("Dockerfile".into(), text.clone()));
     }
@@ -594,7 +594,7 @@ pub fn host_platform() -> Platform {
     }
 }
 
-fn plan_options(req: &BuildRequest) -> Result<PlanOptions, BuildError> {
+pub(crate) fn plan_options(req: &BuildRequest) -> Result<PlanOptions, BuildError> {
     let build_platform = host_platform();
     let target_platform = match &req.platform {
         Some(p) => Platform::parse(p)
