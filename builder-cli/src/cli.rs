@@ -35,7 +35,7 @@ enum Command {
     /// Build an image from a Dockerfile (the default command)
     Build(BuildArgs),
     /// List images in the store
-    Images(ImagesArgs),
+    Images(crate::images::ImagesArgs),
     /// Create a tag TARGET that refers to SOURCE
     Tag {
         /// Existing image (name, name:tag or id)
@@ -53,11 +53,7 @@ enum Command {
         images: Vec<String>,
     },
     /// Show the manifest and config of images as JSON
-    Inspect {
-        /// Images to inspect
-        #[arg(required = true)]
-        images: Vec<String>,
-    },
+    Inspect(crate::images::InspectArgs),
     /// Show the history of an image
     History {
         /// Image to show
@@ -213,16 +209,6 @@ struct BuildArgs {
     check: bool,
 }
 
-#[derive(Args, Debug)]
-struct ImagesArgs {
-    /// Only show image IDs
-    #[arg(short, long)]
-    quiet: bool,
-    /// Do not truncate output
-    #[arg(long)]
-    no_trunc: bool,
-}
-
 fn builder(cli_root: &Option<PathBuf>) -> Result<Builder, BuildError> {
     let opts = match cli_root {
         Some(r) => BuilderOptions {
@@ -259,47 +245,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
         Command::Login(a) => crate::registry::login(&cli.insecure_registry, a),
         Command::Logout(a) => crate::registry::logout(a),
         Command::Unshare { command } => unshare(command),
-        Command::Images(a) => {
-            let builder = builder(&cli.root)?;
-            let rows = builder.images().list()?;
-            let mut out = std::io::stdout().lock();
-            if a.quiet {
-                let mut seen = std::collections::BTreeSet::new();
-                for r in rows {
-                    let id = if a.no_trunc {
-                        r.id.to_string()
-                    } else {
-                        r.id.short()
-                    };
-                    if seen.insert(id.clone()) {
-                        let _ = writeln!(out, "{id}");
-                    }
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let _ = writeln!(
-                out,
-                "{:<40} {:<20} {:<15} {:<20} SIZE",
-                "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
-            );
-            for r in rows {
-                let id = if a.no_trunc {
-                    r.id.to_string()
-                } else {
-                    r.id.short()
-                };
-                let _ = writeln!(
-                    out,
-                    "{:<40} {:<20} {:<15} {:<20} {}",
-                    r.repository,
-                    r.tag,
-                    id,
-                    r.created,
-                    human_size(r.size)
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Images(a) => crate::images::images(&cli.root, a),
         Command::Tag { source, target } => {
             let builder = builder(&cli.root)?;
             let img = builder.images().resolve(&source)?;
@@ -329,19 +275,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Inspect { images } => {
-            let builder = builder(&cli.root)?;
-            let mut all = Vec::new();
-            for i in images {
-                let img = builder.images().resolve(&i)?;
-                all.push(builder.images().inspect(&img)?);
-            }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".into())
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Inspect(a) => crate::images::inspect(&cli.root, a),
         Command::History { image, no_trunc } => {
             let builder = builder(&cli.root)?;
             let rows = builder.images().history(&image)?;
@@ -460,7 +394,7 @@ fn looks_like_id(s: &str) -> bool {
     s.len() >= 12 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
     let mut u = 0;

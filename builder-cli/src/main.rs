@@ -2,9 +2,11 @@
 //! users type them, wires the library together, and renders progress and errors; nothing else.
 
 mod cli;
+mod images;
 mod registry;
 mod render;
 mod signals;
+mod template;
 mod tty;
 mod verbs;
 
