@@ -66,9 +66,9 @@ enum Command {
     Prune,
     /// Save images to a tar archive (docker-archive by default, as `docker save`)
     Save {
-        /// Write to this file (required: archives are not written to a terminal)
+        /// Write to this file instead of standard output (`-` is standard output)
         #[arg(short, long)]
-        output: PathBuf,
+        output: Option<PathBuf>,
         /// Archive format: docker or oci
         #[arg(long, default_value = "docker")]
         format: String,
@@ -88,9 +88,9 @@ enum Command {
     },
     /// Load images from a tar archive (docker, podman, skopeo or rbuild archives, or an OCI layout)
     Load {
-        /// Read from this archive or OCI layout directory
+        /// Read from this archive or OCI layout directory instead of standard input
         #[arg(short, long)]
-        input: PathBuf,
+        input: Option<PathBuf>,
         /// Print only the loaded image ids
         #[arg(short, long)]
         quiet: bool,
@@ -328,29 +328,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
                 };
                 items.push((img, names));
             }
-            match format.as_str() {
-                "docker" | "docker-archive" => {
-                    let f =
-                        std::fs::File::create(&output).map_err(|e| BuildError::io(&output, e))?;
-                    let f =
-                        rbuild_engine::image::export::docker_archive(builder.images(), &items, f)?;
-                    f.sync_all().map_err(|e| BuildError::io(&output, e))?;
-                }
-                "oci" | "oci-archive" => {
-                    rbuild_engine::image::export::oci_layout(
-                        builder.images(),
-                        &items,
-                        &output,
-                        true,
-                        rbuild_engine::image::export::ExportCompression::Gzip,
-                    )?;
-                }
-                other => {
-                    return Err(BuildError::Request(format!(
-                        "unknown --format {other:?}: use docker or oci"
-                    )))
-                }
-            }
+            crate::streams::save(&builder, &items, &format, output)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Import {
@@ -372,7 +350,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
         }
         Command::Load { input, quiet } => {
             let builder = builder(&cli.root)?;
-            let loaded = rbuild_engine::image::import::load(builder.images(), &input)?;
+            let loaded = crate::streams::load(&builder, input)?;
             for l in loaded {
                 if quiet {
                     println!("{}", l.image.id);
@@ -464,6 +442,7 @@ fn build(
     for o in &b.outputs {
         outputs.push(Output::parse(o)?);
     }
+    crate::streams::check_stdout_outputs(&outputs, b.quiet)?;
     let secrets = b
         .secrets
         .iter()

@@ -6,6 +6,7 @@ mod images;
 mod registry;
 mod render;
 mod signals;
+mod streams;
 mod template;
 mod tty;
 mod verbs;

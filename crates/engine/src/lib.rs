@@ -43,6 +43,7 @@ pub mod progress;
 pub mod pull;
 mod request;
 mod sandboxes;
+pub mod save;
 mod shared;
 mod solve;
 pub mod spec;
