@@ -264,6 +264,50 @@ fn repo_digest(builder: &rbuild_engine::Builder, r: &ImageSummary) -> String {
         .unwrap_or_else(none)
 }
 
+/// Fields docker's inspect structs always have, though their JSON omits them when empty.
+const INSPECT_FIELDS: &[&str] = &["Variant", "Comment", "Parent", "DockerVersion", "Metadata"];
+const CONFIG_FIELDS: &[&str] = &[
+    "Hostname",
+    "Domainname",
+    "User",
+    "ExposedPorts",
+    "Env",
+    "Cmd",
+    "Healthcheck",
+    "ArgsEscaped",
+    "Volumes",
+    "WorkingDir",
+    "Entrypoint",
+    "OnBuild",
+    "Labels",
+    "StopSignal",
+    "StopTimeout",
+    "Shell",
+];
+
+/// Adds the fields docker's structs have but our JSON leaves out when empty, as null, so a
+/// template may name them (`{{.Config.Labels}}` on an image without labels) while a misspelt
+/// field stays an error.
+fn with_docker_fields(v: &mut Value) {
+    let fill = |o: &mut serde_json::Map<String, Value>, names: &[&str]| {
+        for n in names {
+            o.entry(n.to_string()).or_insert(Value::Null);
+        }
+    };
+    if let Some(o) = v.as_object_mut() {
+        fill(o, INSPECT_FIELDS);
+        match o.get_mut("Config") {
+            Some(Value::Object(c)) => fill(c, CONFIG_FIELDS),
+            Some(other) => {
+                let mut c = serde_json::Map::new();
+                fill(&mut c, CONFIG_FIELDS);
+                *other = Value::Object(c);
+            }
+            None => {}
+        }
+    }
+}
+
 /// `rbuild inspect`: docker's JSON array, or one line per image through `--format`.
 pub fn inspect(root: &Option<PathBuf>, a: InspectArgs) -> Result<ExitCode, BuildError> {
     let format = match a.format.as_deref() {
@@ -280,6 +324,10 @@ pub fn inspect(root: &Option<PathBuf>, a: InspectArgs) -> Result<ExitCode, Build
                 .map_err(|e| BuildError::Request(format!("cannot encode {i}: {e}")))?,
         );
     }
+    let mut fields = all.clone();
+    for v in &mut fields {
+        with_docker_fields(v);
+    }
     let mut out = std::io::stdout().lock();
     match format {
         None => {
@@ -290,7 +338,7 @@ pub fn inspect(root: &Option<PathBuf>, a: InspectArgs) -> Result<ExitCode, Build
             );
         }
         Some(f) => {
-            for v in &all {
+            for v in &fields {
                 let line = f.render(v).map_err(|e| template_err("--format", e))?;
                 let _ = writeln!(out, "{line}");
             }

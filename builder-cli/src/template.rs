@@ -564,10 +564,12 @@ fn call(name: &str, args: Vec<Value>) -> Result<Value, TemplateError> {
                             .cloned()
                             .ok_or_else(|| bad(&format!("index {i} out of range")))?
                     }
+                    // As Go's index of a map: a missing key (or a nil map) gives the zero
+                    // value, an empty string for docker's label and option maps.
                     (Value::Object(m), Value::String(s)) => {
-                        m.get(s).cloned().unwrap_or(Value::Null)
+                        m.get(s).cloned().unwrap_or(Value::String(String::new()))
                     }
-                    (Value::Null, _) => Value::Null,
+                    (Value::Null, _) => Value::String(String::new()),
                     _ => return Err(bad("cannot index this value with that key")),
                 };
             }
