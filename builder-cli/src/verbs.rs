@@ -68,7 +68,7 @@ pub fn insert_default_verb(mut args: Vec<OsString>) -> Result<Vec<OsString>, Unk
         if matches!(a.as_str(), "-h" | "--help" | "-V" | "--version") {
             return Ok(args);
         }
-        if verbs.iter().any(|v| *v == a) {
+        if verbs.contains(&a) {
             return Ok(args);
         }
         if !a.starts_with('-') && !names_a_context(&a) {
