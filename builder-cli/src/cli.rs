@@ -134,6 +134,14 @@ impl Cli {
     pub fn is_unshare(&self) -> bool {
         matches!(self.command, Command::Unshare { .. })
     }
+
+    /// The PATH of a `build`, for checking the one an implied `build` got.
+    pub fn build_context(&self) -> Option<&std::path::Path> {
+        match &self.command {
+            Command::Build(b) => Some(&b.context),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let args = match verbs::insert_default_verb(args) {
+    let (args, implicit_build) = match verbs::insert_default_verb(args) {
         Ok(a) => a,
         Err(unknown) => {
             eprintln!("{unknown}");
@@ -30,6 +30,12 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if implicit_build {
+        if let Some(Err(unknown)) = parsed.build_context().map(verbs::check_implicit_context) {
+            eprintln!("{unknown}");
+            return ExitCode::from(verbs::USAGE_EXIT);
+        }
+    }
     // Rootless: become root of a user namespace holding the caller's subordinate ids now, while
     // the process has one thread, so unpacking, RUN and commit all see the image's owners.
     if parsed.wants_user_namespace() {

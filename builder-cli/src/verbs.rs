@@ -5,6 +5,9 @@
 //! command (with a suggestion), not a build of a directory called `imgaes`. The verbs and the
 //! global options are read from clap's own definition, so a subcommand added to [`crate::cli::Cli`]
 //! is recognised here without touching this file.
+//!
+//! An unknown command exits with status 2, clap's status for every other usage error (docker
+//! uses 1 or 125 depending on the version; scripts only rely on it being non-zero).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -36,9 +39,26 @@ impl fmt::Display for UnknownCommand {
     }
 }
 
-/// Inserts `build` when the command line starts with build flags or a context path; leaves it
-/// alone when it starts with a known command; refuses a bare word that is neither.
-pub fn insert_default_verb(mut args: Vec<OsString>) -> Result<Vec<OsString>, UnknownCommand> {
+/// In `rbuild -t app imgaes`, the PATH of the implied `build` is a bare word naming no
+/// directory: a mistyped command, reported as one rather than as a missing Dockerfile.
+pub fn check_implicit_context(path: &Path) -> Result<(), UnknownCommand> {
+    let word = path.to_string_lossy();
+    if names_a_context(&word) {
+        return Ok(());
+    }
+    let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+    Err(UnknownCommand {
+        suggestions: suggest(&word, &known_verbs(&cmd)),
+        word: word.into_owned(),
+    })
+}
+
+/// Inserts `build` when the command line starts with build flags or a context path (and says
+/// so: that build's PATH is then checked with [`check_implicit_context`]); leaves it alone when
+/// it starts with a known command; refuses a bare word that is neither.
+pub fn insert_default_verb(
+    mut args: Vec<OsString>,
+) -> Result<(Vec<OsString>, bool), UnknownCommand> {
     let cmd = <crate::cli::Cli as clap::CommandFactory>::command();
     let verbs = known_verbs(&cmd);
     // Global options that take a value (`--root DIR`): their value is not a verb.
@@ -65,11 +85,8 @@ pub fn insert_default_verb(mut args: Vec<OsString>) -> Result<Vec<OsString>, Unk
             i += 1;
             continue;
         }
-        if matches!(a.as_str(), "-h" | "--help" | "-V" | "--version") {
-            return Ok(args);
-        }
-        if verbs.contains(&a) {
-            return Ok(args);
+        if matches!(a.as_str(), "-h" | "--help" | "-V" | "--version") || verbs.contains(&a) {
+            return Ok((args, false));
         }
         if !a.starts_with('-') && !names_a_context(&a) {
             return Err(UnknownCommand {
@@ -81,8 +98,9 @@ pub fn insert_default_verb(mut args: Vec<OsString>) -> Result<Vec<OsString>, Unk
     }
     if args.len() > 1 {
         args.insert(1, "build".into());
+        return Ok((args, true));
     }
-    Ok(args)
+    Ok((args, false))
 }
 
 /// Every name clap accepts as a subcommand (with aliases), plus `help`.
@@ -146,6 +164,10 @@ mod tests {
         args.iter().map(OsString::from).collect()
     }
 
+    fn args_of(args: Vec<OsString>) -> Result<Vec<OsString>, UnknownCommand> {
+        insert_default_verb(args).map(|r| r.0)
+    }
+
     #[test]
     fn default_verb_is_build() {
         let cases: &[(&[&str], &[&str])] = &[
@@ -184,7 +206,7 @@ mod tests {
             ),
         ];
         for (input, want) in cases {
-            assert_eq!(insert_default_verb(v(input)), Ok(v(want)), "{input:?}");
+            assert_eq!(args_of(v(input)), Ok(v(want)), "{input:?}");
         }
     }
 
@@ -193,14 +215,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let name = dir.path().to_str().unwrap();
         assert_eq!(
-            insert_default_verb(v(&["rbuild", name])),
+            args_of(v(&["rbuild", name])),
             Ok(v(&["rbuild", "build", name]))
         );
     }
 
     #[test]
     fn unknown_words_are_refused_with_suggestions() {
-        let e = insert_default_verb(v(&["rbuild", "imgaes"])).unwrap_err();
+        let e = args_of(v(&["rbuild", "imgaes"])).unwrap_err();
         assert_eq!(e.word, "imgaes");
         assert_eq!(e.suggestions.first().map(String::as_str), Some("images"));
         let text = e.to_string();
@@ -210,10 +232,10 @@ mod tests {
         );
         assert!(text.contains("Did you mean this?\n\timages"), "{text}");
 
-        let e = insert_default_verb(v(&["rbuild", "--root", "/s", "biuld", "."])).unwrap_err();
+        let e = args_of(v(&["rbuild", "--root", "/s", "biuld", "."])).unwrap_err();
         assert_eq!(e.suggestions, vec!["build".to_string()]);
 
-        let e = insert_default_verb(v(&["rbuild", "frobnicate"])).unwrap_err();
+        let e = args_of(v(&["rbuild", "frobnicate"])).unwrap_err();
         assert!(e.suggestions.is_empty());
         assert!(!e.to_string().contains("Did you mean"));
     }
@@ -224,11 +246,27 @@ mod tests {
         for s in cmd.get_subcommands() {
             let name = s.get_name();
             assert_eq!(
-                insert_default_verb(v(&["rbuild", name])),
+                args_of(v(&["rbuild", name])),
                 Ok(v(&["rbuild", name])),
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn implied_build_paths_are_checked() {
+        assert_eq!(
+            insert_default_verb(v(&["rbuild", "-t", "a", "imgaes"])).map(|r| r.1),
+            Ok(true)
+        );
+        assert_eq!(
+            insert_default_verb(v(&["rbuild", "images"])).map(|r| r.1),
+            Ok(false)
+        );
+        assert!(check_implicit_context(Path::new(".")).is_ok());
+        assert!(check_implicit_context(Path::new("sub/dir")).is_ok());
+        let e = check_implicit_context(Path::new("imgaes")).unwrap_err();
+        assert_eq!(e.suggestions.first().map(String::as_str), Some("images"));
     }
 
     #[test]

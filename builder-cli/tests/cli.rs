@@ -90,6 +90,19 @@ fn unknown_commands_are_errors_with_a_suggestion() {
     );
     assert!(!store.exists(), "an unknown command opened the store");
 
+    // Nor after build flags: the implied build's PATH is a mistyped command.
+    let out = rbuild(&store)
+        .args(["-t", "x:1", "imgaes"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("'imgaes' is not a rbuild command"),
+        "{}",
+        text(&out)
+    );
+
     // A word close to nothing still is not a context.
     let out = rbuild(&store)
         .arg("frobnicate")
