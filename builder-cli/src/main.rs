@@ -43,13 +43,13 @@ fn main() -> ExitCode {
         match rbuild_engine::sandbox::enter_user_namespace() {
             Ok(rbuild_engine::sandbox::UserNamespace::Unavailable(why)) => {
                 if parsed.is_unshare() {
-                    eprintln!("error: rbuild unshare: no user namespace: {why}");
+                    eprintln!("ERROR: rbuild unshare: no user namespace: {why}");
                     return ExitCode::from(1);
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                eprintln!("error: entering the rootless user namespace: {e}");
+                eprintln!("ERROR: entering the rootless user namespace: {e}");
                 return ExitCode::from(1);
             }
         }
