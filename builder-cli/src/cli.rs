@@ -327,15 +327,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
             images,
         } => {
             let builder = builder(&cli.root)?;
-            let mut items = Vec::new();
-            for i in &images {
-                let img = builder.images().resolve(i)?;
-                let names = match Reference::parse(i) {
-                    Ok(r) if !looks_like_id(i) => vec![r],
-                    _ => Vec::new(),
-                };
-                items.push((img, names));
-            }
+            let items = rbuild_engine::save::resolve_items(builder.images(), &images)?;
             crate::streams::save(&builder, &items, &format, output)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -373,11 +365,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn looks_like_id(s: &str) -> bool {
-    let s = s.strip_prefix("sha256:").unwrap_or(s);
-    s.len() >= 12 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 pub(crate) fn human_size(bytes: u64) -> String {

@@ -10,6 +10,30 @@ use rbuild_image::{Images, LocalImage, Reference};
 
 use crate::BuildError;
 
+/// What `docker save NAME...` writes for each argument: the image it names, with the name as
+/// the archive's tag when it was given by name (an id, full or short, tags nothing).
+pub fn resolve_items<S: AsRef<str>>(
+    images: &Images,
+    names: &[S],
+) -> Result<Vec<(LocalImage, Vec<Reference>)>, BuildError> {
+    let mut items = Vec::with_capacity(names.len());
+    for n in names {
+        let n = n.as_ref();
+        let img = images.resolve(n)?;
+        let tags = match Reference::parse(n) {
+            Ok(r) if !looks_like_id(n) => vec![r],
+            _ => Vec::new(),
+        };
+        items.push((img, tags));
+    }
+    Ok(items)
+}
+
+fn looks_like_id(s: &str) -> bool {
+    let s = s.strip_prefix("sha256:").unwrap_or(s);
+    s.len() >= 12 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Whether an output destination means standard output (`-`, as docker and buildx spell it).
 pub fn is_stdout(dest: &Path) -> bool {
     dest.as_os_str() == "-"
@@ -38,4 +62,21 @@ pub fn save(
     let out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::from(fd));
     let mut out = rbuild_image::export::write_archive(images, items, format, compression, out)?;
     out.flush().map_err(|e| BuildError::io("<stdout>", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_not_names() {
+        assert!(looks_like_id("0123456789ab"));
+        assert!(looks_like_id(
+            "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        ));
+        assert!(!looks_like_id("app:1"));
+        assert!(!looks_like_id("deadbeef"));
+        assert!(is_stdout(Path::new("-")));
+        assert!(!is_stdout(Path::new("./-")));
+    }
 }
