@@ -92,6 +92,59 @@ mod tests {
             .all(|d| d.file_name == "app.Dockerfile"));
     }
 
+    fn rootfs_tar(dir: &std::path::Path, content: &str) -> std::path::PathBuf {
+        let path = dir.join(format!("{content}.tar"));
+        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, "file.txt", content.as_bytes())
+            .unwrap();
+        b.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn prune_removes_untagged_images_and_keeps_tagged_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let builder = Builder::open(crate::BuilderOptions {
+            root: dir.path().join("store"),
+            registry: Default::default(),
+        })
+        .unwrap();
+        let platform = crate::host_platform();
+        let kept_ref = rbuild_image::Reference::parse("kept:1").unwrap();
+        let kept = crate::import_rootfs(
+            builder.images(),
+            &rootfs_tar(dir.path(), "kept"),
+            Some(&kept_ref),
+            &platform,
+            None,
+        )
+        .unwrap();
+        let loose = crate::import_rootfs(
+            builder.images(),
+            &rootfs_tar(dir.path(), "loose"),
+            None,
+            &platform,
+            None,
+        )
+        .unwrap();
+        let report = builder.prune().unwrap();
+        assert_eq!(report.images.images_deleted, vec![loose.id]);
+        assert!(report.bytes_freed() > 0, "{report:?}");
+        assert!(builder.images().resolve(&loose.id.to_string()).is_err());
+        assert_eq!(builder.images().resolve("kept:1").unwrap().id, kept.id);
+        // Nothing is left to remove the second time.
+        let again = builder.prune().unwrap();
+        assert!(again.images.images_deleted.is_empty());
+        assert_eq!(again.cache_records, 0);
+    }
+
     #[test]
     fn check_fails_on_parse_errors_with_the_same_name() {
         let req = BuildRequest {
