@@ -449,3 +449,23 @@ pub fn rootfs_tar<W: Write>(images: &Images, image: &LocalImage, out: W) -> Resu
     let _lock = images.store().lock_shared()?;
     crate::flatten::flatten(images, image, out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_format_names() {
+        let cases = [
+            ("docker", Some(ArchiveFormat::Docker)),
+            ("docker-archive", Some(ArchiveFormat::Docker)),
+            ("oci", Some(ArchiveFormat::Oci)),
+            ("oci-archive", Some(ArchiveFormat::Oci)),
+            ("tar", Some(ArchiveFormat::Rootfs)),
+            ("zip", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(ArchiveFormat::parse(name), want, "{name}");
+        }
+    }
+}

@@ -564,6 +564,35 @@ impl Challenge {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn helper_for_prefers_cred_helpers_then_creds_store() {
+        let cfg = serde_json::json!({
+            "credsStore": "desktop",
+            "credHelpers": { "https://quay.io": "quay", "gcr.io": "" }
+        });
+        assert_eq!(helper_for(&cfg, "quay.io"), Some("quay"));
+        assert_eq!(helper_for(&cfg, "localhost:5000"), Some("desktop"));
+        // An empty credHelpers entry falls back to nothing, as docker treats "" as no helper.
+        assert_eq!(helper_for(&cfg, "gcr.io"), None);
+        assert_eq!(helper_for(&serde_json::json!({}), "quay.io"), None);
+    }
+
+    #[test]
+    fn a_missing_helper_fails_login_without_writing_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.json");
+        std::fs::write(&cfg, r#"{"credsStore": "rbuild-no-such-helper"}"#).unwrap();
+        let e = store_login("localhost:5000", &Credentials::new("u", "pw-123"), &cfg).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("docker-credential-rbuild-no-such-helper"),
+            "{e}"
+        );
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        assert!(!text.contains("auths"), "{text}");
+    }
+
     use super::*;
 
     #[test]
