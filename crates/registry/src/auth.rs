@@ -303,9 +303,17 @@ fn run_helper(helper: &str, action: &str, input: &[u8]) -> Result<HelperRun, Reg
         Err(e) => return Err(fail(format!("cannot run it: {e}"))),
     };
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input)
-            .map_err(|e| fail(format!("cannot write to it: {e}")))?;
+        match stdin.write_all(input) {
+            Ok(()) => {}
+            // A helper may answer (and exit) without reading its input, e.g. when it fails;
+            // its status and message below say what happened.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail(format!("cannot write to it: {e}")));
+            }
+        }
     }
     let out = child
         .wait_with_output()
