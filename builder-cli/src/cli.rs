@@ -1,6 +1,5 @@
 //! Argument parsing (clap) and the wiring of each subcommand to the library.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -9,9 +8,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use rbuild_engine::image::reference::Reference;
-use rbuild_engine::{
-    BuildError, BuildRequest, Builder, BuilderOptions, Output, SecretFrom, SecretSource, SshSource,
-};
+use rbuild_engine::{BuildError, BuildRequest, Builder, BuilderOptions, Output};
 
 use crate::render::{Renderer, Style};
 
@@ -38,7 +35,7 @@ enum Command {
     /// Build an image from a Dockerfile (the default command)
     Build(BuildArgs),
     /// List images in the store
-    Images(ImagesArgs),
+    Images(crate::images::ImagesArgs),
     /// Create a tag TARGET that refers to SOURCE
     Tag {
         /// Existing image (name, name:tag or id)
@@ -56,11 +53,7 @@ enum Command {
         images: Vec<String>,
     },
     /// Show the manifest and config of images as JSON
-    Inspect {
-        /// Images to inspect
-        #[arg(required = true)]
-        images: Vec<String>,
-    },
+    Inspect(crate::images::InspectArgs),
     /// Show the history of an image
     History {
         /// Image to show
@@ -73,9 +66,9 @@ enum Command {
     Prune,
     /// Save images to a tar archive (docker-archive by default, as `docker save`)
     Save {
-        /// Write to this file (required: archives are not written to a terminal)
+        /// Write to this file instead of standard output (`-` is standard output)
         #[arg(short, long)]
-        output: PathBuf,
+        output: Option<PathBuf>,
         /// Archive format: docker or oci
         #[arg(long, default_value = "docker")]
         format: String,
@@ -95,9 +88,9 @@ enum Command {
     },
     /// Load images from a tar archive (docker, podman, skopeo or rbuild archives, or an OCI layout)
     Load {
-        /// Read from this archive or OCI layout directory
+        /// Read from this archive or OCI layout directory instead of standard input
         #[arg(short, long)]
-        input: PathBuf,
+        input: Option<PathBuf>,
         /// Print only the loaded image ids
         #[arg(short, long)]
         quiet: bool,
@@ -164,6 +157,14 @@ impl Cli {
     /// outside one.
     pub fn is_unshare(&self) -> bool {
         matches!(self.command, Command::Unshare { .. })
+    }
+
+    /// The PATH of a `build`, for checking the one an implied `build` got.
+    pub fn build_context(&self) -> Option<&std::path::Path> {
+        match &self.command {
+            Command::Build(b) => Some(&b.context),
+            _ => None,
+        }
     }
 }
 
@@ -251,45 +252,6 @@ struct BuildArgs {
     check: bool,
 }
 
-#[derive(Args, Debug)]
-struct ImagesArgs {
-    /// Only show image IDs
-    #[arg(short, long)]
-    quiet: bool,
-    /// Do not truncate output
-    #[arg(long)]
-    no_trunc: bool,
-}
-
-/// `rbuild -f X -t y .` means `rbuild build -f X -t y .`: insert the verb unless one is there.
-pub fn insert_default_verb(mut args: Vec<OsString>) -> Vec<OsString> {
-    let mut i = 1;
-    while i < args.len() {
-        let a = args[i].to_string_lossy();
-        if a == "--root" || a == "--insecure-registry" {
-            i += 2;
-            continue;
-        }
-        if a.starts_with("--root=") || a.starts_with("--insecure-registry=") {
-            i += 1;
-            continue;
-        }
-        if matches!(a.as_ref(), "-h" | "--help" | "-V" | "--version") {
-            return args;
-        }
-        // The verbs are clap's subcommands, so a new one can never be mistaken for a path.
-        let cmd = <Cli as clap::CommandFactory>::command();
-        if a == "help" || cmd.get_subcommands().any(|s| s.get_name() == a) {
-            return args;
-        }
-        break;
-    }
-    if args.len() > 1 {
-        args.insert(1, "build".into());
-    }
-    args
-}
-
 fn builder(cli_root: &Option<PathBuf>) -> Result<Builder, BuildError> {
     let opts = match cli_root {
         Some(r) => BuilderOptions {
@@ -335,47 +297,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
         Command::Logs(a) => Ok(crate::containers::logs(&cli.root, a)),
         Command::Exec(a) => Ok(crate::containers::exec(&cli.root, a)),
         Command::Commit(a) => Ok(crate::containers::commit(&cli.root, a)),
-        Command::Images(a) => {
-            let builder = builder(&cli.root)?;
-            let rows = builder.images().list()?;
-            let mut out = std::io::stdout().lock();
-            if a.quiet {
-                let mut seen = std::collections::BTreeSet::new();
-                for r in rows {
-                    let id = if a.no_trunc {
-                        r.id.to_string()
-                    } else {
-                        r.id.short()
-                    };
-                    if seen.insert(id.clone()) {
-                        let _ = writeln!(out, "{id}");
-                    }
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let _ = writeln!(
-                out,
-                "{:<40} {:<20} {:<15} {:<20} SIZE",
-                "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
-            );
-            for r in rows {
-                let id = if a.no_trunc {
-                    r.id.to_string()
-                } else {
-                    r.id.short()
-                };
-                let _ = writeln!(
-                    out,
-                    "{:<40} {:<20} {:<15} {:<20} {}",
-                    r.repository,
-                    r.tag,
-                    id,
-                    r.created,
-                    human_size(r.size)
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Images(a) => crate::images::images(&cli.root, a),
         Command::Tag { source, target } => {
             let builder = builder(&cli.root)?;
             let img = builder.images().resolve(&source)?;
@@ -412,19 +334,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Inspect { images } => {
-            let builder = builder(&cli.root)?;
-            let mut all = Vec::new();
-            for i in images {
-                let img = builder.images().resolve(&i)?;
-                all.push(builder.images().inspect(&img)?);
-            }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".into())
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Inspect(a) => crate::images::inspect(&cli.root, a),
         Command::History { image, no_trunc } => {
             let builder = builder(&cli.root)?;
             let rows = builder.images().history(&image)?;
@@ -449,22 +359,20 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
         }
         Command::Prune => {
             let builder = builder(&cli.root)?;
-            let records = rbuild_engine::cache::prune(builder.images().store())?;
-            if records > 0 {
-                println!("Deleted build cache records: {records}");
-            }
             // Images containers use stay, as docker's prune keeps them.
             let in_use = rbuild_container::Containers::open(builder.images())
                 .and_then(|c| c.images_in_use())
                 .map_err(|e| BuildError::Request(e.to_string()))?;
-            let stats = builder.images().prune_keeping(&in_use)?;
-            let trees = builder.prune_snapshots()?;
-            if trees.trees > 0 {
-                println!("Deleted snapshot trees: {}", trees.trees);
+            let report = builder.prune_keeping(&in_use)?;
+            if report.cache_records > 0 {
+                println!("Deleted build cache records: {}", report.cache_records);
+            }
+            if report.snapshots.trees > 0 {
+                println!("Deleted snapshot trees: {}", report.snapshots.trees);
             }
             println!(
                 "Total reclaimed space: {}",
-                human_size(stats.bytes_freed + trees.bytes)
+                human_size(report.bytes_freed())
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -474,38 +382,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
             images,
         } => {
             let builder = builder(&cli.root)?;
-            let mut items = Vec::new();
-            for i in &images {
-                let img = builder.images().resolve(i)?;
-                let names = match Reference::parse(i) {
-                    Ok(r) if !looks_like_id(i) => vec![r],
-                    _ => Vec::new(),
-                };
-                items.push((img, names));
-            }
-            match format.as_str() {
-                "docker" | "docker-archive" => {
-                    let f =
-                        std::fs::File::create(&output).map_err(|e| BuildError::io(&output, e))?;
-                    let f =
-                        rbuild_engine::image::export::docker_archive(builder.images(), &items, f)?;
-                    f.sync_all().map_err(|e| BuildError::io(&output, e))?;
-                }
-                "oci" | "oci-archive" => {
-                    rbuild_engine::image::export::oci_layout(
-                        builder.images(),
-                        &items,
-                        &output,
-                        true,
-                        rbuild_engine::image::export::ExportCompression::Gzip,
-                    )?;
-                }
-                other => {
-                    return Err(BuildError::Request(format!(
-                        "unknown --format {other:?}: use docker or oci"
-                    )))
-                }
-            }
+            let items = rbuild_engine::save::resolve_items(builder.images(), &images)?;
+            crate::streams::save(&builder, &items, &format, output)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Import {
@@ -527,7 +405,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
         }
         Command::Load { input, quiet } => {
             let builder = builder(&cli.root)?;
-            let loaded = rbuild_engine::image::import::load(builder.images(), &input)?;
+            let loaded = crate::streams::load(&builder, input)?;
             for l in loaded {
                 if quiet {
                     println!("{}", l.image.id);
@@ -544,12 +422,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
     }
 }
 
-fn looks_like_id(s: &str) -> bool {
-    let s = s.strip_prefix("sha256:").unwrap_or(s);
-    s.len() >= 12 && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
     let mut u = 0;
@@ -577,113 +450,23 @@ fn human_size(bytes: u64) -> String {
     format!("{n}{}", UNITS[u])
 }
 
-fn parse_kv(what: &str, s: &str) -> Result<(String, String), BuildError> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(BuildError::Request(format!(
-            "invalid {what} {s:?}: expected KEY=VALUE"
-        ))),
-    }
-}
-
-fn parse_secret(s: &str) -> Result<SecretSource, BuildError> {
-    let mut id = None;
-    let mut src = None;
-    let mut env = None;
-    for part in s.split(',') {
-        let (k, v) = parse_kv("--secret", part)?;
-        match k.as_str() {
-            "id" => id = Some(v),
-            "src" | "source" => src = Some(PathBuf::from(v)),
-            "env" => env = Some(v),
-            "type" => {}
-            other => {
-                return Err(BuildError::Request(format!(
-                    "invalid --secret {s:?}: unknown key {other:?}"
-                )))
-            }
-        }
-    }
-    let id =
-        id.ok_or_else(|| BuildError::Request(format!("invalid --secret {s:?}: missing id=")))?;
-    let source = match (src, env) {
-        (Some(p), _) => SecretFrom::File(p),
-        (None, Some(e)) => SecretFrom::Env(e),
-        (None, None) => SecretFrom::Env(id.clone()),
-    };
-    Ok(SecretSource { id, source })
-}
-
-/// `--ssh default`, `--ssh id` (both the agent of `$SSH_AUTH_SOCK`) or `--ssh id=SOCKET`. Key
-/// files, which BuildKit loads into an agent of its own, are refused with what to do instead.
-fn parse_ssh(s: &str, auth_sock: Option<OsString>) -> Result<SshSource, BuildError> {
-    let (id, path) = match s.split_once('=') {
-        Some((id, path)) => (id, Some(PathBuf::from(path))),
-        None => (s, None),
-    };
-    if id.is_empty() || path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-        return Err(BuildError::Request(format!(
-            "invalid --ssh {s:?}: expected default, ID or ID=SOCKET"
-        )));
-    }
-    let socket = match path {
-        Some(p) => p,
-        None => PathBuf::from(auth_sock.ok_or_else(|| {
-            BuildError::Request(format!(
-                "--ssh {s}: SSH_AUTH_SOCK is not set (start an agent, or give ID=SOCKET)"
-            ))
-        })?),
-    };
-    use std::os::unix::fs::FileTypeExt;
-    match std::fs::metadata(&socket) {
-        Ok(m) if m.file_type().is_socket() => {}
-        Ok(_) => {
-            return Err(BuildError::Request(format!(
-                "--ssh {s}: {} is not an agent socket; key files are not supported, load the \
-                 key into ssh-agent (ssh-add) and pass its socket",
-                socket.display()
-            )))
-        }
-        Err(e) => return Err(BuildError::io(&socket, e)),
-    }
-    Ok(SshSource {
-        id: id.to_string(),
-        socket,
-    })
-}
-
 fn build(
     root: &Option<PathBuf>,
     insecure_registry: &[String],
     b: BuildArgs,
 ) -> Result<ExitCode, BuildError> {
-    let mut build_args = BTreeMap::new();
-    for a in &b.build_args {
-        match a.split_once('=') {
-            Some((k, v)) => {
-                build_args.insert(k.to_string(), v.to_string());
-            }
-            None => {
-                // docker: `--build-arg KEY` takes the value from the environment, if set.
-                if let Ok(v) = std::env::var(a) {
-                    build_args.insert(a.clone(), v);
-                }
-            }
-        }
-    }
-    let mut labels = BTreeMap::new();
-    for l in &b.labels {
-        let (k, v) = parse_kv("--label", l)?;
-        labels.insert(k, v);
-    }
+    let build_args =
+        rbuild_engine::spec::parse_build_args(&b.build_args, &|k| std::env::var(k).ok());
+    let labels = rbuild_engine::spec::parse_labels(&b.labels)?;
     let mut outputs = Vec::new();
     for o in &b.outputs {
         outputs.push(Output::parse(o)?);
     }
+    crate::streams::check_stdout_outputs(&outputs, b.quiet)?;
     let secrets = b
         .secrets
         .iter()
-        .map(|s| parse_secret(s))
+        .map(|s| rbuild_engine::spec::parse_secret(s))
         .collect::<Result<Vec<_>, _>>()?;
     let cache_from = b
         .cache_from
@@ -698,7 +481,7 @@ fn build(
     let ssh = b
         .ssh
         .iter()
-        .map(|s| parse_ssh(s, std::env::var_os("SSH_AUTH_SOCK")))
+        .map(|s| rbuild_engine::spec::parse_ssh(s, std::env::var_os("SSH_AUTH_SOCK").as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
     let (dockerfile, dockerfile_text) = match &b.file {
         Some(p) if p.as_os_str() == "-" => {
@@ -710,14 +493,9 @@ fn build(
         Some(p) => (Some(p.clone()), None),
         None => (None, None),
     };
-    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
-            BuildError::Request(format!(
-                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
-            ))
-        })?),
-        _ => None,
-    };
+    let source_date_epoch = rbuild_engine::spec::parse_source_date_epoch(
+        std::env::var("SOURCE_DATE_EPOCH").ok().as_deref(),
+    )?;
     let req = BuildRequest {
         context: b.context.clone(),
         dockerfile,
@@ -833,47 +611,24 @@ fn build(
 
 /// `--check`: parse, plan and lint without building, as `docker build --check`.
 fn check(req: &BuildRequest) -> Result<ExitCode, BuildError> {
-    let path = req
-        .dockerfile
-        .clone()
-        .unwrap_or_else(|| req.context.join("Dockerfile"));
-    let (name, text) = match &req.dockerfile_text {
-        Some(t) => ("Dockerfile".to_string(), t.clone()),
-        None => (
-            path.display().to_string(),
-            std::fs::read_to_string(&path).map_err(|source| BuildError::ReadDockerfile {
-                path: path.clone(),
-                source,
-            })?,
-        ),
-    };
-    let df = rbuild_engine::dockerfile::parse(&name, &text)?;
-    let opts = rbuild_engine::dockerfile::PlanOptions {
-        build_args: req.build_args.clone(),
-        target: req.target.clone(),
-        build_platform: rbuild_engine::host_platform(),
-        // A multi-platform request is checked as its first platform.
-        target_platform: match &req.platform {
-            Some(p) => rbuild_engine::dockerfile::Platform::parse(p.split(',').next().unwrap_or(p))
-                .map_err(|e| BuildError::Request(format!("invalid --platform {p:?}: {e}")))?,
-            None => rbuild_engine::host_platform(),
-        },
-    };
-    rbuild_engine::dockerfile::plan(&df, &opts)?;
-    let diags = rbuild_engine::dockerfile::check(&df, &opts);
+    let report = rbuild_engine::check(req)?;
     let mut out = std::io::stdout().lock();
-    for d in &diags {
+    for d in &report.diagnostics {
         let _ = writeln!(
             out,
             "WARNING: {} - {}:{}:{}: {}",
             d.rule, d.file_name, d.line, d.column, d.message
         );
     }
-    if diags.is_empty() {
+    if report.diagnostics.is_empty() {
         let _ = writeln!(out, "Check complete, no warnings found.");
         Ok(ExitCode::SUCCESS)
     } else {
-        let _ = writeln!(out, "Check complete, {} warning(s) found.", diags.len());
+        let _ = writeln!(
+            out,
+            "Check complete, {} warning(s) found.",
+            report.diagnostics.len()
+        );
         Ok(ExitCode::from(1))
     }
 }
@@ -881,40 +636,6 @@ fn check(req: &BuildRequest) -> Result<ExitCode, BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn v(args: &[&str]) -> Vec<OsString> {
-        args.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn default_verb_is_build() {
-        let cases: &[(&[&str], &[&str])] = &[
-            (
-                &["rbuild", "-f", "D", "-t", "x:1", "."],
-                &["rbuild", "build", "-f", "D", "-t", "x:1", "."],
-            ),
-            (&["rbuild", "."], &["rbuild", "build", "."]),
-            (&["rbuild", "images"], &["rbuild", "images"]),
-            (&["rbuild", "build", "."], &["rbuild", "build", "."]),
-            (&["rbuild", "--help"], &["rbuild", "--help"]),
-            (&["rbuild"], &["rbuild"]),
-            (
-                &["rbuild", "--root", "/s", "save", "x"],
-                &["rbuild", "--root", "/s", "save", "x"],
-            ),
-            (
-                &["rbuild", "--insecure-registry", "h:5000", "push", "x"],
-                &["rbuild", "--insecure-registry", "h:5000", "push", "x"],
-            ),
-            (
-                &["rbuild", "--root", "/s", "."],
-                &["rbuild", "build", "--root", "/s", "."],
-            ),
-        ];
-        for (input, want) in cases {
-            assert_eq!(insert_default_verb(v(input)), v(want), "{input:?}");
-        }
-    }
 
     #[test]
     fn sizes_read_like_docker() {
@@ -925,22 +646,5 @@ mod tests {
         assert_eq!(human_size(12_345), "12.3kB");
         assert_eq!(human_size(145_000_000), "145MB");
         assert_eq!(human_size(2_000_000_000), "2GB");
-    }
-
-    #[test]
-    fn secrets_parse() {
-        assert_eq!(
-            parse_secret("id=a,src=/x").unwrap(),
-            SecretSource {
-                id: "a".into(),
-                source: SecretFrom::File("/x".into())
-            }
-        );
-        assert_eq!(
-            parse_secret("id=tok").unwrap().source,
-            SecretFrom::Env("tok".into())
-        );
-        assert!(parse_secret("src=/x").is_err());
-        assert!(parse_secret("id=a,bogus=1").is_err());
     }
 }

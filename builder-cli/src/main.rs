@@ -3,10 +3,14 @@
 
 mod cli;
 mod containers;
+mod images;
 mod registry;
 mod render;
 mod signals;
+mod streams;
+mod template;
 mod tty;
+mod verbs;
 
 use std::process::ExitCode;
 
@@ -17,7 +21,13 @@ fn main() -> ExitCode {
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let args = cli::insert_default_verb(args);
+    let (args, implicit_build) = match verbs::insert_default_verb(args) {
+        Ok(a) => a,
+        Err(unknown) => {
+            eprintln!("{unknown}");
+            return ExitCode::from(verbs::USAGE_EXIT);
+        }
+    };
     let mut parsed = match <cli::Cli as clap::Parser>::try_parse_from(args) {
         Ok(p) => p,
         Err(e) => {
@@ -26,6 +36,12 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if implicit_build {
+        if let Some(Err(unknown)) = parsed.build_context().map(verbs::check_implicit_context) {
+            eprintln!("{unknown}");
+            return ExitCode::from(verbs::USAGE_EXIT);
+        }
+    }
     // Rootless: become root of a user namespace holding the caller's subordinate ids now, while
     // the process has one thread, so unpacking, RUN and commit all see the image's owners.
     if parsed.wants_user_namespace() {
@@ -33,13 +49,13 @@ fn main() -> ExitCode {
         match rbuild_engine::sandbox::enter_user_namespace() {
             Ok(rbuild_engine::sandbox::UserNamespace::Unavailable(why)) => {
                 if parsed.is_unshare() {
-                    eprintln!("error: rbuild unshare: no user namespace: {why}");
+                    eprintln!("ERROR: rbuild unshare: no user namespace: {why}");
                     return ExitCode::from(1);
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                eprintln!("error: entering the rootless user namespace: {e}");
+                eprintln!("ERROR: entering the rootless user namespace: {e}");
                 return ExitCode::from(1);
             }
         }

@@ -398,7 +398,11 @@ fn json(event: &Event) -> String {
 /// error cannot clear the screen or overwrite the display above it.
 pub fn error(e: &BuildError) -> String {
     let text = match e {
-        BuildError::Dockerfile(pe) => format!("ERROR: {}", pe.render()),
+        // The parser's rendering opens with its own `error: `; one prefix is enough.
+        BuildError::Dockerfile(pe) => {
+            let r = pe.render();
+            format!("ERROR: {}", r.strip_prefix("error: ").unwrap_or(&r))
+        }
         other => format!("ERROR: {other}"),
     };
     crate::tty::sanitize_lines(&text)

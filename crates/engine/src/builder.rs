@@ -503,27 +503,26 @@ pub(crate) fn export(
         let items = vec![(image.clone(), tags.to_vec())];
         let (kind, dest) = match out {
             Output::Store => continue,
-            Output::Oci { dest, tar } => {
+            Output::Oci { dest, tar: false } => {
                 rbuild_image::export::oci_layout(
                     images,
                     &items,
                     dest,
-                    *tar,
+                    false,
                     rbuild_image::export::ExportCompression::Gzip,
                 )?;
                 ("oci", dest)
             }
-            Output::Docker { dest } => {
-                let f = create_file(dest)?;
-                let f = rbuild_image::export::docker_archive(images, &items, f)?;
-                f.sync_all().map_err(|e| BuildError::io(dest, e))?;
-                ("docker", dest)
-            }
-            Output::Tar { dest } => {
-                let f = create_file(dest)?;
-                let f = rbuild_image::export::rootfs_tar(images, image, f)?;
-                f.sync_all().map_err(|e| BuildError::io(dest, e))?;
-                ("tar", dest)
+            // One exporter for archives, shared with `save` (and `dest=-` for stdout).
+            Output::Oci { dest, tar: true } | Output::Docker { dest } | Output::Tar { dest } => {
+                use rbuild_image::export::ArchiveFormat;
+                let (format, kind) = match out {
+                    Output::Oci { .. } => (ArchiveFormat::Oci, "oci"),
+                    Output::Docker { .. } => (ArchiveFormat::Docker, "docker"),
+                    _ => (ArchiveFormat::Rootfs, "tar"),
+                };
+                crate::save::save(images, &items, format, Default::default(), dest)?;
+                (kind, dest)
             }
             Output::Local { dest } => {
                 // The flattened tree streams through a pipe into the safe applier, so nothing in
@@ -592,10 +591,6 @@ pub(crate) fn export(
         });
     }
     Ok(pushed)
-}
-
-fn create_file(path: &Path) -> Result<std::fs::File, BuildError> {
-    std::fs::File::create(path).map_err(|e| BuildError::io(path, e))
 }
 
 pub(crate) fn dockerfile_path(req: &BuildRequest) -> Option<PathBuf> {

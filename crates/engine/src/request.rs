@@ -86,7 +86,8 @@ pub enum SecretFrom {
     Env(String),
 }
 
-/// A destination for the built image, as `-o/--output` names them.
+/// A destination for the built image, as `-o/--output` names them. A `dest` of `-` means the
+/// process's standard output (buildx's `dest=-`) for the tar outputs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// The local image store (the default), tagged with the request's tags.
@@ -128,10 +129,9 @@ impl Output {
     pub fn parse(spec: &str) -> Result<Output, BuildError> {
         let bad = |why: &str| BuildError::Request(format!("invalid --output {spec:?}: {why}"));
         if !spec.contains('=') {
+            // buildx: `-o -` is the root filesystem as a tar on standard output.
             if spec == "-" {
-                return Err(bad(
-                    "writing to standard output is not supported; give a file",
-                ));
+                return Ok(Output::Tar { dest: "-".into() });
             }
             return Ok(Output::Local {
                 dest: PathBuf::from(spec),
@@ -184,12 +184,22 @@ impl Output {
             "store" => Ok(Output::Store),
             "oci" => {
                 let dest = need_dest()?;
-                let tar = tar.unwrap_or_else(|| dest.extension().is_some_and(|e| e == "tar"));
+                let tar = tar.unwrap_or_else(|| {
+                    crate::save::is_stdout(&dest) || dest.extension().is_some_and(|e| e == "tar")
+                });
+                if crate::save::is_stdout(&dest) && !tar {
+                    return Err(bad("dest=- writes a tar; drop tar=false"));
+                }
                 Ok(Output::Oci { dest, tar })
             }
             "docker" => Ok(Output::Docker { dest: need_dest()? }),
             "tar" => Ok(Output::Tar { dest: need_dest()? }),
-            "local" => Ok(Output::Local { dest: need_dest()? }),
+            "local" => match need_dest()? {
+                d if crate::save::is_stdout(&d) => Err(bad(
+                    "type=local writes a directory; use type=tar,dest=- for standard output",
+                )),
+                dest => Ok(Output::Local { dest }),
+            },
             other => Err(bad(&format!("unknown type {other:?}"))),
         }
     }
@@ -258,7 +268,20 @@ mod tests {
             ("type=bogus,dest=x", None),
             ("dest=x", None),
             ("type=oci,dest=x,tar=maybe", None),
-            ("-", None),
+            ("-", Some(Output::Tar { dest: "-".into() })),
+            (
+                "type=oci,dest=-",
+                Some(Output::Oci {
+                    dest: "-".into(),
+                    tar: true,
+                }),
+            ),
+            (
+                "type=docker,dest=-",
+                Some(Output::Docker { dest: "-".into() }),
+            ),
+            ("type=oci,dest=-,tar=false", None),
+            ("type=local,dest=-", None),
         ];
         for (spec, want) in cases {
             let got = Output::parse(spec).ok();

@@ -325,6 +325,94 @@ fn write_layout(
     std::fs::rename(&tmp, &index_path).map_err(|e| ImageError::io(&index_path, e))
 }
 
+/// The tar formats an image can be written as, to a file or a stream; `docker save`'s
+/// `--format` and the tar outputs of a build (`-o type=docker|oci|tar`) share this one switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// A docker-archive (`docker save`, `docker load`).
+    Docker,
+    /// A tar of an OCI image layout (skopeo's `oci-archive:`, docker 25+ `load`).
+    Oci,
+    /// The image's flattened root filesystem (`-o type=tar`); one image only.
+    Rootfs,
+}
+
+impl ArchiveFormat {
+    /// Parses a format name as `save --format` and skopeo spell them: `docker` /
+    /// `docker-archive`, `oci` / `oci-archive`, `tar` / `rootfs`.
+    pub fn parse(name: &str) -> Option<ArchiveFormat> {
+        match name {
+            "docker" | "docker-archive" => Some(ArchiveFormat::Docker),
+            "oci" | "oci-archive" => Some(ArchiveFormat::Oci),
+            "tar" | "rootfs" => Some(ArchiveFormat::Rootfs),
+            _ => None,
+        }
+    }
+}
+
+/// Streams an OCI image layout as one tar into `out` (see [`oci_layout`] for its content).
+pub fn oci_archive<W: Write>(
+    images: &Images,
+    items: &[(LocalImage, Vec<Reference>)],
+    out: W,
+    c: ExportCompression,
+) -> Result<W, ImageError> {
+    let _lock = images.store().lock_shared()?;
+    let mut sink = TarSink::new(out, "oci-archive");
+    sink.add_bytes("oci-layout", OCI_LAYOUT)?;
+    let entries = write_layout_blobs(images, items, &mut sink, c)?;
+    sink.add_bytes("index.json", &index_bytes(entries))?;
+    sink.finish()
+}
+
+/// Writes `items` as one archive of `format` into a stream (a pipe, standard output, a
+/// socket). `c` compresses the layers of OCI archives; docker-archives keep them plain, as
+/// `docker save` does.
+pub fn write_archive<W: Write>(
+    images: &Images,
+    items: &[(LocalImage, Vec<Reference>)],
+    format: ArchiveFormat,
+    c: ExportCompression,
+    out: W,
+) -> Result<W, ImageError> {
+    match format {
+        ArchiveFormat::Docker => docker_archive(images, items, out),
+        ArchiveFormat::Oci => oci_archive(images, items, out, c),
+        ArchiveFormat::Rootfs => match items {
+            [(image, _)] => rootfs_tar(images, image, out),
+            _ => Err(ImageError::InvalidImage(format!(
+                "a root filesystem tar holds one image, not {}",
+                items.len()
+            ))),
+        },
+    }
+}
+
+/// [`write_archive`] into the file `dest`, which appears only once complete: the archive is
+/// written to a temporary file beside it, flushed to disk, then renamed into place.
+pub fn write_archive_file(
+    images: &Images,
+    items: &[(LocalImage, Vec<Reference>)],
+    format: ArchiveFormat,
+    c: ExportCompression,
+    dest: &Path,
+) -> Result<(), ImageError> {
+    let tmp = tmp_sibling(dest);
+    let file = File::create(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
+    let result = (|| {
+        let w = write_archive(images, items, format, c, BufWriter::new(file))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| ImageError::io(dest, e.into_error()))?;
+        f.sync_all().map_err(|e| ImageError::io(dest, e))
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, dest).map_err(|e| ImageError::io(dest, e))
+}
+
 fn tmp_sibling(dest: &Path) -> PathBuf {
     let mut name = dest
         .file_name()
@@ -431,4 +519,24 @@ pub fn docker_archive<W: Write>(
 pub fn rootfs_tar<W: Write>(images: &Images, image: &LocalImage, out: W) -> Result<W, ImageError> {
     let _lock = images.store().lock_shared()?;
     crate::flatten::flatten(images, image, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_format_names() {
+        let cases = [
+            ("docker", Some(ArchiveFormat::Docker)),
+            ("docker-archive", Some(ArchiveFormat::Docker)),
+            ("oci", Some(ArchiveFormat::Oci)),
+            ("oci-archive", Some(ArchiveFormat::Oci)),
+            ("tar", Some(ArchiveFormat::Rootfs)),
+            ("zip", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(ArchiveFormat::parse(name), want, "{name}");
+        }
+    }
 }

@@ -61,6 +61,26 @@ struct DockerManifestEntry {
 /// Loads every image of the archive at `path` (a tar, a compressed tar, or an OCI layout
 /// directory), tags the names it carries, and returns what was loaded.
 pub fn load(images: &Images, path: &Path) -> Result<Vec<Loaded>, ImageError> {
+    load_shown(images, path, path)
+}
+
+/// Loads every image of an archive read from a stream (`docker load` from standard input),
+/// named `shown` in errors. A tar is read by offset, so the stream is first copied into the
+/// store's temporary area (removed afterwards, whatever happens).
+pub fn load_reader<R: Read>(
+    images: &Images,
+    mut reader: R,
+    shown: &Path,
+) -> Result<Vec<Loaded>, ImageError> {
+    let tmp = images.store().temp_dir("load")?;
+    let spooled = tmp.path().join("stream");
+    let mut out = std::fs::File::create(&spooled).map_err(|e| ImageError::io(&spooled, e))?;
+    io::copy(&mut reader, &mut out).map_err(|e| ImageError::io(shown, e))?;
+    drop(out);
+    load_shown(images, &spooled, shown)
+}
+
+fn load_shown(images: &Images, path: &Path, shown: &Path) -> Result<Vec<Loaded>, ImageError> {
     // Layers stored early must survive until the image record that references them is written.
     let _lock = images.store().lock_shared()?;
     let meta = std::fs::metadata(path).map_err(|e| ImageError::io(path, e))?;
@@ -74,7 +94,8 @@ pub fn load(images: &Images, path: &Path) -> Result<Vec<Loaded>, ImageError> {
     };
     let codec = rbuild_layer::compress::detect(head.get(..n).unwrap_or(&[]));
     if matches!(codec, rbuild_layer::compress::Compression::None) {
-        return load_from(images, &TarSource::open(path)?);
+        let src = TarSource::open(path)?;
+        return load_from(images, &Renamed { inner: src, shown });
     }
     // A compressed archive cannot be read by offset: decompress it once into the store's temp area.
     let tmp = images.store().temp_dir("load")?;
@@ -85,10 +106,7 @@ pub fn load(images: &Images, path: &Path) -> Result<Vec<Loaded>, ImageError> {
     io::copy(&mut r, &mut out).map_err(|e| ImageError::io(path, e))?;
     drop(out);
     let src = TarSource::open(&plain)?;
-    let src = Renamed {
-        inner: src,
-        shown: path,
-    };
+    let src = Renamed { inner: src, shown };
     load_from(images, &src)
 }
 

@@ -158,17 +158,7 @@ pub fn load(registry: &str, src: &AuthSource) -> Result<Option<Credentials>, Reg
     }
     if let Some(path) = &src.docker_config {
         if let Some(cfg) = read_json(path)? {
-            let helper = cfg
-                .get("credHelpers")
-                .and_then(Value::as_object)
-                .and_then(|h| {
-                    h.iter()
-                        .find(|(k, _)| normalize_registry(k) == want)
-                        .and_then(|(_, v)| v.as_str())
-                })
-                .or_else(|| cfg.get("credsStore").and_then(Value::as_str))
-                .filter(|h| !h.is_empty());
-            if let Some(helper) = helper {
+            if let Some(helper) = helper_for(&cfg, &want) {
                 if let Some(c) = helper_get(helper, &auth_key(&want))? {
                     return Ok(Some(c));
                 }
@@ -256,8 +246,41 @@ fn from_auths(cfg: &Value, want: &str, path: &Path) -> Result<Option<Credentials
     }
 }
 
-/// Runs `docker-credential-<helper> get`, docker's credential-helper protocol.
-fn helper_get(helper: &str, server: &str) -> Result<Option<Credentials>, RegistryError> {
+/// The credential helper docker would use for `want` (a normalised host): its `credHelpers`
+/// entry, else `credsStore`.
+fn helper_for<'a>(cfg: &'a Value, want: &str) -> Option<&'a str> {
+    cfg.get("credHelpers")
+        .and_then(Value::as_object)
+        .and_then(|h| {
+            h.iter()
+                .find(|(k, _)| normalize_registry(k) == want)
+                .and_then(|(_, v)| v.as_str())
+        })
+        .or_else(|| cfg.get("credsStore").and_then(Value::as_str))
+        .filter(|h| !h.is_empty())
+}
+
+/// What a helper run printed, and whether it succeeded.
+struct HelperRun {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl HelperRun {
+    /// The helpers' own "nothing stored for this server" answer (docker-credential-helpers'
+    /// `credentials not found in native keychain`).
+    fn not_found(&self) -> bool {
+        !self.ok
+            && (self.stdout.contains("credentials not found")
+                || self.stderr.contains("credentials not found")
+                || self.stdout.is_empty() && self.stderr.is_empty())
+    }
+}
+
+/// Runs `docker-credential-<helper> <action>` with `input` on stdin, docker's credential-helper
+/// protocol (`get` and `erase` take the server URL, `store` a JSON document).
+fn run_helper(helper: &str, action: &str, input: &[u8]) -> Result<HelperRun, RegistryError> {
     let program = format!("docker-credential-{helper}");
     let fail = |reason: String| RegistryError::Credentials {
         source_name: program.clone(),
@@ -270,7 +293,7 @@ fn helper_get(helper: &str, server: &str) -> Result<Option<Credentials>, Registr
         return Err(fail("invalid helper name".into()));
     }
     let mut child = match Command::new(&program)
-        .arg("get")
+        .arg(action)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -280,26 +303,53 @@ fn helper_get(helper: &str, server: &str) -> Result<Option<Credentials>, Registr
         Err(e) => return Err(fail(format!("cannot run it: {e}"))),
     };
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(server.as_bytes())
-            .map_err(|e| fail(format!("cannot write to it: {e}")))?;
+        match stdin.write_all(input) {
+            Ok(()) => {}
+            // A helper may answer (and exit) without reading its input, e.g. when it fails;
+            // its status and message below say what happened.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail(format!("cannot write to it: {e}")));
+            }
+        }
     }
     let out = child
         .wait_with_output()
         .map_err(|e| fail(format!("cannot wait for it: {e}")))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        if stdout.contains("credentials not found") || out.stderr.is_empty() && stdout.is_empty() {
+    Ok(HelperRun {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
+fn helper_failed(helper: &str, action: &str, run: &HelperRun) -> RegistryError {
+    let why = if run.stderr.is_empty() {
+        run.stdout.trim()
+    } else {
+        &run.stderr
+    };
+    RegistryError::Credentials {
+        source_name: format!("docker-credential-{helper}"),
+        reason: format!("{action} failed: {why}"),
+    }
+}
+
+/// Runs `docker-credential-<helper> get`, docker's credential-helper protocol.
+fn helper_get(helper: &str, server: &str) -> Result<Option<Credentials>, RegistryError> {
+    let run = run_helper(helper, "get", server.as_bytes())?;
+    if !run.ok {
+        if run.not_found() {
             return Ok(None);
         }
-        return Err(fail(format!(
-            "exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(helper_failed(helper, "get", &run));
     }
-    let v: Value =
-        serde_json::from_str(&stdout).map_err(|e| fail(format!("printed invalid JSON: {e}")))?;
+    let v: Value = serde_json::from_str(&run.stdout).map_err(|e| RegistryError::Credentials {
+        source_name: format!("docker-credential-{helper}"),
+        reason: format!("printed invalid JSON: {e}"),
+    })?;
     let user = v.get("Username").and_then(Value::as_str).unwrap_or("");
     let secret = v.get("Secret").and_then(Value::as_str).unwrap_or("");
     if secret.is_empty() {
@@ -314,6 +364,34 @@ fn helper_get(helper: &str, server: &str) -> Result<Option<Credentials>, Registr
     } else {
         Credentials::new(user, secret)
     }))
+}
+
+/// Runs `docker-credential-<helper> store`: `{"ServerURL", "Username", "Secret"}` on stdin, an
+/// identity token stored as user `<token>`, as docker does.
+fn helper_store(helper: &str, server: &str, creds: &Credentials) -> Result<(), RegistryError> {
+    let (user, secret) = match &creds.identity_token {
+        Some(t) => ("<token>", t.as_str()),
+        None => (creds.username.as_str(), creds.password.as_str()),
+    };
+    let doc = serde_json::json!({ "ServerURL": server, "Username": user, "Secret": secret });
+    let run = run_helper(helper, "store", doc.to_string().as_bytes())?;
+    if run.ok {
+        Ok(())
+    } else {
+        Err(helper_failed(helper, "store", &run))
+    }
+}
+
+/// Runs `docker-credential-<helper> erase`; `false` when it held nothing for `server`.
+fn helper_erase(helper: &str, server: &str) -> Result<bool, RegistryError> {
+    let run = run_helper(helper, "erase", server.as_bytes())?;
+    if run.ok {
+        Ok(true)
+    } else if run.not_found() {
+        Ok(false)
+    } else {
+        Err(helper_failed(helper, "erase", &run))
+    }
 }
 
 fn write_json_atomic(path: &Path, v: &Value) -> Result<(), RegistryError> {
@@ -353,15 +431,19 @@ fn write_json_atomic(path: &Path, v: &Value) -> Result<(), RegistryError> {
     result
 }
 
-/// Saves credentials in docker's `config.json` format (`auths.<registry>.auth` = base64 of
-/// `user:password`), keeping every other key, for `rbuild login`. The file is replaced atomically
-/// and is readable by its owner only.
+/// Saves credentials for `rbuild login` as docker does: in the credential helper the config names
+/// for this registry (`credHelpers`, else `credsStore`), leaving only an empty `auths` entry in
+/// the file, and otherwise in `auths.<registry>.auth` (base64 of `user:password`). Every other
+/// key is kept; the file is replaced atomically and is readable by its owner only. When a
+/// helper is configured and fails, the error is returned and the secret is never written to
+/// the file instead.
 pub fn store_login(
     registry: &str,
     creds: &Credentials,
     config_path: &Path,
 ) -> Result<(), RegistryError> {
     let mut cfg = read_json(config_path)?.unwrap_or_else(|| Value::Object(Map::new()));
+    let snapshot = cfg.clone();
     let Some(obj) = cfg.as_object_mut() else {
         return Err(RegistryError::Credentials {
             source_name: config_path.display().to_string(),
@@ -374,8 +456,16 @@ pub fn store_login(
     if !auths.is_object() {
         *auths = Value::Object(Map::new());
     }
+    let want = normalize_registry(registry);
+    if let Some(helper) = helper_for(&snapshot, &want) {
+        helper_store(helper, &auth_key(registry), creds)?;
+        if let Some(auths) = auths.as_object_mut() {
+            auths.retain(|k, _| normalize_registry(k) != want);
+            auths.insert(auth_key(registry), Value::Object(Map::new()));
+        }
+        return write_json_atomic(config_path, &cfg);
+    }
     if let Some(auths) = auths.as_object_mut() {
-        let want = normalize_registry(registry);
         auths.retain(|k, _| normalize_registry(k) != want);
         let mut entry = Map::new();
         entry.insert(
@@ -390,20 +480,25 @@ pub fn store_login(
     write_json_atomic(config_path, &cfg)
 }
 
-/// Forgets the credentials for `registry` in a docker `config.json`, for `rbuild logout`.
-/// Returns whether there were any.
+/// Forgets the credentials for `registry`, for `rbuild logout`: erased from the credential
+/// helper the docker `config.json` names for it, and its `auths` entry removed. Returns whether
+/// there were any.
 pub fn remove_login(registry: &str, config_path: &Path) -> Result<bool, RegistryError> {
     let Some(mut cfg) = read_json(config_path)? else {
         return Ok(false);
     };
     let want = normalize_registry(registry);
+    let erased = match helper_for(&cfg, &want) {
+        Some(helper) => helper_erase(helper, &auth_key(registry))?,
+        None => false,
+    };
     let Some(auths) = cfg.get_mut("auths").and_then(Value::as_object_mut) else {
-        return Ok(false);
+        return Ok(erased);
     };
     let before = auths.len();
     auths.retain(|k, _| normalize_registry(k) != want);
     if auths.len() == before {
-        return Ok(false);
+        return Ok(erased);
     }
     write_json_atomic(config_path, &cfg)?;
     Ok(true)
@@ -477,6 +572,35 @@ impl Challenge {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn helper_for_prefers_cred_helpers_then_creds_store() {
+        let cfg = serde_json::json!({
+            "credsStore": "desktop",
+            "credHelpers": { "https://quay.io": "quay", "gcr.io": "" }
+        });
+        assert_eq!(helper_for(&cfg, "quay.io"), Some("quay"));
+        assert_eq!(helper_for(&cfg, "localhost:5000"), Some("desktop"));
+        // An empty credHelpers entry falls back to nothing, as docker treats "" as no helper.
+        assert_eq!(helper_for(&cfg, "gcr.io"), None);
+        assert_eq!(helper_for(&serde_json::json!({}), "quay.io"), None);
+    }
+
+    #[test]
+    fn a_missing_helper_fails_login_without_writing_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.json");
+        std::fs::write(&cfg, r#"{"credsStore": "rbuild-no-such-helper"}"#).unwrap();
+        let e = store_login("localhost:5000", &Credentials::new("u", "pw-123"), &cfg).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("docker-credential-rbuild-no-such-helper"),
+            "{e}"
+        );
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        assert!(!text.contains("auths"), "{text}");
+    }
+
     use super::*;
 
     #[test]
