@@ -359,6 +359,10 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let store = store_with_busybox(work.path());
     rb_ok(&store, &["run", "--name", "taken", "bb:1", "true"]);
     let before = rb_ok(&store, &["ps", "-a", "-q"]);
+    // An empty CDI spec directory: the device errors must not depend on this machine's specs.
+    let cdi = work.path().join("cdi");
+    std::fs::create_dir(&cdi).unwrap();
+    let cdi = cdi.to_str().unwrap();
 
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
         (vec!["run", "127.0.0.1:1/nosuch:1"], 125, "nosuch"),
@@ -373,14 +377,22 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "/no/such/host/dir",
         ),
         (
-            vec!["run", "--device", "example.com/gpu=nope", "bb:1", "true"],
+            vec![
+                "run",
+                "--cdi-spec-dir",
+                cdi,
+                "--device",
+                "example.com/gpu=nope",
+                "bb:1",
+                "true",
+            ],
             125,
             "example.com/gpu=nope",
         ),
         (
-            vec!["run", "--gpus", "all", "bb:1", "true"],
+            vec!["run", "--cdi-spec-dir", cdi, "--gpus", "all", "bb:1", "true"],
             125,
-            "--gpus all",
+            "nvidia.com/gpu=all: no CDI spec for nvidia.com/gpu",
         ),
         (vec!["rm", "nosuch"], 1, "No such container: nosuch"),
         (vec!["stop", "nosuch"], 1, "No such container: nosuch"),
