@@ -111,6 +111,9 @@ enum Command {
     Login(crate::registry::LoginArgs),
     /// Log out from a registry
     Logout(crate::registry::LogoutArgs),
+    /// Show what this host offers builds (namespaces, subordinate ids, overlay) and what rbuild
+    /// will use (snapshotter, isolation, store, registry configuration)
+    Info(crate::info::InfoArgs),
     /// Run a command inside rbuild's rootless user namespace (as `buildah unshare`), e.g. to
     /// inspect or remove store files owned by subordinate ids
     Unshare {
@@ -214,6 +217,10 @@ struct BuildArgs {
     /// Check the Dockerfile (parse, resolve stages and arguments, lint) without building
     #[arg(long)]
     check: bool,
+    /// How RUN steps are isolated: auto (namespaces, else chroot where a root caller may create
+    /// none, as in an unprivileged container), userns (namespaces only) or chroot (root only)
+    #[arg(long, default_value = "auto", value_name = "auto|userns|chroot")]
+    isolation: rbuild_engine::sandbox::Isolation,
 }
 
 #[derive(Args, Debug)]
@@ -291,6 +298,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
         Command::Login(a) => crate::registry::login(&cli.insecure_registry, a),
         Command::Logout(a) => crate::registry::logout(a),
         Command::Unshare { command } => unshare(command),
+        Command::Info(a) => crate::info::info(&cli.root, a),
         Command::Images(a) => {
             let builder = builder(&cli.root)?;
             let rows = builder.images().list()?;
@@ -754,7 +762,7 @@ fn build(
             }
         }
     };
-    let builder = crate::registry::builder_with(root, insecure_registry)?;
+    let builder = crate::registry::builder_isolated(root, insecure_registry, b.isolation)?;
     let renderer = Arc::new(Renderer::new(style));
     if b.explain {
         let explained = builder.explain(&req, renderer.as_ref())?;

@@ -2,6 +2,7 @@
 //! users type them, wires the library together, and renders progress and errors; nothing else.
 
 mod cli;
+mod info;
 mod registry;
 mod render;
 mod signals;

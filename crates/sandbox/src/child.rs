@@ -105,6 +105,26 @@ pub(crate) enum Op {
     },
     /// `symlink`, tolerating an existing entry.
     Symlink { target: CString, link: CString },
+    /// Chroot isolation: `chroot` into `path` (a host path) and `chdir("/")`.
+    Chroot { path: CString },
+    /// Chroot isolation: a device node where none exists; refused creation (no CAP_MKNOD) is
+    /// tolerated; `stub` reports a creation.
+    Mknod {
+        path: CString,
+        mode: libc::mode_t,
+        dev: libc::dev_t,
+        stub: bool,
+    },
+    /// Chroot isolation: a new file with `data`, `mode` and `owner` (what a bind mount would
+    /// have shown); an existing entry is kept when `keep_existing`, else an error (EEXIST).
+    WriteFile {
+        path: CString,
+        data: Vec<u8>,
+        mode: libc::mode_t,
+        owner: Option<(libc::uid_t, libc::gid_t)>,
+        keep_existing: bool,
+        stub: bool,
+    },
 }
 
 /// Everything the two children need, prepared before `fork`.
@@ -257,6 +277,11 @@ pub(crate) unsafe fn helper_main(plan: &ChildPlan, fds: &ChildFds, slots: &mut [
         if r < 0 && errno() != libc::EINTR {
             libc::_exit(125);
         }
+    }
+    // Without a pid namespace (chroot isolation) the kernel does not end the step's other
+    // processes with it: kill what is left of its process group (init called setsid).
+    if plan.unshare_flags & libc::CLONE_NEWPID == 0 {
+        libc::kill(-pid, libc::SIGKILL);
     }
     report(KIND_STATUS, 0, status);
     libc::_exit(0)
@@ -450,6 +475,75 @@ unsafe fn run_op(op: &Op, slots: &mut [c_int]) -> Result<bool, ()> {
                 Err(())
             }
         }
+        Op::Chroot { path } => {
+            if libc::chroot(path.as_ptr()) < 0 || libc::chdir(c"/".as_ptr()) < 0 {
+                return Err(());
+            }
+            Ok(false)
+        }
+        Op::Mknod {
+            path,
+            mode,
+            dev,
+            stub,
+        } => {
+            if libc::mknod(path.as_ptr(), *mode, *dev) == 0 {
+                // mknod honours the umask.
+                libc::chmod(path.as_ptr(), *mode & 0o7777);
+                return Ok(*stub);
+            }
+            match errno() {
+                libc::EEXIST | libc::EPERM => Ok(false),
+                _ => Err(()),
+            }
+        }
+        Op::WriteFile {
+            path,
+            data,
+            mode,
+            owner,
+            keep_existing,
+            stub,
+        } => {
+            let fd = libc::open(
+                path.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                0o600 as c_uint,
+            );
+            if fd < 0 {
+                return if errno() == libc::EEXIST && *keep_existing {
+                    Ok(false)
+                } else {
+                    Err(())
+                };
+            }
+            let mut done = 0usize;
+            while done < data.len() {
+                let rest = data.get(done..).unwrap_or_default();
+                let n = libc::write(fd, rest.as_ptr().cast(), rest.len());
+                if n < 0 && errno() == libc::EINTR {
+                    continue;
+                }
+                if n <= 0 {
+                    libc::close(fd);
+                    return Err(());
+                }
+                done += n as usize;
+            }
+            if let Some((uid, gid)) = owner {
+                if libc::fchown(fd, *uid, *gid) < 0 {
+                    libc::close(fd);
+                    return Err(());
+                }
+            }
+            let ok = libc::fchmod(fd, *mode & 0o7777) == 0;
+            libc::close(fd);
+            if ok {
+                Ok(*stub)
+            } else {
+                Err(())
+            }
+        }
     }
 }
 
@@ -579,7 +673,9 @@ unsafe fn init_main(plan: &ChildPlan, slots: &mut [c_int]) -> ! {
     if libc::setsid() < 0 {
         fail(STEP_SETSID);
     }
-    if libc::mount(
+    // Chroot isolation may have no mount namespace: then there is nothing of ours to keep private.
+    if plan.unshare_flags & libc::CLONE_NEWNS != 0
+        && libc::mount(
         std::ptr::null(),
         c"/".as_ptr(),
         std::ptr::null(),

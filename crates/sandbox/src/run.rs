@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+mod chroot;
+
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
 const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -945,6 +947,7 @@ pub(crate) fn run(
         )));
     }
     let mut warnings = sb.warnings.clone();
+    warnings.extend(sb.isolation_warning_once());
     if matches!(sb.mapping, IdMapping::Single { .. }) && !spec.additional_gids.is_empty() {
         warnings.push(format!(
             "supplementary groups {:?} ignored: setgroups is denied with a single-id map",
@@ -952,7 +955,10 @@ pub(crate) fn run(
         ));
     }
     let rd = RunDir::new(spec, hostname)?;
-    let prep = prepare(sb, spec, &rd, hostname)?;
+    let prep = match &sb.chroot {
+        Some(mode) => chroot::prepare(mode, spec, &rd, hostname)?,
+        None => prepare(sb, spec, &rd, hostname)?,
+    };
     let mut slots: Vec<c_int> = vec![-1; prep.slots];
 
     let (stdin_r, stdin_w) = pipe()?;
@@ -1091,6 +1097,9 @@ pub(crate) fn run(
         RootfsSpec::Dir(d) => d.as_path(),
         RootfsSpec::Overlay { upper, .. } => upper.as_path(),
     };
+    if sb.chroot.is_some() {
+        chroot::remove_files(writable, &stubs);
+    }
     remove_stubs(writable, &stubs);
     drop(rd);
 
