@@ -237,7 +237,8 @@ pub(crate) unsafe fn helper_main(plan: &ChildPlan, fds: &ChildFds, slots: &mut [
         // The report fd may not be in place; exit with a distinctive code.
         libc::_exit(126);
     }
-    if libc::unshare(plan.unshare_flags) < 0 {
+    // Chroot isolation may have no namespace to create; seccomp then refuses even unshare(0).
+    if plan.unshare_flags != 0 && libc::unshare(plan.unshare_flags) < 0 {
         fail(STEP_UNSHARE);
     }
     let b = [b'u'];

@@ -183,7 +183,7 @@ fn chroot(ns: Namespaces) -> Resolved {
         .list()
         .iter()
         .filter(|(n, _, e)| e.is_none() && *n != "user")
-        .map(|(n, _, _)| *n)
+        .map(|(n, _, _)| if *n == "network" { "network (--network=none)" } else { n })
         .collect();
     let mut missing = Vec::new();
     if ns.mount.is_some() {
@@ -208,11 +208,17 @@ fn chroot(ns: Namespaces) -> Resolved {
     if ns.ipc.is_some() {
         missing.push("IPC");
     }
+    let why = match (&ns.user, &ns.mount) {
+        (Some(u), Some(m)) => format!(
+            "this host refuses user namespaces ({u}) and mount namespaces ({m}), so RUN steps \
+             run"
+        ),
+        _ => "as asked (--isolation chroot), RUN steps run".to_string(),
+    };
     let warning = format!(
-        "chroot isolation: this host refuses user namespaces ({}), so RUN steps run chrooted \
-         into their root filesystem as in buildah's chroot isolation, with {} namespaces. Not \
-         isolated: {}. A root step can leave a chroot: build only trusted Dockerfiles this way",
-        ns.user.as_deref().unwrap_or("allowed"),
+        "chroot isolation: {why} chrooted into their root filesystem, as buildah's chroot \
+         isolation does, with {} namespaces. Not isolated: {}. A root step can leave a chroot: \
+         build only trusted Dockerfiles this way",
         if have.is_empty() {
             "no".to_string()
         } else {
