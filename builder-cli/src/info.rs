@@ -22,7 +22,13 @@ fn ranges(r: &[IdRange]) -> String {
         return "none".into();
     }
     r.iter()
-        .map(|r| format!("{}-{}", r.start, u64::from(r.start) + u64::from(r.count) - 1))
+        .map(|r| {
+            format!(
+                "{}-{}",
+                r.start,
+                u64::from(r.start) + u64::from(r.count) - 1
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -100,10 +106,7 @@ fn to_text(i: &HostInfo) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<22} {v}\n"));
     line("rbuild version:", env!("CARGO_PKG_VERSION").to_string());
-    line(
-        "kernel:",
-        format!("{}.{}", i.kernel.0, i.kernel.1),
-    );
+    line("kernel:", format!("{}.{}", i.kernel.0, i.kernel.1));
     line(
         "process:",
         match &i.uid_map {
@@ -126,8 +129,7 @@ fn to_text(i: &HostInfo) -> String {
         "user namespaces max:",
         i.max_user_namespaces
             .map_or("unknown".into(), |n| n.to_string())
-            + &i
-                .unprivileged_userns_clone
+            + &i.unprivileged_userns_clone
                 .map(|v| format!(" (kernel.unprivileged_userns_clone = {v})"))
                 .unwrap_or_default(),
     );
@@ -159,7 +161,9 @@ fn to_text(i: &HostInfo) -> String {
     line(
         "isolation:",
         match &i.isolation {
-            Ok(r) if r.root_in_userns => format!("{} (root in a user namespace)", r.isolation.name()),
+            Ok(r) if r.root_in_userns => {
+                format!("{} (root in a user namespace)", r.isolation.name())
+            }
             Ok(r) => r.isolation.name().to_string(),
             Err(e) => format!("NONE: {e}"),
         },

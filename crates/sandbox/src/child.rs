@@ -677,12 +677,12 @@ unsafe fn init_main(plan: &ChildPlan, slots: &mut [c_int]) -> ! {
     // Chroot isolation may have no mount namespace: then there is nothing of ours to keep private.
     if plan.unshare_flags & libc::CLONE_NEWNS != 0
         && libc::mount(
-        std::ptr::null(),
-        c"/".as_ptr(),
-        std::ptr::null(),
-        libc::MS_REC | libc::MS_PRIVATE,
-        std::ptr::null(),
-    ) < 0
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) < 0
     {
         fail(STEP_PRIVATE);
     }

@@ -183,7 +183,13 @@ fn chroot(ns: Namespaces) -> Resolved {
         .list()
         .iter()
         .filter(|(n, _, e)| e.is_none() && *n != "user")
-        .map(|(n, _, _)| if *n == "network" { "network (--network=none)" } else { n })
+        .map(|(n, _, _)| {
+            if *n == "network" {
+                "network (--network=none)"
+            } else {
+                n
+            }
+        })
         .collect();
     let mut missing = Vec::new();
     if ns.mount.is_some() {
@@ -255,7 +261,10 @@ pub fn no_userns_help(uid: u32, why: &str) -> String {
         _ => {}
     }
     if sysctl("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
-        fixes.push("allow unprivileged ones: sysctl -w kernel.unprivileged_userns_clone=1 (it is 0)".into());
+        fixes.push(
+            "allow unprivileged ones: sysctl -w kernel.unprivileged_userns_clone=1 (it is 0)"
+                .into(),
+        );
     }
     if sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
         fixes.push(

@@ -417,10 +417,7 @@ impl Sandbox {
     /// The chroot warning, for the first run only.
     pub(crate) fn isolation_warning_once(&self) -> Option<String> {
         let w = self.isolation_warning()?;
-        (!self
-            .warned
-            .swap(true, std::sync::atomic::Ordering::Relaxed))
-        .then(|| w.to_string())
+        (!self.warned.swap(true, std::sync::atomic::Ordering::Relaxed)).then(|| w.to_string())
     }
 
     /// Warnings that apply to every run of this sandbox (also copied into each [`RunResult`]).

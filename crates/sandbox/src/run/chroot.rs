@@ -82,8 +82,8 @@ pub(super) fn prepare(
     b.ensure(&["etc".into()], false, true)?;
     for name in ["hosts", "resolv.conf", "hostname"] {
         let src = rd.path(name);
-        let data =
-            std::fs::read(&src).map_err(|e| SandboxError::io(format!("read {}", src.display()), e))?;
+        let data = std::fs::read(&src)
+            .map_err(|e| SandboxError::io(format!("read {}", src.display()), e))?;
         let path = format!("/etc/{name}");
         b.push(
             Op::WriteFile {
