@@ -253,6 +253,11 @@ fn sysctl(path: &str) -> Option<String> {
 /// The error for a non-root caller without user namespaces: what is refused and each way out.
 pub fn no_userns_help(uid: u32, why: &str) -> String {
     let name = crate::subid::user_name(uid).unwrap_or_else(|| uid.to_string());
+    let who = if name == uid.to_string() {
+        format!("uid {uid}")
+    } else {
+        format!("user {name} (uid {uid})")
+    };
     let mut fixes = Vec::new();
     match sysctl("/proc/sys/user/max_user_namespaces").as_deref() {
         Some("0") => fixes.push(
@@ -281,8 +286,8 @@ pub fn no_userns_help(uid: u32, why: &str) -> String {
         "or run rbuild as root in the container: it then falls back to chroot isolation".into(),
     );
     let mut msg = format!(
-        "RUN steps cannot be isolated: user {name} (uid {uid}) is not root and this host refuses \
-         user namespaces (unshare(CLONE_NEWUSER): {why}). To fix it: {}",
+        "RUN steps cannot be isolated: {who} is not root and this host refuses user namespaces \
+         (unshare(CLONE_NEWUSER): {why}). To fix it: {}",
         fixes.join("; ")
     );
     if let Ok((u, g)) = crate::subid::subid_ranges(&name, uid) {
