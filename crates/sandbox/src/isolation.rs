@@ -259,11 +259,10 @@ pub fn no_userns_help(uid: u32, why: &str) -> String {
         format!("user {name} (uid {uid})")
     };
     let mut fixes = Vec::new();
-    match sysctl("/proc/sys/user/max_user_namespaces").as_deref() {
-        Some("0") => fixes.push(
+    if sysctl("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        fixes.push(
             "allow user namespaces: sysctl -w user.max_user_namespaces=15000 (it is 0)".to_string(),
-        ),
-        _ => {}
+        );
     }
     if sysctl("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
         fixes.push(
