@@ -24,9 +24,10 @@ export CARGO_PROFILE_RELEASE_DEBUG=0
 export CARGO_PROFILE_RELEASE_STRIP=symbols
 cargo build --release --locked -p rbuild-cli --bin rbuild --features static --target "$target" >&2
 bin="$PWD/target/$target/release/rbuild"
-if ! LC_ALL=C ldd "$bin" 2>&1 | grep -q "not a dynamic executable"; then
-  echo "build-static.sh: $bin is not statically linked:" >&2
-  ldd "$bin" >&2 || true
-  exit 1
-fi
+# ldd exits non-zero for a static executable: keep its verdict, not its status.
+verdict=$(LC_ALL=C ldd "$bin" 2>&1 || true)
+case "$verdict" in
+  *"not a dynamic executable"*) ;;
+  *) echo "build-static.sh: $bin is not statically linked: $verdict" >&2; exit 1 ;;
+esac
 echo "$bin"
