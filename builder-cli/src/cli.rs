@@ -104,6 +104,9 @@ enum Command {
     Login(crate::registry::LoginArgs),
     /// Log out from a registry
     Logout(crate::registry::LogoutArgs),
+    /// Show what this host offers builds (namespaces, subordinate ids, overlay) and what rbuild
+    /// will use (snapshotter, isolation, store, registry configuration)
+    Info(crate::info::InfoArgs),
     /// Run a command inside rbuild's rootless user namespace (as `buildah unshare`), e.g. to
     /// inspect or remove store files owned by subordinate ids
     Unshare {
@@ -250,6 +253,10 @@ struct BuildArgs {
     /// Check the Dockerfile (parse, resolve stages and arguments, lint) without building
     #[arg(long)]
     check: bool,
+    /// How RUN steps are isolated: auto (namespaces, else chroot where a root caller may create
+    /// none, as in an unprivileged container), userns (namespaces only) or chroot (root only)
+    #[arg(long, default_value = "auto", value_name = "auto|userns|chroot")]
+    isolation: rbuild_engine::sandbox::Isolation,
 }
 
 fn builder(cli_root: &Option<PathBuf>) -> Result<Builder, BuildError> {
@@ -298,6 +305,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
         Command::Exec(a) => Ok(crate::containers::exec(&cli.root, a)),
         Command::Commit(a) => Ok(crate::containers::commit(&cli.root, a)),
         Command::Images(a) => crate::images::images(&cli.root, a),
+        Command::Info(a) => crate::info::info(&cli.root, a),
         Command::Tag { source, target } => {
             let builder = builder(&cli.root)?;
             let img = builder.images().resolve(&source)?;
@@ -560,7 +568,7 @@ fn build(
             }
         }
     };
-    let builder = crate::registry::builder_with(root, insecure_registry)?;
+    let builder = crate::registry::builder_isolated(root, insecure_registry, b.isolation)?;
     let renderer = Arc::new(Renderer::new(style));
     if b.explain {
         let explained = builder.explain(&req, renderer.as_ref())?;

@@ -4,6 +4,7 @@
 mod cli;
 mod containers;
 mod images;
+mod info;
 mod registry;
 mod render;
 mod signals;

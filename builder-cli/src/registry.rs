@@ -78,10 +78,20 @@ fn registry_options(insecure: &[String]) -> RegistryOptions {
 
 /// The builder for any verb, with the global `--insecure-registry` hosts.
 pub fn builder_with(root: &Option<PathBuf>, insecure: &[String]) -> Result<Builder, BuildError> {
+    builder_isolated(root, insecure, Default::default())
+}
+
+/// [`builder_with`] whose RUN steps get the given isolation (`rbuild build --isolation`).
+pub fn builder_isolated(
+    root: &Option<PathBuf>,
+    insecure: &[String],
+    isolation: rbuild_engine::sandbox::Isolation,
+) -> Result<Builder, BuildError> {
     let base = BuilderOptions::from_env();
     Builder::open(BuilderOptions {
         root: root.clone().unwrap_or(base.root),
         registry: registry_options(insecure),
+        isolation,
     })
 }
 

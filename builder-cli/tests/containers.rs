@@ -390,7 +390,15 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
             "example.com/gpu=nope",
         ),
         (
-            vec!["run", "--cdi-spec-dir", cdi, "--gpus", "all", "bb:1", "true"],
+            vec![
+                "run",
+                "--cdi-spec-dir",
+                cdi,
+                "--gpus",
+                "all",
+                "bb:1",
+                "true",
+            ],
             125,
             "nvidia.com/gpu=all: no CDI spec for nvidia.com/gpu",
         ),

@@ -25,6 +25,9 @@ pub struct BuilderOptions {
     pub root: PathBuf,
     /// Registry access for base images and pushes.
     pub registry: crate::pull::RegistryOptions,
+    /// How RUN steps are isolated (`--isolation`); `Auto` falls back to chroot isolation where
+    /// a root caller may create no namespaces (an unprivileged container).
+    pub isolation: rbuild_sandbox::Isolation,
 }
 
 impl BuilderOptions {
@@ -33,6 +36,7 @@ impl BuilderOptions {
         BuilderOptions {
             root: Store::default_root(),
             registry: crate::pull::RegistryOptions::default(),
+            isolation: rbuild_sandbox::Isolation::Auto,
         }
     }
 }
@@ -89,7 +93,7 @@ impl Builder {
                 images: Images::new(store),
                 registry: opts.registry,
                 snapshotter: std::sync::OnceLock::new(),
-                sandboxes: crate::sandboxes::Sandboxes::default(),
+                sandboxes: crate::sandboxes::Sandboxes::new(opts.isolation),
             }),
         })
     }
@@ -106,7 +110,8 @@ impl Builder {
             .snapshotter
             .get_or_init(|| {
                 let root = crate::fsutil::is_root();
-                let mode = if root {
+                // Chroot isolation cannot mount the overlay a step's rootfs would be.
+                let mode = if root && !self.inner.sandboxes.is_chroot() {
                     rbuild_snapshot::Mode::Auto
                 } else {
                     rbuild_snapshot::Mode::Copy
@@ -131,7 +136,9 @@ impl Builder {
         if first {
             let copy = matches!(snap.kind(), rbuild_snapshot::Kind::Copy);
             let fallback_reason = copy.then(|| {
-                if crate::fsutil::is_root() {
+                if self.inner.sandboxes.is_chroot() {
+                    "chroot isolation: RUN steps cannot mount an overlay".to_string()
+                } else if crate::fsutil::is_root() {
                     "overlayfs cannot be mounted here".to_string()
                 } else {
                     "not root and not in a user namespace with subordinate ids (call \

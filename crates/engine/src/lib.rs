@@ -15,7 +15,7 @@
 //! use std::sync::Arc;
 //! use rbuild_engine::{Builder, BuilderOptions, BuildRequest, NoProgress};
 //! # async fn run() -> Result<(), rbuild_engine::BuildError> {
-//! let builder = Builder::open(BuilderOptions { root: "/tmp/rbuild-store".into(), registry: Default::default() })?;
+//! let builder = Builder::open(BuilderOptions { root: "/tmp/rbuild-store".into(), registry: Default::default(), isolation: Default::default() })?;
 //! let req = BuildRequest { context: ".".into(), tags: vec!["app:1".into()], ..Default::default() };
 //! let out = builder.build(req, Arc::new(NoProgress)).await?;
 //! println!("{}", out.image.id);
@@ -37,6 +37,7 @@ mod explain;
 mod fetch;
 mod fsutil;
 mod graph;
+mod hostinfo;
 mod import;
 pub mod key;
 mod lower;
@@ -62,6 +63,7 @@ mod view;
 pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions, Pushed};
 pub use cachespec::{CacheExport, CacheImport, CacheMode};
 pub use error::BuildError;
+pub use hostinfo::HostInfo;
 pub use import::import_rootfs;
 pub use maintenance::{check, CheckReport, PruneReport};
 pub use meta::apply_change;

@@ -123,6 +123,7 @@ mod tests {
         let builder = Builder::open(crate::BuilderOptions {
             root: dir.path().join("store"),
             registry: Default::default(),
+            isolation: Default::default(),
         })
         .unwrap();
         let platform = crate::host_platform();

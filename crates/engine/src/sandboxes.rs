@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use rbuild_sandbox::{Sandbox, SandboxOptions};
+use rbuild_sandbox::{Isolation, Sandbox, SandboxOptions};
 
 use crate::BuildError;
 
@@ -12,14 +12,38 @@ use crate::BuildError;
 #[derive(Default)]
 pub struct Sandboxes {
     cell: OnceLock<Result<Sandbox, String>>,
+    /// The isolation asked for (`--isolation`), resolved against the host on first use.
+    isolation: Isolation,
 }
 
 impl Sandboxes {
+    /// Sandboxes with the given isolation (`Auto` falls back to chroot where namespaces are
+    /// refused to root).
+    pub(crate) fn new(isolation: Isolation) -> Sandboxes {
+        Sandboxes {
+            cell: OnceLock::new(),
+            isolation,
+        }
+    }
+
     pub(crate) fn get(&self) -> Result<&Sandbox, BuildError> {
         self.cell
-            .get_or_init(|| Sandbox::new(SandboxOptions::default()).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                Sandbox::new(SandboxOptions {
+                    isolation: self.isolation,
+                    ..SandboxOptions::default()
+                })
+                .map_err(|e| e.to_string())
+            })
             .as_ref()
             .map_err(|e| BuildError::Sandbox(e.clone()))
+    }
+
+    /// Whether steps will run under chroot isolation, which cannot mount an overlay rootfs, so
+    /// the copy snapshotter must be used (false when the sandbox cannot be set up at all).
+    pub(crate) fn is_chroot(&self) -> bool {
+        self.get()
+            .is_ok_and(|sb| sb.isolation() == Isolation::Chroot)
     }
 
     /// Removes a tree steps wrote, from inside the user namespace when there is one (see

@@ -68,6 +68,7 @@ fn cancelling_a_running_build_stops_it_and_leaves_the_store_clean() {
     let builder = Builder::open(BuilderOptions {
         root: root.clone(),
         registry: Default::default(),
+        isolation: Default::default(),
     })
     .unwrap();
     busybox_image(&builder, dir.path());

@@ -131,6 +131,26 @@ pub(crate) enum Op {
     },
     /// Lazily unmounts `path`.
     Detach { path: CString },
+    /// Chroot isolation: `chroot` into `path` (a host path) and `chdir("/")`.
+    Chroot { path: CString },
+    /// Chroot isolation: a device node where none exists; refused creation (no CAP_MKNOD) is
+    /// tolerated; `stub` reports a creation.
+    Mknod {
+        path: CString,
+        mode: libc::mode_t,
+        dev: libc::dev_t,
+        stub: bool,
+    },
+    /// Chroot isolation: a new file with `data`, `mode` and `owner` (what a bind mount would
+    /// have shown); an existing entry is kept when `keep_existing`, else an error (EEXIST).
+    WriteFile {
+        path: CString,
+        data: Vec<u8>,
+        mode: libc::mode_t,
+        owner: Option<(libc::uid_t, libc::gid_t)>,
+        keep_existing: bool,
+        stub: bool,
+    },
 }
 
 /// Everything the two children need, prepared before `fork`.
@@ -247,7 +267,8 @@ pub(crate) unsafe fn helper_main(plan: &ChildPlan, fds: &ChildFds, slots: &mut [
         // The report fd may not be in place; exit with a distinctive code.
         libc::_exit(126);
     }
-    if libc::unshare(plan.unshare_flags) < 0 {
+    // Chroot isolation may have no namespace to create; seccomp then refuses even unshare(0).
+    if plan.unshare_flags != 0 && libc::unshare(plan.unshare_flags) < 0 {
         fail(STEP_UNSHARE);
     }
     let b = [b'u'];
@@ -287,6 +308,11 @@ pub(crate) unsafe fn helper_main(plan: &ChildPlan, fds: &ChildFds, slots: &mut [
         if r < 0 && errno() != libc::EINTR {
             libc::_exit(125);
         }
+    }
+    // Without a pid namespace (chroot isolation) the kernel does not end the step's other
+    // processes with it: kill what is left of its process group (init called setsid).
+    if plan.unshare_flags & libc::CLONE_NEWPID == 0 {
+        libc::kill(-pid, libc::SIGKILL);
     }
     report(KIND_STATUS, 0, status);
     libc::_exit(0)
@@ -508,6 +534,75 @@ unsafe fn run_op(op: &Op, slots: &mut [c_int]) -> Result<bool, ()> {
             crate::devices::run_hook(plan, pid).map(|()| false)
         }
         Op::Detach { path } => crate::devices::detach(path).map(|()| false),
+        Op::Chroot { path } => {
+            if libc::chroot(path.as_ptr()) < 0 || libc::chdir(c"/".as_ptr()) < 0 {
+                return Err(());
+            }
+            Ok(false)
+        }
+        Op::Mknod {
+            path,
+            mode,
+            dev,
+            stub,
+        } => {
+            if libc::mknod(path.as_ptr(), *mode, *dev) == 0 {
+                // mknod honours the umask.
+                libc::chmod(path.as_ptr(), *mode & 0o7777);
+                return Ok(*stub);
+            }
+            match errno() {
+                libc::EEXIST | libc::EPERM => Ok(false),
+                _ => Err(()),
+            }
+        }
+        Op::WriteFile {
+            path,
+            data,
+            mode,
+            owner,
+            keep_existing,
+            stub,
+        } => {
+            let fd = libc::open(
+                path.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                0o600 as c_uint,
+            );
+            if fd < 0 {
+                return if errno() == libc::EEXIST && *keep_existing {
+                    Ok(false)
+                } else {
+                    Err(())
+                };
+            }
+            let mut done = 0usize;
+            while done < data.len() {
+                let rest = data.get(done..).unwrap_or_default();
+                let n = libc::write(fd, rest.as_ptr().cast(), rest.len());
+                if n < 0 && errno() == libc::EINTR {
+                    continue;
+                }
+                if n <= 0 {
+                    libc::close(fd);
+                    return Err(());
+                }
+                done += n as usize;
+            }
+            if let Some((uid, gid)) = owner {
+                if libc::fchown(fd, *uid, *gid) < 0 {
+                    libc::close(fd);
+                    return Err(());
+                }
+            }
+            let ok = libc::fchmod(fd, *mode & 0o7777) == 0;
+            libc::close(fd);
+            if ok {
+                Ok(*stub)
+            } else {
+                Err(())
+            }
+        }
     }
 }
 
@@ -640,13 +735,15 @@ unsafe fn init_main(plan: &ChildPlan, slots: &mut [c_int]) -> ! {
     if plan.controlling_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
         fail(STEP_CTTY);
     }
-    if libc::mount(
-        std::ptr::null(),
-        c"/".as_ptr(),
-        std::ptr::null(),
-        libc::MS_REC | libc::MS_PRIVATE,
-        std::ptr::null(),
-    ) < 0
+    // Chroot isolation may have no mount namespace: then there is nothing of ours to keep private.
+    if plan.unshare_flags & libc::CLONE_NEWNS != 0
+        && libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) < 0
     {
         fail(STEP_PRIVATE);
     }

@@ -71,6 +71,11 @@ pub enum SandboxError {
     #[error("step cancelled and killed")]
     Cancelled,
 
+    /// This host (or this caller) cannot isolate steps as asked; the message says what is
+    /// missing and what to change.
+    #[error("{0}")]
+    Unsupported(String),
+
     /// The sandbox's helper process died without reporting a result.
     #[error("sandbox helper process died unexpectedly (wait status {0:#x})")]
     HelperDied(i32),

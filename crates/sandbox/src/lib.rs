@@ -98,6 +98,7 @@ mod child;
 mod devices;
 mod error;
 mod exec;
+mod isolation;
 mod probe;
 mod remove;
 mod run;
@@ -107,6 +108,7 @@ mod userns;
 pub use devices::{DeviceBind, DeviceEdits, DeviceHook, DeviceNodeBind, HookStage};
 pub use error::SandboxError;
 pub use exec::{exec_in, ExecProcess, ExecSpec};
+pub use isolation::{no_userns_help, probe_namespaces, resolve, Isolation, Namespaces, Resolved};
 pub use probe::{probe, Capabilities};
 pub use subid::{parse_subid, subid_ranges, subid_ranges_from, IdRange};
 pub use userns::{enter_user_namespace, in_user_namespace, UserNamespace};
@@ -135,6 +137,8 @@ pub enum IdMapMode {
 pub struct SandboxOptions {
     /// How ids are mapped; see [`IdMapMode`].
     pub id_map: IdMapMode,
+    /// How steps are isolated; see [`Isolation`].
+    pub isolation: Isolation,
 }
 
 /// How the step's root filesystem is given, so the engine can use a plain directory (simple,
@@ -344,6 +348,10 @@ pub struct Sandbox {
     /// even when the sandbox adds no namespace of its own.
     nested: bool,
     warnings: Vec<String>,
+    /// Chroot isolation (see [`isolation`]): steps are chrooted, not pivoted, into their root.
+    chroot: Option<Arc<Resolved>>,
+    /// The chroot warning went out with a run already (it is said once per sandbox).
+    warned: Arc<AtomicBool>,
 }
 
 impl Sandbox {
@@ -352,6 +360,12 @@ impl Sandbox {
     pub fn new(opts: SandboxOptions) -> Result<Sandbox, SandboxError> {
         // SAFETY: geteuid/getegid cannot fail.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let resolved = isolation::resolve(opts.isolation)?;
+        let id_map = match opts.id_map {
+            IdMapMode::Auto if resolved.root_in_userns => IdMapMode::ForceUserNs,
+            m => m,
+        };
+        let chroot = (resolved.isolation == Isolation::Chroot).then(|| Arc::new(resolved));
         let mut warnings = Vec::new();
         let single_warning = |why: &str| {
             format!(
@@ -360,7 +374,8 @@ impl Sandbox {
                  files owned by other ids in the image will fail"
             )
         };
-        let mapping = match (opts.id_map, uid == 0) {
+        let mapping = match (id_map, uid == 0) {
+            _ if chroot.is_some() => IdMapping::Host,
             (IdMapMode::Auto, true) => IdMapping::Host,
             (IdMapMode::ForceUserNs, true) => IdMapping::Identity,
             (IdMapMode::Single, _) => {
@@ -403,7 +418,31 @@ impl Sandbox {
             mapping,
             nested: userns::in_user_namespace(),
             warnings,
+            chroot,
+            warned: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// The isolation steps get ([`Isolation::UserNs`] for the namespace sandbox, also as root
+    /// without a user namespace, or [`Isolation::Chroot`]).
+    pub fn isolation(&self) -> Isolation {
+        if self.chroot.is_some() {
+            Isolation::Chroot
+        } else {
+            Isolation::UserNs
+        }
+    }
+
+    /// What chroot isolation does not isolate, for callers that show it before the first run
+    /// (it also comes with the first [`RunResult`]).
+    pub fn isolation_warning(&self) -> Option<&str> {
+        self.chroot.as_ref().and_then(|c| c.warning.as_deref())
+    }
+
+    /// The chroot warning, for the first run only.
+    pub(crate) fn isolation_warning_once(&self) -> Option<String> {
+        let w = self.isolation_warning()?;
+        (!self.warned.swap(true, std::sync::atomic::Ordering::Relaxed)).then(|| w.to_string())
     }
 
     /// Warnings that apply to every run of this sandbox (also copied into each [`RunResult`]).
@@ -604,6 +643,8 @@ mod tests {
             mapping,
             nested: false,
             warnings: Vec::new(),
+            chroot: None,
+            warned: Arc::new(AtomicBool::new(false)),
         }
     }
 

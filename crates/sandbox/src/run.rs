@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+mod chroot;
+
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
 const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -986,6 +988,7 @@ pub(crate) fn run_io(sb: &Sandbox, spec: &RunSpec, io: Io<'_>) -> Result<RunResu
         )));
     }
     let mut warnings = sb.warnings.clone();
+    warnings.extend(sb.isolation_warning_once());
     if matches!(sb.mapping, IdMapping::Single { .. }) && !spec.additional_gids.is_empty() {
         warnings.push(format!(
             "supplementary groups {:?} ignored: setgroups is denied with a single-id map",
@@ -993,7 +996,10 @@ pub(crate) fn run_io(sb: &Sandbox, spec: &RunSpec, io: Io<'_>) -> Result<RunResu
         ));
     }
     let rd = RunDir::new(spec, hostname)?;
-    let mut prep = prepare(sb, spec, &rd, hostname)?;
+    let mut prep = match &sb.chroot {
+        Some(mode) => chroot::prepare(mode, spec, &rd, hostname)?,
+        None => prepare(sb, spec, &rd, hostname)?,
+    };
     if let Io::Attached { io, .. } = &io {
         prep.plan.controlling_tty = io.tty;
     }
@@ -1172,6 +1178,9 @@ pub(crate) fn run_io(sb: &Sandbox, spec: &RunSpec, io: Io<'_>) -> Result<RunResu
         RootfsSpec::Dir(d) => d.as_path(),
         RootfsSpec::Overlay { upper, .. } => upper.as_path(),
     };
+    if sb.chroot.is_some() {
+        chroot::remove_files(writable, &stubs);
+    }
     remove_stubs(writable, &stubs);
     drop(rd);
 

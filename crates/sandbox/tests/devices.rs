@@ -125,7 +125,11 @@ fn check(mode: IdMapMode, overlay: bool) {
     } else {
         root.clone()
     };
-    let sb = Sandbox::new(SandboxOptions { id_map: mode }).unwrap();
+    let sb = Sandbox::new(SandboxOptions {
+        id_map: mode,
+        ..Default::default()
+    })
+    .unwrap();
     let out = run_with(&sb, &spec);
     let res = out
         .result

@@ -797,6 +797,7 @@ fn force_user_ns_as_root() {
     let (_t, root) = rootfs();
     let sb = Sandbox::new(SandboxOptions {
         id_map: rbuild_sandbox::IdMapMode::ForceUserNs,
+        ..Default::default()
     })
     .unwrap();
     assert!(sb.uses_user_namespace());
@@ -832,6 +833,7 @@ fn single_map_as_root_warns_and_limits_ids() {
     let (_t, root) = rootfs();
     let sb = Sandbox::new(SandboxOptions {
         id_map: rbuild_sandbox::IdMapMode::Single,
+        ..Default::default()
     })
     .unwrap();
     assert!(sb.uses_user_namespace());
