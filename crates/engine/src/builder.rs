@@ -39,11 +39,40 @@ impl BuilderOptions {
 
 /// The result of a successful build.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BuildOutcome {
     /// The image (config digest as id, manifest, layers).
     pub image: LocalImage,
     /// Normalized tags that were applied in the store.
     pub tags: Vec<String>,
+    /// Every reference the image was pushed to, with the manifest digest the registry holds
+    /// (the registry's manifest has compressed layers, so it differs from the local one).
+    pub pushed: Vec<Pushed>,
+    /// Every step that ran or came from the cache, in step order.
+    pub steps: Vec<crate::progress::StepResult>,
+}
+
+impl BuildOutcome {
+    /// The image id (config digest), as `docker build` prints it.
+    pub fn image_id(&self) -> rbuild_digest::Digest {
+        self.image.id
+    }
+
+    /// The digest of the image's manifest in the local store (uncompressed layers); see
+    /// [`BuildOutcome::pushed`] for the digests registries hold.
+    pub fn manifest_digest(&self) -> rbuild_digest::Digest {
+        self.image.manifest_digest
+    }
+}
+
+/// One push of a build's result.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Pushed {
+    /// The normalized reference pushed to.
+    pub name: String,
+    /// The manifest digest in that registry (`sha256:…`).
+    pub digest: rbuild_digest::Digest,
 }
 
 /// An image builder over one store; clone it freely (it is a handle).
@@ -180,9 +209,23 @@ impl Builder {
         Ok(removed)
     }
 
+    /// Starts a build on threads rbuild owns and returns its handle at once: a future of the
+    /// outcome (any runtime, or [`Build::wait`] without one), a stream of its events and a
+    /// cancel handle. Dropping the handle before the build ends cancels it.
+    pub fn start(&self, req: BuildRequest) -> crate::task::Build {
+        let cancel = Cancel::new();
+        let (tx, rx) = futures_channel::mpsc::unbounded();
+        let this = self.clone();
+        let c = cancel.clone();
+        let task = crate::task::spawn(cancel.clone(), move || {
+            this.build_with(&req, &crate::task::ChannelSink(tx), &c)
+        });
+        crate::task::Build::new(task, rx, cancel)
+    }
+
     /// Builds on a thread of its own and resolves when the build ends; works under any async
     /// runtime (or none). Dropping the future cancels the build, which then cleans up and stops
-    /// within about a second.
+    /// within about a second. [`Builder::start`] gives the events as a stream instead.
     pub fn build(
         &self,
         req: BuildRequest,
@@ -212,6 +255,8 @@ impl Builder {
         progress: &dyn ProgressSink,
         cancel: &Cancel,
     ) -> Result<BuildOutcome, BuildError> {
+        let recorder = crate::progress::Recorder::new(progress);
+        let progress: &dyn ProgressSink = &recorder;
         let images = self.images();
         let _lock = images.store().lock_shared()?;
         let (file_name, text) = read_dockerfile(req)?;
@@ -289,7 +334,7 @@ impl Builder {
             id: image.id.to_string(),
             tags: applied.clone(),
         });
-        export(images, &self.inner.registry, &image, &tags, req, progress)?;
+        let pushed = export(images, &self.inner.registry, &image, &tags, req, progress)?;
         for dir in &req.cache_to {
             let records = crate::cache::export_local(images.store(), dir, &solved.keys)?;
             progress.event(Event::Exported {
@@ -300,6 +345,8 @@ impl Builder {
         Ok(BuildOutcome {
             image,
             tags: applied,
+            pushed,
+            steps: recorder.steps(),
         })
     }
 
@@ -445,7 +492,8 @@ fn export(
     tags: &[Reference],
     req: &BuildRequest,
     progress: &dyn ProgressSink,
-) -> Result<(), BuildError> {
+) -> Result<Vec<Pushed>, BuildError> {
+    let mut pushed = Vec::new();
     // --- registry: `--push` is `-o type=registry` with the request's tags ---
     let mut outputs = req.outputs.clone();
     if req.push && !outputs.iter().any(|o| matches!(o, Output::Registry { .. })) {
@@ -529,7 +577,12 @@ fn export(
                     compression: *compression,
                     mount_from: Vec::new(),
                 };
-                crate::pull::push_all(images, registry, image, &dests, &settings, progress)?;
+                let digests =
+                    crate::pull::push_all(images, registry, image, &dests, &settings, progress)?;
+                pushed.extend(dests.iter().zip(digests).map(|(d, digest)| Pushed {
+                    name: d.to_string(),
+                    digest,
+                }));
                 continue;
             }
         };
@@ -538,7 +591,7 @@ fn export(
             dest: dest.display().to_string(),
         });
     }
-    Ok(())
+    Ok(pushed)
 }
 
 fn create_file(path: &Path) -> Result<std::fs::File, BuildError> {

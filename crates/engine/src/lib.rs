@@ -5,19 +5,29 @@
 //! images, file ops, exec ops, config-only steps), each keyed by a versioned encoding (`key`);
 //! `solve` runs every op whose inputs are ready, several at once, reusing cached results and
 //! explaining each miss; the image crate commits and exports the result. The engine never
-//! prints: it reports typed [`Event`]s to a [`ProgressSink`].
+//! prints: it reports typed [`Event`]s to a [`ProgressSink`], or as a stream of a [`Build`].
+//!
+//! Three ways to run a build, all on threads rbuild owns (no async runtime is required):
+//! [`Builder::start`] returns a [`Build`] (a future of the outcome, a stream of [`Event`]s, a
+//! [`Cancel`] handle; [`Build::wait`] blocks instead of awaiting); [`Builder::build_with`] blocks
+//! the calling thread with a [`ProgressSink`] and a [`Cancel`]; [`Builder::build`] is the future
+//! alone.
 //!
 //! Module graph (no cycles): `builder` → `lower` → `ops`, `meta`, `graph`; `builder` → `solve` →
 //! `ops`, `cache`, `explain`; `ops` → `view`, `ctxmount`, `fetch`, `fsutil`, `key`, `shared`.
 //!
 //! ```no_run
-//! use std::sync::Arc;
-//! use rbuild_engine::{Builder, BuilderOptions, BuildRequest, NoProgress};
-//! # async fn run() -> Result<(), rbuild_engine::BuildError> {
+//! use rbuild_engine::{Builder, BuilderOptions, BuildRequest, Event};
+//! # fn run() -> Result<(), rbuild_engine::BuildError> {
 //! let builder = Builder::open(BuilderOptions { root: "/tmp/rbuild-store".into(), registry: Default::default() })?;
-//! let req = BuildRequest { context: ".".into(), tags: vec!["app:1".into()], ..Default::default() };
-//! let out = builder.build(req, Arc::new(NoProgress)).await?;
-//! println!("{}", out.image.id);
+//! let mut build = builder.start(BuildRequest::new(".").tag("app:1"));
+//! for event in build.events() {
+//!     if let Event::StepStarted(step) = event {
+//!         println!("#{} {}", step.index, step.text);
+//!     }
+//! }
+//! let out = build.wait()?; // or `build.await?` in async code, under any runtime
+//! println!("{}", out.image_id());
 //! # Ok(()) }
 //! ```
 
@@ -48,14 +58,18 @@ mod task;
 mod userenv;
 mod view;
 
-pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions};
+pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions, Pushed};
 pub use error::BuildError;
 pub use import::import_rootfs;
 pub use progress::MissReason;
-pub use progress::{CollectProgress, Event, NoProgress, ProgressSink, StepId};
+pub use progress::{
+    BlobState, CacheResult, CollectProgress, Direction, Event, NoProgress, ProgressSink,
+    RegistryEvent, StepId, StepResult,
+};
 pub use request::{BuildRequest, Output, SecretFrom, SecretSource, SshSource};
 pub use shared::Cancel;
 pub use solve::Explained;
+pub use task::{Build, Events};
 
 /// Re-exported for `rbuild build --check` and other front-end uses.
 pub use rbuild_dockerfile as dockerfile;
