@@ -49,6 +49,9 @@ mod meta;
 mod mountfile;
 mod ops;
 pub mod progress;
+/// Pulling base images and pushing results (without the `registry` feature: the same names,
+/// and every transfer fails saying so).
+#[cfg_attr(not(feature = "registry"), path = "pull_off.rs")]
 pub mod pull;
 mod request;
 mod sandboxes;
@@ -69,7 +72,7 @@ pub use progress::{
 pub use request::{BuildRequest, Output, SecretFrom, SecretSource, SshSource};
 pub use shared::Cancel;
 pub use solve::Explained;
-pub use task::{Build, Events};
+pub use task::{BlockingEvents, Build, Events};
 
 /// Re-exported for `rbuild build --check` and other front-end uses.
 pub use rbuild_dockerfile as dockerfile;

@@ -154,8 +154,8 @@ impl Future for Build {
     }
 }
 
-/// A build's progress events, as a [`futures_core::Stream`] for async code or an [`Iterator`]
-/// that blocks between events for threads. Fed by the build's own threads through a channel, so
+/// A build's progress events, as a [`futures_core::Stream`] for async code or, through
+/// [`IntoIterator`], an iterator that blocks between events for threads. Fed by the build's own threads through a channel, so
 /// a slow consumer never slows the build (events wait in the channel).
 pub struct Events {
     rx: futures_channel::mpsc::UnboundedReceiver<crate::Event>,
@@ -169,12 +169,26 @@ impl futures_core::Stream for Events {
     }
 }
 
-impl Iterator for Events {
+impl IntoIterator for Events {
+    type Item = crate::Event;
+    type IntoIter = BlockingEvents;
+
+    /// The events for a thread: `for event in build.events()` blocks between events.
+    fn into_iter(self) -> BlockingEvents {
+        BlockingEvents(self)
+    }
+}
+
+/// [`Events`] as an [`Iterator`] that blocks the calling thread until the next event (or the end
+/// of the build). A separate type, so `next()` on [`Events`] itself is the stream's, unambiguous.
+pub struct BlockingEvents(Events);
+
+impl Iterator for BlockingEvents {
     type Item = crate::Event;
 
     fn next(&mut self) -> Option<crate::Event> {
         block_on(std::future::poll_fn(|cx| {
-            futures_core::Stream::poll_next(Pin::new(&mut self.rx), cx)
+            futures_core::Stream::poll_next(Pin::new(&mut self.0.rx), cx)
         }))
     }
 }
