@@ -4,7 +4,7 @@
 //! without a base image. A real program opens `BuilderOptions::from_env()` (rbuild's own store)
 //! and points the request at its project.
 //!
-//! `cargo run -p rbuild --example minimal`
+//! `cargo run -p rbuild-lib --example minimal`
 
 use rbuild::{BuildRequest, Builder, BuilderOptions, RegistryOptions};
 

@@ -5,7 +5,7 @@
 //! soon as its first step starts: later steps never run, and the build ends with
 //! `BuildError::Cancelled` after cleaning up.
 //!
-//! `cargo run -p rbuild --example progress_cancel`
+//! `cargo run -p rbuild-lib --example progress_cancel`
 
 use rbuild::{BuildError, BuildRequest, Builder, BuilderOptions, CacheResult, Event};
 

@@ -9,7 +9,7 @@
 //! The build itself needs no runtime (it runs on rbuild's threads); awaiting it and its event
 //! stream works under tokio as under any executor.
 //!
-//! `cargo run -p rbuild --example tokio_userns`
+//! `cargo run -p rbuild-lib --example tokio_userns`
 
 use futures_util::StreamExt;
 use rbuild::{BuildRequest, Builder, BuilderOptions, Event, UserNamespace};

@@ -2,8 +2,8 @@
 //!
 //! This is the facade over rbuild's crates: everything an embedder needs to open a store, build,
 //! watch progress, cancel, and list or export images is re-exported here, so a program names
-//! only `rbuild` in its `Cargo.toml`. The command line (`rbuild build …`) is a thin client of the
-//! same API, in the `rbuild-cli` package.
+//! one package in its `Cargo.toml`: `rbuild-lib = "0.1"` (its library is `rbuild`). The command
+//! line (`rbuild build …`) is a thin client of the same API, in the `rbuild-cli` package.
 //!
 //! A build runs on threads rbuild owns. [`Builder::start`] returns a [`Build`]: await it under any
 //! async runtime (or call [`Build::wait`] without one), read its typed [`Event`]s as a stream or an
