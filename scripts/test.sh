@@ -9,3 +9,5 @@ RBUILD_TEST_DOCKER_HOST=$(scripts/dockerd.sh start)
 export RBUILD_TEST_DOCKER_HOST
 trap 'scripts/dockerd.sh stop' EXIT
 cargo test --workspace --locked "$@"
+# The facade's examples are the embedding documentation: they must build and run (offline, FROM scratch).
+for ex in minimal progress_cancel tokio_userns; do cargo run --locked -q -p rbuild-lib --example "$ex"; done

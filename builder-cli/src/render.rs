@@ -146,6 +146,8 @@ impl Bars {
                 bar.finish_with_message(format!("Mounted from {from}"));
             }
             BlobState::Extracted => bar.finish_with_message("Pull complete"),
+            // States added later show as the plain line does.
+            _ => {}
         }
     }
 }
@@ -196,6 +198,7 @@ fn registry_line(ev: &RegistryEvent, fetched: bool) -> Option<String> {
                 BlobState::Exists => "Already exists".to_string(),
                 BlobState::Mounted { from } => format!("Mounted from {from}"),
                 BlobState::Extracted => "Pull complete".to_string(),
+                _ => return None,
             };
             format!("{}: {what}", short_digest(digest))
         }
@@ -218,6 +221,7 @@ fn registry_line(ev: &RegistryEvent, fetched: bool) -> Option<String> {
             digest,
             ..
         } => format!("{reference}: pushed, digest: {digest}"),
+        _ => return None,
     })
 }
 
@@ -251,6 +255,10 @@ fn registry_json(ev: &RegistryEvent) -> serde_json::Value {
                 BlobState::Exists => ("exists", json!({})),
                 BlobState::Mounted { from } => ("mounted", json!({"from": from})),
                 BlobState::Extracted => ("extracted", json!({})),
+                other => {
+                    return serde_json::to_value(ev)
+                        .unwrap_or(json!({"state": format!("{other:?}")}))
+                }
             };
             v["state"] = json!(st);
             if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
@@ -266,6 +274,8 @@ fn registry_json(ev: &RegistryEvent) -> serde_json::Value {
         } => {
             json!({"event": "registry_done", "direction": dir(direction), "reference": reference, "digest": digest, "image": image_id})
         }
+        // Events added later: the library's own JSON form.
+        other => serde_json::to_value(other).unwrap_or_default(),
     }
 }
 
@@ -357,6 +367,7 @@ fn plain(event: &Event, fetched: bool) -> Option<String> {
         }
         Event::Exported { kind, dest } => format!("exported {kind} to {dest}"),
         Event::Registry(r) => return registry_line(r, fetched),
+        _ => return None,
     })
 }
 
@@ -389,6 +400,8 @@ fn json(event: &Event) -> String {
         Event::ImageWritten { id, tags } => json!({"event": "image", "id": id, "tags": tags}),
         Event::Exported { kind, dest } => json!({"event": "exported", "kind": kind, "dest": dest}),
         Event::Registry(r) => registry_json(r),
+        // Events added later: the library's own JSON form.
+        other => serde_json::to_value(other).unwrap_or_default(),
     };
     v.to_string()
 }

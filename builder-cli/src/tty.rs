@@ -262,6 +262,8 @@ impl Model {
                 now,
             )),
             Event::Registry(r) => self.registry(r, now),
+            // Events added to the library later have no place on this display yet.
+            _ => {}
         }
     }
 
@@ -325,6 +327,7 @@ impl Model {
                     BlobState::Exists => format!("{name} already exists"),
                     BlobState::Mounted { from } => sanitize(&format!("{name} mounted from {from}")),
                     BlobState::Extracted => format!("{name} pull complete"),
+                    _ => return,
                 };
             }
             RegistryEvent::Finished {
@@ -341,6 +344,7 @@ impl Model {
                 });
                 t.end(Status::Done, now);
             }
+            _ => {}
         }
     }
 

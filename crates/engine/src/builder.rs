@@ -43,14 +43,17 @@ impl BuilderOptions {
 
 /// The result of a successful build.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BuildOutcome {
     /// The image (config digest as id, manifest, layers).
     pub image: LocalImage,
     /// Normalized tags that were applied in the store.
     pub tags: Vec<String>,
-    /// Where the image was pushed (`--push`, `-o type=registry`), with the manifest digest each
-    /// registry got, so callers can pin what they deploy.
+    /// Every reference the image was pushed to, with the manifest digest the registry holds
+    /// (the registry's manifest has compressed layers, so it differs from the local one).
     pub pushed: Vec<Pushed>,
+    /// Every step that ran or came from the cache, in step order.
+    pub steps: Vec<crate::progress::StepResult>,
     /// A multi-platform build (`--platform a,b`): each platform's image, in the order asked
     /// (`image` is the first); empty for a single-platform build.
     pub platforms: Vec<LocalImage>,
@@ -58,12 +61,26 @@ pub struct BuildOutcome {
     pub index: Option<rbuild_digest::Digest>,
 }
 
-/// One push of the built image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl BuildOutcome {
+    /// The image id (config digest), as `docker build` prints it.
+    pub fn image_id(&self) -> rbuild_digest::Digest {
+        self.image.id
+    }
+
+    /// The digest of the image's manifest in the local store (uncompressed layers); see
+    /// [`BuildOutcome::pushed`] for the digests registries hold.
+    pub fn manifest_digest(&self) -> rbuild_digest::Digest {
+        self.image.manifest_digest
+    }
+}
+
+/// One push of a build's result.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct Pushed {
-    /// The reference pushed to, normalized (`registry/repo:tag`).
+    /// The normalized reference pushed to.
     pub name: String,
-    /// The manifest digest the registry stores.
+    /// The manifest digest in that registry (`sha256:…`).
     pub digest: rbuild_digest::Digest,
 }
 
@@ -204,9 +221,23 @@ impl Builder {
         Ok(removed)
     }
 
+    /// Starts a build on threads rbuild owns and returns its handle at once: a future of the
+    /// outcome (any runtime, or [`Build::wait`] without one), a stream of its events and a
+    /// cancel handle. Dropping the handle before the build ends cancels it.
+    pub fn start(&self, req: BuildRequest) -> crate::task::Build {
+        let cancel = Cancel::new();
+        let (tx, rx) = futures_channel::mpsc::unbounded();
+        let this = self.clone();
+        let c = cancel.clone();
+        let task = crate::task::spawn(cancel.clone(), move || {
+            this.build_with(&req, &crate::task::ChannelSink(tx), &c)
+        });
+        crate::task::Build::new(task, rx, cancel)
+    }
+
     /// Builds on a thread of its own and resolves when the build ends; works under any async
     /// runtime (or none). Dropping the future cancels the build, which then cleans up and stops
-    /// within about a second.
+    /// within about a second. [`Builder::start`] gives the events as a stream instead.
     pub fn build(
         &self,
         req: BuildRequest,
@@ -236,8 +267,12 @@ impl Builder {
         progress: &dyn ProgressSink,
         cancel: &Cancel,
     ) -> Result<BuildOutcome, BuildError> {
+        let recorder = crate::progress::Recorder::new(progress);
+        let progress: &dyn ProgressSink = &recorder;
         if let Some(platforms) = crate::multi::platforms(req)? {
-            return crate::multi::build(self, req, &platforms, progress, cancel);
+            let mut out = crate::multi::build(self, req, &platforms, progress, cancel)?;
+            out.steps = recorder.steps();
+            return Ok(out);
         }
         let images = self.images();
         let _lock = images.store().lock_shared()?;
@@ -336,6 +371,7 @@ impl Builder {
             pushed,
             platforms: Vec::new(),
             index: None,
+            steps: recorder.steps(),
         })
     }
 
@@ -583,12 +619,10 @@ pub(crate) fn export(
                 };
                 let digests =
                     crate::pull::push_all(images, registry, image, &dests, &settings, progress)?;
-                for (d, digest) in dests.iter().zip(digests) {
-                    pushed.push(Pushed {
-                        name: d.to_string(),
-                        digest,
-                    });
-                }
+                pushed.extend(dests.iter().zip(digests).map(|(d, digest)| Pushed {
+                    name: d.to_string(),
+                    digest,
+                }));
                 continue;
             }
         };

@@ -1,7 +1,9 @@
 //! ADD from a URL: download once into a scratch directory, verify `--checksum`, then copy like a
 //! local file (mode 0600 and the server's Last-Modified time, as docker does).
 
+#[cfg(feature = "registry")]
 use std::io::{Read, Write};
+#[cfg(feature = "registry")]
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +31,7 @@ pub fn file_name(url: &str) -> Option<String> {
         .filter(|s| s != "." && s != "..")
 }
 
+#[cfg(feature = "registry")]
 fn client() -> Result<reqwest::blocking::Client, String> {
     let mut b = reqwest::blocking::Client::builder().user_agent("rbuild");
     let bundle = std::env::var_os("SSL_CERT_FILE")
@@ -43,6 +46,7 @@ fn client() -> Result<reqwest::blocking::Client, String> {
 }
 
 /// Downloads `url` into `dir` as `name`, checking `checksum` (`sha256:<hex>`) when given.
+#[cfg(feature = "registry")]
 pub fn fetch(
     url: &str,
     dir: &Path,
@@ -107,6 +111,20 @@ pub fn fetch(
         }
     }
     Ok(path)
+}
+
+/// Without the `registry` feature (which brings the HTTP stack) a download fails saying so.
+#[cfg(not(feature = "registry"))]
+pub fn fetch(
+    url: &str,
+    _dir: &Path,
+    _name: &str,
+    _checksum: Option<&str>,
+) -> Result<PathBuf, FetchError> {
+    Err(FetchError {
+        url: url.to_string(),
+        reason: "downloads are not compiled in (enable rbuild's `registry` feature)".into(),
+    })
 }
 
 #[cfg(test)]

@@ -5,20 +5,30 @@
 //! images, file ops, exec ops, config-only steps), each keyed by a versioned encoding (`key`);
 //! `solve` runs every op whose inputs are ready, several at once, reusing cached results and
 //! explaining each miss; the image crate commits and exports the result. The engine never
-//! prints: it reports typed [`Event`]s to a [`ProgressSink`].
+//! prints: it reports typed [`Event`]s to a [`ProgressSink`], or as a stream of a [`Build`].
+//!
+//! Three ways to run a build, all on threads rbuild owns (no async runtime is required):
+//! [`Builder::start`] returns a [`Build`] (a future of the outcome, a stream of [`Event`]s, a
+//! [`Cancel`] handle; [`Build::wait`] blocks instead of awaiting); [`Builder::build_with`] blocks
+//! the calling thread with a [`ProgressSink`] and a [`Cancel`]; [`Builder::build`] is the future
+//! alone.
 //!
 //! Module graph (no cycles): `builder` → `lower` → `ops`, `meta`, `graph`; `builder` → `solve` →
 //! `ops`, `cache`, `explain`; `ops` → `view`, `ctxmount`, `fetch`, `fsutil`, `key`, `shared`;
 //! `builder` → `cacheio` (exported caches: local layouts, registries) → `cachefmt` → `cache`.
 //!
 //! ```no_run
-//! use std::sync::Arc;
-//! use rbuild_engine::{Builder, BuilderOptions, BuildRequest, NoProgress};
-//! # async fn run() -> Result<(), rbuild_engine::BuildError> {
+//! use rbuild_engine::{Builder, BuilderOptions, BuildRequest, Event};
+//! # fn run() -> Result<(), rbuild_engine::BuildError> {
 //! let builder = Builder::open(BuilderOptions { root: "/tmp/rbuild-store".into(), registry: Default::default(), isolation: Default::default() })?;
-//! let req = BuildRequest { context: ".".into(), tags: vec!["app:1".into()], ..Default::default() };
-//! let out = builder.build(req, Arc::new(NoProgress)).await?;
-//! println!("{}", out.image.id);
+//! let mut build = builder.start(BuildRequest::new(".").tag("app:1"));
+//! for event in build.events() {
+//!     if let Event::StepStarted(step) = event {
+//!         println!("#{} {}", step.index, step.text);
+//!     }
+//! }
+//! let out = build.wait()?; // or `build.await?` in async code, under any runtime
+//! println!("{}", out.image_id());
 //! # Ok(()) }
 //! ```
 
@@ -49,6 +59,9 @@ mod multi;
 mod ops;
 mod platform;
 pub mod progress;
+/// Pulling base images and pushing results (without the `registry` feature: the same names,
+/// and every transfer fails saying so).
+#[cfg_attr(not(feature = "registry"), path = "pull_off.rs")]
 pub mod pull;
 mod request;
 mod sandboxes;
@@ -68,10 +81,14 @@ pub use import::import_rootfs;
 pub use maintenance::{check, CheckReport, PruneReport};
 pub use meta::apply_change;
 pub use progress::MissReason;
-pub use progress::{CollectProgress, Event, NoProgress, ProgressSink, StepId};
+pub use progress::{
+    BlobState, CacheResult, CollectProgress, Direction, Event, NoProgress, ProgressSink,
+    RegistryEvent, StepId, StepResult,
+};
 pub use request::{BuildRequest, Output, SecretFrom, SecretSource, SshSource};
 pub use shared::Cancel;
 pub use solve::Explained;
+pub use task::{BlockingEvents, Build, Events};
 
 /// Re-exported so callers can build [`BuildRequest::devices`] (and parse `--gpus`).
 pub use rbuild_cdi as cdi;

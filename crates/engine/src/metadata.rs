@@ -98,6 +98,7 @@ mod tests {
             image: image.clone(),
             tags: vec!["docker.io/library/app:1".into()],
             pushed: Vec::new(),
+            steps: Vec::new(),
             platforms: Vec::new(),
             index: None,
         };

@@ -159,6 +159,7 @@ pub(crate) fn build(
         image: built[0].clone(),
         tags: applied,
         pushed,
+        steps: Vec::new(),
         platforms: built,
         index: Some(index),
     })

@@ -1,15 +1,21 @@
 //! Typed progress events: the engine never prints, it reports; renderers (terminal, plain lines, JSON)
 //! decide how a build looks.
+//!
+//! Every event is `Serialize` (an internally tagged object: `{"event": "step_started", ...}`), so
+//! an embedder can forward the stream as JSON lines without a renderer of its own. The enums are
+//! `#[non_exhaustive]`: new kinds of events arrive in minor releases, and a consumer matches the
+//! ones it shows and ignores the rest.
 
 use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 
 /// Identifies one step of a build in every event about it, so renderers can group lines per step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StepId {
     /// One-based number of the step in file order (stages in dependency order); steps of
-    /// independent stages may run at the same time.
+    /// independent stages may run at the same time. Unique within one build, so it is the key
+    /// a renderer groups a step's events by.
     pub index: usize,
     /// Number of steps the build will execute.
     pub total: usize,
@@ -22,7 +28,9 @@ pub struct StepId {
 }
 
 /// One thing that happened during a build.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Event {
     /// The Dockerfile was parsed and planned; `steps` is the number of steps to run.
     Planned {
@@ -141,7 +149,8 @@ impl<F: Fn(Event) + Send + Sync> ProgressSink for F {
 // --- registry transfers ---
 
 /// Which way a registry transfer goes, so one event type serves pull and push bars.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Downloading a base image.
     Pull,
@@ -150,7 +159,9 @@ pub enum Direction {
 }
 
 /// What happened to one blob, in the renderer's terms (registry events, minus transport detail).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum BlobState {
     /// Transfer began; `size` per the manifest.
     Started {
@@ -183,7 +194,9 @@ pub enum BlobState {
 }
 
 /// A registry event for progress renderers; carried by [`Event::Registry`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "registry", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RegistryEvent {
     /// A pull or push of `reference` began.
     Started {
@@ -217,7 +230,8 @@ pub enum RegistryEvent {
 // --- cache misses ---
 
 /// Why a step runs instead of coming from the cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum MissReason {
     /// `--no-cache` (or `--no-cache-filter` naming the step's stage).
@@ -297,5 +311,157 @@ impl fmt::Display for MissReason {
             MissReason::Uncacheable => write!(f, "it downloads a URL, which is never cached"),
             MissReason::DependsOnRun => write!(f, "a step it depends on runs"),
         }
+    }
+}
+
+// --- per-step results, as the outcome reports them ---
+
+/// How the cache served one step, as [`crate::BuildOutcome::steps`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "cache", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CacheResult {
+    /// The step's result came from the cache; it did not run.
+    Hit,
+    /// The step ran, and why its cached result could not be used.
+    Miss {
+        /// Why.
+        reason: MissReason,
+    },
+    /// The step only changes the image config (ENV, LABEL, CMD…): nothing to cache or run.
+    ConfigOnly,
+}
+
+/// One step of a finished build: which step, how the cache served it, how long it took.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct StepResult {
+    /// The step, as its events named it.
+    pub step: StepId,
+    /// Cache hit, miss (with the reason) or config-only.
+    pub cache: CacheResult,
+    /// Wall time from start to done (zero for a cache hit).
+    pub elapsed: Duration,
+}
+
+/// Forwards every event and remembers what the outcome reports per step, so the outcome does not
+/// depend on the caller keeping its events.
+pub(crate) struct Recorder<'a> {
+    inner: &'a dyn ProgressSink,
+    steps: Mutex<std::collections::BTreeMap<usize, StepResult>>,
+}
+
+impl<'a> Recorder<'a> {
+    pub(crate) fn new(inner: &'a dyn ProgressSink) -> Self {
+        Recorder {
+            inner,
+            steps: Mutex::default(),
+        }
+    }
+
+    /// The steps that finished, in step order.
+    pub(crate) fn steps(&self) -> Vec<StepResult> {
+        self.steps
+            .lock()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl ProgressSink for Recorder<'_> {
+    fn event(&self, event: Event) {
+        if let Ok(mut steps) = self.steps.lock() {
+            let mut set = |id: &StepId, f: &dyn Fn(&mut StepResult)| {
+                let r = steps.entry(id.index).or_insert_with(|| StepResult {
+                    step: id.clone(),
+                    cache: CacheResult::ConfigOnly,
+                    elapsed: Duration::ZERO,
+                });
+                f(r);
+            };
+            match &event {
+                Event::StepStarted(id) => set(id, &|_| {}),
+                Event::StepCached(id) => set(id, &|r| r.cache = CacheResult::Hit),
+                Event::StepMiss { step, reason } => set(step, &|r| {
+                    r.cache = CacheResult::Miss {
+                        reason: reason.clone(),
+                    }
+                }),
+                Event::StepDone { step, elapsed } => set(step, &|r| r.elapsed = *elapsed),
+                _ => {}
+            }
+        }
+        self.inner.event(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(index: usize) -> StepId {
+        StepId {
+            index,
+            total: 2,
+            stage: "0".into(),
+            line: index + 1,
+            text: "RUN true".into(),
+        }
+    }
+
+    #[test]
+    fn events_serialize_as_tagged_objects() {
+        let cases = [
+            (
+                Event::StepStarted(id(1)),
+                r#"{"event":"step_started","index":1,"total":2,"stage":"0","line":2,"text":"RUN true"}"#,
+            ),
+            (
+                Event::StepMiss {
+                    step: id(1),
+                    reason: MissReason::BuildArgsChanged {
+                        names: vec!["A".into()],
+                    },
+                },
+                r#"{"event":"step_miss","step":{"index":1,"total":2,"stage":"0","line":2,"text":"RUN true"},"reason":{"reason":"build_args_changed","names":["A"]}}"#,
+            ),
+            (
+                Event::Registry(RegistryEvent::Blob {
+                    direction: Direction::Push,
+                    digest: "sha256:x".into(),
+                    state: BlobState::Progress { done: 1, size: 2 },
+                }),
+                r#"{"event":"registry","registry":"blob","direction":"push","digest":"sha256:x","state":{"state":"progress","done":1,"size":2}}"#,
+            ),
+        ];
+        for (event, want) in cases {
+            assert_eq!(serde_json::to_string(&event).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn recorder_keeps_each_steps_cache_result() {
+        let rec = Recorder::new(&NoProgress);
+        rec.event(Event::StepStarted(id(2)));
+        rec.event(Event::StepStarted(id(1)));
+        rec.event(Event::StepCached(id(1)));
+        rec.event(Event::StepMiss {
+            step: id(2),
+            reason: MissReason::FirstBuild,
+        });
+        rec.event(Event::StepDone {
+            step: id(2),
+            elapsed: Duration::from_secs(3),
+        });
+        let steps = rec.steps();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[0].cache, CacheResult::Hit);
+        assert_eq!(
+            steps[1].cache,
+            CacheResult::Miss {
+                reason: MissReason::FirstBuild
+            }
+        );
+        assert_eq!(steps[1].elapsed, Duration::from_secs(3));
     }
 }

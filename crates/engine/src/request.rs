@@ -58,6 +58,141 @@ pub struct BuildRequest {
     pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
+impl BuildRequest {
+    /// A request to build the Dockerfile of `context` into the local store, untagged; chain the
+    /// methods below to say more, as `docker build` flags would.
+    ///
+    /// ```
+    /// use rbuild_engine::{BuildRequest, Output};
+    /// let req = BuildRequest::new("app")
+    ///     .tag("app:1")
+    ///     .build_arg("VERSION", "1.2")
+    ///     .target("runtime")
+    ///     .output(Output::Docker { dest: "app.tar".into() });
+    /// assert_eq!(req.tags, ["app:1"]);
+    /// ```
+    pub fn new(context: impl Into<PathBuf>) -> BuildRequest {
+        BuildRequest {
+            context: context.into(),
+            ..Default::default()
+        }
+    }
+
+    /// `-f`: the Dockerfile to build (default: `Dockerfile` in the context).
+    pub fn dockerfile(mut self, path: impl Into<PathBuf>) -> Self {
+        self.dockerfile = Some(path.into());
+        self
+    }
+
+    /// `-f -`: the Dockerfile's text itself, which wins over a path.
+    pub fn dockerfile_text(mut self, text: impl Into<String>) -> Self {
+        self.dockerfile_text = Some(text.into());
+        self
+    }
+
+    /// `-t`: one more name for the result.
+    pub fn tag(mut self, reference: impl Into<String>) -> Self {
+        self.tags.push(reference.into());
+        self
+    }
+
+    /// `--build-arg NAME=VALUE`.
+    pub fn build_arg(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.build_args.insert(name.into(), value.into());
+        self
+    }
+
+    /// `--label NAME=VALUE` on the final image.
+    pub fn label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(name.into(), value.into());
+        self
+    }
+
+    /// `--target`: the stage to build instead of the last one.
+    pub fn target(mut self, stage: impl Into<String>) -> Self {
+        self.target = Some(stage.into());
+        self
+    }
+
+    /// `--platform`: the one platform to build for (`linux/arm64`).
+    pub fn platform(mut self, platform: impl Into<String>) -> Self {
+        self.platform = Some(platform.into());
+        self
+    }
+
+    /// `-o`: one more destination; the local store is always written.
+    pub fn output(mut self, output: Output) -> Self {
+        self.outputs.push(output);
+        self
+    }
+
+    /// `--secret`: a secret `RUN --mount=type=secret,id=ID` may read.
+    pub fn secret(mut self, id: impl Into<String>, from: SecretFrom) -> Self {
+        self.secrets.push(SecretSource {
+            id: id.into(),
+            source: from,
+        });
+        self
+    }
+
+    /// `--ssh ID=SOCKET`: an agent `RUN --mount=type=ssh` may use.
+    pub fn ssh(mut self, id: impl Into<String>, socket: impl Into<PathBuf>) -> Self {
+        self.ssh.push(SshSource {
+            id: id.into(),
+            socket: socket.into(),
+        });
+        self
+    }
+
+    /// `--no-cache`: run every step.
+    pub fn no_cache(mut self, yes: bool) -> Self {
+        self.no_cache = yes;
+        self
+    }
+
+    /// `--pull`: resolve base images again even when they are local.
+    pub fn pull(mut self, yes: bool) -> Self {
+        self.pull = yes;
+        self
+    }
+
+    /// `--push`: push every tag after the build.
+    pub fn push(mut self, yes: bool) -> Self {
+        self.push = yes;
+        self
+    }
+
+    /// `--network` for RUN steps (`default`, `none`, `host`).
+    pub fn network(mut self, mode: impl Into<String>) -> Self {
+        self.network = Some(mode.into());
+        self
+    }
+
+    /// `SOURCE_DATE_EPOCH`: clamps file and history timestamps for reproducible images.
+    pub fn source_date_epoch(mut self, seconds: i64) -> Self {
+        self.source_date_epoch = Some(seconds);
+        self
+    }
+
+    /// `--jobs`: how many steps may run at once.
+    pub fn jobs(mut self, n: usize) -> Self {
+        self.jobs = Some(n);
+        self
+    }
+
+    /// A `--cache-from` source (see [`crate::CacheImport::parse`] for the flag's syntax).
+    pub fn cache_from(mut self, source: crate::CacheImport) -> Self {
+        self.cache_from.push(source);
+        self
+    }
+
+    /// A `--cache-to` destination (see [`crate::CacheExport::parse`] for the flag's syntax).
+    pub fn cache_to(mut self, dest: crate::CacheExport) -> Self {
+        self.cache_to.push(dest);
+        self
+    }
+}
+
 /// A build secret source; the engine never copies its content into a layer, config or history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretSource {
