@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the example use, when any is missing. Needs root.
 set -euo pipefail
-pkgs=(docker.io skopeo umoci busybox-static docker-registry uidmap jq ca-certificates debootstrap libcap2-bin attr util-linux passwd tar)
+pkgs=(docker.io skopeo umoci busybox-static docker-registry uidmap jq ca-certificates debootstrap libcap2-bin attr util-linux passwd tar tini)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

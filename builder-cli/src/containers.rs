@@ -76,7 +76,7 @@ pub struct RunArgs {
     /// Ulimit options (NAME=SOFT[:HARD])
     #[arg(long)]
     ulimit: Vec<String>,
-    /// Run an init inside the container (not supported yet: refused)
+    /// Run an init inside the container that forwards signals and reaps processes
     #[arg(long)]
     init: bool,
     /// GPU devices to add to the container ('all' to pass all GPUs)
@@ -255,9 +255,6 @@ pub fn run(root: &Option<PathBuf>, insecure: &[String], a: RunArgs) -> ExitCode 
 }
 
 fn run_inner(root: &Option<PathBuf>, insecure: &[String], a: RunArgs) -> Result<ExitCode, String> {
-    if a.init {
-        return Err("--init is not supported yet: the command runs as PID 1".into());
-    }
     if a.detach && a.rm && a.tty && a.interactive {
         // Allowed by docker; nothing special here.
     }
@@ -308,6 +305,7 @@ fn run_inner(root: &Option<PathBuf>, insecure: &[String], a: RunArgs) -> Result<
         devices: a.device.clone(),
         gpus: a.gpus.clone(),
         cdi_spec_dirs: a.cdi_spec_dir.clone(),
+        init: a.init,
     };
     let rec = cs
         .create(&image, &a.image, &opts)

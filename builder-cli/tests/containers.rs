@@ -512,3 +512,120 @@ fn rootless_run_exec_stop_commit_as_an_unprivileged_user() {
     ok(&["rm", "rl"]);
     assert_eq!(ok(&["ps", "-a", "-q"]), "");
 }
+
+#[test]
+fn devices_and_gpus_come_through_cdi() {
+    let work = tempfile::tempdir().unwrap();
+    let store = store_with_busybox(work.path());
+    let cdi = write_cdi_spec(work.path());
+    // GPUs as nvidia-ctk describes them, with an edit per device the container can show.
+    std::fs::write(
+        cdi.join("gpu.json"),
+        r#"{"cdiVersion":"0.5.0","kind":"nvidia.com/gpu","devices":[
+            {"name":"0","containerEdits":{"env":["GPU0=yes"]}},
+            {"name":"1","containerEdits":{"env":["GPU1=yes"]}}]}"#,
+    )
+    .unwrap();
+    let cdi = cdi.to_str().unwrap();
+    let check = "test -c /dev/rbuild-zero && test \"$(cat /opt/rbuild-share/data)\" = shared-data \
+                 && test \"$RBUILD_TEST_DEV\" = zero && test \"$RBUILD_TEST_SPEC\" = 1 \
+                 && grep -q '\"status\":\"creating\"' /etc/rbuild-hook \
+                 && grep -qx started /dev/rbuild-start && echo devices-ok";
+    let out = rb_ok(
+        &store,
+        &[
+            "run",
+            "--rm",
+            "--cdi-spec-dir",
+            cdi,
+            "--device",
+            "rbuild.test/dev=zero",
+            "bb:1",
+            "sh",
+            "-c",
+            check,
+        ],
+    );
+    assert_eq!(out.trim(), "devices-ok");
+    let gpus = |flag: &str| {
+        rb_ok(
+            &store,
+            &[
+                "run",
+                "--rm",
+                "--cdi-spec-dir",
+                cdi,
+                "--gpus",
+                flag,
+                "bb:1",
+                "sh",
+                "-c",
+                "echo ${GPU0:-no} ${GPU1:-no}",
+            ],
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(gpus("all"), "yes yes");
+    assert_eq!(gpus("1"), "yes no");
+    assert_eq!(gpus("device=1"), "no yes");
+    // Without the flags the container sees none of it.
+    let out = rb_ok(
+        &store,
+        &[
+            "run",
+            "--rm",
+            "bb:1",
+            "sh",
+            "-c",
+            "test ! -e /dev/rbuild-zero && echo none",
+        ],
+    );
+    assert_eq!(out.trim(), "none");
+}
+
+#[test]
+fn init_runs_as_pid_1_and_the_command_under_it() {
+    let work = tempfile::tempdir().unwrap();
+    let store = store_with_busybox(work.path());
+    let out = rb_ok(
+        &store,
+        &[
+            "run",
+            "--rm",
+            "--init",
+            "bb:1",
+            "sh",
+            "-c",
+            "tr '\\0' ' ' < /proc/1/cmdline; echo; echo $$",
+        ],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("/sbin/docker-init -- sh -c"),
+        "PID 1 is {:?}",
+        lines[0]
+    );
+    assert_ne!(lines[1], "1", "the command must not be PID 1 under --init");
+    // Without --init the command is PID 1, as docker runs it.
+    let out = rb_ok(&store, &["run", "--rm", "bb:1", "sh", "-c", "echo $$"]);
+    assert_eq!(out.trim(), "1");
+    // Committing a container that ran with --init leaves no init in the image.
+    rb_ok(
+        &store,
+        &["run", "--init", "--name", "inited", "bb:1", "true"],
+    );
+    rb_ok(&store, &["commit", "inited", "bb:init"]);
+    let out = rb_ok(
+        &store,
+        &[
+            "run",
+            "--rm",
+            "bb:init",
+            "sh",
+            "-c",
+            "test -e /sbin/docker-init && echo present || echo absent",
+        ],
+    );
+    assert_eq!(out.trim(), "absent");
+}

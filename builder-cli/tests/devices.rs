@@ -9,69 +9,11 @@ use std::process::Output;
 
 use common::*;
 
-const HOOK: &str = r#"#!/bin/sh
-# A createContainer hook as nvidia-ctk's are: the OCI state on stdin names the bundle, whose
-# config.json names the container's root.
-state=$(cat)
-bundle=$(printf '%s' "$state" | sed -n 's/.*"bundle":"\([^"]*\)".*/\1/p')
-root=$(sed -n 's/.*"root":{"path":"\([^"]*\)".*/\1/p' "$bundle/config.json")
-# As update-ldcache writes /etc/ld.so.cache: a file in the root the step sees, not the image.
-printf '%s\n' "$state" > "$root/etc/rbuild-hook"
-"#;
-
 const DOCKERFILE: &str = r#"FROM bb:1
 RUN test -c /dev/rbuild-zero && test "$(head -c 4 /dev/rbuild-zero | od -An -tx1 | tr -d ' \n')" = 00000000
 RUN test "$(cat /opt/rbuild-share/data)" = shared-data && test "$RBUILD_TEST_DEV" = zero && test "$RBUILD_TEST_SPEC" = 1
 RUN grep -q '"status":"creating"' /etc/rbuild-hook && grep -qx started /dev/rbuild-start && echo built > /built
 "#;
-
-/// Writes the spec (YAML) in `dir/cdi` and what it points at; returns the spec directory.
-fn write_spec(dir: &Path) -> std::path::PathBuf {
-    let share = dir.join("share");
-    std::fs::create_dir_all(&share).unwrap();
-    std::fs::write(share.join("data"), "shared-data").unwrap();
-    let hook = dir.join("hook.sh");
-    std::fs::write(&hook, HOOK).unwrap();
-    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let cdi = dir.join("cdi");
-    std::fs::create_dir_all(&cdi).unwrap();
-    std::fs::write(
-        cdi.join("rbuild-test.yaml"),
-        format!(
-            r#"cdiVersion: "0.6.0"
-kind: rbuild.test/dev
-containerEdits:
-  env: [RBUILD_TEST_SPEC=1]
-devices:
-  - name: zero
-    containerEdits:
-      env: [RBUILD_TEST_DEV=zero]
-      deviceNodes:
-        - path: /dev/rbuild-zero
-          hostPath: /dev/zero
-          type: c
-          permissions: rw
-      mounts:
-        - hostPath: {share}
-          containerPath: /opt/rbuild-share
-          options: [ro, nosuid, nodev, bind]
-      hooks:
-        - hookName: createContainer
-          path: {hook}
-          args: [hook.sh, create]
-          env: [PATH=/usr/bin:/bin]
-          timeout: 30
-        - hookName: startContainer
-          path: /bin/sh
-          args: [sh, -c, "echo started > /dev/rbuild-start"]
-"#,
-            share = share.display(),
-            hook = hook.display()
-        ),
-    )
-    .unwrap();
-    cdi
-}
 
 fn context(dir: &Path) -> std::path::PathBuf {
     let ctx = dir.join("ctx");
@@ -88,7 +30,7 @@ fn text(out: &Output) -> String {
 fn run_steps_get_the_device_and_the_image_none_of_it() {
     let t = tempfile::tempdir().unwrap();
     let store = store_with_busybox(t.path());
-    let cdi = write_spec(t.path());
+    let cdi = write_cdi_spec(t.path());
     let ctx = context(t.path());
     run_ok(
         rbuild(&store)
@@ -159,7 +101,7 @@ fn run_steps_get_the_device_and_the_image_none_of_it() {
 fn unknown_device_fails_before_building() {
     let t = tempfile::tempdir().unwrap();
     let store = store_with_busybox(t.path());
-    let cdi = write_spec(t.path());
+    let cdi = write_cdi_spec(t.path());
     let ctx = context(t.path());
     for dev in ["nvidia.com/gpu=all", "rbuild.test/dev=one"] {
         let out = rbuild(&store)
@@ -224,7 +166,7 @@ fn rootless_build_gets_the_device() {
         .tempdir_in("/tmp")
         .unwrap();
     let root = dir.path();
-    write_spec(root);
+    write_cdi_spec(root);
     context(root);
     busybox_tar(root);
     run_ok(

@@ -362,3 +362,64 @@ pub fn processes_with_cmdline(cmdline: &str) -> Vec<u32> {
     }
     out
 }
+
+const CDI_HOOK: &str = r#"#!/bin/sh
+# A createContainer hook as nvidia-ctk's are: the OCI state on stdin names the bundle, whose
+# config.json names the container's root.
+state=$(cat)
+bundle=$(printf '%s' "$state" | sed -n 's/.*"bundle":"\([^"]*\)".*/\1/p')
+root=$(sed -n 's/.*"root":{"path":"\([^"]*\)".*/\1/p' "$bundle/config.json")
+# As update-ldcache writes /etc/ld.so.cache: a file in the root the step sees, not the image.
+printf '%s\n' "$state" > "$root/etc/rbuild-hook"
+"#;
+
+/// Writes a CDI spec of a vendor of the tests' own, `rbuild.test/dev=zero` (a device node bound
+/// from /dev/zero, a read-only mount of a directory with `data`, environment, a createContainer and
+/// a startContainer hook), in YAML in `dir/cdi`, and what it points at;
+/// returns the spec directory.
+pub fn write_cdi_spec(dir: &Path) -> std::path::PathBuf {
+    let share = dir.join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    std::fs::write(share.join("data"), "shared-data").unwrap();
+    let hook = dir.join("hook.sh");
+    std::fs::write(&hook, CDI_HOOK).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cdi = dir.join("cdi");
+    std::fs::create_dir_all(&cdi).unwrap();
+    std::fs::write(
+        cdi.join("rbuild-test.yaml"),
+        format!(
+            r#"cdiVersion: "0.6.0"
+kind: rbuild.test/dev
+containerEdits:
+  env: [RBUILD_TEST_SPEC=1]
+devices:
+  - name: zero
+    containerEdits:
+      env: [RBUILD_TEST_DEV=zero]
+      deviceNodes:
+        - path: /dev/rbuild-zero
+          hostPath: /dev/zero
+          type: c
+          permissions: rw
+      mounts:
+        - hostPath: {share}
+          containerPath: /opt/rbuild-share
+          options: [ro, nosuid, nodev, bind]
+      hooks:
+        - hookName: createContainer
+          path: {hook}
+          args: [hook.sh, create]
+          env: [PATH=/usr/bin:/bin]
+          timeout: 30
+        - hookName: startContainer
+          path: /bin/sh
+          args: [sh, -c, "echo started > /dev/rbuild-start"]
+"#,
+            share = share.display(),
+            hook = hook.display()
+        ),
+    )
+    .unwrap();
+    cdi
+}

@@ -34,6 +34,9 @@ pub struct CreateOptions {
     pub stdin_open: bool,
     /// `--rm`.
     pub auto_remove: bool,
+    /// `--init`: an init (the host's static tini, as docker's docker-init) runs as PID 1, reaps
+    /// zombies and forwards signals to the command.
+    pub init: bool,
     /// `-v HOST:CONTAINER[:ro|rw]`.
     pub volumes: Vec<String>,
     /// `--mount type=bind|tmpfs,...`.
@@ -292,6 +295,21 @@ pub(crate) fn resolve(
         Some(w) => absolute("working directory", w)?,
     };
     let mut mounts = Vec::new();
+    if opts.init {
+        // Docker binds its static tini at the same path; a static binary runs in any rootfs.
+        let init = find_init().ok_or_else(|| {
+            ContainerError::Invalid(format!(
+                "--init needs a static init on this host ({}): apt-get install tini",
+                INIT_CANDIDATES.join(", ")
+            ))
+        })?;
+        mounts.push(Mount::Bind {
+            source: init,
+            target: INIT_PATH.into(),
+            readonly: true,
+        });
+        args.splice(0..0, [INIT_PATH.to_string(), "--".to_string()]);
+    }
     for v in &opts.volumes {
         mounts.push(parse_volume(v)?);
     }
@@ -423,6 +441,23 @@ pub(crate) fn resolve_devices(
 ) -> Result<rbuild_cdi::Resolved, ContainerError> {
     let gpus: Vec<String> = gpus.iter().cloned().collect();
     rbuild_cdi::resolve_flags(&gpus, devices, spec_dirs).map_err(ContainerError::Device)
+}
+
+/// Where `--init` puts the init in the container (docker's path).
+const INIT_PATH: &str = "/sbin/docker-init";
+
+/// Static inits `--init` can bind: Debian's tini package, docker's own.
+const INIT_CANDIDATES: [&str; 3] = [
+    "/usr/bin/tini-static",
+    "/usr/sbin/docker-init",
+    "/usr/libexec/docker/docker-init",
+];
+
+fn find_init() -> Option<std::path::PathBuf> {
+    INIT_CANDIDATES
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.is_file())
 }
 
 #[cfg(test)]
