@@ -17,6 +17,7 @@ use rbuild_image::layout::{LayoutReader, LayoutWriter};
 use rbuild_image::manifest::{Descriptor, Manifest, MEDIA_TYPE_OCI_MANIFEST};
 use rbuild_image::reference::Reference;
 use rbuild_image::{Images, LocalImage};
+#[cfg(feature = "registry")]
 use rbuild_registry::PushOptions;
 
 use crate::cachefmt::{CacheConfig, CONFIG_MEDIA_TYPE, INLINE_ANNOTATION};
@@ -27,6 +28,7 @@ use crate::request::BuildRequest;
 use crate::BuildError;
 
 /// The layer blobs of `cfg`, compressed with `c` (stored variants reused).
+#[cfg_attr(not(feature = "registry"), allow(dead_code))]
 fn layer_blobs(
     images: &Images,
     cfg: &CacheConfig,
@@ -94,15 +96,52 @@ pub(crate) fn import_local(images: &Images, src: &std::path::Path) -> Result<usi
     Ok(count)
 }
 
+#[cfg_attr(not(feature = "registry"), allow(dead_code))]
 fn parse_ref(s: &str) -> Result<Reference, BuildError> {
     Reference::parse(s).map_err(|e| BuildError::Request(format!("cache reference {s:?}: {e}")))
 }
 
+#[cfg(feature = "registry")]
 fn registry_err(reference: &str) -> impl Fn(rbuild_registry::RegistryError) -> BuildError + '_ {
     move |e| BuildError::Request(format!("{reference}: {e}"))
 }
 
+/// Without the `registry` feature a registry cache can be neither written nor read.
+#[cfg(not(feature = "registry"))]
+fn registry_disabled(reference: &str) -> BuildError {
+    BuildError::Request(format!(
+        "{reference}: registry caches are not compiled in (enable rbuild's `registry` feature)"
+    ))
+}
+
+#[cfg(not(feature = "registry"))]
+pub(crate) fn export_registry(
+    _images: &Images,
+    _opts: &RegistryOptions,
+    reference: &str,
+    _cfg: &CacheConfig,
+    _c: ExportCompression,
+    _progress: &dyn ProgressSink,
+) -> Result<Digest, BuildError> {
+    Err(registry_disabled(reference))
+}
+
+#[cfg(not(feature = "registry"))]
+struct Remote {
+    cfg: CacheConfig,
+}
+
+#[cfg(not(feature = "registry"))]
+fn open_registry(
+    _opts: &RegistryOptions,
+    reference: &str,
+    _platform: &rbuild_dockerfile::Platform,
+) -> Result<Remote, BuildError> {
+    Err(registry_disabled(reference))
+}
+
 /// Pushes `cfg` as a cache artifact to `reference`; returns the manifest digest.
+#[cfg(feature = "registry")]
 pub(crate) fn export_registry(
     images: &Images,
     opts: &RegistryOptions,
@@ -143,6 +182,7 @@ pub(crate) fn export_registry(
 /// A registry cache opened for a build: its records are known, its layer blobs are fetched
 /// only when a step's lookup hits a record (see [`Imported::hit`]), so a runner downloads the
 /// layers of the steps it reuses, not those of every step the cache holds.
+#[cfg(feature = "registry")]
 struct Remote {
     name: String,
     reference: Reference,
@@ -171,6 +211,22 @@ impl Imported {
     /// layers the store lacks and recording it in the store; `None` when no cache has it. A
     /// cache whose blobs cannot be fetched is dropped with one warning: the step then runs.
     pub(crate) fn hit(
+        &self,
+        store: &rbuild_store::Store,
+        key: &Digest,
+        progress: &dyn ProgressSink,
+    ) -> Option<crate::chain::Chain> {
+        #[cfg(not(feature = "registry"))]
+        {
+            let _ = (store, key, progress, &self.remotes);
+            None
+        }
+        #[cfg(feature = "registry")]
+        self.hit_remote(store, key, progress)
+    }
+
+    #[cfg(feature = "registry")]
+    fn hit_remote(
         &self,
         store: &rbuild_store::Store,
         key: &Digest,
@@ -228,6 +284,7 @@ impl Imported {
 
 /// Opens the cache at `reference`: a cache artifact, or an image whose manifest carries an
 /// inline cache. Only the manifest and the config (the records) are read now.
+#[cfg(feature = "registry")]
 fn open_registry(
     opts: &RegistryOptions,
     reference: &str,

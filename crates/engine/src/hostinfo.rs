@@ -118,16 +118,7 @@ impl Builder {
             },
             _ => rbuild_snapshot::Kind::Copy,
         };
-        let env = |k: &str| std::env::var(k).ok();
-        let auth = rbuild_registry::AuthSource::from_env(&env);
-        let credential_files = [auth.docker_config, auth.podman_auth_file]
-            .into_iter()
-            .flatten()
-            .map(|p| {
-                let exists = p.is_file();
-                (p, exists)
-            })
-            .collect();
+        let (credential_files, registries_conf) = registry_files();
         // The invoking user: outside rbuild's namespace, uid 0 is the user whose map this is.
         let host_uid = uid_map
             .as_deref()
@@ -166,10 +157,7 @@ impl Builder {
             isolation: resolved,
             store: store.root().to_path_buf(),
             store_bytes: disk_usage(store.root()),
-            registries_conf: rbuild_registry::RegistriesConf::discover_path(
-                &env,
-                Path::new(rbuild_registry::config::SYSTEM_REGISTRIES_CONF),
-            ),
+            registries_conf,
             credential_files,
         }
     }
@@ -183,4 +171,30 @@ fn user_name(uid: u32) -> Option<String> {
         let name = f.next()?;
         (f.nth(1)? == uid.to_string()).then(|| name.to_string())
     })
+}
+
+/// The credential files (with whether each exists) and the registries.conf the registry client
+/// would read; none without the `registry` feature, which has no client.
+#[cfg(feature = "registry")]
+fn registry_files() -> (Vec<(std::path::PathBuf, bool)>, Option<std::path::PathBuf>) {
+    let env = |k: &str| std::env::var(k).ok();
+    let auth = rbuild_registry::AuthSource::from_env(&env);
+    let files = [auth.docker_config, auth.podman_auth_file]
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let exists = p.is_file();
+            (p, exists)
+        })
+        .collect();
+    let conf = rbuild_registry::RegistriesConf::discover_path(
+        &env,
+        Path::new(rbuild_registry::config::SYSTEM_REGISTRIES_CONF),
+    );
+    (files, conf)
+}
+
+#[cfg(not(feature = "registry"))]
+fn registry_files() -> (Vec<(std::path::PathBuf, bool)>, Option<std::path::PathBuf>) {
+    (Vec::new(), None)
 }

@@ -51,6 +51,8 @@ pub struct PushSettings {
     pub compression: ExportCompression,
     /// Repositories that may already hold the layers.
     pub mount_from: Vec<Reference>,
+    /// Annotations of the pushed manifest.
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Fails: without the `registry` feature a base image must already be in the store.
@@ -72,6 +74,20 @@ pub fn push_all(
     _images: &Images,
     _opts: &RegistryOptions,
     _image: &LocalImage,
+    dests: &[Reference],
+    _settings: &PushSettings,
+    _progress: &dyn ProgressSink,
+) -> Result<Vec<Digest>, TransferError> {
+    Err(TransferError::Disabled {
+        reference: dests.first().map(|d| d.to_string()).unwrap_or_default(),
+    })
+}
+
+/// Fails: pushing needs the `registry` feature.
+pub fn push_index(
+    _images: &Images,
+    _opts: &RegistryOptions,
+    _platforms: &[LocalImage],
     dests: &[Reference],
     _settings: &PushSettings,
     _progress: &dyn ProgressSink,
