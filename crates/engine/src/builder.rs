@@ -599,19 +599,7 @@ pub(crate) fn export(
             }
             // --- registry push (owned by the registry integration) ---
             Output::Registry { names, compression } => {
-                let dests = if names.is_empty() {
-                    tags.to_vec()
-                } else {
-                    names
-                        .iter()
-                        .map(|n| Reference::parse(n).map_err(BuildError::from))
-                        .collect::<Result<Vec<_>, _>>()?
-                };
-                if dests.is_empty() {
-                    return Err(BuildError::Request(
-                        "pushing needs a name: give -t NAME or -o type=registry,name=NAME".into(),
-                    ));
-                }
+                let dests = push_destinations(names, tags)?;
                 let settings = crate::pull::PushSettings {
                     compression: *compression,
                     mount_from: Vec::new(),
@@ -632,6 +620,27 @@ pub(crate) fn export(
         });
     }
     Ok(pushed)
+}
+
+/// Where `-o type=registry` pushes: its `name=`s, else the build's tags.
+pub(crate) fn push_destinations(
+    names: &[String],
+    tags: &[Reference],
+) -> Result<Vec<Reference>, BuildError> {
+    let dests = if names.is_empty() {
+        tags.to_vec()
+    } else {
+        names
+            .iter()
+            .map(|n| Reference::parse(n).map_err(BuildError::from))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if dests.is_empty() {
+        return Err(BuildError::Request(
+            "pushing needs a name: give -t NAME or -o type=registry,name=NAME".into(),
+        ));
+    }
+    Ok(dests)
 }
 
 pub(crate) fn dockerfile_path(req: &BuildRequest) -> Option<PathBuf> {

@@ -256,19 +256,7 @@ fn export_all(
                 ))
             }
             Output::Registry { names, compression } => {
-                let dests = if names.is_empty() {
-                    tags.to_vec()
-                } else {
-                    names
-                        .iter()
-                        .map(|n| Reference::parse(n).map_err(BuildError::from))
-                        .collect::<Result<Vec<_>, _>>()?
-                };
-                if dests.is_empty() {
-                    return Err(BuildError::Request(
-                        "pushing needs a name: give -t NAME or -o type=registry,name=NAME".into(),
-                    ));
-                }
+                let dests = crate::builder::push_destinations(names, tags)?;
                 let settings = crate::pull::PushSettings {
                     compression: *compression,
                     mount_from: Vec::new(),
