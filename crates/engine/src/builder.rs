@@ -321,22 +321,7 @@ impl Builder {
         let mut targets = lowered.ends.clone();
         targets.push(target.fs);
         let solved = crate::solve::solve(&lowered.graph, &targets, &shared, jobs)?;
-        let chain = solved.results[target.fs]
-            .clone()
-            .ok_or_else(|| BuildError::Task("target stage did not run".into()))?;
-        let mut config = target.config.config.clone();
-        let now = crate::meta::timestamp(req.source_date_epoch);
-        for &(i, v) in &target.slots {
-            if let Some(h) = config.history.get_mut(i) {
-                let ran = v.and_then(|v| solved.results[v].as_ref()?.created.clone());
-                h.created = Some(ran.unwrap_or_else(|| now.clone()));
-            }
-        }
-        for (k, v) in &req.labels {
-            config.set_label(k, v);
-        }
-        config.created = Some(now);
-        let image = images.commit(&config, &chain.layers)?;
+        let image = commit_target(images, target, None, &solved, req)?;
         let mut applied = Vec::new();
         for t in &tags {
             images.tag(&image, t)?;
@@ -641,6 +626,36 @@ pub(crate) fn push_destinations(
         ));
     }
     Ok(dests)
+}
+
+/// Commits a target stage as an image, history times from the steps that ran (the build's time
+/// for those that did not); `platform` names it in the error of a multi-platform build.
+pub(crate) fn commit_target(
+    images: &Images,
+    target: &crate::lower::LoweredStage,
+    platform: Option<&Platform>,
+    solved: &crate::solve::Solved,
+    req: &BuildRequest,
+) -> Result<LocalImage, BuildError> {
+    let chain = solved.results[target.fs].clone().ok_or_else(|| {
+        BuildError::Task(match platform {
+            Some(p) => format!("target stage for {p} did not run"),
+            None => "target stage did not run".into(),
+        })
+    })?;
+    let mut config = target.config.config.clone();
+    let now = crate::meta::timestamp(req.source_date_epoch);
+    for &(i, v) in &target.slots {
+        if let Some(h) = config.history.get_mut(i) {
+            let ran = v.and_then(|v| solved.results[v].as_ref()?.created.clone());
+            h.created = Some(ran.unwrap_or_else(|| now.clone()));
+        }
+    }
+    for (k, v) in &req.labels {
+        config.set_label(k, v);
+    }
+    config.created = Some(now);
+    Ok(images.commit(&config, &chain.layers)?)
 }
 
 pub(crate) fn dockerfile_path(req: &BuildRequest) -> Option<PathBuf> {

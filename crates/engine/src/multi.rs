@@ -15,8 +15,9 @@ use rbuild_dockerfile::Platform;
 use rbuild_image::reference::Reference;
 use rbuild_image::LocalImage;
 
-use crate::builder::{dockerfile_id, dockerfile_path, export, plan_options, read_dockerfile};
-use crate::lower::LoweredStage;
+use crate::builder::{
+    commit_target, dockerfile_id, dockerfile_path, export, plan_options, read_dockerfile,
+};
 use crate::progress::{Event, ProgressSink};
 use crate::request::{BuildRequest, Output};
 use crate::shared::Cancel;
@@ -132,7 +133,7 @@ pub(crate) fn build(
     let solved = crate::solve::solve(&lowered.graph, &targets, &shared, jobs)?;
     let mut built = Vec::with_capacity(platforms.len());
     for (target, platform) in lowered.targets.iter().zip(platforms) {
-        built.push(commit(images, target, platform, &solved, req)?);
+        built.push(commit_target(images, target, Some(platform), &solved, req)?);
     }
     let (index, _) = images.commit_index(&built)?;
     let created = built.first().and_then(|i| i.config.created.clone());
@@ -163,32 +164,6 @@ pub(crate) fn build(
         platforms: built,
         index: Some(index),
     })
-}
-
-/// Commits one platform's target stage as an image (history times from the steps that ran).
-fn commit(
-    images: &rbuild_image::Images,
-    target: &LoweredStage,
-    platform: &Platform,
-    solved: &crate::solve::Solved,
-    req: &BuildRequest,
-) -> Result<LocalImage, BuildError> {
-    let chain = solved.results[target.fs]
-        .clone()
-        .ok_or_else(|| BuildError::Task(format!("target stage for {platform} did not run")))?;
-    let mut config = target.config.config.clone();
-    let now = crate::meta::timestamp(req.source_date_epoch);
-    for &(i, v) in &target.slots {
-        if let Some(h) = config.history.get_mut(i) {
-            let ran = v.and_then(|v| solved.results[v].as_ref()?.created.clone());
-            h.created = Some(ran.unwrap_or_else(|| now.clone()));
-        }
-    }
-    for (k, v) in &req.labels {
-        config.set_label(k, v);
-    }
-    config.created = Some(now);
-    Ok(images.commit(&config, &chain.layers)?)
 }
 
 /// Writes every output of a multi-platform build (the store tags are already set).
