@@ -525,49 +525,14 @@ fn prepare(
     }
 
     // --- exec details ---
-    let cwd_comps = components("cwd", &spec.cwd)?;
-    let mut cwd_prefixes = Vec::new();
-    let mut acc = String::new();
-    for c in &cwd_comps {
-        acc.push('/');
-        acc.push_str(c);
-        cwd_prefixes.push(cstr("cwd", acc.as_str())?);
-    }
-    let argv_c = spec
-        .args
-        .iter()
-        .map(|a| cstr("argument", a.as_str()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let envp_c = spec
-        .env
-        .iter()
-        .map(|e| cstr("environment entry", e.as_str()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = envp_c.iter().map(|c| c.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    let exec_candidates = if program.contains('/') {
-        vec![cstr("argv[0]", program.as_str())?]
-    } else if program.is_empty() {
-        return Err(SandboxError::InvalidSpec("argv[0] is empty".into()));
-    } else {
-        let path = spec
-            .env
-            .iter()
-            .rev()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or(DEFAULT_PATH);
-        path.split(':')
-            .map(|d| {
-                let d = if d.is_empty() { "." } else { d };
-                cstr(
-                    "PATH entry",
-                    format!("{}/{}", d.trim_end_matches('/'), program),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    let ExecDetails {
+        cwd_prefixes,
+        argv_c,
+        envp_c,
+        argv,
+        envp,
+        exec_candidates,
+    } = exec_details(spec, &program)?;
 
     let mut flags =
         libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
@@ -974,6 +939,72 @@ pub(crate) enum Io<'a> {
         io: &'a crate::ContainerIo,
         on_start: &'a mut dyn FnMut(libc::pid_t),
     },
+}
+
+/// What the init process needs to `chdir` and `execve` the step, as C strings prepared before
+/// `fork` (the pointer arrays point into `argv_c`/`envp_c`, which must outlive the child).
+pub(crate) struct ExecDetails {
+    pub(crate) cwd_prefixes: Vec<CString>,
+    pub(crate) argv_c: Vec<CString>,
+    pub(crate) envp_c: Vec<CString>,
+    pub(crate) argv: Vec<*const libc::c_char>,
+    pub(crate) envp: Vec<*const libc::c_char>,
+    /// `program` itself when it has a `/`, else each `PATH` entry joined with it.
+    pub(crate) exec_candidates: Vec<CString>,
+}
+
+pub(crate) fn exec_details(spec: &RunSpec, program: &str) -> Result<ExecDetails, SandboxError> {
+    let cwd_comps = components("cwd", &spec.cwd)?;
+    let mut cwd_prefixes = Vec::new();
+    let mut acc = String::new();
+    for c in &cwd_comps {
+        acc.push('/');
+        acc.push_str(c);
+        cwd_prefixes.push(cstr("cwd", acc.as_str())?);
+    }
+    let argv_c = spec
+        .args
+        .iter()
+        .map(|a| cstr("argument", a.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp_c = spec
+        .env
+        .iter()
+        .map(|e| cstr("environment entry", e.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = envp_c.iter().map(|c| c.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let exec_candidates = if program.contains('/') {
+        vec![cstr("argv[0]", program)?]
+    } else if program.is_empty() {
+        return Err(SandboxError::InvalidSpec("argv[0] is empty".into()));
+    } else {
+        let path = spec
+            .env
+            .iter()
+            .rev()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH);
+        path.split(':')
+            .map(|d| {
+                let d = if d.is_empty() { "." } else { d };
+                cstr(
+                    "PATH entry",
+                    format!("{}/{}", d.trim_end_matches('/'), program),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    Ok(ExecDetails {
+        cwd_prefixes,
+        argv_c,
+        envp_c,
+        argv,
+        envp,
+        exec_candidates,
+    })
 }
 
 pub(crate) fn run_io(sb: &Sandbox, spec: &RunSpec, io: Io<'_>) -> Result<RunResult, SandboxError> {

@@ -155,49 +155,14 @@ pub(super) fn prepare(
         );
     }
 
-    let cwd_comps = components("cwd", &spec.cwd)?;
-    let mut cwd_prefixes = Vec::new();
-    let mut acc = String::new();
-    for c in &cwd_comps {
-        acc.push('/');
-        acc.push_str(c);
-        cwd_prefixes.push(cstr("cwd", acc.as_str())?);
-    }
-    let argv_c = spec
-        .args
-        .iter()
-        .map(|a| cstr("argument", a.as_str()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let envp_c = spec
-        .env
-        .iter()
-        .map(|e| cstr("environment entry", e.as_str()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = envp_c.iter().map(|c| c.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    let exec_candidates = if program.contains('/') {
-        vec![cstr("argv[0]", program.as_str())?]
-    } else if program.is_empty() {
-        return Err(SandboxError::InvalidSpec("argv[0] is empty".into()));
-    } else {
-        let path = spec
-            .env
-            .iter()
-            .rev()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or(DEFAULT_PATH);
-        path.split(':')
-            .map(|d| {
-                let d = if d.is_empty() { "." } else { d };
-                cstr(
-                    "PATH entry",
-                    format!("{}/{}", d.trim_end_matches('/'), program),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?
-    };
+    let ExecDetails {
+        cwd_prefixes,
+        argv_c,
+        envp_c,
+        argv,
+        envp,
+        exec_candidates,
+    } = exec_details(spec, &program)?;
 
     // Only the namespaces the host allows; the network one only when the step asked for it.
     let mut flags = 0;
