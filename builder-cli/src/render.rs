@@ -225,60 +225,6 @@ fn registry_line(ev: &RegistryEvent, fetched: bool) -> Option<String> {
     })
 }
 
-fn registry_json(ev: &RegistryEvent) -> serde_json::Value {
-    use serde_json::json;
-    let dir = |d: &Direction| match d {
-        Direction::Pull => "pull",
-        Direction::Push => "push",
-    };
-    match ev {
-        RegistryEvent::Started {
-            direction,
-            reference,
-        } => {
-            json!({"event": "registry_started", "direction": dir(direction), "reference": reference})
-        }
-        RegistryEvent::Blob {
-            direction,
-            digest,
-            state,
-        } => {
-            let mut v =
-                json!({"event": "registry_blob", "direction": dir(direction), "digest": digest});
-            let (st, extra) = match state {
-                BlobState::Started { size } => ("started", json!({"size": size})),
-                BlobState::Progress { done, size } => {
-                    ("progress", json!({"done": done, "size": size}))
-                }
-                BlobState::Retrying { attempt } => ("retrying", json!({"attempt": attempt})),
-                BlobState::Done => ("done", json!({})),
-                BlobState::Exists => ("exists", json!({})),
-                BlobState::Mounted { from } => ("mounted", json!({"from": from})),
-                BlobState::Extracted => ("extracted", json!({})),
-                other => {
-                    return serde_json::to_value(ev)
-                        .unwrap_or(json!({"state": format!("{other:?}")}))
-                }
-            };
-            v["state"] = json!(st);
-            if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-                o.extend(e.clone());
-            }
-            v
-        }
-        RegistryEvent::Finished {
-            direction,
-            reference,
-            digest,
-            image_id,
-        } => {
-            json!({"event": "registry_done", "direction": dir(direction), "reference": reference, "digest": digest, "image": image_id})
-        }
-        // Events added later: the library's own JSON form.
-        other => serde_json::to_value(other).unwrap_or_default(),
-    }
-}
-
 impl ProgressSink for Renderer {
     fn event(&self, event: Event) {
         if let Some(d) = &self.display {
@@ -371,39 +317,10 @@ fn plain(event: &Event, fetched: bool) -> Option<String> {
     })
 }
 
+/// `rawjson` is the library's own serialization of each event, so a machine reading rbuild's
+/// output and a program embedding the library see one format, documented on [`Event`].
 fn json(event: &Event) -> String {
-    use serde_json::json;
-    let v = match event {
-        Event::Planned { steps, stages } => {
-            json!({"event": "planned", "steps": steps, "stages": stages})
-        }
-        Event::Snapshotter {
-            name,
-            fallback_reason,
-        } => json!({"event": "snapshotter", "name": name, "fallback_reason": fallback_reason}),
-        Event::StepStarted(s) => {
-            json!({"event": "step_started", "index": s.index, "total": s.total, "stage": s.stage, "line": s.line, "text": s.text})
-        }
-        Event::StepLog { step, text } => json!({"event": "log", "index": step.index, "text": text}),
-        Event::StepCached(step) => json!({"event": "step_cached", "index": step.index}),
-        Event::StepMiss { step, reason } => {
-            json!({"event": "step_miss", "index": step.index, "reason": reason.to_string()})
-        }
-        Event::StepCancelled(step) => json!({"event": "step_cancelled", "index": step.index}),
-        Event::CacheImported { source, records } => {
-            json!({"event": "cache_imported", "source": source, "records": records})
-        }
-        Event::StepDone { step, elapsed } => {
-            json!({"event": "step_done", "index": step.index, "seconds": elapsed.as_secs_f64()})
-        }
-        Event::Warning { message } => json!({"event": "warning", "message": message}),
-        Event::ImageWritten { id, tags } => json!({"event": "image", "id": id, "tags": tags}),
-        Event::Exported { kind, dest } => json!({"event": "exported", "kind": kind, "dest": dest}),
-        Event::Registry(r) => registry_json(r),
-        // Events added later: the library's own JSON form.
-        other => serde_json::to_value(other).unwrap_or_default(),
-    };
-    v.to_string()
+    serde_json::to_string(event).unwrap_or_default()
 }
 
 /// Text for an error: Dockerfile errors show the offending line with a caret. A failed step's
@@ -519,11 +436,11 @@ mod tests {
     }
 
     #[test]
-    fn json_events_name_direction_and_state() {
+    fn rawjson_is_the_librarys_serialization() {
         let cases = [
             (
                 blob(Direction::Pull, BlobState::Progress { done: 3, size: 9 }),
-                r#"{"digest":"DIG","direction":"pull","done":3,"event":"registry_blob","size":9,"state":"progress"}"#,
+                r#"{"event":"registry","registry":"blob","direction":"pull","digest":"DIG","state":{"state":"progress","done":3,"size":9}}"#,
             ),
             (
                 blob(
@@ -532,7 +449,7 @@ mod tests {
                         from: "a/base".into(),
                     },
                 ),
-                r#"{"digest":"DIG","direction":"push","event":"registry_blob","from":"a/base","state":"mounted"}"#,
+                r#"{"event":"registry","registry":"blob","direction":"push","digest":"DIG","state":{"state":"mounted","from":"a/base"}}"#,
             ),
         ];
         for (ev, want) in cases {

@@ -600,3 +600,61 @@ fn login_keeps_the_password_in_the_credential_helper() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(creds.join("stored.json").exists());
 }
+
+/// `--progress=rawjson` prints the library's events as they serialize, one object per line:
+/// what an embedder receives is what a script reading rbuild's output receives.
+#[test]
+fn rawjson_prints_the_librarys_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_busybox(dir.path());
+    let ctx = copy_context(dir.path());
+    let events = |no_cache: bool| -> Vec<serde_json::Value> {
+        let mut c = rbuild(&store);
+        c.args(["build", "--progress=rawjson", "-t", "raw:1"]);
+        if no_cache {
+            c.arg("--no-cache");
+        }
+        let out = run_ok(c.arg(&ctx));
+        stderr(&out)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect()
+    };
+    let kinds = |evs: &[serde_json::Value]| -> Vec<String> {
+        evs.iter()
+            .map(|e| e["event"].as_str().expect("an event tag").to_string())
+            .collect()
+    };
+    let cold = events(true);
+    let k = kinds(&cold);
+    assert_eq!(k.first().map(String::as_str), Some("planned"), "{k:?}");
+    let miss = cold
+        .iter()
+        .find(|e| e["event"] == "step_miss")
+        .expect("a miss");
+    assert_eq!(miss["reason"]["reason"], "no_cache", "{miss}");
+    assert_eq!(miss["step"]["text"], "COPY hello.txt /hello.txt", "{miss}");
+    let done = cold
+        .iter()
+        .find(|e| e["event"] == "step_done")
+        .expect("a step_done");
+    assert!(done["elapsed"].is_f64(), "seconds as a float: {done}");
+    let image = cold
+        .iter()
+        .find(|e| e["event"] == "image_written")
+        .expect("image");
+    assert!(
+        image["id"].as_str().unwrap().starts_with("sha256:"),
+        "{image}"
+    );
+    assert_eq!(
+        image["tags"][0].as_str().unwrap(),
+        "docker.io/library/raw:1",
+        "{image}"
+    );
+    let warm = events(false);
+    assert!(
+        kinds(&warm).contains(&"step_cached".to_string()),
+        "{warm:?}"
+    );
+}

@@ -78,7 +78,8 @@ pub enum Event {
     StepDone {
         /// The step.
         step: StepId,
-        /// Wall time it took.
+        /// Wall time it took (in JSON: seconds, a float).
+        #[serde(serialize_with = "seconds")]
         elapsed: Duration,
     },
     /// Something the user should know that does not stop the build (unused build args, lints).
@@ -103,6 +104,12 @@ pub enum Event {
     // --- registry transfers (pull of base images, push of results) ---
     /// A registry pull or push made progress (per blob, for progress bars).
     Registry(RegistryEvent),
+}
+
+/// Durations travel as seconds (a float) in JSON, the unit a reader of `rawjson` expects, rather
+/// than serde's `{secs, nanos}` pair.
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// Receives events; implemented by renderers and by embedders that forward events elsewhere.
@@ -340,7 +347,8 @@ pub struct StepResult {
     pub step: StepId,
     /// Cache hit, miss (with the reason) or config-only.
     pub cache: CacheResult,
-    /// Wall time from start to done (zero for a cache hit).
+    /// Wall time from start to done (zero for a cache hit; in JSON: seconds, a float).
+    #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
 }
 
@@ -432,6 +440,13 @@ mod tests {
                     state: BlobState::Progress { done: 1, size: 2 },
                 }),
                 r#"{"event":"registry","registry":"blob","direction":"push","digest":"sha256:x","state":{"state":"progress","done":1,"size":2}}"#,
+            ),
+            (
+                Event::StepDone {
+                    step: id(1),
+                    elapsed: Duration::from_millis(1500),
+                },
+                r#"{"event":"step_done","step":{"index":1,"total":2,"stage":"0","line":2,"text":"RUN true"},"elapsed":1.5}"#,
             ),
         ];
         for (event, want) in cases {
