@@ -188,11 +188,12 @@ pub(crate) struct ChildFds {
     pub report: c_int,
 }
 
-fn errno() -> i32 {
+pub(crate) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-unsafe fn report(kind: u32, code: u32, value: i32) {
+/// Writes one record (kind, code, value) to the report pipe at [`FD_REPORT`].
+pub(crate) unsafe fn report(kind: u32, code: u32, value: i32) {
     let mut rec = [0u8; 12];
     let (a, rest) = rec.split_at_mut(4);
     let (b, c) = rest.split_at_mut(4);
@@ -208,7 +209,9 @@ unsafe fn fail(code: u32) -> ! {
     libc::_exit(127)
 }
 
-unsafe fn reset_signals() {
+/// Unblocks every signal and restores default dispositions: a forked thread inherits the
+/// caller's mask and handlers, which the step's process must not.
+pub(crate) unsafe fn reset_signals() {
     let mut set: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut set);
     libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
@@ -217,6 +220,28 @@ unsafe fn reset_signals() {
             libc::signal(sig, libc::SIG_DFL);
         }
     }
+}
+
+/// Moves `fds[i]` to descriptor `targets[i]` for every `i`, through copies above 10 first so that
+/// a source that is also another's target is not overwritten before it is moved.
+pub(crate) unsafe fn move_fds<const N: usize>(
+    fds: &[c_int; N],
+    targets: &[c_int; N],
+) -> Result<(), ()> {
+    let mut high = [0 as c_int; N];
+    for (h, &fd) in high.iter_mut().zip(fds.iter()) {
+        let n = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+        if n < 0 {
+            return Err(());
+        }
+        *h = n;
+    }
+    for (&h, &target) in high.iter().zip(targets.iter()) {
+        if libc::dup2(h, target) < 0 {
+            return Err(());
+        }
+    }
+    Ok(())
 }
 
 /// Moves the six descriptors the helper needs to 0..=5 and closes everything else, so fds of
@@ -230,19 +255,7 @@ unsafe fn arrange_fds(fds: &ChildFds) -> Result<(), ()> {
         fds.sync_write,
         fds.report,
     ];
-    let mut high = [0 as c_int; 6];
-    for (h, &fd) in high.iter_mut().zip(wanted.iter()) {
-        let n = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
-        if n < 0 {
-            return Err(());
-        }
-        *h = n;
-    }
-    for (target, &h) in high.iter().enumerate() {
-        if libc::dup2(h, target as c_int) < 0 {
-            return Err(());
-        }
-    }
+    move_fds(&wanted, &[0, 1, 2, 3, 4, 5])?;
     for fd in [FD_SYNC_READ, FD_SYNC_WRITE, FD_REPORT] {
         libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
     }
@@ -253,6 +266,27 @@ unsafe fn arrange_fds(fds: &ChildFds) -> Result<(), ()> {
         }
     }
     Ok(())
+}
+
+/// Execs the first of `candidates` that runs, searching like execvp: past missing entries,
+/// remembering a permission problem. Returns only on failure, with the errno to report.
+pub(crate) unsafe fn exec_first(
+    candidates: &[CString],
+    argv: &[*const c_char],
+    envp: &[*const c_char],
+) -> c_int {
+    let mut last = libc::ENOENT;
+    for cand in candidates {
+        libc::execve(cand.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        let e = errno();
+        if e == libc::EACCES {
+            last = e;
+        } else if e != libc::ENOENT && e != libc::ENOTDIR {
+            last = e;
+            break;
+        }
+    }
+    last
 }
 
 /// Body of the helper process (first fork). Never returns.
@@ -799,18 +833,7 @@ unsafe fn init_main(plan: &ChildPlan, slots: &mut [c_int]) -> ! {
     {
         fail(STEP_FDS);
     }
-    let mut last = libc::ENOENT;
-    for cand in &plan.exec_candidates {
-        libc::execve(cand.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
-        let e = errno();
-        // Like execvp: keep searching past missing entries, remember a permission problem.
-        if e == libc::EACCES {
-            last = e;
-        } else if e != libc::ENOENT && e != libc::ENOTDIR {
-            last = e;
-            break;
-        }
-    }
+    let last = exec_first(&plan.exec_candidates, &plan.argv, &plan.envp);
     report(KIND_ERROR, STEP_EXEC, last);
     libc::_exit(127)
 }

@@ -284,43 +284,17 @@ impl Drop for ExecProcess {
     }
 }
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-unsafe fn report(kind: u32, code: u32, value: i32) {
-    let mut rec = [0u8; 12];
-    let (a, rest) = rec.split_at_mut(4);
-    let (b, c) = rest.split_at_mut(4);
-    a.copy_from_slice(&kind.to_ne_bytes());
-    b.copy_from_slice(&code.to_ne_bytes());
-    c.copy_from_slice(&value.to_ne_bytes());
-    libc::write(FD_REPORT, rec.as_ptr().cast(), rec.len());
-}
-
 unsafe fn fail(code: u32) -> ! {
-    report(child::KIND_ERROR, code, errno());
+    child::report(child::KIND_ERROR, code, child::errno());
     libc::_exit(127)
 }
 
 /// Joins the namespaces, then forks the process that execs. Never returns.
 unsafe fn joiner_main(plan: &Plan, fds: &[c_int; 4]) -> ! {
-    let mut set: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut set);
-    libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-    // stdio to 0..=2, the report pipe to FD_REPORT (5); via high copies so overlaps are safe.
-    let mut high = [0 as c_int; 4];
-    for (h, &fd) in high.iter_mut().zip(fds.iter()) {
-        *h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
-        if *h < 0 {
-            libc::_exit(126);
-        }
-    }
-    let targets = [0, 1, 2, FD_REPORT];
-    for (&h, &t) in high.iter().zip(targets.iter()) {
-        if libc::dup2(h, t) < 0 {
-            libc::_exit(126);
-        }
+    child::reset_signals();
+    // stdio to 0..=2, the report pipe to FD_REPORT (5).
+    if child::move_fds(fds, &[0, 1, 2, FD_REPORT]).is_err() {
+        libc::_exit(126);
     }
     libc::fcntl(FD_REPORT, libc::F_SETFD, libc::FD_CLOEXEC);
     for &(fd, flag) in &plan.ns {
@@ -351,11 +325,11 @@ unsafe fn joiner_main(plan: &Plan, fds: &[c_int; 4]) -> ! {
         if r == pid {
             break;
         }
-        if r < 0 && errno() != libc::EINTR {
+        if r < 0 && child::errno() != libc::EINTR {
             libc::_exit(125);
         }
     }
-    report(child::KIND_STATUS, 0, status);
+    child::report(child::KIND_STATUS, 0, status);
     libc::_exit(0)
 }
 
@@ -378,7 +352,7 @@ unsafe fn process_main(plan: &Plan) -> ! {
     }
     if plan.set_groups
         && libc::setgroups(plan.groups.len(), plan.groups.as_ptr()) < 0
-        && errno() != libc::EPERM
+        && child::errno() != libc::EPERM
     {
         fail(STEP_IDS);
     }
@@ -399,21 +373,11 @@ unsafe fn process_main(plan: &Plan) -> ! {
         0,
     );
     if libc::syscall(libc::SYS_close_range, 3 as c_uint, c_uint::MAX, 4 as c_uint) < 0
-        && errno() != libc::ENOSYS
+        && child::errno() != libc::ENOSYS
     {
         fail(STEP_FDS);
     }
-    let mut last = libc::ENOENT;
-    for cand in &plan.candidates {
-        libc::execve(cand.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr());
-        let e = errno();
-        if e == libc::EACCES {
-            last = e;
-        } else if e != libc::ENOENT && e != libc::ENOTDIR {
-            last = e;
-            break;
-        }
-    }
-    *libc::__errno_location() = last;
-    fail(STEP_EXEC)
+    let last = child::exec_first(&plan.candidates, &plan.argv, &plan.envp);
+    child::report(child::KIND_ERROR, STEP_EXEC, last);
+    libc::_exit(127)
 }
