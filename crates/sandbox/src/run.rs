@@ -839,11 +839,33 @@ fn step_desc(code: u32, spec: &RunSpec, hostname: &str) -> String {
     }
 }
 
-/// Removes the stubs the child created that are still empty, deepest first, resolving every
-/// path with `openat2(RESOLVE_IN_ROOT)` so symlinks in the layer (which the step controls) are
-/// resolved inside it, as the child saw them, and can never reach a host path; the final
-/// component is never followed.
+/// Removes the stubs the child created that are still empty, deepest first; see [`visit_stubs`]
+/// for how the paths are resolved.
 fn remove_stubs(root: &Path, stubs: &[String]) {
+    visit_stubs(root, stubs.iter().rev(), |dir, name, st| {
+        let fmt = st.st_mode & libc::S_IFMT;
+        let flag = if fmt == libc::S_IFDIR {
+            libc::AT_REMOVEDIR
+        } else if fmt == libc::S_IFREG && st.st_size == 0 {
+            0
+        } else {
+            return;
+        };
+        // SAFETY: valid fd and C string; failure (e.g. ENOTEMPTY) just keeps the entry.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flag) };
+    });
+}
+
+/// Calls `f` with the parent directory, name and `lstat` of each of `stubs` that exists under
+/// `root`. Every parent is opened with `openat2(RESOLVE_IN_ROOT)`, so symlinks in the layer (which
+/// the step controls) resolve inside it, as the child saw them, and can never reach a host path;
+/// the final component is never followed.
+pub(super) fn visit_stubs<'a>(
+    root: &Path,
+    stubs: impl Iterator<Item = &'a String>,
+    mut f: impl FnMut(std::os::fd::BorrowedFd<'_>, &std::ffi::CStr, &libc::stat),
+) {
+    use std::os::fd::AsFd;
     let Ok(root_c) = CString::new(root.as_os_str().as_bytes()) else {
         return;
     };
@@ -859,23 +881,20 @@ fn remove_stubs(root: &Path, stubs: &[String]) {
     }
     // SAFETY: fresh descriptor.
     let rfd = unsafe { OwnedFd::from_raw_fd(rfd) };
-    for stub in stubs.iter().rev() {
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_IN_ROOT: u64 = 0x10;
+    for stub in stubs {
         let rel = stub.trim_start_matches('/');
-        let (parent, name) = match rel.rsplit_once('/') {
-            Some((p, n)) => (p, n),
-            None => (".", rel),
-        };
+        let (parent, name) = rel.rsplit_once('/').unwrap_or((".", rel));
         let (Ok(parent_c), Ok(name_c)) = (CString::new(parent), CString::new(name)) else {
             continue;
         };
-        #[repr(C)]
-        struct OpenHow {
-            flags: u64,
-            mode: u64,
-            resolve: u64,
-        }
-        const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-        const RESOLVE_IN_ROOT: u64 = 0x10;
         let how = OpenHow {
             flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
             mode: 0,
@@ -910,16 +929,7 @@ fn remove_stubs(root: &Path, stubs: &[String]) {
         {
             continue;
         }
-        let fmt = st.st_mode & libc::S_IFMT;
-        let flag = if fmt == libc::S_IFDIR {
-            libc::AT_REMOVEDIR
-        } else if fmt == libc::S_IFREG && st.st_size == 0 {
-            0
-        } else {
-            continue;
-        };
-        // SAFETY: valid fd and C string; failure (e.g. ENOTEMPTY) just keeps the entry.
-        unsafe { libc::unlinkat(pfd.as_raw_fd(), name_c.as_ptr(), flag) };
+        f(pfd.as_fd(), &name_c, &st);
     }
 }
 

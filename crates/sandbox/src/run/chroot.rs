@@ -206,73 +206,14 @@ pub(super) fn prepare(
 }
 
 /// Removes the files and device nodes [`prepare`]'s ops created (whatever the step wrote into
-/// them: a secret or a generated resolv.conf never belongs in the layer), resolving every path
-/// inside `root` with `openat2(RESOLVE_IN_ROOT)` and never following the final component.
-/// Directories are left to [`remove_stubs`], which keeps those the step filled.
+/// them: a secret or a generated resolv.conf never belongs in the layer), resolved inside `root`
+/// as [`super::visit_stubs`] does. Directories are left to `remove_stubs`, which keeps those the
+/// step filled.
 pub(super) fn remove_files(root: &Path, stubs: &[String]) {
-    let Ok(root_c) = CString::new(root.as_os_str().as_bytes()) else {
-        return;
-    };
-    // SAFETY: valid C string; the fd is owned below.
-    let rfd = unsafe {
-        libc::open(
-            root_c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if rfd < 0 {
-        return;
-    }
-    // SAFETY: fresh descriptor.
-    let rfd = unsafe { OwnedFd::from_raw_fd(rfd) };
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
-    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-    const RESOLVE_IN_ROOT: u64 = 0x10;
-    for stub in stubs {
-        let rel = stub.trim_start_matches('/');
-        let (parent, name) = rel.rsplit_once('/').unwrap_or((".", rel));
-        let (Ok(parent_c), Ok(name_c)) = (CString::new(parent), CString::new(name)) else {
-            continue;
-        };
-        let how = OpenHow {
-            flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
-            mode: 0,
-            resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-        };
-        // SAFETY: valid pointers and size for openat2.
-        let pfd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                rfd.as_raw_fd(),
-                parent_c.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if pfd < 0 {
-            continue;
-        }
-        // SAFETY: fresh descriptor.
-        let pfd = unsafe { OwnedFd::from_raw_fd(pfd as c_int) };
-        // SAFETY: zeroed stat is a valid out-parameter.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid fd, C string and out-pointer.
-        let found = unsafe {
-            libc::fstatat(
-                pfd.as_raw_fd(),
-                name_c.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        } == 0;
-        if found && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+    super::visit_stubs(root, stubs.iter(), |dir, name, st| {
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             // SAFETY: valid fd and C string.
-            unsafe { libc::unlinkat(pfd.as_raw_fd(), name_c.as_ptr(), 0) };
+            unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
         }
-    }
+    });
 }
