@@ -276,13 +276,7 @@ impl Builder {
         }
         let images = self.images();
         let _lock = images.store().lock_shared()?;
-        let (file_name, text) = read_dockerfile(req)?;
-        let df = rbuild_dockerfile::parse(&file_name, &text)?;
-        for w in &df.warnings {
-            progress.event(Event::Warning {
-                message: format!("{}:{}: {}", w.file_name, w.line, w.message),
-            });
-        }
+        let (file_name, df) = parse_reporting(req, progress)?;
         let opts = plan_options(req)?;
         let plan = rbuild_dockerfile::plan(&df, &opts)?;
         for arg in &plan.unused_build_args {
@@ -370,8 +364,7 @@ impl Builder {
     ) -> Result<Vec<crate::solve::Explained>, BuildError> {
         let images = self.images();
         let _lock = images.store().lock_shared()?;
-        let (file_name, text) = read_dockerfile(req)?;
-        let df = rbuild_dockerfile::parse(&file_name, &text)?;
+        let (file_name, df) = parse_dockerfile(req)?;
         let opts = plan_options(req)?;
         let plan = rbuild_dockerfile::plan(&df, &opts)?;
         let devices = crate::devices::resolve(req, &file_name)?;
@@ -669,7 +662,30 @@ pub(crate) fn dockerfile_path(req: &BuildRequest) -> Option<PathBuf> {
     )
 }
 
-pub(crate) fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
+/// Reads and parses the request's Dockerfile; the name is the one errors and steps give it.
+pub(crate) fn parse_dockerfile(
+    req: &BuildRequest,
+) -> Result<(String, rbuild_dockerfile::Dockerfile), BuildError> {
+    let (file_name, text) = read_dockerfile(req)?;
+    let df = rbuild_dockerfile::parse(&file_name, &text)?;
+    Ok((file_name, df))
+}
+
+/// [`parse_dockerfile`], reporting the parser's warnings as a build shows them, before its steps.
+pub(crate) fn parse_reporting(
+    req: &BuildRequest,
+    progress: &dyn ProgressSink,
+) -> Result<(String, rbuild_dockerfile::Dockerfile), BuildError> {
+    let (file_name, df) = parse_dockerfile(req)?;
+    for w in &df.warnings {
+        progress.event(Event::Warning {
+            message: format!("{}:{}: {}", w.file_name, w.line, w.message),
+        });
+    }
+    Ok((file_name, df))
+}
+
+fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
     if let Some(text) = &req.dockerfile_text {
         return Ok(("Dockerfile".into(), text.clone()));
     }

@@ -20,8 +20,7 @@ pub struct CheckReport {
 /// Parses, plans and lints the request's Dockerfile without building or touching a store, as
 /// `docker build --check`. Parse and plan errors are errors; lint findings are the report.
 pub fn check(req: &BuildRequest) -> Result<CheckReport, BuildError> {
-    let (file_name, text) = crate::builder::read_dockerfile(req)?;
-    let df = rbuild_dockerfile::parse(&file_name, &text)?;
+    let (file_name, df) = crate::builder::parse_dockerfile(req)?;
     let opts = crate::builder::plan_options(req)?;
     rbuild_dockerfile::plan(&df, &opts)?;
     Ok(CheckReport {

@@ -16,7 +16,7 @@ use rbuild_image::reference::Reference;
 use rbuild_image::LocalImage;
 
 use crate::builder::{
-    commit_target, dockerfile_id, dockerfile_path, export, plan_options, read_dockerfile,
+    commit_target, dockerfile_id, dockerfile_path, export, parse_reporting, plan_options,
 };
 use crate::progress::{Event, ProgressSink};
 use crate::request::{BuildRequest, Output};
@@ -70,13 +70,7 @@ pub(crate) fn build(
     check_outputs(req, platforms)?;
     let images = b.images();
     let _lock = images.store().lock_shared()?;
-    let (file_name, text) = read_dockerfile(req)?;
-    let df = rbuild_dockerfile::parse(&file_name, &text)?;
-    for w in &df.warnings {
-        progress.event(Event::Warning {
-            message: format!("{}:{}: {}", w.file_name, w.line, w.message),
-        });
-    }
+    let (file_name, df) = parse_reporting(req, progress)?;
     let base = plan_options(req)?;
     let mut plans = Vec::with_capacity(platforms.len());
     for p in platforms {
