@@ -18,12 +18,10 @@
 
 use crate::child::{self, FD_REPORT};
 use crate::SandboxError;
-use libc::{c_char, c_int, c_uint};
+use libc::{c_int, c_uint};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
-
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What to run inside the container and how; the caller resolves the user to ids.
 #[derive(Debug, Clone)]
@@ -80,9 +78,8 @@ struct Plan {
     gid: libc::gid_t,
     cwd: CString,
     tty: bool,
-    candidates: Vec<CString>,
-    argv: Vec<*const c_char>,
-    envp: Vec<*const c_char>,
+    /// argv, envp and the paths to try; owns the strings the pointers point into.
+    program: crate::run::Program,
 }
 
 fn cstr(what: &str, s: &str) -> Result<CString, SandboxError> {
@@ -131,38 +128,6 @@ pub fn exec_in(pid: i32, spec: &ExecSpec) -> Result<ExecProcess, SandboxError> {
         owned.push(fd);
     }
     let root = open_fd(&format!("/proc/{pid}/root"))?;
-    let argv_c = spec
-        .args
-        .iter()
-        .map(|a| cstr("argument", a))
-        .collect::<Result<Vec<_>, _>>()?;
-    let envp_c = spec
-        .env
-        .iter()
-        .map(|e| cstr("environment entry", e))
-        .collect::<Result<Vec<_>, _>>()?;
-    let candidates = if program.contains('/') {
-        vec![cstr("argv[0]", &program)?]
-    } else {
-        let path = spec
-            .env
-            .iter()
-            .rev()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or(DEFAULT_PATH);
-        path.split(':')
-            .map(|d| {
-                cstr(
-                    "PATH entry",
-                    &format!("{}/{program}", d.trim_end_matches('/')),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?
-    };
-    let mut argv: Vec<*const c_char> = argv_c.iter().map(|c| c.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const c_char> = envp_c.iter().map(|c| c.as_ptr()).collect();
-    envp.push(std::ptr::null());
     let userns = join_user || crate::userns::in_user_namespace();
     let plan = Plan {
         ns,
@@ -174,9 +139,7 @@ pub fn exec_in(pid: i32, spec: &ExecSpec) -> Result<ExecProcess, SandboxError> {
         gid: spec.gid,
         cwd: cstr("working directory", &spec.cwd)?,
         tty: spec.tty,
-        candidates,
-        argv,
-        envp,
+        program: crate::run::program_details(&spec.args, &spec.env, &program)?,
     };
     let (rep_r, rep_w) = crate::run::pipe()?;
     let fds = [spec.stdin, spec.stdout, spec.stderr, rep_w.as_raw_fd()];
@@ -377,7 +340,11 @@ unsafe fn process_main(plan: &Plan) -> ! {
     {
         fail(STEP_FDS);
     }
-    let last = child::exec_first(&plan.candidates, &plan.argv, &plan.envp);
+    let last = child::exec_first(
+        &plan.program.exec_candidates,
+        &plan.program.argv,
+        &plan.program.envp,
+    );
     child::report(child::KIND_ERROR, STEP_EXEC, last);
     libc::_exit(127)
 }

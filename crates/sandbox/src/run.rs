@@ -972,13 +972,38 @@ pub(crate) fn exec_details(spec: &RunSpec, program: &str) -> Result<ExecDetails,
         acc.push_str(c);
         cwd_prefixes.push(cstr("cwd", acc.as_str())?);
     }
-    let argv_c = spec
-        .args
+    let p = program_details(&spec.args, &spec.env, program)?;
+    Ok(ExecDetails {
+        cwd_prefixes,
+        argv_c: p.argv_c,
+        envp_c: p.envp_c,
+        argv: p.argv,
+        envp: p.envp,
+        exec_candidates: p.exec_candidates,
+    })
+}
+
+/// What `execve` needs for `program`, also for `exec` into a running container.
+pub(crate) struct Program {
+    pub(crate) argv_c: Vec<CString>,
+    pub(crate) envp_c: Vec<CString>,
+    pub(crate) argv: Vec<*const libc::c_char>,
+    pub(crate) envp: Vec<*const libc::c_char>,
+    /// `program` itself when it has a `/`, else each `PATH` entry of `env` joined with it (an
+    /// empty entry is the working directory, as execvp has it).
+    pub(crate) exec_candidates: Vec<CString>,
+}
+
+pub(crate) fn program_details(
+    args: &[String],
+    env: &[String],
+    program: &str,
+) -> Result<Program, SandboxError> {
+    let argv_c = args
         .iter()
         .map(|a| cstr("argument", a.as_str()))
         .collect::<Result<Vec<_>, _>>()?;
-    let envp_c = spec
-        .env
+    let envp_c = env
         .iter()
         .map(|e| cstr("environment entry", e.as_str()))
         .collect::<Result<Vec<_>, _>>()?;
@@ -991,8 +1016,7 @@ pub(crate) fn exec_details(spec: &RunSpec, program: &str) -> Result<ExecDetails,
     } else if program.is_empty() {
         return Err(SandboxError::InvalidSpec("argv[0] is empty".into()));
     } else {
-        let path = spec
-            .env
+        let path = env
             .iter()
             .rev()
             .find_map(|e| e.strip_prefix("PATH="))
@@ -1007,8 +1031,7 @@ pub(crate) fn exec_details(spec: &RunSpec, program: &str) -> Result<ExecDetails,
             })
             .collect::<Result<Vec<_>, _>>()?
     };
-    Ok(ExecDetails {
-        cwd_prefixes,
+    Ok(Program {
         argv_c,
         envp_c,
         argv,
