@@ -9,6 +9,7 @@ use rbuild_image::Reference;
 use crate::auth::Credentials;
 use crate::client::{Client, ClientOptions, PullEvent, Pulled, PushEvent, PushOptions, Resolved};
 use crate::content::{Ingester, Provider};
+use crate::download::BlockingDownload;
 use crate::error::RegistryError;
 
 /// [`Client`] with blocking methods. Do not call it from inside an async runtime (tokio refuses
@@ -105,6 +106,17 @@ impl BlockingClient {
             opts,
             progress,
         ))
+    }
+
+    /// Blocking [`Client::get`]: the body is read through [`std::io::Read`], each read driven by
+    /// this client's runtime.
+    pub fn get(&self, url: &str) -> Result<BlockingDownload<'_>, RegistryError> {
+        let inner = self.rt.block_on(self.client.get(url))?;
+        Ok(BlockingDownload {
+            rt: &self.rt,
+            inner,
+            pending: bytes::Bytes::new(),
+        })
     }
 
     /// Blocking [`Client::login_check`].

@@ -308,7 +308,7 @@ async fn error_body(resp: reqwest::Response) -> String {
     }
 }
 
-async fn status_err(resp: reqwest::Response, url: &str) -> RegistryError {
+pub(crate) async fn status_err(resp: reqwest::Response, url: &str) -> RegistryError {
     let status = resp.status().as_u16();
     RegistryError::Status {
         url: url.to_string(),
@@ -412,6 +412,11 @@ impl Client {
     /// The parsed registries.conf in use, for diagnostics.
     pub fn registries_conf(&self) -> &RegistriesConf {
         &self.conf
+    }
+
+    /// The verifying HTTP client, for downloads that are not registry requests.
+    pub(crate) fn plain_http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     fn http_for(&self, ep: &Endpoint) -> &reqwest::Client {

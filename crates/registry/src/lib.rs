@@ -35,6 +35,7 @@ mod blocking;
 mod client;
 pub mod config;
 mod content;
+mod download;
 mod error;
 pub mod platform;
 
@@ -46,6 +47,7 @@ pub use client::{
 };
 pub use config::{Endpoint, RegistriesConf};
 pub use content::{ContentError, ContentWriter, Ingester, Provider};
+pub use download::{BlockingDownload, Download};
 pub use error::RegistryError;
 pub use rbuild_image::manifest::{Descriptor, Manifest, Platform};
 pub use rbuild_image::Reference;
