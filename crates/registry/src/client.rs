@@ -834,8 +834,9 @@ impl Client {
 
     /// Pulls `reference` for `platform` into `sink`: the manifest, config (and index) and every
     /// layer blob, compressed as served, each checked for size while it streams and committed
-    /// only when its digest matches. Blobs the sink already has are not fetched. Layers download concurrently
-    /// (`max_concurrent`), and a dropped connection is resumed with `Range` (or restarted)
+    /// only when its digest matches. Blobs the sink already has are not fetched. Layers
+    /// download concurrently (`max_concurrent`), and a dropped connection is resumed with
+    /// `Range` (or restarted)
     /// up to `retries` times. A corrupt blob is never committed.
     pub async fn pull(
         &self,
