@@ -1,10 +1,14 @@
 //! Plain downloads (`ADD https://…`) through the registry client's HTTP stack, against a small
-//! HTTP server on loopback: redirects are followed, the body streams whole, `Last-Modified`
-//! reaches the caller, and a failure names the URL and the status.
+//! HTTP server on loopback (redirects are followed, the body streams whole, `Last-Modified`
+//! reaches the caller, a failure names the URL and the status) and a real registry serving
+//! HTTPS (the trust store is the client's).
+
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 
+use common::Registry;
 use rbuild_registry::{BlockingClient, ClientOptions, RegistryError};
 
 /// Serves `/file` (a redirect to `/real`), `/real` (`body`, with a Last-Modified date) and a 404
@@ -74,5 +78,30 @@ fn get_follows_redirects_streams_the_body_and_names_failures() {
             assert!(e.to_string().contains("ftp://127.0.0.1/x"), "{e}")
         }
         other => panic!("want a refused scheme, got {other:?}"),
+    }
+}
+
+#[test]
+fn get_over_https_trusts_the_client_ca_bundle() {
+    let reg = Registry::start_tls();
+    let url = format!("https://{}/v2/", reg.host());
+    let c = BlockingClient::new(ClientOptions {
+        ca_file: Some(reg.dir.path().join("tls-cert.pem")),
+        ..ClientOptions::default()
+    })
+    .expect("client");
+    let mut body = String::new();
+    c.get(&url)
+        .unwrap_or_else(|e| panic!("GET {url} with its CA: {e}\n{}", reg.log()))
+        .read_to_string(&mut body)
+        .expect("read");
+    assert_eq!(body.trim(), "{}");
+
+    // The system bundle does not know the registry's self-signed certificate: refused, even on
+    // loopback (registry insecurity never applies to plain downloads), and the error names the URL.
+    let c = BlockingClient::new(ClientOptions::default()).expect("client");
+    match c.get(&url) {
+        Err(e @ RegistryError::Http { .. }) => assert!(e.to_string().contains(&url), "{e}"),
+        other => panic!("want a TLS failure naming {url}, got {other:?}"),
     }
 }
