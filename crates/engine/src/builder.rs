@@ -24,7 +24,7 @@ pub struct BuilderOptions {
     /// Store root (`Store::default_root()` when built from the environment).
     pub root: PathBuf,
     /// Registry access for base images and pushes.
-    pub registry: crate::pull::RegistryOptions,
+    pub registry: crate::transfer::RegistryOptions,
     /// How RUN steps are isolated (`--isolation`); `Auto` falls back to chroot isolation where
     /// a root caller may create no namespaces (an unprivileged container).
     pub isolation: rbuild_sandbox::Isolation,
@@ -35,7 +35,7 @@ impl BuilderOptions {
     pub fn from_env() -> Self {
         BuilderOptions {
             root: Store::default_root(),
-            registry: crate::pull::RegistryOptions::default(),
+            registry: crate::transfer::RegistryOptions::default(),
             isolation: rbuild_sandbox::Isolation::Auto,
         }
     }
@@ -92,7 +92,7 @@ pub struct Builder {
 
 struct Inner {
     images: Images,
-    registry: crate::pull::RegistryOptions,
+    registry: crate::transfer::RegistryOptions,
     snapshotter: std::sync::OnceLock<Result<rbuild_snapshot::Snapshotter, String>>,
     sandboxes: crate::sandboxes::Sandboxes,
 }
@@ -172,7 +172,7 @@ impl Builder {
     }
 
     /// Registry settings this builder was opened with.
-    pub fn registry_options(&self) -> &crate::pull::RegistryOptions {
+    pub fn registry_options(&self) -> &crate::transfer::RegistryOptions {
         &self.inner.registry
     }
 
@@ -504,7 +504,7 @@ fn unescape_mountinfo(s: &str) -> String {
 
 pub(crate) fn export(
     images: &Images,
-    registry: &crate::pull::RegistryOptions,
+    registry: &crate::transfer::RegistryOptions,
     image: &LocalImage,
     tags: &[Reference],
     req: &BuildRequest,
@@ -578,13 +578,14 @@ pub(crate) fn export(
             // --- registry push (owned by the registry integration) ---
             Output::Registry { names, compression } => {
                 let dests = push_destinations(names, tags)?;
-                let settings = crate::pull::PushSettings {
+                let settings = crate::transfer::PushSettings {
                     compression: *compression,
                     mount_from: Vec::new(),
                     annotations: inline_cache.clone(),
                 };
-                let digests =
-                    crate::pull::push_all(images, registry, image, &dests, &settings, progress)?;
+                let digests = crate::transfer::push_all(
+                    images, registry, image, &dests, &settings, progress,
+                )?;
                 pushed.extend(dests.iter().zip(digests).map(|(d, digest)| Pushed {
                     name: d.to_string(),
                     digest,

@@ -23,8 +23,8 @@ use rbuild_registry::PushOptions;
 use crate::cachefmt::{CacheConfig, CONFIG_MEDIA_TYPE, INLINE_ANNOTATION};
 use crate::cachespec::{CacheExport, CacheImport, CacheMode};
 use crate::progress::{Event, ProgressSink};
-use crate::pull::RegistryOptions;
 use crate::request::BuildRequest;
+use crate::transfer::RegistryOptions;
 use crate::BuildError;
 
 /// The layer blobs of `cfg`, compressed with `c` (stored variants reused).
@@ -162,20 +162,20 @@ pub(crate) fn export_registry(
     let blobs = || std::iter::once(&m.config.digest).chain(m.layers.iter().map(|l| &l.digest));
     let push = PushOptions {
         mount_from: Vec::new(),
-        blob_sources: crate::pull::mount_sources(store, blobs(), &dest),
+        blob_sources: crate::transfer::mount_sources(store, blobs(), &dest),
     };
     let client = opts.client()?;
     let digest = client
         .push_with(
-            store,
+            &crate::transfer::StoreContent(store),
             &manifest,
             MEDIA_TYPE_OCI_MANIFEST,
             &dest,
             &push,
-            &|ev| crate::pull::push_event(progress, ev),
+            &|ev| crate::transfer::push_event(progress, ev),
         )
         .map_err(registry_err(reference))?;
-    crate::pull::record_sources(store, m.layers.iter().map(|l| &l.digest), &dest, progress);
+    crate::transfer::record_sources(store, m.layers.iter().map(|l| &l.digest), &dest, progress);
     Ok(digest)
 }
 
@@ -248,11 +248,14 @@ impl Imported {
                 Some(key),
                 &mut |missing| {
                     r.client
-                        .pull_blobs(&r.resolved, missing, store, &|ev| {
-                            crate::pull::pull_event(progress, ev)
-                        })
+                        .pull_blobs(
+                            &r.resolved,
+                            missing,
+                            &crate::transfer::StoreContent(store),
+                            &|ev| crate::transfer::pull_event(progress, ev),
+                        )
                         .map_err(registry_err(&r.name))?;
-                    crate::pull::record_sources(
+                    crate::transfer::record_sources(
                         store,
                         missing.iter().map(|d| &d.digest),
                         &r.reference,

@@ -31,18 +31,18 @@ pub fn file_name(url: &str) -> Option<String> {
         .filter(|s| s != "." && s != "..")
 }
 
+/// The HTTP client of a download: the registry client's stack (its runtime, trust store —
+/// `$SSL_CERT_FILE` or the system bundle — and proxies), without registry configuration, which a
+/// plain URL does not need.
 #[cfg(feature = "registry")]
-fn client() -> Result<reqwest::blocking::Client, String> {
-    let mut b = reqwest::blocking::Client::builder().user_agent("rbuild");
-    let bundle = std::env::var_os("SSL_CERT_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
-    if let Ok(pem) = std::fs::read(&bundle) {
-        for cert in reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default() {
-            b = b.add_root_certificate(cert);
-        }
-    }
-    b.build().map_err(|e| e.to_string())
+fn client() -> Result<rbuild_registry::BlockingClient, String> {
+    let opts = rbuild_registry::ClientOptions {
+        ca_file: std::env::var_os("SSL_CERT_FILE")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
+        ..rbuild_registry::ClientOptions::default()
+    };
+    rbuild_registry::BlockingClient::new(opts).map_err(|e| e.to_string())
 }
 
 /// Downloads `url` into `dir` as `name`, checking `checksum` (`sha256:<hex>`) when given.
@@ -64,31 +64,21 @@ pub fn fetch(
         ),
         None => None,
     };
-    let mut resp = client()
-        .map_err(err)?
-        .get(url)
-        .send()
-        .map_err(|e| err(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(err(format!("server answered {}", resp.status())));
-    }
-    let modified = resp
-        .headers()
-        .get(reqwest::header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()
-        });
+    let client = client().map_err(err)?;
+    let mut body = client.get(url).map_err(|e| err(e.to_string()))?;
+    let modified = body.last_modified().and_then(|v| {
+        time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()
+    });
     let path = dir.join(name);
     let file = std::fs::File::create(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
     let mut w = rbuild_digest::DigestWriter::new(std::io::BufWriter::new(file));
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = resp.read(&mut buf).map_err(|e| err(e.to_string()))?;
+        let n = body.read(&mut buf).map_err(|e| err(e.to_string()))?;
         if n == 0 {
             break;
         }
-        w.write_all(&buf[..n])
+        w.write_all(buf.get(..n).unwrap_or_default())
             .map_err(|e| err(format!("{}: {e}", path.display())))?;
     }
     let (mut inner, got, _) = w.finish();

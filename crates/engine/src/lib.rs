@@ -15,7 +15,8 @@
 //!
 //! Module graph (no cycles): `builder` → `lower` → `ops`, `meta`, `graph`; `builder` → `solve` →
 //! `ops`, `cache`, `explain`; `ops` → `view`, `ctxmount`, `fetch`, `fsutil`, `key`, `shared`;
-//! `builder` → `cacheio` (exported caches: local layouts, registries) → `cachefmt` → `cache`.
+//! `builder` → `cacheio` (exported caches: local layouts, registries) → `cachefmt` → `cache`;
+//! `builder`, `lower`, `cacheio` → `transfer` (registry pulls and pushes) → `progress`.
 //!
 //! ```no_run
 //! use rbuild_engine::{Builder, BuilderOptions, BuildRequest, Event};
@@ -59,10 +60,6 @@ mod multi;
 mod ops;
 mod platform;
 pub mod progress;
-/// Pulling base images and pushing results (without the `registry` feature: the same names,
-/// and every transfer fails saying so).
-#[cfg_attr(not(feature = "registry"), path = "pull_off.rs")]
-pub mod pull;
 mod request;
 mod sandboxes;
 pub mod save;
@@ -70,6 +67,7 @@ mod shared;
 mod solve;
 pub mod spec;
 mod task;
+pub mod transfer;
 mod userenv;
 mod view;
 
@@ -89,6 +87,9 @@ pub use request::{BuildRequest, Output, SecretFrom, SecretSource, SshSource};
 pub use shared::Cancel;
 pub use solve::Explained;
 pub use task::{BlockingEvents, Build, Events};
+/// Pulling base images and pushing results, by the path embedders have used so far
+/// (`rbuild_engine::pull::pull_base`, `…::pull::PushSettings`); [`transfer`] is the module.
+pub use transfer as pull;
 
 /// Re-exported so callers can build [`BuildRequest::devices`] (and parse `--gpus`).
 pub use rbuild_cdi as cdi;

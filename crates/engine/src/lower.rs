@@ -35,7 +35,7 @@ use crate::BuildError;
 /// What lowering needs from the build besides the plan.
 pub(crate) struct LowerEnv<'a> {
     pub images: &'a Images,
-    pub registry: &'a crate::pull::RegistryOptions,
+    pub registry: &'a crate::transfer::RegistryOptions,
     pub progress: &'a dyn ProgressSink,
     /// `--pull`: re-resolve base images in their registry even when they are local.
     pub pull: bool,
@@ -554,7 +554,7 @@ impl Lowering<'_, '_> {
                 Err(_) => {}
             }
         }
-        crate::pull::pull_base(images, self.env.registry, name, platform, self.env.progress)
+        crate::transfer::pull_base(images, self.env.registry, name, platform, self.env.progress)
             .map_err(|e| match &local_other {
                 Some(img) => format!(
                     "{}, and pulling it for {platform} failed: {e}",
@@ -714,7 +714,7 @@ mod tests {
     fn platforms_share_what_does_not_depend_on_them() {
         let dir = tempfile::tempdir().unwrap();
         let images = Images::new(rbuild_store::Store::open(dir.path()).unwrap());
-        let registry = crate::pull::RegistryOptions::default();
+        let registry = crate::transfer::RegistryOptions::default();
         let env = LowerEnv {
             images: &images,
             registry: &registry,

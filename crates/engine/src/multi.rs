@@ -226,12 +226,12 @@ fn export_all(
             }
             Output::Registry { names, compression } => {
                 let dests = crate::builder::push_destinations(names, tags)?;
-                let settings = crate::pull::PushSettings {
+                let settings = crate::transfer::PushSettings {
                     compression: *compression,
                     mount_from: Vec::new(),
                     annotations: Default::default(),
                 };
-                let digests = crate::pull::push_index(
+                let digests = crate::transfer::push_index(
                     images,
                     b.registry_options(),
                     built,

@@ -8,6 +8,8 @@ use rbuild_image::Reference;
 
 use crate::auth::Credentials;
 use crate::client::{Client, ClientOptions, PullEvent, Pulled, PushEvent, PushOptions, Resolved};
+use crate::content::{Ingester, Provider};
+use crate::download::BlockingDownload;
 use crate::error::RegistryError;
 
 /// [`Client`] with blocking methods. Do not call it from inside an async runtime (tokio refuses
@@ -52,11 +54,11 @@ impl BlockingClient {
         &self,
         reference: &Reference,
         platform: &Platform,
-        store: &rbuild_store::Store,
+        sink: &dyn Ingester,
         progress: &(dyn Fn(PullEvent) + Send + Sync),
     ) -> Result<Pulled, RegistryError> {
         self.rt
-            .block_on(self.client.pull(reference, platform, store, progress))
+            .block_on(self.client.pull(reference, platform, sink, progress))
     }
 
     /// Blocking [`Client::pull_blobs`].
@@ -64,17 +66,17 @@ impl BlockingClient {
         &self,
         resolved: &Resolved,
         blobs: &[Descriptor],
-        store: &rbuild_store::Store,
+        sink: &dyn Ingester,
         progress: &(dyn Fn(PullEvent) + Send + Sync),
     ) -> Result<Vec<Digest>, RegistryError> {
         self.rt
-            .block_on(self.client.pull_blobs(resolved, blobs, store, progress))
+            .block_on(self.client.pull_blobs(resolved, blobs, sink, progress))
     }
 
     /// Blocking [`Client::push`].
     pub fn push(
         &self,
-        store: &rbuild_store::Store,
+        source: &dyn Provider,
         manifest: &[u8],
         manifest_media_type: &str,
         dest: &Reference,
@@ -82,14 +84,14 @@ impl BlockingClient {
     ) -> Result<Digest, RegistryError> {
         self.rt.block_on(
             self.client
-                .push(store, manifest, manifest_media_type, dest, progress),
+                .push(source, manifest, manifest_media_type, dest, progress),
         )
     }
 
     /// Blocking [`Client::push_with`].
     pub fn push_with(
         &self,
-        store: &rbuild_store::Store,
+        source: &dyn Provider,
         manifest: &[u8],
         manifest_media_type: &str,
         dest: &Reference,
@@ -97,13 +99,24 @@ impl BlockingClient {
         progress: &(dyn Fn(PushEvent) + Send + Sync),
     ) -> Result<Digest, RegistryError> {
         self.rt.block_on(self.client.push_with(
-            store,
+            source,
             manifest,
             manifest_media_type,
             dest,
             opts,
             progress,
         ))
+    }
+
+    /// Blocking [`Client::get`]: the body is read through [`std::io::Read`], each read driven by
+    /// this client's runtime.
+    pub fn get(&self, url: &str) -> Result<BlockingDownload<'_>, RegistryError> {
+        let inner = self.rt.block_on(self.client.get(url))?;
+        Ok(BlockingDownload {
+            rt: &self.rt,
+            inner,
+            pending: bytes::Bytes::new(),
+        })
     }
 
     /// Blocking [`Client::login_check`].

@@ -20,6 +20,7 @@ use reqwest::StatusCode;
 
 use crate::auth::{self, AuthSource, Challenge, Credentials};
 use crate::config::{Endpoint, RegistriesConf, SYSTEM_REGISTRIES_CONF};
+use crate::content::{self, ContentError, ContentWriter, Ingester, Provider};
 use crate::error::{http_err, io_err, RegistryError};
 use crate::platform;
 
@@ -120,12 +121,12 @@ pub enum PullEvent {
         /// Offset the download continues from.
         resumed_at: u64,
     },
-    /// The blob is verified and in the store.
+    /// The blob is verified and committed.
     Done {
         /// The blob.
         digest: Digest,
     },
-    /// The blob was already in the store; nothing was fetched.
+    /// The ingester already had the blob; nothing was fetched.
     Skipped {
         /// The blob.
         digest: Digest,
@@ -205,14 +206,14 @@ impl Resolved {
 }
 
 /// A pulled image: everything in [`Resolved`], with the manifest, config (and index) and every
-/// layer blob, still compressed, verified and committed to the store.
+/// layer blob, still compressed, verified and committed through the [`Ingester`].
 #[derive(Debug, Clone)]
 pub struct Pulled {
     /// The resolved manifest and config.
     pub resolved: Resolved,
     /// The layer descriptors, bottom first, exactly as in the manifest (compressed media types).
     pub layers: Vec<Descriptor>,
-    /// Layers that were downloaded (the others were already in the store).
+    /// Layers that were downloaded (the ingester had the others).
     pub fetched: Vec<Digest>,
 }
 
@@ -307,7 +308,7 @@ async fn error_body(resp: reqwest::Response) -> String {
     }
 }
 
-async fn status_err(resp: reqwest::Response, url: &str) -> RegistryError {
+pub(crate) async fn status_err(resp: reqwest::Response, url: &str) -> RegistryError {
     let status = resp.status().as_u16();
     RegistryError::Status {
         url: url.to_string(),
@@ -411,6 +412,11 @@ impl Client {
     /// The parsed registries.conf in use, for diagnostics.
     pub fn registries_conf(&self) -> &RegistriesConf {
         &self.conf
+    }
+
+    /// The verifying HTTP client, for downloads that are not registry requests.
+    pub(crate) fn plain_http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     fn http_for(&self, ep: &Endpoint) -> &reqwest::Client {
@@ -826,16 +832,17 @@ impl Client {
         })
     }
 
-    /// Pulls `reference` for `platform` into `store`: the manifest, config (and index) and every
-    /// layer blob, compressed as served, each verified by digest and size while it streams.
-    /// Blobs already in the store are not fetched. Layers download concurrently
-    /// (`max_concurrent`), and a dropped connection is resumed with `Range` (or restarted)
-    /// up to `retries` times. A corrupt blob never enters the store.
+    /// Pulls `reference` for `platform` into `sink`: the manifest, config (and index) and every
+    /// layer blob, compressed as served, each checked for size while it streams and committed
+    /// only when its digest matches. Blobs the sink already has are not fetched. Layers
+    /// download concurrently (`max_concurrent`), and a dropped connection is resumed with
+    /// `Range` (or restarted)
+    /// up to `retries` times. A corrupt blob is never committed.
     pub async fn pull(
         &self,
         reference: &Reference,
         platform: &Platform,
-        store: &rbuild_store::Store,
+        sink: &dyn Ingester,
         progress: &(dyn Fn(PullEvent) + Send + Sync),
     ) -> Result<Pulled, RegistryError> {
         let resolved = self.resolve(reference, platform).await?;
@@ -847,7 +854,7 @@ impl Client {
             .try_for_each_concurrent(self.opts.max_concurrent.max(1), |desc| {
                 let (ep, scopes, fetched) = (&ep, &scopes, &fetched);
                 async move {
-                    if self.fetch_blob(ep, scopes, desc, store, progress).await? {
+                    if self.fetch_blob(ep, scopes, desc, sink, progress).await? {
                         fetched
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -858,15 +865,15 @@ impl Client {
             })
             .await?;
         // Configs and manifests last: their presence means the whole image is there.
-        store_bytes(
-            store,
-            &resolved.config_bytes,
+        content::put_bytes(
+            sink,
             &resolved.manifest.config.digest,
+            &resolved.config_bytes,
         )?;
         if let Some((d, _, b)) = &resolved.index {
-            store_bytes(store, b, d)?;
+            content::put_bytes(sink, d, b)?;
         }
-        store_bytes(store, &resolved.manifest_bytes, &resolved.manifest_digest)?;
+        content::put_bytes(sink, &resolved.manifest_digest, &resolved.manifest_bytes)?;
         let fetched = fetched.into_inner().unwrap_or_else(|p| p.into_inner());
         Ok(Pulled {
             resolved,
@@ -882,7 +889,7 @@ impl Client {
         &self,
         resolved: &Resolved,
         blobs: &[Descriptor],
-        store: &rbuild_store::Store,
+        sink: &dyn Ingester,
         progress: &(dyn Fn(PullEvent) + Send + Sync),
     ) -> Result<Vec<Digest>, RegistryError> {
         let ep = &resolved.endpoint;
@@ -892,7 +899,7 @@ impl Client {
             .try_for_each_concurrent(self.opts.max_concurrent.max(1), |desc| {
                 let (scopes, fetched) = (&scopes, &fetched);
                 async move {
-                    if self.fetch_blob(ep, scopes, desc, store, progress).await? {
+                    if self.fetch_blob(ep, scopes, desc, sink, progress).await? {
                         fetched
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -905,17 +912,17 @@ impl Client {
         Ok(fetched.into_inner().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Streams one blob into the store. Returns `false` when it was already there.
+    /// Streams one blob into the sink. Returns `false` when it was already there.
     async fn fetch_blob(
         &self,
         ep: &Endpoint,
         scopes: &[String],
         desc: &Descriptor,
-        store: &rbuild_store::Store,
+        sink: &dyn Ingester,
         progress: &(dyn Fn(PullEvent) + Send + Sync),
     ) -> Result<bool, RegistryError> {
         let digest = desc.digest;
-        if store.contains(&digest) {
+        if sink.contains(&digest) {
             progress(PullEvent::Skipped { digest });
             return Ok(false);
         }
@@ -924,12 +931,12 @@ impl Client {
             size: desc.size,
         });
         let path = format!("/v2/{}/blobs/{digest}", ep.repository);
-        let mut ingest: Option<rbuild_store::Ingest> = None;
+        let mut ingest: Option<Box<dyn ContentWriter>> = None;
         let mut attempt = 0u32;
         loop {
             let w = match ingest.as_mut() {
                 Some(w) => w,
-                None => ingest.insert(store.ingest()?),
+                None => ingest.insert(sink.begin(&digest, desc.size)?),
             };
             let offset = w.written();
             let mk = |c: &reqwest::Client, base: &str| {
@@ -975,7 +982,7 @@ impl Client {
                     } else {
                         if offset > 0 && !resumed {
                             // The server ignored Range: start over with a fresh ingest.
-                            ingest = Some(store.ingest()?);
+                            ingest = Some(sink.begin(&digest, desc.size)?);
                         }
                         match self
                             .stream_into(&mut ingest, resp, &url, desc, progress)
@@ -985,12 +992,12 @@ impl Client {
                                 let w = ingest.take().ok_or_else(|| {
                                     RegistryError::Setup("ingest vanished".into())
                                 })?;
-                                return match w.commit(Some(&digest)) {
-                                    Ok(_) => {
+                                return match w.commit() {
+                                    Ok(()) => {
                                         progress(PullEvent::Done { digest });
                                         Ok(true)
                                     }
-                                    Err(rbuild_store::StoreError::DigestMismatch {
+                                    Err(ContentError::DigestMismatch {
                                         expected,
                                         actual,
                                         size,
@@ -1027,7 +1034,7 @@ impl Client {
     /// `(transient, error)`.
     async fn stream_into(
         &self,
-        ingest: &mut Option<rbuild_store::Ingest>,
+        ingest: &mut Option<Box<dyn ContentWriter>>,
         mut resp: reqwest::Response,
         url: &str,
         desc: &Descriptor,
@@ -1055,8 +1062,8 @@ impl Client {
                         (
                             false,
                             RegistryError::Io {
-                                action: "write blob into the store",
-                                path: store_hint(),
+                                action: "write blob into the content store",
+                                path: PathBuf::from(desc.digest.to_string()),
                                 source: e,
                             },
                         )
@@ -1085,19 +1092,19 @@ impl Client {
         Ok(())
     }
 
-    /// Pushes the image whose manifest (or index) is `manifest` from `store` to `dest`: blobs the
+    /// Pushes the image whose manifest (or index) is `manifest` from `source` to `dest`: blobs the
     /// registry lacks are uploaded, then the manifest is put under `dest`'s tag (or digest).
     /// Returns the manifest digest.
     pub async fn push(
         &self,
-        store: &rbuild_store::Store,
+        source: &dyn Provider,
         manifest: &[u8],
         manifest_media_type: &str,
         dest: &Reference,
         progress: &(dyn Fn(PushEvent) + Send + Sync),
     ) -> Result<Digest, RegistryError> {
         self.push_with(
-            store,
+            source,
             manifest,
             manifest_media_type,
             dest,
@@ -1109,10 +1116,10 @@ impl Client {
 
     /// [`Client::push`] with options: `mount_from` names repositories on the same registry whose
     /// blobs can be mounted instead of uploaded. For an index, every child manifest (read from
-    /// the store) is pushed by digest first.
+    /// `source`) is pushed by digest first.
     pub async fn push_with(
         &self,
-        store: &rbuild_store::Store,
+        source: &dyn Provider,
         manifest: &[u8],
         manifest_media_type: &str,
         dest: &Reference,
@@ -1120,7 +1127,7 @@ impl Client {
         progress: &(dyn Fn(PushEvent) + Send + Sync),
     ) -> Result<Digest, RegistryError> {
         let first = self
-            .push_once(store, manifest, manifest_media_type, dest, opts, progress)
+            .push_once(source, manifest, manifest_media_type, dest, opts, progress)
             .await;
         match first {
             // Recorded mount hints widen the token's scopes; a token service that refuses the
@@ -1131,8 +1138,15 @@ impl Client {
                     blob_sources: HashMap::new(),
                     ..opts.clone()
                 };
-                self.push_once(store, manifest, manifest_media_type, dest, &plain, progress)
-                    .await
+                self.push_once(
+                    source,
+                    manifest,
+                    manifest_media_type,
+                    dest,
+                    &plain,
+                    progress,
+                )
+                .await
             }
             other => other,
         }
@@ -1140,7 +1154,7 @@ impl Client {
 
     async fn push_once(
         &self,
-        store: &rbuild_store::Store,
+        source: &dyn Provider,
         manifest: &[u8],
         manifest_media_type: &str,
         dest: &Reference,
@@ -1206,7 +1220,7 @@ impl Client {
             scopes: &scopes,
             mounts: &mounts,
             blob_mounts: &blob_mounts,
-            store,
+            source,
             progress,
         };
         if is_index(manifest_media_type) {
@@ -1218,7 +1232,7 @@ impl Client {
                 }
             })?;
             for child in &index.manifests {
-                let bytes = store.read_blob(&child.digest)?;
+                let bytes = content::read_limited(source, &child.digest, MAX_MANIFEST_SIZE)?;
                 self.push_image(&ctx, &bytes, &child.media_type, &child.digest.to_string())
                     .await?;
             }
@@ -1296,7 +1310,7 @@ impl Client {
 
     async fn push_blob(&self, ctx: &PushCtx<'_>, digest: Digest) -> Result<(), RegistryError> {
         let ep = ctx.ep;
-        let size = ctx.store.blob_size(&digest)?;
+        let size = ctx.source.size(&digest)?;
         let head_path = format!("/v2/{}/blobs/{digest}", ep.repository);
         let mk = |c: &reqwest::Client, base: &str| c.head(format!("{base}{head_path}"));
         let (resp, _) = self.send(ep, ctx.scopes, &mk).await?;
@@ -1398,8 +1412,8 @@ impl Client {
         size: u64,
         mut location: String,
     ) -> Result<Option<String>, RegistryError> {
-        let path = ctx.store.blob_path(&digest);
-        let mut file = ctx.store.open_blob(&digest)?;
+        let path = PathBuf::from(digest.to_string());
+        let mut file = ctx.source.open(&digest)?;
         let mut offset = 0u64;
         let mut buf = vec![0u8; self.opts.chunk_size];
         while offset < size {
@@ -1459,9 +1473,9 @@ impl Client {
         size: u64,
         location: &str,
     ) -> Result<(), RegistryError> {
-        let store = ctx.store.clone();
+        let source = ctx.source;
         let mk = move |c: &reqwest::Client, _base: &str| {
-            let file = store.open_blob(&digest);
+            let file = source.open(&digest);
             let stream = futures_util::stream::unfold(Some(file), |state| async move {
                 let mut file = match state? {
                     Ok(f) => f,
@@ -1580,7 +1594,7 @@ struct PushCtx<'a> {
     scopes: &'a [String],
     mounts: &'a [String],
     blob_mounts: &'a HashMap<Digest, Vec<String>>,
-    store: &'a rbuild_store::Store,
+    source: &'a dyn Provider,
     progress: &'a (dyn Fn(PushEvent) + Send + Sync),
 }
 
@@ -1609,26 +1623,6 @@ fn with_digest(location: &str, digest: &Digest) -> String {
             format!("{location}{sep}digest={digest}")
         }
     }
-}
-
-fn store_hint() -> PathBuf {
-    PathBuf::from("(store ingest)")
-}
-
-/// Commits small verified bytes (config, manifest, index) into the store.
-fn store_bytes(
-    store: &rbuild_store::Store,
-    bytes: &[u8],
-    digest: &Digest,
-) -> Result<(), RegistryError> {
-    if store.contains(digest) {
-        return Ok(());
-    }
-    let mut w = store.ingest()?;
-    w.write_all(bytes)
-        .map_err(io_err("write blob into the store", store.root()))?;
-    w.commit(Some(digest))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1679,11 +1673,26 @@ mod tests {
         let c = Client::new(ClientOptions::default()).unwrap();
         let r = Reference::parse("x").unwrap();
         let p = platform::host_platform();
-        let dir = tempfile::tempdir().unwrap();
-        let s = rbuild_store::Store::open(dir.path()).unwrap();
+        struct Nothing;
+        impl Ingester for Nothing {
+            fn contains(&self, _: &Digest) -> bool {
+                false
+            }
+            fn begin(&self, d: &Digest, _: u64) -> Result<Box<dyn ContentWriter>, ContentError> {
+                Err(ContentError::NotFound { digest: *d })
+            }
+        }
+        impl Provider for Nothing {
+            fn size(&self, d: &Digest) -> Result<u64, ContentError> {
+                Err(ContentError::NotFound { digest: *d })
+            }
+            fn open(&self, d: &Digest) -> Result<Box<dyn Read + Send>, ContentError> {
+                Err(ContentError::NotFound { digest: *d })
+            }
+        }
         is_send(c.resolve(&r, &p));
-        is_send(c.pull(&r, &p, &s, &|_| {}));
-        is_send(c.push(&s, b"{}", MEDIA_TYPE_OCI_MANIFEST, &r, &|_| {}));
+        is_send(c.pull(&r, &p, &Nothing, &|_| {}));
+        is_send(c.push(&Nothing, b"{}", MEDIA_TYPE_OCI_MANIFEST, &r, &|_| {}));
     }
 
     #[test]

@@ -93,9 +93,10 @@ pub enum RegistryError {
         /// The platforms the index offers.
         available: Vec<String>,
     },
-    /// The content store failed (disk full, permissions, ...).
+    /// The content store behind the [`Ingester`](crate::Ingester) or [`Provider`](crate::Provider)
+    /// failed (disk full, permissions, a blob missing for a push, ...).
     #[error("content store: {0}")]
-    Store(#[from] rbuild_store::StoreError),
+    Content(#[from] crate::content::ContentError),
     /// A local file (config, credentials, blob) could not be read or written.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {

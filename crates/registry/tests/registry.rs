@@ -40,9 +40,9 @@ fn amd64() -> Platform {
     }
 }
 
-fn new_store() -> (tempfile::TempDir, rbuild_store::Store) {
+fn new_store() -> (tempfile::TempDir, DirStore) {
     let d = tempfile::tempdir().expect("tempdir");
-    let s = rbuild_store::Store::open(d.path().join("store")).expect("store");
+    let s = DirStore::open(d.path().join("store")).expect("store");
     (d, s)
 }
 

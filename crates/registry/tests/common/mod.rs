@@ -1,5 +1,6 @@
 //! Test fixtures: a real `docker-registry` on a free loopback port, a tiny JWT token issuer for
-//! the registry's token auth, and helpers that make small images in a store.
+//! the registry's token auth, a small content store on disk (the [`Ingester`] and [`Provider`] a
+//! program brings), and helpers that make small images in it.
 
 #![allow(dead_code)]
 
@@ -17,6 +18,116 @@ use rbuild_digest::Digest;
 use rbuild_image::manifest::{
     Descriptor, Manifest, MEDIA_TYPE_OCI_CONFIG, MEDIA_TYPE_OCI_LAYER_GZIP, MEDIA_TYPE_OCI_MANIFEST,
 };
+use rbuild_registry::{ContentError, ContentWriter, Ingester, Provider};
+
+/// A content store in a directory, as small as the interface allows but as careful as a real one:
+/// blobs are written to a temp file under `ingest/`, hashed on the way, and renamed into `blobs/`
+/// only when the digest matches, so the tests see what a real store would keep.
+pub struct DirStore {
+    root: PathBuf,
+}
+
+impl DirStore {
+    pub fn open(root: impl Into<PathBuf>) -> std::io::Result<DirStore> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join("blobs"))?;
+        std::fs::create_dir_all(root.join("ingest"))?;
+        Ok(DirStore { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs").join(d.hex())
+    }
+
+    pub fn contains(&self, d: &Digest) -> bool {
+        self.path(d).is_file()
+    }
+
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, ContentError> {
+        let d = Digest::of(bytes);
+        let mut w = self.begin(&d, bytes.len() as u64)?;
+        w.write_all(bytes)?;
+        w.commit()?;
+        Ok(d)
+    }
+
+    pub fn read_blob(&self, d: &Digest) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.path(d))
+    }
+}
+
+struct DirWriter {
+    dest: PathBuf,
+    expected: Digest,
+    writer: rbuild_digest::DigestWriter<tempfile::NamedTempFile>,
+}
+
+impl Write for DirWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writer.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+impl ContentWriter for DirWriter {
+    fn written(&self) -> u64 {
+        self.writer.written()
+    }
+    fn commit(self: Box<Self>) -> Result<(), ContentError> {
+        let (file, actual, size) = self.writer.finish();
+        if actual != self.expected {
+            return Err(ContentError::DigestMismatch {
+                expected: self.expected,
+                actual,
+                size,
+            });
+        }
+        file.as_file().sync_all()?;
+        file.persist(&self.dest).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+impl Ingester for DirStore {
+    fn contains(&self, digest: &Digest) -> bool {
+        DirStore::contains(self, digest)
+    }
+    fn begin(&self, digest: &Digest, _size: u64) -> Result<Box<dyn ContentWriter>, ContentError> {
+        let tmp = tempfile::NamedTempFile::new_in(self.root.join("ingest"))?;
+        Ok(Box::new(DirWriter {
+            dest: self.path(digest),
+            expected: *digest,
+            writer: rbuild_digest::DigestWriter::new(tmp),
+        }))
+    }
+}
+
+impl Provider for DirStore {
+    fn size(&self, digest: &Digest) -> Result<u64, ContentError> {
+        match std::fs::metadata(self.path(digest)) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ContentError::NotFound { digest: *digest })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, ContentError> {
+        match std::fs::File::open(self.path(digest)) {
+            Ok(f) => Ok(Box::new(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ContentError::NotFound { digest: *digest })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
 
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
@@ -180,7 +291,7 @@ pub fn gzip_blob(seed: u64, len: usize) -> Vec<u8> {
 
 /// A small OCI image (config + 2 gzip layers) in `store`; returns the manifest bytes and parsed.
 pub fn make_image(
-    store: &rbuild_store::Store,
+    store: &DirStore,
     seed: u64,
     arch: &str,
     big_layer: usize,
@@ -211,7 +322,7 @@ pub fn make_image(
 }
 
 /// Files left in the store's ingest directory (should be none after any pull, failed or not).
-pub fn leftover_ingests(store: &rbuild_store::Store) -> Vec<PathBuf> {
+pub fn leftover_ingests(store: &DirStore) -> Vec<PathBuf> {
     std::fs::read_dir(store.root().join("ingest"))
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default()
