@@ -6,7 +6,9 @@ use rbuild_digest::Digest;
 
 /// Everything that can go wrong with images; each variant carries what the user needs to act on it
 /// (the offending name, digest or file inside an archive).
+/// `#[non_exhaustive]`: the `store` feature adds the variants of store and layer failures.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ImageError {
     /// A user-typed image reference does not follow docker's grammar.
     #[error("invalid reference format {input:?}: {reason}")]
@@ -91,12 +93,15 @@ pub enum ImageError {
     #[error("blob {0} is not in the store")]
     MissingBlob(Digest),
     /// The content store failed.
+    #[cfg(feature = "store")]
     #[error(transparent)]
     Store(#[from] rbuild_store::StoreError),
     /// Applying or writing a layer failed.
+    #[cfg(feature = "store")]
     #[error(transparent)]
     Layer(#[from] rbuild_layer::LayerError),
     /// A stored compressed variant does not decompress to its layer's diff id.
+    #[cfg(feature = "store")]
     #[error(transparent)]
     CorruptVariant(#[from] crate::layers::CorruptVariant),
     /// Reading or writing a file failed.
@@ -112,6 +117,7 @@ pub enum ImageError {
 
 impl ImageError {
     /// Wraps an io error with the path it concerns.
+    #[cfg(feature = "store")]
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ImageError::Io {
             path: path.into(),

@@ -2,6 +2,9 @@
 //! ([`Images`]) over the content store, and the archive formats images enter and leave by
 //! (OCI layout, docker-archive, flattened rootfs tar).
 //!
+//! Everything over the store is behind the default `store` feature; without it the crate is the
+//! types and references alone, which is all a registry client (`rbuild-registry`) needs.
+//!
 //! Use it after a build has produced layer blobs in a [`rbuild_store::Store`]: commit them with a config to
 //! get an image id, tag it, then list/remove/export it, or load images that docker, podman or
 //! skopeo saved.
@@ -18,20 +21,29 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "store")]
 mod archive;
 pub mod config;
 mod error;
+#[cfg(feature = "store")]
 pub mod export;
+#[cfg(feature = "store")]
 mod flatten;
+#[cfg(feature = "store")]
 mod human;
+#[cfg(feature = "store")]
 mod images;
+#[cfg(feature = "store")]
 pub mod import;
+#[cfg(feature = "store")]
 pub mod layers;
+#[cfg(feature = "store")]
 pub mod layout;
 pub mod manifest;
 pub mod reference;
 
 pub use error::ImageError;
+#[cfg(feature = "store")]
 pub use images::{
     HistoryRow, ImageInspect, ImageSummary, Images, InspectRootFs, LayerDesc, LocalImage,
     PruneStats,
