@@ -71,8 +71,8 @@ fn env(k: &str) -> Option<String> {
 
 fn registry_options(insecure: &[String]) -> RegistryOptions {
     RegistryOptions {
-        registries_conf: None,
         insecure_registries: insecure.to_vec(),
+        ..Default::default()
     }
 }
 
@@ -176,7 +176,7 @@ pub fn push(
         }
         None => rbuild_engine::pull::push_image(
             builder.images(),
-            &builder.registry_options().client()?,
+            builder.registry_options().client()?,
             &img,
             &dest,
             &settings,

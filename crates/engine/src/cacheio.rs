@@ -187,7 +187,8 @@ struct Remote {
     name: String,
     reference: Reference,
     cfg: CacheConfig,
-    client: rbuild_registry::BlockingClient,
+    /// The builder's registry options, whose client is shared.
+    registry: RegistryOptions,
     resolved: rbuild_registry::Resolved,
     /// One fetch at a time per cache (the blocking client drives one runtime).
     fetching: std::sync::Mutex<()>,
@@ -247,7 +248,8 @@ impl Imported {
                 &r.resolved.manifest.layers,
                 Some(key),
                 &mut |missing| {
-                    r.client
+                    r.registry
+                        .client()?
                         .pull_blobs(
                             &r.resolved,
                             missing,
@@ -315,7 +317,7 @@ fn open_registry(
         name: reference.to_string(),
         reference: r,
         cfg,
-        client,
+        registry: opts.clone(),
         resolved,
         fetching: std::sync::Mutex::new(()),
         failed: std::sync::atomic::AtomicBool::new(false),

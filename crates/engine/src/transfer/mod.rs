@@ -57,6 +57,23 @@ pub struct RegistryOptions {
     pub registries_conf: Option<PathBuf>,
     /// Registries that may be reached over plain HTTP (`--insecure-registry`).
     pub insecure_registries: Vec<String>,
+    /// The client these options make, built on first use and shared by every clone: one HTTP
+    /// stack, one runtime and one token cache serve a builder's pulls, pushes, registry caches
+    /// and `ADD https://…`. Leave it at its default.
+    pub shared: SharedClient,
+}
+
+/// A registry client made once and shared by clones of [`RegistryOptions`]; opaque.
+#[derive(Clone, Default)]
+pub struct SharedClient {
+    #[cfg(feature = "registry")]
+    cell: std::sync::Arc<std::sync::OnceLock<Result<rbuild_registry::BlockingClient, String>>>,
+}
+
+impl std::fmt::Debug for SharedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedClient")
+    }
 }
 
 #[cfg(feature = "registry")]
@@ -77,15 +94,17 @@ impl RegistryOptions {
         o
     }
 
-    /// A blocking client configured from the process environment and these options; one per
-    /// pull or push, so nothing is shared between builders.
-    pub fn client(&self) -> Result<rbuild_registry::BlockingClient, TransferError> {
-        let env = |k: &str| std::env::var(k).ok();
-        rbuild_registry::BlockingClient::new(self.client_options(&env)).map_err(|e| {
-            TransferError::Registry {
-                reference: String::new(),
-                source: Box::new(e),
-            }
+    /// The blocking client configured from the process environment and these options, made on
+    /// first use and then shared (see [`RegistryOptions::shared`]).
+    pub fn client(&self) -> Result<&rbuild_registry::BlockingClient, TransferError> {
+        let made = self.shared.cell.get_or_init(|| {
+            let env = |k: &str| std::env::var(k).ok();
+            rbuild_registry::BlockingClient::new(self.client_options(&env))
+                .map_err(|e| e.to_string())
+        });
+        made.as_ref().map_err(|e| TransferError::Registry {
+            reference: String::new(),
+            source: Box::new(rbuild_registry::RegistryError::Setup(e.clone())),
         })
     }
 }
@@ -121,6 +140,7 @@ mod tests {
         let opts = RegistryOptions {
             registries_conf: Some("/mine.conf".into()),
             insecure_registries: vec!["127.0.0.1:5000".into()],
+            ..Default::default()
         };
         let o = opts.client_options(&env);
         assert_eq!(o.registries_conf, Some(PathBuf::from("/mine.conf")));

@@ -41,7 +41,7 @@ pub fn pull_base(
 ) -> Result<LocalImage, BuildError> {
     let reference = parse_ref(name)?;
     let client = opts.client()?;
-    Ok(pull_image(images, &client, &reference, platform, progress)?)
+    Ok(pull_image(images, client, &reference, platform, progress)?)
 }
 
 /// Pulls `reference` with `client` (for callers that pull several images with one client and its

@@ -186,7 +186,7 @@ pub fn push_all(
     let client = opts.client()?;
     let _lock = images.store().lock_shared()?;
     let p = prepare_image(images, image, settings)?;
-    push_prepared(images, &client, &p, dests, settings, progress)
+    push_prepared(images, client, &p, dests, settings, progress)
 }
 
 /// Pushes a multi-platform image to every reference in `dests`: each platform's manifest (layers
@@ -204,5 +204,5 @@ pub fn push_index(
     let client = opts.client()?;
     let _lock = images.store().lock_shared()?;
     let p = prepare_index(images, platforms, settings)?;
-    push_prepared(images, &client, &p, dests, settings, progress)
+    push_prepared(images, client, &p, dests, settings, progress)
 }
