@@ -406,6 +406,7 @@ impl Builder {
             id_map: self.inner.sandboxes.id_map(),
             imported: &crate::cacheio::NO_IMPORTS,
             devices: &crate::devices::NO_DEVICES,
+            registry: &self.inner.registry,
         }
     }
 

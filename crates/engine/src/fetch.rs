@@ -31,23 +31,12 @@ pub fn file_name(url: &str) -> Option<String> {
         .filter(|s| s != "." && s != "..")
 }
 
-/// The HTTP client of a download: the registry client's stack (its runtime, trust store —
-/// `$SSL_CERT_FILE` or the system bundle — and proxies), without registry configuration, which a
-/// plain URL does not need.
-#[cfg(feature = "registry")]
-fn client() -> Result<rbuild_registry::BlockingClient, String> {
-    let opts = rbuild_registry::ClientOptions {
-        ca_file: std::env::var_os("SSL_CERT_FILE")
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from),
-        ..rbuild_registry::ClientOptions::default()
-    };
-    rbuild_registry::BlockingClient::new(opts).map_err(|e| e.to_string())
-}
-
-/// Downloads `url` into `dir` as `name`, checking `checksum` (`sha256:<hex>`) when given.
+/// Downloads `url` into `dir` as `name`, checking `checksum` (`sha256:<hex>`) when given, with
+/// the builder's registry client: its runtime, trust store (`$SSL_CERT_FILE` or the system
+/// bundle) and proxies.
 #[cfg(feature = "registry")]
 pub fn fetch(
+    registry: &crate::transfer::RegistryOptions,
     url: &str,
     dir: &Path,
     name: &str,
@@ -64,7 +53,7 @@ pub fn fetch(
         ),
         None => None,
     };
-    let client = client().map_err(err)?;
+    let client = registry.client().map_err(|e| err(e.to_string()))?;
     let mut body = client.get(url).map_err(|e| err(e.to_string()))?;
     let modified = body.last_modified().and_then(|v| {
         time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()
@@ -106,6 +95,7 @@ pub fn fetch(
 /// Without the `registry` feature (which brings the HTTP stack) a download fails saying so.
 #[cfg(not(feature = "registry"))]
 pub fn fetch(
+    _registry: &crate::transfer::RegistryOptions,
     url: &str,
     _dir: &Path,
     _name: &str,

@@ -60,6 +60,8 @@ pub(crate) struct Shared<'a> {
     pub imported: &'a crate::cacheio::Imported,
     /// `--device`s, resolved once for every RUN step.
     pub devices: &'a rbuild_cdi::Resolved,
+    /// The builder's registry access; its client also downloads `ADD https://…`.
+    pub registry: &'a crate::transfer::RegistryOptions,
 }
 
 impl Shared<'_> {

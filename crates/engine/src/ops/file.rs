@@ -279,7 +279,7 @@ impl CopyOp {
         let flag = sh.cancel.flag();
         let flag = flag.as_ref();
         let checksum = self.add.as_ref().and_then(|a| a.checksum.as_deref());
-        crate::fetch::fetch(url, scratch.path(), &name, checksum)
+        crate::fetch::fetch(sh.registry, url, scratch.path(), &name, checksum)
             .map_err(|e| BuildError::Request(e.to_string()))?;
         let req = rbuild_context::CopyRequest {
             src_root: scratch.path(),
