@@ -8,13 +8,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rbuild_dockerfile::{Plan, PlanOptions, Platform};
 use rbuild_image::reference::Reference;
-use rbuild_image::{Images, LocalImage};
+use rbuild_image::Images;
 use rbuild_store::Store;
 
+use crate::deliver::{commit_target, export};
+use crate::frontend::{dockerfile_path, parse_dockerfile, parse_reporting, plan_options};
+use crate::outcome::BuildOutcome;
 use crate::progress::{Event, ProgressSink};
-use crate::request::{BuildRequest, Output};
+use crate::request::BuildRequest;
 use crate::shared::{Cancel, Shared};
 use crate::BuildError;
 
@@ -41,60 +43,10 @@ impl BuilderOptions {
     }
 }
 
-/// The result of a successful build.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct BuildOutcome {
-    /// The image (config digest as id, manifest, layers).
-    pub image: LocalImage,
-    /// Normalized tags that were applied in the store.
-    pub tags: Vec<String>,
-    /// Every reference the image was pushed to, with the manifest digest the registry holds
-    /// (the registry's manifest has compressed layers, so it differs from the local one).
-    pub pushed: Vec<Pushed>,
-    /// Every step that ran or came from the cache, in step order.
-    pub steps: Vec<crate::progress::StepResult>,
-    /// A multi-platform build (`--platform a,b`): each platform's image, in the order asked
-    /// (`image` is the first); empty for a single-platform build.
-    pub platforms: Vec<LocalImage>,
-    /// A multi-platform build: the digest of the OCI index the tags point at.
-    pub index: Option<rbuild_digest::Digest>,
-}
-
-impl BuildOutcome {
-    /// The image id (config digest), as `docker build` prints it.
-    pub fn image_id(&self) -> rbuild_digest::Digest {
-        self.image.id
-    }
-
-    /// The digest of the image's manifest in the local store (uncompressed layers); see
-    /// [`BuildOutcome::pushed`] for the digests registries hold.
-    pub fn manifest_digest(&self) -> rbuild_digest::Digest {
-        self.image.manifest_digest
-    }
-}
-
-/// One push of a build's result.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub struct Pushed {
-    /// The normalized reference pushed to.
-    pub name: String,
-    /// The manifest digest in that registry (`sha256:…`).
-    pub digest: rbuild_digest::Digest,
-}
-
 /// An image builder over one store; clone it freely (it is a handle).
 #[derive(Clone)]
 pub struct Builder {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    images: Images,
-    registry: crate::transfer::RegistryOptions,
-    snapshotter: std::sync::OnceLock<Result<rbuild_snapshot::Snapshotter, String>>,
-    sandboxes: crate::sandboxes::Sandboxes,
+    inner: Arc<crate::resources::Resources>,
 }
 
 impl Builder {
@@ -106,69 +58,13 @@ impl Builder {
         // writes their tars on first read.
         rbuild_snapshot::register_producer(&store);
         Ok(Builder {
-            inner: Arc::new(Inner {
+            inner: Arc::new(crate::resources::Resources {
                 images: Images::new(store),
                 registry: opts.registry,
                 snapshotter: std::sync::OnceLock::new(),
                 sandboxes: crate::sandboxes::Sandboxes::new(opts.isolation),
             }),
         })
-    }
-
-    /// The snapshotter, chosen on first use: overlay when this process may mount it (root), else
-    /// the copy fallback; its kind is reported so users know which one ran.
-    pub(crate) fn snapshotter(
-        &self,
-        progress: &dyn ProgressSink,
-    ) -> Result<&rbuild_snapshot::Snapshotter, BuildError> {
-        let first = self.inner.snapshotter.get().is_none();
-        let snap = self
-            .inner
-            .snapshotter
-            .get_or_init(|| {
-                let root = crate::fsutil::is_root();
-                // Chroot isolation cannot mount the overlay a step's rootfs would be.
-                let mode = if root && !self.inner.sandboxes.is_chroot() {
-                    rbuild_snapshot::Mode::Auto
-                } else {
-                    rbuild_snapshot::Mode::Copy
-                };
-                let snap = rbuild_snapshot::Snapshotter::new(self.images().store(), mode)
-                    .map_err(|e| e.to_string())?;
-                if root {
-                    return Ok(snap);
-                }
-                // Rootless, a step's files may belong to subordinate ids the caller cannot delete:
-                // active snapshots are removed from inside the sandbox's user namespace.
-                let inner = Arc::downgrade(&self.inner);
-                Ok(snap.with_remover(Arc::new(move |path: &Path| {
-                    let inner = inner
-                        .upgrade()
-                        .ok_or_else(|| std::io::Error::other("builder was dropped"))?;
-                    inner.sandboxes.remove_tree(path)
-                })))
-            })
-            .as_ref()
-            .map_err(|e| BuildError::Snapshot(e.clone()))?;
-        if first {
-            let copy = matches!(snap.kind(), rbuild_snapshot::Kind::Copy);
-            let fallback_reason = copy.then(|| {
-                if self.inner.sandboxes.is_chroot() {
-                    "chroot isolation: RUN steps cannot mount an overlay".to_string()
-                } else if crate::fsutil::is_root() {
-                    "overlayfs cannot be mounted here".to_string()
-                } else {
-                    "not root and not in a user namespace with subordinate ids (call \
-                     rbuild_sandbox::enter_user_namespace at the start of main, as rbuild does)"
-                        .to_string()
-                }
-            });
-            progress.event(Event::Snapshotter {
-                name: snap.kind().name().to_string(),
-                fallback_reason,
-            });
-        }
-        Ok(snap)
     }
 
     /// Registry settings this builder was opened with.
@@ -270,7 +166,7 @@ impl Builder {
         let recorder = crate::progress::Recorder::new(progress);
         let progress: &dyn ProgressSink = &recorder;
         if let Some(platforms) = crate::multi::platforms(req)? {
-            let mut out = crate::multi::build(self, req, &platforms, progress, cancel)?;
+            let mut out = crate::multi::build(&self.inner, req, &platforms, progress, cancel)?;
             out.steps = recorder.steps();
             return Ok(out);
         }
@@ -290,7 +186,7 @@ impl Builder {
             .map(|t| Reference::parse(t).map_err(BuildError::from))
             .collect::<Result<Vec<_>, _>>()?;
         let devices = crate::devices::resolve(req, &file_name)?;
-        let lowered = self.lower(req, &plan, &opts, progress)?;
+        let lowered = self.inner.lower(req, &plan, &opts, progress)?;
         progress.event(Event::Planned {
             steps: lowered.total_steps,
             stages: lowered.stages.clone(),
@@ -298,13 +194,15 @@ impl Builder {
 
         let ctx = rbuild_context::Context::open(&req.context, dockerfile_path(req).as_deref())?
             .with_stat_cache_in(&images.store().root().join("contexts"));
-        let snap = self.snapshotter(progress)?;
+        let snap = self.inner.snapshotter(progress)?;
         let imported =
             crate::cacheio::import_all(self.images(), &self.inner.registry, req, progress);
         let shared = Shared {
             imported: &imported,
             devices: &devices,
-            ..self.shared(snap, &ctx, req, progress, cancel, &file_name)
+            ..self
+                .inner
+                .shared(snap, &ctx, req, progress, cancel, &file_name)
         };
         let jobs = req.jobs.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -368,83 +266,22 @@ impl Builder {
         let opts = plan_options(req)?;
         let plan = rbuild_dockerfile::plan(&df, &opts)?;
         let devices = crate::devices::resolve(req, &file_name)?;
-        let lowered = self.lower(req, &plan, &opts, progress)?;
+        let lowered = self.inner.lower(req, &plan, &opts, progress)?;
         let ctx = rbuild_context::Context::open(&req.context, dockerfile_path(req).as_deref())?
             .with_stat_cache_in(&images.store().root().join("contexts"));
-        let snap = self.snapshotter(progress)?;
+        let snap = self.inner.snapshotter(progress)?;
         // What a build would find in its `--cache-from` sources is what it would reuse.
         let imported = crate::cacheio::import_all(images, &self.inner.registry, req, progress);
         let shared = Shared {
             imported: &imported,
             devices: &devices,
-            ..self.shared(snap, &ctx, req, progress, &Cancel::new(), &file_name)
+            ..self
+                .inner
+                .shared(snap, &ctx, req, progress, &Cancel::new(), &file_name)
         };
         let mut targets = lowered.ends.clone();
         targets.push(lowered.target.fs);
         crate::solve::explain(&lowered.graph, &targets, &shared)
-    }
-
-    /// What every op of one build shares.
-    pub(crate) fn shared<'a>(
-        &'a self,
-        snap: &'a rbuild_snapshot::Snapshotter,
-        ctx: &'a rbuild_context::Context,
-        req: &'a BuildRequest,
-        progress: &'a dyn ProgressSink,
-        cancel: &Cancel,
-        file_name: &'a str,
-    ) -> Shared<'a> {
-        Shared {
-            images: self.images(),
-            snap,
-            sandbox: &self.inner.sandboxes,
-            context: ctx,
-            req,
-            progress,
-            cancel: cancel.clone(),
-            file_name,
-            id_map: self.inner.sandboxes.id_map(),
-            imported: &crate::cacheio::NO_IMPORTS,
-            devices: &crate::devices::NO_DEVICES,
-            registry: &self.inner.registry,
-        }
-    }
-
-    /// Lowers the plan into the build graph (resolving, and pulling if needed, base images).
-    fn lower(
-        &self,
-        req: &BuildRequest,
-        plan: &Plan,
-        opts: &PlanOptions,
-        progress: &dyn ProgressSink,
-    ) -> Result<crate::lower::Lowered, BuildError> {
-        let dockerfile_id = dockerfile_id(req);
-        crate::lower::lower(
-            plan,
-            opts,
-            &crate::lower::LowerEnv {
-                images: self.images(),
-                registry: &self.inner.registry,
-                progress,
-                pull: req.pull,
-                network: req.network.as_deref(),
-                dockerfile_id: &dockerfile_id,
-            },
-        )
-    }
-}
-
-/// Identifies the Dockerfile across builds, for step lineages (see `explain`).
-pub(crate) fn dockerfile_id(req: &BuildRequest) -> String {
-    match dockerfile_path(req) {
-        Some(p) => std::fs::canonicalize(&p)
-            .unwrap_or(p)
-            .to_string_lossy()
-            .into_owned(),
-        None => {
-            let ctx = std::fs::canonicalize(&req.context).unwrap_or(req.context.clone());
-            format!("{}#stdin", ctx.to_string_lossy())
-        }
     }
 }
 
@@ -501,228 +338,6 @@ fn unescape_mountinfo(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-pub(crate) fn export(
-    images: &Images,
-    registry: &crate::transfer::RegistryOptions,
-    image: &LocalImage,
-    tags: &[Reference],
-    req: &BuildRequest,
-    inline_cache: &std::collections::BTreeMap<String, String>,
-    progress: &dyn ProgressSink,
-) -> Result<Vec<Pushed>, BuildError> {
-    let mut pushed = Vec::new();
-    // --- registry: `--push` is `-o type=registry` with the request's tags ---
-    let mut outputs = req.outputs.clone();
-    if req.push && !outputs.iter().any(|o| matches!(o, Output::Registry { .. })) {
-        outputs.push(Output::Registry {
-            names: Vec::new(),
-            compression: Default::default(),
-        });
-    }
-    for out in &outputs {
-        let items = vec![(image.clone(), tags.to_vec())];
-        let (kind, dest) = match out {
-            Output::Store => continue,
-            Output::Oci { dest, tar: false } => {
-                rbuild_image::export::oci_layout(
-                    images,
-                    &items,
-                    dest,
-                    false,
-                    rbuild_image::export::ExportCompression::Gzip,
-                )?;
-                ("oci", dest)
-            }
-            // One exporter for archives, shared with `save` (and `dest=-` for stdout).
-            Output::Oci { dest, tar: true } | Output::Docker { dest } | Output::Tar { dest } => {
-                use rbuild_image::export::ArchiveFormat;
-                let (format, kind) = match out {
-                    Output::Oci { .. } => (ArchiveFormat::Oci, "oci"),
-                    Output::Docker { .. } => (ArchiveFormat::Docker, "docker"),
-                    _ => (ArchiveFormat::Rootfs, "tar"),
-                };
-                crate::save::save(images, &items, format, Default::default(), dest)?;
-                (kind, dest)
-            }
-            Output::Local { dest } => {
-                // The flattened tree streams through a pipe into the safe applier, so nothing in
-                // the image can write outside `dest`.
-                std::fs::create_dir_all(dest).map_err(|e| BuildError::io(dest, e))?;
-                let (reader, writer) = std::io::pipe().map_err(|e| BuildError::io(dest, e))?;
-                let applied = std::thread::scope(|s| {
-                    let apply = s.spawn(|| {
-                        rbuild_layer::apply_layer(
-                            dest,
-                            std::io::BufReader::new(reader),
-                            &rbuild_layer::ApplyOptions {
-                                // Files land in the caller's directory: keep the image's
-                                // owners only for real root, never as subordinate ids the
-                                // rootless caller could not delete.
-                                same_owner: crate::fsutil::is_root()
-                                    && !rbuild_sandbox::in_user_namespace(),
-                                ..Default::default()
-                            },
-                        )
-                    });
-                    let written = rbuild_image::export::rootfs_tar(images, image, writer).map(drop);
-                    let applied = apply
-                        .join()
-                        .map_err(|_| BuildError::Task("local export thread panicked".into()))?;
-                    written?;
-                    applied.map_err(BuildError::from)
-                });
-                applied?;
-                ("local", dest)
-            }
-            // --- registry push (owned by the registry integration) ---
-            Output::Registry { names, compression } => {
-                let dests = push_destinations(names, tags)?;
-                let settings = crate::transfer::PushSettings {
-                    compression: *compression,
-                    mount_from: Vec::new(),
-                    annotations: inline_cache.clone(),
-                };
-                let digests = crate::transfer::push_all(
-                    images, registry, image, &dests, &settings, progress,
-                )?;
-                pushed.extend(dests.iter().zip(digests).map(|(d, digest)| Pushed {
-                    name: d.to_string(),
-                    digest,
-                }));
-                continue;
-            }
-        };
-        progress.event(Event::Exported {
-            kind: kind.into(),
-            dest: dest.display().to_string(),
-        });
-    }
-    Ok(pushed)
-}
-
-/// Where `-o type=registry` pushes: its `name=`s, else the build's tags.
-pub(crate) fn push_destinations(
-    names: &[String],
-    tags: &[Reference],
-) -> Result<Vec<Reference>, BuildError> {
-    let dests = if names.is_empty() {
-        tags.to_vec()
-    } else {
-        names
-            .iter()
-            .map(|n| Reference::parse(n).map_err(BuildError::from))
-            .collect::<Result<Vec<_>, _>>()?
-    };
-    if dests.is_empty() {
-        return Err(BuildError::Request(
-            "pushing needs a name: give -t NAME or -o type=registry,name=NAME".into(),
-        ));
-    }
-    Ok(dests)
-}
-
-/// Commits a target stage as an image, history times from the steps that ran (the build's time
-/// for those that did not); `platform` names it in the error of a multi-platform build.
-pub(crate) fn commit_target(
-    images: &Images,
-    target: &crate::lower::LoweredStage,
-    platform: Option<&Platform>,
-    solved: &crate::solve::Solved,
-    req: &BuildRequest,
-) -> Result<LocalImage, BuildError> {
-    let chain = solved.results[target.fs].clone().ok_or_else(|| {
-        BuildError::Task(match platform {
-            Some(p) => format!("target stage for {p} did not run"),
-            None => "target stage did not run".into(),
-        })
-    })?;
-    let mut config = target.config.config.clone();
-    let now = crate::meta::timestamp(req.source_date_epoch);
-    for &(i, v) in &target.slots {
-        if let Some(h) = config.history.get_mut(i) {
-            let ran = v.and_then(|v| solved.results[v].as_ref()?.created.clone());
-            h.created = Some(ran.unwrap_or_else(|| now.clone()));
-        }
-    }
-    for (k, v) in &req.labels {
-        config.set_label(k, v);
-    }
-    config.created = Some(now);
-    Ok(images.commit(&config, &chain.layers)?)
-}
-
-pub(crate) fn dockerfile_path(req: &BuildRequest) -> Option<PathBuf> {
-    if req.dockerfile_text.is_some() {
-        return None;
-    }
-    Some(
-        req.dockerfile
-            .clone()
-            .unwrap_or_else(|| req.context.join("Dockerfile")),
-    )
-}
-
-/// Reads and parses the request's Dockerfile; the name is the one errors and steps give it.
-pub(crate) fn parse_dockerfile(
-    req: &BuildRequest,
-) -> Result<(String, rbuild_dockerfile::Dockerfile), BuildError> {
-    let (file_name, text) = read_dockerfile(req)?;
-    let df = rbuild_dockerfile::parse(&file_name, &text)?;
-    Ok((file_name, df))
-}
-
-/// [`parse_dockerfile`], reporting the parser's warnings as a build shows them, before its steps.
-pub(crate) fn parse_reporting(
-    req: &BuildRequest,
-    progress: &dyn ProgressSink,
-) -> Result<(String, rbuild_dockerfile::Dockerfile), BuildError> {
-    let (file_name, df) = parse_dockerfile(req)?;
-    for w in &df.warnings {
-        progress.event(Event::Warning {
-            message: format!("{}:{}: {}", w.file_name, w.line, w.message),
-        });
-    }
-    Ok((file_name, df))
-}
-
-fn read_dockerfile(req: &BuildRequest) -> Result<(String, String), BuildError> {
-    if let Some(text) = &req.dockerfile_text {
-        return Ok(("Dockerfile".into(), text.clone()));
-    }
-    let path = dockerfile_path(req).unwrap_or_else(|| req.context.join("Dockerfile"));
-    let text = std::fs::read_to_string(&path).map_err(|source| BuildError::ReadDockerfile {
-        path: path.clone(),
-        source,
-    })?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "Dockerfile".into());
-    Ok((name, text))
-}
-
-/// The platform of the machine we run on, in OCI terms (normalised: `linux/arm64` on arm64, as
-/// the registry client and `BUILDPLATFORM` see it).
-pub fn host_platform() -> Platform {
-    Platform::host()
-}
-
-/// The plan options of `req`; with several `--platform`s, for the first one (a multi-platform
-/// build plans once per platform, see `multi`).
-pub(crate) fn plan_options(req: &BuildRequest) -> Result<PlanOptions, BuildError> {
-    let build_platform = host_platform();
-    let target_platform = match crate::multi::requested(req)? {
-        Some(mut list) => list.remove(0),
-        None => build_platform.clone(),
-    };
-    Ok(PlanOptions {
-        build_args: req.build_args.clone(),
-        target: req.target.clone(),
-        build_platform,
-        target_platform,
-    })
 }
 
 #[cfg(test)]

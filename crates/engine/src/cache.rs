@@ -19,6 +19,9 @@ use crate::chain::Chain;
 use crate::BuildError;
 
 const REF_PREFIX: &str = "@cache/";
+/// The reference prefix of step lineages (`explain`'s records of what each step last saw), kept
+/// here with the records' own so that pruning the cache knows both.
+pub(crate) const LINEAGE_PREFIX: &str = "@steps/";
 /// v2 records hold the step's layer chain and time; v1 records (a whole stage state under
 /// `Debug`-text keys) are never looked up again and go with `rbuild prune`.
 const MEDIA_TYPE: &str = "application/vnd.rbuild.cache.step.v2+json";
@@ -32,7 +35,7 @@ pub fn prune(store: &Store) -> Result<usize, BuildError> {
         if name.starts_with(REF_PREFIX) && store.delete_ref(&name)? {
             n += 1;
         }
-        if name.starts_with(crate::explain::REF_PREFIX) {
+        if name.starts_with(LINEAGE_PREFIX) {
             store.delete_ref(&name)?;
         }
     }

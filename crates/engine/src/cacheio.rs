@@ -337,7 +337,7 @@ pub(crate) fn import_all(
         .platform
         .as_deref()
         .and_then(|p| rbuild_dockerfile::Platform::parse(p).ok())
-        .unwrap_or_else(crate::builder::host_platform);
+        .unwrap_or_else(rbuild_dockerfile::Platform::host);
     let mut imported = Imported::default();
     for src in &req.cache_from {
         let (name, result) = match src {

@@ -19,8 +19,7 @@ use crate::graph::Step;
 use crate::ops::KeyParts;
 use crate::progress::MissReason;
 
-/// The reference prefix of lineage records.
-pub(crate) const REF_PREFIX: &str = "@steps/";
+use crate::cache::LINEAGE_PREFIX as REF_PREFIX;
 const MEDIA_TYPE: &str = "application/vnd.rbuild.step-lineage.v1+json";
 /// How many changed file names a reason lists.
 const SHOWN_FILES: usize = 5;

@@ -13,10 +13,13 @@
 //! the calling thread with a [`ProgressSink`] and a [`Cancel`]; [`Builder::build`] is the future
 //! alone.
 //!
-//! Module graph (no cycles): `builder` → `lower` → `ops`, `meta`, `graph`; `builder` → `solve` →
-//! `ops`, `cache`, `explain`; `ops` → `view`, `ctxmount`, `fetch`, `fsutil`, `key`, `shared`;
-//! `builder` → `cacheio` (exported caches: local layouts, registries) → `cachefmt` → `cache`;
-//! `builder`, `lower`, `cacheio` → `transfer` (registry pulls and pushes) → `progress`.
+//! Module graph (no cycles): `builder` (the public handle) → `multi` (several platforms) →
+//! `frontend` (read, parse, plan options), `resources` (what a builder owns: store, registry,
+//! snapshotter, sandboxes), `deliver` (commit and export) and `outcome`; each of these →
+//! `lower` → `ops`, `meta`, `graph`, and → `solve` → `ops`, `explain` → `cache`; `ops` → `view`,
+//! `ctxmount`, `fetch`, `fsutil`, `key`, `shared` → `cacheio` (exported caches: local layouts,
+//! registries) → `cachefmt` → `cache`; `lower`, `cacheio`, `deliver` → `transfer` (registry
+//! pulls and pushes) → `progress`.
 //!
 //! ```no_run
 //! use rbuild_engine::{Builder, BuilderOptions, BuildRequest, Event};
@@ -42,10 +45,12 @@ mod cachemount;
 pub mod cachespec;
 mod chain;
 mod ctxmount;
+mod deliver;
 mod devices;
 mod error;
 mod explain;
 mod fetch;
+mod frontend;
 mod fsutil;
 mod graph;
 mod hostinfo;
@@ -58,9 +63,11 @@ pub mod metadata;
 mod mountfile;
 mod multi;
 mod ops;
+mod outcome;
 mod platform;
 pub mod progress;
 mod request;
+mod resources;
 mod sandboxes;
 pub mod save;
 mod shared;
@@ -71,13 +78,15 @@ pub mod transfer;
 mod userenv;
 mod view;
 
-pub use builder::{host_platform, BuildOutcome, Builder, BuilderOptions, Pushed};
+pub use builder::{Builder, BuilderOptions};
 pub use cachespec::{CacheExport, CacheImport, CacheMode};
 pub use error::BuildError;
+pub use frontend::host_platform;
 pub use hostinfo::HostInfo;
 pub use import::import_rootfs;
 pub use maintenance::{check, CheckReport, PruneReport};
 pub use meta::apply_change;
+pub use outcome::{BuildOutcome, Pushed};
 pub use progress::MissReason;
 pub use progress::{
     BlobState, CacheResult, CollectProgress, Direction, Event, NoProgress, ProgressSink,

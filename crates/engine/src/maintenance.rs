@@ -20,8 +20,8 @@ pub struct CheckReport {
 /// Parses, plans and lints the request's Dockerfile without building or touching a store, as
 /// `docker build --check`. Parse and plan errors are errors; lint findings are the report.
 pub fn check(req: &BuildRequest) -> Result<CheckReport, BuildError> {
-    let (file_name, df) = crate::builder::parse_dockerfile(req)?;
-    let opts = crate::builder::plan_options(req)?;
+    let (file_name, df) = crate::frontend::parse_dockerfile(req)?;
+    let opts = crate::frontend::plan_options(req)?;
     rbuild_dockerfile::plan(&df, &opts)?;
     Ok(CheckReport {
         diagnostics: rbuild_dockerfile::check(&df, &opts),

@@ -15,23 +15,14 @@ use rbuild_dockerfile::Platform;
 use rbuild_image::reference::Reference;
 use rbuild_image::LocalImage;
 
-use crate::builder::{
-    commit_target, dockerfile_id, dockerfile_path, export, parse_reporting, plan_options,
-};
+use crate::deliver::{commit_target, export, push_destinations};
+use crate::frontend::{dockerfile_id, dockerfile_path, parse_reporting, plan_options, requested};
+use crate::outcome::{BuildOutcome, Pushed};
 use crate::progress::{Event, ProgressSink};
 use crate::request::{BuildRequest, Output};
+use crate::resources::Resources;
 use crate::shared::Cancel;
-use crate::{BuildError, BuildOutcome, Builder};
-
-/// The platforms `req` asks for (`None` without `--platform`), normalised, duplicates dropped.
-pub(crate) fn requested(req: &BuildRequest) -> Result<Option<Vec<Platform>>, BuildError> {
-    match &req.platform {
-        None => Ok(None),
-        Some(p) => rbuild_platform::parse_list(p)
-            .map(Some)
-            .map_err(|e| BuildError::Request(format!("invalid --platform {p:?}: {e}"))),
-    }
-}
+use crate::BuildError;
 
 /// The platforms of a multi-platform build, or `None` when `req` asks for at most one.
 pub(crate) fn platforms(req: &BuildRequest) -> Result<Option<Vec<Platform>>, BuildError> {
@@ -61,14 +52,14 @@ fn check_outputs(req: &BuildRequest, platforms: &[Platform]) -> Result<(), Build
 
 /// Builds every platform of `req` in one graph; see the module docs.
 pub(crate) fn build(
-    b: &Builder,
+    b: &std::sync::Arc<Resources>,
     req: &BuildRequest,
     platforms: &[Platform],
     progress: &dyn ProgressSink,
     cancel: &Cancel,
 ) -> Result<BuildOutcome, BuildError> {
     check_outputs(req, platforms)?;
-    let images = b.images();
+    let images = &b.images;
     let _lock = images.store().lock_shared()?;
     let (file_name, df) = parse_reporting(req, progress)?;
     let base = plan_options(req)?;
@@ -95,7 +86,7 @@ pub(crate) fn build(
         &refs,
         &crate::lower::LowerEnv {
             images,
-            registry: b.registry_options(),
+            registry: &b.registry,
             progress,
             pull: req.pull,
             network: req.network.as_deref(),
@@ -111,7 +102,7 @@ pub(crate) fn build(
         .with_stat_cache_in(&images.store().root().join("contexts"));
     let snap = b.snapshotter(progress)?;
     let devices = crate::devices::resolve(req, &file_name)?;
-    let imported = crate::cacheio::import_all(images, b.registry_options(), req, progress);
+    let imported = crate::cacheio::import_all(images, &b.registry, req, progress);
     let shared = crate::shared::Shared {
         imported: &imported,
         devices: &devices,
@@ -142,14 +133,7 @@ pub(crate) fn build(
     });
     let pushed = export_all(b, &built, &tags, req, progress)?;
     // Cache records are shared by the platforms; `mode=min` keeps those of the first image.
-    crate::cacheio::export_all(
-        images,
-        b.registry_options(),
-        req,
-        &solved.keys,
-        &built[0],
-        progress,
-    )?;
+    crate::cacheio::export_all(images, &b.registry, req, &solved.keys, &built[0], progress)?;
     Ok(BuildOutcome {
         image: built[0].clone(),
         tags: applied,
@@ -162,13 +146,13 @@ pub(crate) fn build(
 
 /// Writes every output of a multi-platform build (the store tags are already set).
 fn export_all(
-    b: &Builder,
+    b: &std::sync::Arc<Resources>,
     built: &[LocalImage],
     tags: &[Reference],
     req: &BuildRequest,
     progress: &dyn ProgressSink,
-) -> Result<Vec<crate::builder::Pushed>, BuildError> {
-    let images = b.images();
+) -> Result<Vec<Pushed>, BuildError> {
+    let images = &b.images;
     let mut pushed = Vec::new();
     let mut outputs = req.outputs.clone();
     if req.push && !outputs.iter().any(|o| matches!(o, Output::Registry { .. })) {
@@ -210,7 +194,7 @@ fn export_all(
                     };
                     export(
                         images,
-                        b.registry_options(),
+                        &b.registry,
                         img,
                         &[],
                         &one,
@@ -225,7 +209,7 @@ fn export_all(
                 ))
             }
             Output::Registry { names, compression } => {
-                let dests = crate::builder::push_destinations(names, tags)?;
+                let dests = push_destinations(names, tags)?;
                 let settings = crate::transfer::PushSettings {
                     compression: *compression,
                     mount_from: Vec::new(),
@@ -233,14 +217,14 @@ fn export_all(
                 };
                 let digests = crate::transfer::push_index(
                     images,
-                    b.registry_options(),
+                    &b.registry,
                     built,
                     &dests,
                     &settings,
                     progress,
                 )?;
                 for (dest, digest) in dests.iter().zip(digests) {
-                    pushed.push(crate::builder::Pushed {
+                    pushed.push(Pushed {
                         name: dest.to_string(),
                         digest,
                     });

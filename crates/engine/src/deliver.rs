@@ -1,0 +1,162 @@
+//! The end of a build: the target stage committed as an image, then exported to every output
+//! asked for (layouts, archives, a local directory, registries).
+
+use rbuild_dockerfile::Platform;
+use rbuild_image::reference::Reference;
+use rbuild_image::{Images, LocalImage};
+
+use crate::outcome::Pushed;
+use crate::progress::{Event, ProgressSink};
+use crate::request::{BuildRequest, Output};
+use crate::BuildError;
+
+/// Exports `image` to the request's outputs (`--push` included); returns what was pushed where.
+pub(crate) fn export(
+    images: &Images,
+    registry: &crate::transfer::RegistryOptions,
+    image: &LocalImage,
+    tags: &[Reference],
+    req: &BuildRequest,
+    inline_cache: &std::collections::BTreeMap<String, String>,
+    progress: &dyn ProgressSink,
+) -> Result<Vec<Pushed>, BuildError> {
+    let mut pushed = Vec::new();
+    // --- registry: `--push` is `-o type=registry` with the request's tags ---
+    let mut outputs = req.outputs.clone();
+    if req.push && !outputs.iter().any(|o| matches!(o, Output::Registry { .. })) {
+        outputs.push(Output::Registry {
+            names: Vec::new(),
+            compression: Default::default(),
+        });
+    }
+    for out in &outputs {
+        let items = vec![(image.clone(), tags.to_vec())];
+        let (kind, dest) = match out {
+            Output::Store => continue,
+            Output::Oci { dest, tar: false } => {
+                rbuild_image::export::oci_layout(
+                    images,
+                    &items,
+                    dest,
+                    false,
+                    rbuild_image::export::ExportCompression::Gzip,
+                )?;
+                ("oci", dest)
+            }
+            // One exporter for archives, shared with `save` (and `dest=-` for stdout).
+            Output::Oci { dest, tar: true } | Output::Docker { dest } | Output::Tar { dest } => {
+                use rbuild_image::export::ArchiveFormat;
+                let (format, kind) = match out {
+                    Output::Oci { .. } => (ArchiveFormat::Oci, "oci"),
+                    Output::Docker { .. } => (ArchiveFormat::Docker, "docker"),
+                    _ => (ArchiveFormat::Rootfs, "tar"),
+                };
+                crate::save::save(images, &items, format, Default::default(), dest)?;
+                (kind, dest)
+            }
+            Output::Local { dest } => {
+                // The flattened tree streams through a pipe into the safe applier, so nothing in
+                // the image can write outside `dest`.
+                std::fs::create_dir_all(dest).map_err(|e| BuildError::io(dest, e))?;
+                let (reader, writer) = std::io::pipe().map_err(|e| BuildError::io(dest, e))?;
+                let applied = std::thread::scope(|s| {
+                    let apply = s.spawn(|| {
+                        rbuild_layer::apply_layer(
+                            dest,
+                            std::io::BufReader::new(reader),
+                            &rbuild_layer::ApplyOptions {
+                                // Files land in the caller's directory: keep the image's
+                                // owners only for real root, never as subordinate ids the
+                                // rootless caller could not delete.
+                                same_owner: crate::fsutil::is_root()
+                                    && !rbuild_sandbox::in_user_namespace(),
+                                ..Default::default()
+                            },
+                        )
+                    });
+                    let written = rbuild_image::export::rootfs_tar(images, image, writer).map(drop);
+                    let applied = apply
+                        .join()
+                        .map_err(|_| BuildError::Task("local export thread panicked".into()))?;
+                    written?;
+                    applied.map_err(BuildError::from)
+                });
+                applied?;
+                ("local", dest)
+            }
+            // --- registry push (owned by the registry integration) ---
+            Output::Registry { names, compression } => {
+                let dests = push_destinations(names, tags)?;
+                let settings = crate::transfer::PushSettings {
+                    compression: *compression,
+                    mount_from: Vec::new(),
+                    annotations: inline_cache.clone(),
+                };
+                let digests = crate::transfer::push_all(
+                    images, registry, image, &dests, &settings, progress,
+                )?;
+                pushed.extend(dests.iter().zip(digests).map(|(d, digest)| Pushed {
+                    name: d.to_string(),
+                    digest,
+                }));
+                continue;
+            }
+        };
+        progress.event(Event::Exported {
+            kind: kind.into(),
+            dest: dest.display().to_string(),
+        });
+    }
+    Ok(pushed)
+}
+
+/// Where `-o type=registry` pushes: its `name=`s, else the build's tags.
+pub(crate) fn push_destinations(
+    names: &[String],
+    tags: &[Reference],
+) -> Result<Vec<Reference>, BuildError> {
+    let dests = if names.is_empty() {
+        tags.to_vec()
+    } else {
+        names
+            .iter()
+            .map(|n| Reference::parse(n).map_err(BuildError::from))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    if dests.is_empty() {
+        return Err(BuildError::Request(
+            "pushing needs a name: give -t NAME or -o type=registry,name=NAME".into(),
+        ));
+    }
+    Ok(dests)
+}
+
+/// Commits a target stage as an image, history times from the steps that ran (the build's time
+/// for those that did not); `platform` names it in the error of a multi-platform build.
+pub(crate) fn commit_target(
+    images: &Images,
+    target: &crate::lower::LoweredStage,
+    platform: Option<&Platform>,
+    solved: &crate::solve::Solved,
+    req: &BuildRequest,
+) -> Result<LocalImage, BuildError> {
+    let chain = solved.results[target.fs].clone().ok_or_else(|| {
+        BuildError::Task(match platform {
+            Some(p) => format!("target stage for {p} did not run"),
+            None => "target stage did not run".into(),
+        })
+    })?;
+    let mut config = target.config.config.clone();
+    let now = crate::meta::timestamp(req.source_date_epoch);
+    for &(i, v) in &target.slots {
+        if let Some(h) = config.history.get_mut(i) {
+            let ran = v.and_then(|v| solved.results[v].as_ref()?.created.clone());
+            h.created = Some(ran.unwrap_or_else(|| now.clone()));
+        }
+    }
+    for (k, v) in &req.labels {
+        config.set_label(k, v);
+    }
+    config.created = Some(now);
+    Ok(images.commit(&config, &chain.layers)?)
+}
