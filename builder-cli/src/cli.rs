@@ -360,7 +360,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
                     r.id,
                     r.created,
                     by,
-                    human_size(r.size)
+                    crate::images::human_size(r.size)
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -380,7 +380,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
             }
             println!(
                 "Total reclaimed space: {}",
-                human_size(report.bytes_freed())
+                crate::images::human_size(report.bytes_freed())
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -428,34 +428,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, BuildError> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u + 1 < UNITS.len() {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        return format!("{bytes}B");
-    }
-    // Three significant digits, as `docker images` shows sizes (4.28MB, 12.3kB, 145MB).
-    let digits = if v >= 100.0 {
-        0
-    } else if v >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let n = format!("{v:.digits$}");
-    let n = if n.contains('.') {
-        n.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        n
-    };
-    format!("{n}{}", UNITS[u])
 }
 
 fn build(
@@ -638,21 +610,5 @@ fn check(req: &BuildRequest) -> Result<ExitCode, BuildError> {
             report.diagnostics.len()
         );
         Ok(ExitCode::from(1))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_like_docker() {
-        assert_eq!(human_size(0), "0B");
-        assert_eq!(human_size(999), "999B");
-        assert_eq!(human_size(1_500_000), "1.5MB");
-        assert_eq!(human_size(4_280_000), "4.28MB");
-        assert_eq!(human_size(12_345), "12.3kB");
-        assert_eq!(human_size(145_000_000), "145MB");
-        assert_eq!(human_size(2_000_000_000), "2GB");
     }
 }

@@ -149,7 +149,7 @@ fn go_time(rfc3339: &str) -> String {
 
 /// A row as docker's `images --format '{{json .}}'` shows it.
 fn row_value(r: &ImageSummary, digest: &str, no_trunc: bool) -> Value {
-    let size = crate::cli::human_size(r.size);
+    let size = human_size(r.size);
     json!({
         "Containers": "N/A",
         "CreatedAt": r.created_at.as_deref().map(go_time).unwrap_or_else(|| "N/A".into()),
@@ -347,9 +347,49 @@ pub fn inspect(root: &Option<PathBuf>, a: InspectArgs) -> Result<ExitCode, Build
     Ok(ExitCode::SUCCESS)
 }
 
+/// Sizes as `docker images` prints them: decimal units, three significant digits.
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        return format!("{bytes}B");
+    }
+    // Three significant digits, as `docker images` shows sizes (4.28MB, 12.3kB, 145MB).
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let n = format!("{v:.digits$}");
+    let n = if n.contains('.') {
+        n.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        n
+    };
+    format!("{n}{}", UNITS[u])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_like_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1_500_000), "1.5MB");
+        assert_eq!(human_size(4_280_000), "4.28MB");
+        assert_eq!(human_size(12_345), "12.3kB");
+        assert_eq!(human_size(145_000_000), "145MB");
+        assert_eq!(human_size(2_000_000_000), "2GB");
+    }
 
     #[test]
     fn filters_parse() {
