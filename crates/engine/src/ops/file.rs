@@ -167,6 +167,19 @@ impl CopyOp {
         };
         let workdir = self.workdir.as_str();
 
+        if let Some(layer) = self.existing_layer(sh, &view, &root, chown)? {
+            // The layer this COPY makes is already here: nothing to write (see `copyplan`).
+            drop(view);
+            sh.event(crate::progress::Event::StepLog {
+                step: step.clone(),
+                text: format!(
+                    "the layer {} is already in the store: nothing copied",
+                    layer.diff_id
+                ),
+            });
+            return Ok(super::with_layer(sh, parent, layer.diff_id, layer.size));
+        }
+
         if !copy.heredocs.is_empty() {
             // Heredoc sources become files in a scratch directory named after the heredoc.
             let dir = store.temp_dir("heredoc")?;
@@ -255,6 +268,54 @@ impl CopyOp {
         let when = sh.req.source_date_epoch.unwrap_or(FIXED_DIR_TIME);
         stamp_parents(&root, &dest, when).map_err(|e| err(&e))?;
         commit_layer(sh, parent, view, &[], &self.created_by)
+    }
+
+    /// The layer this COPY would commit, when it is the plain case `copyplan` computes from the
+    /// sources and the store already holds it; `None` otherwise (the copy then runs).
+    fn existing_layer(
+        &self,
+        sh: &Shared<'_>,
+        view: &View<'_>,
+        root: &Path,
+        chown: Option<(u32, u32)>,
+    ) -> Result<Option<rbuild_layer::LayerInfo>, BuildError> {
+        let copy = &self.copy;
+        let plain = self.add.is_none()
+            && copy.heredocs.is_empty()
+            && copy.from.is_none()
+            && !copy.parents
+            && !copy.link
+            && copy.exclude.is_empty()
+            && copy.sources.len() == 1
+            && rustix::process::geteuid().is_root()
+            && matches!(
+                sh.snap.kind(),
+                rbuild_snapshot::Kind::Overlay { userxattr: false }
+            );
+        let (Some(source), true) = (copy.sources.first(), plain) else {
+            return Ok(None);
+        };
+        let Some(rbuild_snapshot::MountPlan::Overlay { lowers, .. }) = view.plan() else {
+            return Ok(None);
+        };
+        let dest = join_workdir(&self.workdir, &copy.dest);
+        let flag = sh.cancel.flag();
+        let plan = super::copyplan::Plan {
+            context: sh.context,
+            source,
+            dest: &dest,
+            chown,
+            chmod: copy.chmod.as_deref(),
+            merged: root,
+            lowers: &lowers,
+            dir_time: sh.req.source_date_epoch.unwrap_or(FIXED_DIR_TIME),
+            cancel: flag.as_ref(),
+        };
+        match plan.layer(&sh.write_options()) {
+            Ok(info) if sh.snap.has_layer(&info.diff_id) => Ok(Some(info)),
+            Ok(_) | Err(super::copyplan::Stop::NotPlain) => Ok(None),
+            Err(super::copyplan::Stop::Failed(e)) => Err(e),
+        }
     }
 
     /// ADD of a URL: downloaded into a scratch dir, then copied as a local file would be.
