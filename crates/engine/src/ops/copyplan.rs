@@ -18,7 +18,7 @@
 //! the commit's order (depth first, names sorted), so the tar and its diff id are the same bytes.
 //! `builder-cli/tests/solver.rs` checks the digests against the copy-and-commit path.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -88,10 +88,29 @@ fn empty_in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
     })
 }
 
-impl Plan<'_> {
+impl<'a> Plan<'a> {
     /// The layer the copy would commit, hashed without storing it; `NotPlain` when the COPY is
     /// not the plain case described in the module docs.
     pub(crate) fn layer(&self, opts: &WriteOptions) -> Result<LayerInfo, Stop> {
+        let w = LayerWriter::new(std::io::sink(), opts.clone());
+        let w = self.walk(opts, w)?.w;
+        w.finish().map(|(_, info)| info).map_err(layer_err)
+    }
+
+    /// A digest of the planned entries' metadata (names, kinds, modes, owners, mtimes, sizes),
+    /// read without opening a file: the key under which the engine remembers the layer a copy of
+    /// these entries made. A remembered layer still in the store is only a hint that hashing the
+    /// contents ([`Plan::layer`]) is worth it; what decides is that hash. Without the hint, a COPY
+    /// of new content would read and hash every source once more for nothing.
+    pub(crate) fn index_key(&self, opts: &WriteOptions) -> Result<rbuild_digest::Digest, Stop> {
+        let mut h = rbuild_digest::Hasher::new();
+        h.update(b"rbuild copyplan index v1\0");
+        h.update(&opts.source_date_epoch.unwrap_or(i64::MIN).to_le_bytes());
+        h.update(&self.dir_time.to_le_bytes());
+        Ok(self.walk(opts, h)?.w.finish())
+    }
+
+    fn walk<'p, S: Sink>(&'p self, opts: &WriteOptions, mut w: S) -> Result<Walk<'p, 'a, S>, Stop> {
         if opts.id_map.is_some() || !opts.owner_overrides.is_empty() {
             return Err(Stop::NotPlain);
         }
@@ -120,7 +139,6 @@ impl Plan<'_> {
             .to_path_buf();
         let (uid, gid) = self.chown.unwrap_or((0, 0));
 
-        let mut w = LayerWriter::new(std::io::sink(), opts.clone());
         // The destination and its ancestors, stamped.
         let mut rel = PathBuf::new();
         let mut created = false;
@@ -187,7 +205,7 @@ impl Plan<'_> {
                     }
                 }
             };
-            w.append_entry(&entry, None).map_err(layer_err)?;
+            w.entry(&entry, None)?;
         }
         if !created && !empty_in_lowers(self.lowers, &rel) {
             return Err(Stop::NotPlain);
@@ -200,19 +218,72 @@ impl Plan<'_> {
             w,
         };
         walk.dir(&m.host, &ctx_rel, &rel)?;
-        walk.w.finish().map(|(_, info)| info).map_err(layer_err)
+        Ok(walk)
     }
 }
 
-struct Walk<'p, 'a> {
+/// Where the planned entries go: the layer writer (the diff id), or a hash of their metadata
+/// alone (the index key, see [`Plan::index_key`]).
+trait Sink {
+    fn entry(&mut self, meta: &EntryMeta, data: Option<&Path>) -> Result<(), Stop>;
+}
+
+impl Sink for LayerWriter<std::io::Sink> {
+    fn entry(&mut self, meta: &EntryMeta, data: Option<&Path>) -> Result<(), Stop> {
+        let file = match data {
+            Some(p) => Some((
+                p,
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(p)
+                    .map_err(io(p))?,
+            )),
+            None => None,
+        };
+        self.append_entry(meta, file).map_err(layer_err)
+    }
+}
+
+impl Sink for rbuild_digest::Hasher {
+    fn entry(&mut self, meta: &EntryMeta, _data: Option<&Path>) -> Result<(), Stop> {
+        let rel = meta.rel.as_os_str().as_bytes();
+        let link: &[u8] = match &meta.kind {
+            EntryMetaKind::Symlink(t) => t,
+            _ => b"",
+        };
+        let kind = match meta.kind {
+            EntryMetaKind::Dir => b'd',
+            EntryMetaKind::File => b'f',
+            EntryMetaKind::Symlink(_) => b'l',
+        };
+        self.update(&(rel.len() as u64).to_le_bytes());
+        self.update(rel);
+        self.update(&[kind]);
+        self.update(&(link.len() as u64).to_le_bytes());
+        self.update(link);
+        for n in [
+            u64::from(meta.mode),
+            u64::from(meta.uid),
+            u64::from(meta.gid),
+            meta.mtime as u64,
+            meta.size,
+        ] {
+            self.update(&n.to_le_bytes());
+        }
+        Ok(())
+    }
+}
+
+struct Walk<'p, 'a, S> {
     plan: &'p Plan<'a>,
     chmod: Option<rbuild_context::chmod::Chmod>,
     uid: u32,
     gid: u32,
-    w: LayerWriter<std::io::Sink>,
+    w: S,
 }
 
-impl Walk<'_, '_> {
+impl<S: Sink> Walk<'_, '_, S> {
     /// The entries below the source directory `src` (`ctx` relative to the context root), named
     /// `dst` in the layer, in the order the copy and the commit walk them.
     fn dir(&mut self, src: &Path, ctx: &Path, dst: &Path) -> Result<(), Stop> {
@@ -229,7 +300,12 @@ impl Walk<'_, '_> {
             let md = fs::symlink_metadata(&child).map_err(io(&child))?;
             let child_ctx = ctx.join(&name);
             let ft = md.file_type();
-            if self.plan.context.ignore().is_excluded(&child_ctx, ft.is_dir()) {
+            if self
+                .plan
+                .context
+                .ignore()
+                .is_excluded(&child_ctx, ft.is_dir())
+            {
                 continue;
             }
             let rel = dst.join(&name);
@@ -248,7 +324,7 @@ impl Walk<'_, '_> {
                 if let Some(c) = &self.chmod {
                     entry.mode = c.apply(entry.mode, true);
                 }
-                self.w.append_entry(&entry, None).map_err(layer_err)?;
+                self.w.entry(&entry, None)?;
                 self.dir(&child, &child_ctx, &rel)?;
             } else if ft.is_file() {
                 if md.nlink() > 1 {
@@ -258,20 +334,13 @@ impl Walk<'_, '_> {
                     entry.mode = c.apply(entry.mode, false);
                 }
                 entry.size = md.len();
-                let f: File = OpenOptions::new()
-                    .read(true)
-                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                    .open(&child)
-                    .map_err(io(&child))?;
-                self.w
-                    .append_entry(&entry, Some((&child, f)))
-                    .map_err(layer_err)?;
+                self.w.entry(&entry, Some(&child))?;
             } else if ft.is_symlink() {
                 let target = fs::read_link(&child).map_err(io(&child))?;
                 entry.kind = EntryMetaKind::Symlink(target.into_os_string().into_encoded_bytes());
                 // A new symlink's mode; --chmod is not applied to links.
                 entry.mode = 0o777;
-                self.w.append_entry(&entry, None).map_err(layer_err)?;
+                self.w.entry(&entry, None)?;
             } else if ft.is_fifo_or_socket() {
                 // The copy leaves out a context's fifos and sockets.
                 continue;
