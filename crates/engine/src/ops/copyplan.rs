@@ -16,7 +16,15 @@
 //! owner, mode (after `--chmod`) and mtime the copy gives each entry. The entries are written
 //! with [`rbuild_layer::LayerWriter::append_entry`], the same header code the commit uses, in
 //! the commit's order (depth first, names sorted), so the tar and its diff id are the same bytes.
-//! `builder-cli/tests/solver.rs` checks the digests against the copy-and-commit path.
+//! `builder-cli/tests/copyplan.rs` checks that the plan finds exactly the layer the
+//! copy-and-commit path made.
+//!
+//! Hashing every source costs a read of the whole copy, wasted when the layer turns out to be
+//! new. So the contents are hashed only when an index says they are worth it: after a plain
+//! COPY commits, the engine notes its diff id under a digest of the planned entries' metadata
+//! (`<store>/copyplan/<key>`, see [`Plan::index_key`]), and the next plain COPY of entries with
+//! the same metadata hashes the contents if that layer is still in the store. The note is a hint
+//! only (a stale or wrong one costs one extra read); the content hash decides.
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
