@@ -40,8 +40,8 @@ mod write;
 pub use apply::{apply_layer, ApplyOptions, ApplyStats, IdMap, IdRange};
 pub use list::{list_layer, list_tree, EntryKind, TreeEntry};
 pub use write::{
-    write_paths, write_tree, LayerInfo, LayerWriter, OwnerOverride, PathEntry, WriteOptions,
-    OVERFLOW_ID,
+    layer_xattrs, write_paths, write_tree, EntryMeta, EntryMetaKind, LayerInfo, LayerWriter,
+    OwnerOverride, PathEntry, WriteOptions, OVERFLOW_ID,
 };
 
 /// Prefix that marks a whiteout file in a layer (OCI / AUFS convention), exported so other crates

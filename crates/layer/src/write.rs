@@ -85,6 +85,44 @@ pub struct PathEntry {
     pub whiteout: bool,
 }
 
+/// An entry for [`LayerWriter::append_entry`]: what `append_path` would find on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// Path relative to the layer root, without `..`.
+    pub rel: PathBuf,
+    /// What the entry is.
+    pub kind: EntryMetaKind,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// uid to record.
+    pub uid: u32,
+    /// gid to record.
+    pub gid: u32,
+    /// Modification time in seconds (clamped to `SOURCE_DATE_EPOCH` like any entry).
+    pub mtime: i64,
+    /// Length of a regular file's data; 0 otherwise.
+    pub size: u64,
+    /// xattrs as [`LayerWriter::append_path`] would carry them, sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The kinds of entry [`EntryMeta`] describes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryMetaKind {
+    /// A directory.
+    Dir,
+    /// A regular file (not a hard link to an earlier entry).
+    File,
+    /// A symbolic link to the target bytes.
+    Symlink(Vec<u8>),
+}
+
+/// The xattrs [`LayerWriter::append_path`] records for `path` (not followed), sorted; for
+/// callers building an [`EntryMeta`].
+pub fn layer_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    read_xattrs(path)
+}
+
 /// One tar writer; hashes while writing so the diff id is known at finish.
 pub struct LayerWriter<W: Write> {
     out: PipedDigestWriter<W>,
@@ -451,6 +489,55 @@ impl<W: Write> LayerWriter<W> {
         } else {
             // Sockets cannot be archived meaningfully.
             return Ok(());
+        }
+        item.name = name;
+        self.write_item(&item, data)
+    }
+
+    /// Adds one entry described by the caller instead of read from a tree, with exactly the
+    /// bytes [`LayerWriter::append_path`] writes for a path with that metadata (owner overrides and
+    /// the id map do not apply: `meta` carries the ids to record). Lets a copy compute the layer
+    /// of what it is about to write from its sources, without writing and walking it first.
+    /// `data` is read for a regular file and must hold `meta.size` bytes.
+    pub fn append_entry(
+        &mut self,
+        meta: &EntryMeta,
+        data: Option<(&Path, File)>,
+    ) -> Result<(), LayerError> {
+        let mut name = rel_bytes(&meta.rel)?;
+        let mut item = Item {
+            name: Vec::new(),
+            kind: EntryType::Regular,
+            mode: meta.mode & 0o7777,
+            uid: u64::from(meta.uid),
+            gid: u64::from(meta.gid),
+            mtime: meta.mtime,
+            size: 0,
+            link: None,
+            dev: None,
+            xattrs: meta.xattrs.clone(),
+        };
+        let mut data = data;
+        match &meta.kind {
+            EntryMetaKind::Dir => {
+                item.kind = EntryType::Directory;
+                name.push(b'/');
+                data = None;
+            }
+            EntryMetaKind::Symlink(target) => {
+                item.kind = EntryType::Symlink;
+                item.link = Some(target.clone());
+                data = None;
+            }
+            EntryMetaKind::File => {
+                item.size = meta.size;
+                if data.is_none() && meta.size != 0 {
+                    return Err(LayerError::Write {
+                        path: String::from_utf8_lossy(&name).into_owned(),
+                        source: io::Error::other("a file entry without its data"),
+                    });
+                }
+            }
         }
         item.name = name;
         self.write_item(&item, data)

@@ -167,6 +167,22 @@ impl CopyOp {
         };
         let workdir = self.workdir.as_str();
 
+        let remember = match self.plan_layer(sh, &view, &root, chown)? {
+            Planned::Copy(key) => key,
+            Planned::Found(layer) => {
+                // The layer this COPY makes is already here: nothing to write (see `copyplan`).
+                drop(view);
+                sh.event(crate::progress::Event::StepLog {
+                    step: step.clone(),
+                    text: format!(
+                        "the layer {} is already in the store: nothing copied",
+                        layer.diff_id
+                    ),
+                });
+                return Ok(super::with_layer(sh, parent, layer.diff_id, layer.size));
+            }
+        };
+
         if !copy.heredocs.is_empty() {
             // Heredoc sources become files in a scratch directory named after the heredoc.
             let dir = store.temp_dir("heredoc")?;
@@ -254,7 +270,74 @@ impl CopyOp {
         let dest = join_workdir(workdir, &copy.dest);
         let when = sh.req.source_date_epoch.unwrap_or(FIXED_DIR_TIME);
         stamp_parents(&root, &dest, when).map_err(|e| err(&e))?;
-        commit_layer(sh, parent, view, &[], &self.created_by)
+        let chain = commit_layer(sh, parent, view, &[], &self.created_by)?;
+        if let (Some(key), Some(layer)) = (remember, chain.layers.last()) {
+            // Only a hint for the next build: failing to write it costs that build a copy.
+            let _ = remember_layer(store, &key, &layer.diff_id);
+        }
+        Ok(chain)
+    }
+
+    /// Whether this COPY's layer is already in the store (then nothing needs copying), computed
+    /// from the sources when it is the plain case `copyplan` covers and the index says the same
+    /// entries made a layer before; otherwise the key to remember the committed layer under.
+    fn plan_layer(
+        &self,
+        sh: &Shared<'_>,
+        view: &View<'_>,
+        root: &Path,
+        chown: Option<(u32, u32)>,
+    ) -> Result<Planned, BuildError> {
+        use super::copyplan::Stop;
+        let copy = &self.copy;
+        let plain = self.add.is_none()
+            && copy.heredocs.is_empty()
+            && copy.from.is_none()
+            && !copy.parents
+            && !copy.link
+            && copy.exclude.is_empty()
+            && copy.sources.len() == 1
+            && rustix::process::geteuid().is_root()
+            && matches!(
+                sh.snap.kind(),
+                rbuild_snapshot::Kind::Overlay { userxattr: false }
+            );
+        let (Some(source), true) = (copy.sources.first(), plain) else {
+            return Ok(Planned::Copy(None));
+        };
+        let Some(rbuild_snapshot::MountPlan::Overlay { lowers, .. }) = view.plan() else {
+            return Ok(Planned::Copy(None));
+        };
+        let dest = join_workdir(&self.workdir, &copy.dest);
+        let flag = sh.cancel.flag();
+        let plan = super::copyplan::Plan {
+            context: sh.context,
+            source,
+            dest: &dest,
+            chown,
+            chmod: copy.chmod.as_deref(),
+            merged: root,
+            lowers: &lowers,
+            dir_time: sh.req.source_date_epoch.unwrap_or(FIXED_DIR_TIME),
+            cancel: flag.as_ref(),
+        };
+        let opts = sh.write_options();
+        let key = match plan.index_key(&opts) {
+            Ok(k) => k,
+            Err(Stop::NotPlain) => return Ok(Planned::Copy(None)),
+            Err(Stop::Failed(e)) => return Err(e),
+        };
+        let remembered = std::fs::read_to_string(index_path(sh.images.store(), &key))
+            .ok()
+            .and_then(|s| s.trim().parse::<rbuild_digest::Digest>().ok());
+        if remembered.is_some_and(|d| sh.snap.has_layer(&d)) {
+            match plan.layer(&opts) {
+                Ok(info) if sh.snap.has_layer(&info.diff_id) => return Ok(Planned::Found(info)),
+                Ok(_) | Err(Stop::NotPlain) => {}
+                Err(Stop::Failed(e)) => return Err(e),
+            }
+        }
+        Ok(Planned::Copy(Some(key)))
     }
 
     /// ADD of a URL: downloaded into a scratch dir, then copied as a local file would be.
@@ -298,6 +381,34 @@ impl CopyOp {
         rbuild_context::copy(&req)?;
         Ok(())
     }
+}
+
+/// What [`CopyOp::plan_layer`] found.
+enum Planned {
+    /// The layer is in the store: nothing to copy.
+    Found(rbuild_layer::LayerInfo),
+    /// Copy and commit, then remember the layer under this index key (when there is one).
+    Copy(Option<rbuild_digest::Digest>),
+}
+
+/// Where the layer a plain COPY of the entries with this `copyplan` index key made is noted.
+fn index_path(store: &rbuild_store::Store, key: &rbuild_digest::Digest) -> PathBuf {
+    store.root().join("copyplan").join(key.hex())
+}
+
+/// Notes `diff_id` under `key`, written whole or not at all (temp file, then rename).
+fn remember_layer(
+    store: &rbuild_store::Store,
+    key: &rbuild_digest::Digest,
+    diff_id: &rbuild_digest::Digest,
+) -> Result<(), BuildError> {
+    let path = index_path(store, key);
+    let dir = path.parent().unwrap_or(store.root());
+    std::fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
+    let scratch = store.temp_dir("copyplan")?;
+    let tmp = scratch.path().join("entry");
+    std::fs::write(&tmp, diff_id.to_string()).map_err(|e| BuildError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| BuildError::io(&path, e))
 }
 
 /// The time COPY and ADD give the directories on the way to their destination (created, or

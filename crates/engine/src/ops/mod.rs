@@ -17,6 +17,7 @@
 //! change the result: the image config is not part of it beyond what the op itself uses (a LABEL
 //! before a RUN does not invalidate it, as in BuildKit), and secret values never are.
 
+mod copyplan;
 mod exec;
 mod file;
 
@@ -212,15 +213,22 @@ pub(crate) fn commit_layer(
             ),
         });
     }
+    Ok(with_layer(sh, parent, c.diff_id, c.size))
+}
+
+/// `parent` with one more layer, made by the step now.
+pub(crate) fn with_layer(
+    sh: &Shared<'_>,
+    parent: &Chain,
+    diff_id: rbuild_digest::Digest,
+    size: u64,
+) -> Chain {
     let mut layers = parent.layers.clone();
-    layers.push(LayerDesc {
-        diff_id: c.diff_id,
-        size: c.size,
-    });
-    Ok(Chain {
+    layers.push(LayerDesc { diff_id, size });
+    Chain {
         layers,
         created: Some(crate::meta::timestamp(sh.req.source_date_epoch)),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,173 @@
+//! A plain context COPY computes its layer from the sources before writing anything and, when
+//! the store already holds that layer, copies nothing. These tests build each COPY twice with
+//! `--no-cache`: the first build has no such layer and copies and commits as before; the second
+//! must find exactly that layer from its sources alone (it says "nothing copied") and give the
+//! same diff id. A plan that got one header byte wrong would find no layer and copy again, which
+//! fails the test. COPYs the plan does not cover must keep copying.
+
+mod common;
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+
+const SKIPPED: &str = "is already in the store: nothing copied";
+
+fn set_mtime(p: &Path, secs: i64) {
+    let ts = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: 123_456_789,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &rustix::fs::Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+/// A context with what a COPY has to get right: nested and empty directories, modes (setuid,
+/// private, executable), old mtimes, symlinks, a name longer than ustar holds, a fifo and
+/// `.dockerignore`d files.
+fn write_context(ctx: &Path) {
+    let tree = ctx.join("tree");
+    std::fs::create_dir_all(tree.join("a/b/c")).unwrap();
+    std::fs::create_dir_all(tree.join("empty")).unwrap();
+    std::fs::create_dir_all(tree.join("build")).unwrap();
+    std::fs::write(tree.join("a/b/c/deep.txt"), "deep\n").unwrap();
+    std::fs::write(tree.join("a.txt"), "a\n").unwrap();
+    std::fs::write(tree.join("build/out.o"), "ignored\n").unwrap();
+    std::fs::write(tree.join("debug.log"), "ignored\n").unwrap();
+    std::fs::write(tree.join("zero"), "").unwrap();
+    let run = tree.join("run.sh");
+    std::fs::write(&run, "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let private = tree.join("a/private");
+    std::fs::write(&private, vec![7u8; 70_000]).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(tree.join("a").join("n".repeat(150)), "long\n").unwrap();
+    symlink("a/b/c/deep.txt", tree.join("link")).unwrap();
+    symlink("/etc/passwd", tree.join("abs-link")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        tree.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    set_mtime(&tree.join("a.txt"), 1_000_000_000);
+    set_mtime(&tree.join("link"), 1_100_000_000);
+    set_mtime(&tree.join("a/b"), 1_200_000_000);
+    set_mtime(&tree.join("empty"), 1_300_000_000);
+    std::fs::write(ctx.join(".dockerignore"), "*.log\n**/*.log\ntree/build\n").unwrap();
+}
+
+fn build(store: &Path, ctx: &Path, dockerfile: &str, tag: &str) -> (Vec<String>, String) {
+    // Outside the context, so writing it does not change what `COPY . .` copies.
+    let file = ctx.with_file_name(format!("Dockerfile.{tag}"));
+    std::fs::write(&file, dockerfile).unwrap();
+    let out: Output = run_ok(
+        rbuild(store)
+            .args(["build", "--progress=plain", "--no-cache", "-t", tag, "-f"])
+            .arg(&file)
+            .arg(ctx),
+    );
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inspect = run_ok(rbuild(store).args(["inspect", tag]));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let layers = v[0]["RootFS"]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    (layers, log)
+}
+
+#[test]
+fn a_plain_copy_finds_the_layer_the_copy_made() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the plan applies to root builds with the overlay snapshotter: run this test as root"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_busybox(dir.path());
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    write_context(&ctx);
+    let cases = [
+        // The destination and its parents are created.
+        "FROM bb:1\nCOPY tree /opt/app/\n",
+        // The destination exists (WORKDIR), named relative to it; the whole context.
+        "FROM bb:1\nWORKDIR /srv/www\nCOPY . .\n",
+        // --chown and a symbolic --chmod, no trailing slash.
+        "FROM bb:1\nCOPY --chown=1000:1000 --chmod=u+rwX,go=rX tree /data\n",
+    ];
+    for (i, df) in cases.iter().enumerate() {
+        let (first, log1) = build(&store, &ctx, df, &format!("p{i}:1"));
+        assert!(
+            !log1.contains(SKIPPED),
+            "case {i}: the first build found a layer it never made:\n{log1}"
+        );
+        let (second, log2) = build(&store, &ctx, df, &format!("p{i}:2"));
+        assert!(
+            log2.contains(SKIPPED),
+            "case {i}: the plan did not find the layer the copy made ({:?}):\n{log2}",
+            first.last()
+        );
+        assert_eq!(
+            first.last(),
+            second.last(),
+            "case {i}: the COPY layers differ"
+        );
+    }
+    // The skipped COPY's layer is usable: a later step sees the files.
+    let (_, log) = build(
+        &store,
+        &ctx,
+        "FROM bb:1\nCOPY tree /opt/app/\nRUN cat /opt/app/link /opt/app/a/b/c/deep.txt && test ! -e /opt/app/debug.log && test -u /opt/app/run.sh\n",
+        "p9:1",
+    );
+    assert!(log.contains(SKIPPED), "{log}");
+}
+
+#[test]
+fn copies_the_plan_does_not_cover_still_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_busybox(dir.path());
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("tree")).unwrap();
+    std::fs::write(ctx.join("tree/f"), "f\n").unwrap();
+    std::fs::hard_link(ctx.join("tree/f"), ctx.join("tree/g")).unwrap();
+    std::fs::write(ctx.join("one.txt"), "one\n").unwrap();
+    let cases = [
+        // Hard links.
+        "FROM bb:1\nCOPY tree /h/\n",
+        // Into a directory the base already fills.
+        "FROM bb:1\nCOPY tree/ /etc/\n",
+        // A single file, two sources, --parents.
+        "FROM bb:1\nCOPY one.txt /o/\n",
+        "FROM bb:1\nCOPY one.txt tree /o/\n",
+        "FROM bb:1\nCOPY --parents tree/f /p/\n",
+    ];
+    for (i, df) in cases.iter().enumerate() {
+        let (first, _) = build(&store, &ctx, df, &format!("f{i}:1"));
+        let (second, log) = build(&store, &ctx, df, &format!("f{i}:2"));
+        assert!(
+            !log.contains(SKIPPED),
+            "case {i} is not a plain copy:\n{log}"
+        );
+        assert_eq!(first.last(), second.last(), "case {i}");
+    }
+}
