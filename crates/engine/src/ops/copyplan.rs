@@ -76,24 +76,69 @@ fn layer_err(e: rbuild_layer::LayerError) -> Stop {
     Stop::Failed(BuildError::Task(format!("copy: {e}")))
 }
 
+/// What a lower directory holds at a path, looked up without following any symlink: a layer's
+/// symlink (say `/app -> /etc`, hidden by a directory of a higher layer) must not make the plan
+/// look at the host's files.
+#[derive(PartialEq, Eq)]
+enum Lower {
+    Missing,
+    EmptyDir,
+    /// Anything else, including a path through a symlink or a non-directory.
+    Other,
+}
+
+fn probe_lower(lower: &Path, rel: &Path) -> Lower {
+    use rustix::fs::{openat, statat, AtFlags, FileType, Mode, OFlags, CWD};
+    let walk = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Ok(mut dir) = openat(CWD, lower, walk, Mode::empty()) else {
+        return Lower::Other;
+    };
+    let comps: Vec<_> = rel.components().collect();
+    let Some((last, parents)) = comps.split_last() else {
+        return Lower::Other;
+    };
+    for c in parents {
+        match openat(&dir, c.as_os_str(), walk, Mode::empty()) {
+            Ok(fd) => dir = fd,
+            Err(rustix::io::Errno::NOENT) => return Lower::Missing,
+            Err(_) => return Lower::Other,
+        }
+    }
+    let st = match statat(&dir, last.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Lower::Missing,
+        Err(_) => return Lower::Other,
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return Lower::Other;
+    }
+    let read = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Ok(fd) = openat(&dir, last.as_os_str(), read, Mode::empty()) else {
+        return Lower::Other;
+    };
+    let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
+        return Lower::Other;
+    };
+    for e in entries {
+        match e {
+            Ok(e) if matches!(e.file_name().to_bytes(), b"." | b"..") => {}
+            _ => return Lower::Other,
+        }
+    }
+    Lower::EmptyDir
+}
+
 /// Whether `path` exists in any lower directory (a whiteout or opaque directory there would make
 /// the copy's directory opaque, which the plan does not model).
 fn in_any_lower(lowers: &[PathBuf], rel: &Path) -> bool {
-    lowers
-        .iter()
-        .any(|l| fs::symlink_metadata(l.join(rel)).is_ok())
+    lowers.iter().any(|l| probe_lower(l, rel) != Lower::Missing)
 }
 
 /// Whether `rel` is missing or an empty directory in every lower directory.
 fn empty_in_lowers(lowers: &[PathBuf], rel: &Path) -> bool {
-    lowers.iter().all(|l| {
-        let p = l.join(rel);
-        match fs::symlink_metadata(&p) {
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-            Ok(m) if m.is_dir() => fs::read_dir(&p).is_ok_and(|mut d| d.next().is_none()),
-            Ok(_) => false,
-        }
-    })
+    lowers
+        .iter()
+        .all(|l| matches!(probe_lower(l, rel), Lower::Missing | Lower::EmptyDir))
 }
 
 impl<'a> Plan<'a> {
