@@ -21,14 +21,7 @@ pub(crate) fn export(
     progress: &dyn ProgressSink,
 ) -> Result<Vec<Pushed>, BuildError> {
     let mut pushed = Vec::new();
-    // --- registry: `--push` is `-o type=registry` with the request's tags ---
-    let mut outputs = req.outputs.clone();
-    if req.push && !outputs.iter().any(|o| matches!(o, Output::Registry { .. })) {
-        outputs.push(Output::Registry {
-            names: Vec::new(),
-            compression: Default::default(),
-        });
-    }
+    let outputs = outputs(req);
     for out in &outputs {
         let items = vec![(image.clone(), tags.to_vec())];
         let (kind, dest) = match out {
@@ -108,6 +101,18 @@ pub(crate) fn export(
         });
     }
     Ok(pushed)
+}
+
+/// The request's outputs, `--push` included: it is `-o type=registry` with the build's tags.
+pub(crate) fn outputs(req: &BuildRequest) -> Vec<Output> {
+    let mut outputs = req.outputs.clone();
+    if req.push && !outputs.iter().any(|o| matches!(o, Output::Registry { .. })) {
+        outputs.push(Output::Registry {
+            names: Vec::new(),
+            compression: Default::default(),
+        });
+    }
+    outputs
 }
 
 /// Where `-o type=registry` pushes: its `name=`s, else the build's tags.

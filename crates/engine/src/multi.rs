@@ -154,13 +154,7 @@ fn export_all(
 ) -> Result<Vec<Pushed>, BuildError> {
     let images = &b.images;
     let mut pushed = Vec::new();
-    let mut outputs = req.outputs.clone();
-    if req.push && !outputs.iter().any(|o| matches!(o, Output::Registry { .. })) {
-        outputs.push(Output::Registry {
-            names: Vec::new(),
-            compression: Default::default(),
-        });
-    }
+    let outputs = crate::deliver::outputs(req);
     for out in &outputs {
         match out {
             Output::Store => {}
