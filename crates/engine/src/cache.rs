@@ -27,8 +27,9 @@ pub(crate) const LINEAGE_PREFIX: &str = "@steps/";
 const MEDIA_TYPE: &str = "application/vnd.rbuild.cache.step.v2+json";
 
 /// Deletes every build-cache record and step lineage, so the next gc can reclaim what only the
-/// cache kept, and the contexts' stat caches (which would otherwise stay for contexts long
-/// gone; the next build of a context re-hashes it once); returns how many records there were.
+/// cache kept, the contexts' stat caches (which would otherwise stay for contexts long gone;
+/// the next build of a context re-hashes it once) and the COPY plan's index; returns how many
+/// records there were.
 pub fn prune(store: &Store) -> Result<usize, BuildError> {
     let mut n = 0;
     for (name, _) in store.list_refs()? {
@@ -39,12 +40,15 @@ pub fn prune(store: &Store) -> Result<usize, BuildError> {
             store.delete_ref(&name)?;
         }
     }
-    let stat_caches = store.root().join("contexts");
-    match std::fs::remove_dir_all(&stat_caches) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(BuildError::io(&stat_caches, e))
+    // The COPY plan's index (see `ops::copyplan`) only names layers; its notes go with the cache.
+    for dir in ["contexts", "copyplan"] {
+        let dir = store.root().join(dir);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(BuildError::io(&dir, e))
+            }
+            _ => {}
         }
-        _ => {}
     }
     Ok(n)
 }
