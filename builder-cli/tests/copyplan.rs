@@ -140,10 +140,13 @@ fn a_plain_copy_finds_the_layer_the_copy_made() {
         "p9:1",
     );
     assert!(log.contains(SKIPPED), "{log}");
-    // `prune` drops the plan's index with the build cache; the next COPY copies again.
+    // `prune` drops the plan's index and the contexts' stat caches with the build cache; the next
+    // COPY copies again.
     assert!(store.join("copyplan").is_dir());
+    assert!(store.join("contexts").is_dir());
     run_ok(rbuild(&store).arg("prune"));
     assert!(!store.join("copyplan").exists());
+    assert!(!store.join("contexts").exists());
     let (_, log) = build(&store, &ctx, cases[0], "p0:3");
     assert!(!log.contains(SKIPPED), "{log}");
 }

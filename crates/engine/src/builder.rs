@@ -13,7 +13,7 @@ use rbuild_image::Images;
 use rbuild_store::Store;
 
 use crate::deliver::{commit_target, export};
-use crate::frontend::{dockerfile_path, parse_dockerfile, parse_reporting, plan_options};
+use crate::frontend::{open_context, parse_dockerfile, parse_reporting, plan_options};
 use crate::outcome::BuildOutcome;
 use crate::progress::{Event, ProgressSink};
 use crate::request::BuildRequest;
@@ -192,8 +192,7 @@ impl Builder {
             stages: lowered.stages.clone(),
         });
 
-        let ctx = rbuild_context::Context::open(&req.context, dockerfile_path(req).as_deref())?
-            .with_stat_cache_in(&images.store().root().join("contexts"));
+        let ctx = open_context(req, images.store())?;
         let snap = self.inner.snapshotter(progress)?;
         let imported =
             crate::cacheio::import_all(self.images(), &self.inner.registry, req, progress);
@@ -267,8 +266,7 @@ impl Builder {
         let plan = rbuild_dockerfile::plan(&df, &opts)?;
         let devices = crate::devices::resolve(req, &file_name)?;
         let lowered = self.inner.lower(req, &plan, &opts, progress)?;
-        let ctx = rbuild_context::Context::open(&req.context, dockerfile_path(req).as_deref())?
-            .with_stat_cache_in(&images.store().root().join("contexts"));
+        let ctx = open_context(req, images.store())?;
         let snap = self.inner.snapshotter(progress)?;
         // What a build would find in its `--cache-from` sources is what it would reuse.
         let imported = crate::cacheio::import_all(images, &self.inner.registry, req, progress);

@@ -26,6 +26,11 @@ pub(crate) const LINEAGE_PREFIX: &str = "@steps/";
 /// `Debug`-text keys) are never looked up again and go with `rbuild prune`.
 const MEDIA_TYPE: &str = "application/vnd.rbuild.cache.step.v2+json";
 
+/// The store directory of the contexts' stat caches; [`prune`] clears it with the cache.
+pub(crate) const STAT_CACHE_DIR: &str = "contexts";
+/// The store directory of the COPY plan's index (see `ops::copyplan`); [`prune`] clears it too.
+pub(crate) const COPY_PLAN_DIR: &str = "copyplan";
+
 /// Deletes every build-cache record and step lineage, so the next gc can reclaim what only the
 /// cache kept, the contexts' stat caches (which would otherwise stay for contexts long gone;
 /// the next build of a context re-hashes it once) and the COPY plan's index; returns how many
@@ -40,8 +45,8 @@ pub fn prune(store: &Store) -> Result<usize, BuildError> {
             store.delete_ref(&name)?;
         }
     }
-    // The COPY plan's index (see `ops::copyplan`) only names layers; its notes go with the cache.
-    for dir in ["contexts", "copyplan"] {
+    // The COPY plan's index only names layers; its notes go with the cache.
+    for dir in [STAT_CACHE_DIR, COPY_PLAN_DIR] {
         let dir = store.root().join(dir);
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

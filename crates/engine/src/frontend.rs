@@ -35,6 +35,19 @@ pub(crate) fn dockerfile_path(req: &BuildRequest) -> Option<PathBuf> {
 }
 
 /// Reads and parses the request's Dockerfile; the name is the one errors and steps give it.
+/// The request's build context, with its stat cache in the store (so a rebuild re-reads only
+/// what changed).
+pub(crate) fn open_context(
+    req: &BuildRequest,
+    store: &rbuild_store::Store,
+) -> Result<rbuild_context::Context, BuildError> {
+    let dir = store.root().join(crate::cache::STAT_CACHE_DIR);
+    Ok(
+        rbuild_context::Context::open(&req.context, dockerfile_path(req).as_deref())?
+            .with_stat_cache_in(&dir),
+    )
+}
+
 pub(crate) fn parse_dockerfile(
     req: &BuildRequest,
 ) -> Result<(String, rbuild_dockerfile::Dockerfile), BuildError> {

@@ -16,7 +16,7 @@ use rbuild_image::reference::Reference;
 use rbuild_image::LocalImage;
 
 use crate::deliver::{commit_target, export, push_destinations};
-use crate::frontend::{dockerfile_id, dockerfile_path, parse_reporting, plan_options, requested};
+use crate::frontend::{dockerfile_id, open_context, parse_reporting, plan_options, requested};
 use crate::outcome::{BuildOutcome, Pushed};
 use crate::progress::{Event, ProgressSink};
 use crate::request::{BuildRequest, Output};
@@ -98,8 +98,7 @@ pub(crate) fn build(
         stages: lowered.stages.clone(),
     });
 
-    let ctx = rbuild_context::Context::open(&req.context, dockerfile_path(req).as_deref())?
-        .with_stat_cache_in(&images.store().root().join("contexts"));
+    let ctx = open_context(req, images.store())?;
     let snap = b.snapshotter(progress)?;
     let devices = crate::devices::resolve(req, &file_name)?;
     let imported = crate::cacheio::import_all(images, &b.registry, req, progress);

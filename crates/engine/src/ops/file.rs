@@ -393,7 +393,10 @@ enum Planned {
 
 /// Where the layer a plain COPY of the entries with this `copyplan` index key made is noted.
 fn index_path(store: &rbuild_store::Store, key: &rbuild_digest::Digest) -> PathBuf {
-    store.root().join("copyplan").join(key.hex())
+    store
+        .root()
+        .join(crate::cache::COPY_PLAN_DIR)
+        .join(key.hex())
 }
 
 /// Notes `diff_id` under `key`, written whole or not at all (temp file, then rename).
@@ -405,7 +408,7 @@ fn remember_layer(
     let path = index_path(store, key);
     let dir = path.parent().unwrap_or(store.root());
     std::fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
-    let scratch = store.temp_dir("copyplan")?;
+    let scratch = store.temp_dir(crate::cache::COPY_PLAN_DIR)?;
     let tmp = scratch.path().join("entry");
     std::fs::write(&tmp, diff_id.to_string()).map_err(|e| BuildError::io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| BuildError::io(&path, e))
