@@ -158,9 +158,10 @@ pub enum RootfsSpec {
         /// Overlay work directory.
         work: PathBuf,
         /// Mount with `volatile`: the kernel neither syncs the upper directory at unmount nor
-        /// honours the step's own `fsync`s (dpkg issues thousands). For callers that sync what
-        /// they keep themselves, as the snapshotter's commit does; the upper and work directories
-        /// must then never be mounted again.
+        /// honours the step's own `fsync`s (dpkg issues thousands). For callers that make what
+        /// they keep durable themselves, as the snapshotter's commit does (a sync, or a marker
+        /// that has the tree checked after a reboot); the upper and work directories must then
+        /// never be mounted again.
         volatile: bool,
     },
 }

@@ -105,7 +105,11 @@
 //! # Crash and concurrency safety
 //!
 //! Unpacked trees, and adopted upper directories, are built in a store scratch directory (swept
-//! if the process dies), synced, and renamed into place with `RENAME_NOREPLACE`; an adopted upper
+//! if the process dies) and renamed into place with `RENAME_NOREPLACE`. Copy trees are synced
+//! first; overlay trees are not (neither Docker nor containerd syncs an upper directory): a small
+//! durable marker names the boot that published them, and after a reboot such a tree is checked
+//! before anything uses it (unpacked again, or read back against its diff id; `unsynced.rs`), so a
+//! killed build loses nothing and a machine crash costs a re-run, never a damaged layer. An adopted upper
 //! is renamed with excluded bind-mount targets removed and its opaque markers restored, so it
 //! holds exactly what unpacking the layer gives, and its deferred-blob record is written only
 //! after the rename (a crash in between leaves a tree no record names: the next commit of that
@@ -142,6 +146,7 @@ mod fsx;
 mod probe;
 mod stream;
 mod unpack;
+mod unsynced;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -334,32 +339,6 @@ impl Active {
     }
 }
 
-/// Makes `tree` durable and moves it to `dest` without replacing anything; a tree another build
-/// published first for the same layer wins (ours stays where it was, to be deleted, and the
-/// result is `false`).
-fn publish_tree(tree: &Path, dest: &Path) -> Result<bool, SnapshotError> {
-    use rustix::fs::{Mode, OFlags, RenameFlags, CWD};
-    use rustix::io::Errno;
-    let dir_fd = |p: &Path| {
-        rustix::fs::open(
-            p,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(error::errno_err("open", p))
-    };
-    rustix::fs::syncfs(&dir_fd(tree)?).map_err(error::errno_err("sync", tree))?;
-    match rustix::fs::renameat_with(CWD, tree, CWD, dest, RenameFlags::NOREPLACE) {
-        Ok(()) => {}
-        Err(Errno::EXIST | Errno::NOTEMPTY) => return Ok(false),
-        Err(e) => return Err(error::errno_err("rename into place", dest)(e)),
-    }
-    if let Some(parent) = dest.parent() {
-        rustix::fs::fsync(dir_fd(parent)?).map_err(error::errno_err("fsync", parent))?;
-    }
-    Ok(true)
-}
-
 /// overlayfs splits options on `,` and lower directories on `:`; both can be escaped with `\`.
 fn escape_overlay_path(p: &str) -> String {
     let mut out = String::with_capacity(p.len());
@@ -377,8 +356,11 @@ fn escape_overlay_path(p: &str) -> String {
 /// images of a store without opening a snapshotter on it (e.g. to save or push) calls this
 /// right after [`rbuild_store::Store::open`].
 pub fn register_producer(store: &Store) {
+    let root = store.root().join("snapshots");
     store.set_producer(Arc::new(TreeProducer {
-        root: store.root().join("snapshots"),
+        marks: unsynced::Marks::new(&root, TREES_OVERLAY),
+        marks_userxattr: unsynced::Marks::new(&root, TREES_OVERLAY_USERXATTR),
+        root,
     }));
 }
 
@@ -391,6 +373,9 @@ const TREE_FORMAT: u64 = 1;
 /// The [`rbuild_store::Producer`] of layers committed as overlay trees.
 struct TreeProducer {
     root: PathBuf,
+    /// The markers of unsynced trees in `overlay/` and in `overlay-userxattr/`.
+    marks: unsynced::Marks,
+    marks_userxattr: unsynced::Marks,
 }
 
 impl TreeProducer {
@@ -439,8 +424,16 @@ fn tree_unreadable(tree: &Path, e: &dyn std::fmt::Display) -> String {
 const REBUILD: &str = "build the images that use it again with --no-cache";
 
 impl rbuild_store::Producer for TreeProducer {
-    fn available(&self, _: &Store, d: &Digest, rec: &rbuild_store::Deferred) -> bool {
-        self.tree(d, rec).is_ok()
+    fn available(&self, store: &Store, d: &Digest, rec: &rbuild_store::Deferred) -> bool {
+        // A tree published before a reboot is checked here, where a build asks whether the
+        // layer exists, so a damaged one makes the step run again.
+        self.tree(d, rec).is_ok_and(|(tree, userxattr)| {
+            let marks = match userxattr {
+                false => &self.marks,
+                true => &self.marks_userxattr,
+            };
+            unsynced::settle(store, marks, &tree, userxattr, d).unwrap_or(false)
+        })
     }
 
     fn produce(
@@ -497,12 +490,23 @@ pub struct Snapshotter {
     kind: Kind,
     apply: rbuild_layer::ApplyOptions,
     remover: Option<Remover>,
+    /// Markers of this kind's trees published without a sync (see `unsynced`).
+    marks: unsynced::Marks,
 }
 
 /// Directory (under `<store>/snapshots`) of the overlay trees written as real root.
 const TREES_OVERLAY: &str = "overlay";
 /// Directory of the overlay trees of rootless builds (`user.overlay.*` xattrs).
 const TREES_OVERLAY_USERXATTR: &str = "overlay-userxattr";
+
+/// The directory (under `<store>/snapshots`) of the committed trees of `kind`.
+fn kind_dir(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Overlay { userxattr: false } => TREES_OVERLAY,
+        Kind::Overlay { userxattr: true } => TREES_OVERLAY_USERXATTR,
+        Kind::Copy => "copy",
+    }
+}
 
 /// How many layers of one chain are unpacked at once in overlay mode: enough to overlap decoding
 /// with file creation on small machines without flooding a shared one.
@@ -535,6 +539,7 @@ impl Snapshotter {
         let is_root = rustix::process::geteuid().is_root();
         let s = Snapshotter {
             store: store.clone(),
+            marks: unsynced::Marks::new(&root, kind_dir(kind)),
             root,
             kind,
             apply: rbuild_layer::ApplyOptions {
@@ -588,8 +593,11 @@ impl Snapshotter {
     /// 5,000 files took most of a repeated COPY's time). Always `false` for the copy
     /// snapshotter, whose trees are per chain.
     pub fn has_layer(&self, d: &Digest) -> bool {
-        matches!(self.kind, Kind::Overlay { .. })
-            && self.layers_dir().join(d.hex()).is_dir()
+        let Kind::Overlay { userxattr } = self.kind else {
+            return false;
+        };
+        let tree = self.layers_dir().join(d.hex());
+        unsynced::settle(&self.store, &self.marks, &tree, userxattr, d).unwrap_or(false)
             && (self.store.is_written(d) || matches!(self.store.get_deferred(d), Ok(Some(_))))
     }
 
@@ -601,7 +609,10 @@ impl Snapshotter {
             Kind::Overlay { userxattr } => {
                 let mut todo: Vec<&Digest> = Vec::new();
                 for d in diff_ids {
-                    if !todo.contains(&d) && !self.layers_dir().join(d.hex()).is_dir() {
+                    let tree = self.layers_dir().join(d.hex());
+                    if !todo.contains(&d)
+                        && !unsynced::settle(&self.store, &self.marks, &tree, userxattr, d)?
+                    {
                         todo.push(d);
                     }
                 }
@@ -628,6 +639,7 @@ impl Snapshotter {
                                         &dest,
                                         userxattr,
                                         &self.apply,
+                                        &self.marks,
                                     ) {
                                         failed.store(true, std::sync::atomic::Ordering::Relaxed);
                                         errs.push((i, e));
@@ -787,14 +799,15 @@ impl Snapshotter {
         let ActiveKind::Overlay { upper, .. } = &active.kind else {
             return self.commit_plan(active, opts, exclude, adopt);
         };
-        // A step that wrote nothing (most often) has nothing to flush.
+        // A step that wrote nothing (most often) has nothing to flush, and a tree published with
+        // a marker (see `unsynced`) is not flushed at all.
         let wrote = std::fs::read_dir(upper).map_or(true, |mut d| d.next().is_some());
-        if !adopt || !wrote {
+        if !adopt || !wrote || self.marks.can_mark() {
             return self.commit_plan(active, opts, exclude, adopt);
         }
-        // The upper directory will be kept, and the sandbox may have mounted it `volatile` (no
-        // sync at unmount): write its data back now, on a second thread, while the walk and the
-        // hash read it, so the sync before it is published finds little left to do.
+        // The upper directory will be kept and synced before it is published, and the sandbox may
+        // have mounted it `volatile` (no sync at unmount): write its data back now, on a second
+        // thread, while the walk and the hash read it, so the sync finds little left to do.
         // Opened here, not on the thread: commit renames `upper` away.
         let dir = rustix::fs::open(
             upper,
@@ -871,11 +884,7 @@ impl Snapshotter {
 
     /// The directory name of this kind's committed trees, as deferred records name it.
     fn tree_kind_name(&self) -> &'static str {
-        match self.kind {
-            Kind::Overlay { userxattr: false } => TREES_OVERLAY,
-            Kind::Overlay { userxattr: true } => TREES_OVERLAY_USERXATTR,
-            Kind::Copy => "copy",
-        }
+        kind_dir(self.kind)
     }
 
     /// Whether a committed upper directory is exactly what unpacking its layer would give here:
@@ -917,7 +926,11 @@ impl Snapshotter {
             rustix::fs::lsetxattr(&p, name.as_str(), b"y", rustix::fs::XattrFlags::empty())
                 .map_err(error::errno_err("mark opaque", &p))?;
         }
-        publish_tree(upper, &dest)
+        unsynced::publish(
+            upper,
+            &dest,
+            unsynced::Durable::Mark(&self.marks, &c.diff_id),
+        )
     }
 
     /// Deletes committed trees of this kind whose name is not in `keep` (diff ids for overlay,
@@ -949,6 +962,7 @@ impl Snapshotter {
             removed.bytes += fsx::disk_usage(&to);
         }
         drop(trash);
+        self.marks.sweep(&dir)?;
         Ok(removed)
     }
 

@@ -13,10 +13,11 @@ use std::sync::Arc;
 
 use rbuild_digest::Digest;
 use rbuild_store::Store;
-use rustix::fs::{self as rfs, FileType, Mode, OFlags, RenameFlags, ResolveFlags, CWD};
+use rustix::fs::{self as rfs, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 use crate::error::{errno_err, SnapshotError};
+use crate::unsynced::{publish, Durable, Marks};
 use crate::{copy, fsx};
 
 /// What a layer says that `apply_layer` cannot express in an overlay lower directory.
@@ -262,37 +263,6 @@ fn make_tree(scratch: &Path) -> Result<PathBuf, SnapshotError> {
     Ok(tree)
 }
 
-/// Makes the finished `tree` durable and moves it to `dest`; if another build got there first,
-/// its tree is used and ours is dropped with the scratch directory.
-fn publish(tree: &Path, dest: &Path) -> Result<(), SnapshotError> {
-    let fd = rfs::open(
-        tree,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(errno_err("open", tree))?;
-    rfs::syncfs(&fd).map_err(errno_err("sync", tree))?;
-    drop(fd);
-    if let Some(parent) = dest.parent() {
-        fsx::mkdir_all(parent)?;
-    }
-    match rfs::renameat_with(CWD, tree, CWD, dest, RenameFlags::NOREPLACE) {
-        Ok(()) => {}
-        Err(Errno::EXIST | Errno::NOTEMPTY) => return Ok(()),
-        Err(e) => return Err(errno_err("rename into place", dest)(e)),
-    }
-    if let Some(parent) = dest.parent() {
-        let dfd = rfs::open(
-            parent,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(errno_err("open", parent))?;
-        rfs::fsync(&dfd).map_err(errno_err("fsync", parent))?;
-    }
-    Ok(())
-}
-
 fn apply(
     store: &Store,
     layer: &Digest,
@@ -447,12 +417,14 @@ pub(crate) fn unpack_overlay_layer(
     dest: &Path,
     userxattr: bool,
     opts: &rbuild_layer::ApplyOptions,
+    marks: &Marks,
 ) -> Result<(), SnapshotError> {
     let scratch = store.temp_dir("unpack")?;
     let tree = make_tree(scratch.path())?;
     let markers = apply_and_scan(store, layer, &tree, opts)?;
     convert_markers(&tree, layer, &markers, userxattr)?;
-    publish(&tree, dest)
+    // If another build got there first, its tree is used and ours goes with the scratch directory.
+    publish(&tree, dest, Durable::Mark(marks, layer)).map(drop)
 }
 
 /// Builds the merged tree of `diff_ids` into `dest`, starting from a copy of an already merged
@@ -476,7 +448,7 @@ pub(crate) fn unpack_copy_chain(
     for d in diff_ids.get(start..).unwrap_or_default() {
         apply(store, d, &tree, opts)?;
     }
-    publish(&tree, dest)
+    publish(&tree, dest, Durable::Sync).map(drop)
 }
 
 #[cfg(test)]

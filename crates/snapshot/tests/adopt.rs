@@ -328,3 +328,107 @@ fn committing_a_layer_again_heals_a_damaged_tree() {
     let bytes = store.read_blob(&c.diff_id).unwrap();
     assert_eq!(rbuild_digest::Digest::of(&bytes), c.diff_id);
 }
+
+/// The marker of a tree published without a sync, as `unsynced.rs` lays it out.
+fn marker(store: &rbuild_store::Store, d: &rbuild_digest::Digest) -> PathBuf {
+    store
+        .root()
+        .join("snapshots/unsynced/overlay")
+        .join(d.hex())
+}
+
+fn this_boot() -> Vec<u8> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .as_bytes()
+        .to_vec()
+}
+
+fn inode(p: &std::path::Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap())
+}
+
+/// Trees are published without a sync, next to a marker naming this boot: trusted as they are
+/// within it. After a reboot (a marker naming another boot) an adopted tree that still hashes to
+/// its diff id is kept and unmarked, a damaged one is dropped so its layer is missing (a build
+/// runs the step again, which heals it), and an unpacked one is unpacked again from its blob.
+#[test]
+fn trees_from_an_earlier_boot_are_checked_before_use() {
+    assert!(
+        is_root(),
+        "this test needs root, as the suite runs it (scripts/test.sh); it is not skipped"
+    );
+    let (_t, store) = store();
+    let l1 = base_layer(&store);
+    let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
+    let c = step(&s, &[l1], &rbuild_layer::WriteOptions::default());
+    let d = c.diff_id;
+    let tree = s.committed_dir(&[l1, d]).unwrap();
+    let base_tree = s.committed_dir(&[l1]).unwrap();
+    assert!(store.is_deferred_only(&d));
+    assert_eq!(std::fs::read(marker(&store, &d)).unwrap(), this_boot());
+    assert_eq!(std::fs::read(marker(&store, &l1)).unwrap(), this_boot());
+
+    // This boot: used as it is, even if (as a crash could leave it) a file lost its data.
+    let ino = inode(&tree);
+    std::fs::write(tree.join("etc/keep"), b"").unwrap();
+    s.ensure_unpacked(&[l1, d]).unwrap();
+    assert!(store.contains(&d));
+    assert_eq!(inode(&tree), ino);
+    std::fs::write(tree.join("etc/keep"), b"k\n").unwrap();
+    sh(&format!("touch -h -d @1000 {}", tree.join("etc/keep").display()));
+
+    // After a reboot, an intact adopted tree is read back, kept and unmarked.
+    std::fs::write(marker(&store, &d), b"an-earlier-boot").unwrap();
+    assert!(store.contains(&d));
+    assert_eq!(inode(&tree), ino);
+    assert!(!marker(&store, &d).exists(), "a checked tree is durable");
+    assert!(store.is_deferred_only(&d));
+
+    // A damaged one is dropped: the layer is missing, so a build runs the step again.
+    std::fs::write(marker(&store, &d), b"an-earlier-boot").unwrap();
+    std::fs::write(tree.join("etc/keep"), b"").unwrap();
+    assert!(!store.contains(&d));
+    assert!(!tree.exists());
+    assert!(!marker(&store, &d).exists());
+    assert!(!s.has_layer(&d));
+    let err = s.ensure_unpacked(&[l1, d]).unwrap_err().to_string();
+    assert!(err.contains(&d.hex()), "{err}");
+    let again = step(&s, &[l1], &rbuild_layer::WriteOptions::default());
+    assert_eq!(again.diff_id, d);
+    assert!(store.contains(&d) && tree.is_dir());
+    let bytes = store.read_blob(&d).unwrap();
+    assert_eq!(rbuild_digest::Digest::of(&bytes), d);
+
+    // An unpacked tree from an earlier boot is unpacked again from the blob the store holds.
+    std::fs::write(marker(&store, &l1), b"an-earlier-boot").unwrap();
+    let damaged = std::fs::read_dir(&base_tree)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_file())
+        .expect("the base layer has a file at its root");
+    let want = std::fs::read(&damaged).unwrap();
+    std::fs::write(&damaged, b"").unwrap();
+    s.ensure_unpacked(&[l1, d]).unwrap();
+    assert_eq!(std::fs::read(&damaged).unwrap(), want);
+    assert_eq!(std::fs::read(marker(&store, &l1)).unwrap(), this_boot());
+    assert!(
+        scratch_entries(&store).is_empty(),
+        "nothing left in scratch"
+    );
+
+    // Prune takes the markers of the trees it deletes, and stray ones.
+    std::fs::write(
+        store.root().join("snapshots/unsynced/overlay/.leftover"),
+        b"x",
+    )
+    .unwrap();
+    s.prune(&[d].into_iter().collect()).unwrap();
+    assert!(!base_tree.exists());
+    let left: Vec<_> = std::fs::read_dir(store.root().join("snapshots/unsynced/overlay"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty() || left == [std::ffi::OsString::from(d.hex())], "{left:?}");
+}
