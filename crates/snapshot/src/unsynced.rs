@@ -224,7 +224,8 @@ pub(crate) fn settle(
         return Ok(true);
     }
     let keep = store.is_deferred_only(d)
-        && crate::diff::write_tree_to(std::io::sink(), tree, userxattr, d).is_ok_and(|got| got == *d);
+        && crate::diff::write_tree_to(std::io::sink(), tree, userxattr, d)
+            .is_ok_and(|got| got == *d);
     if keep {
         sync_tree(tree)?;
         marks.clear(d)?;

@@ -377,7 +377,10 @@ fn trees_from_an_earlier_boot_are_checked_before_use() {
     assert!(store.contains(&d));
     assert_eq!(inode(&tree), ino);
     std::fs::write(tree.join("etc/keep"), b"k\n").unwrap();
-    sh(&format!("touch -h -d @1000 {}", tree.join("etc/keep").display()));
+    sh(&format!(
+        "touch -h -d @1000 {}",
+        tree.join("etc/keep").display()
+    ));
 
     // After a reboot, an intact adopted tree is read back, kept and unmarked.
     std::fs::write(marker(&store, &d), b"an-earlier-boot").unwrap();
@@ -430,5 +433,8 @@ fn trees_from_an_earlier_boot_are_checked_before_use() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert!(left.is_empty() || left == [std::ffi::OsString::from(d.hex())], "{left:?}");
+    assert!(
+        left.is_empty() || left == [std::ffi::OsString::from(d.hex())],
+        "{left:?}"
+    );
 }
