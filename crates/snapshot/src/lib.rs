@@ -901,9 +901,9 @@ impl Snapshotter {
     }
 
     /// Makes the upper directory the committed tree of `c.diff_id`: opaque markers back as the
-    /// overlay xattr, then synced and renamed into place with `RENAME_NOREPLACE`, like an unpack.
-    /// Returns whether it did; `false` when a tree for the layer was there first (it wins and ours
-    /// is deleted with the active snapshot).
+    /// overlay xattr, then marked (or synced) and renamed into place with `RENAME_NOREPLACE`, like
+    /// an unpack. Returns whether it did; `false` when a tree for the layer was there first (it
+    /// wins and ours is deleted with the active snapshot).
     fn adopt_upper(
         &self,
         active: &Active,

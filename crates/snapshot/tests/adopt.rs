@@ -50,6 +50,25 @@ fn step(
     s.commit(active, opts, &excludes()).unwrap()
 }
 
+/// As root, a store with the base layer and one step committed on it (its upper adopted).
+fn adopted_step() -> (
+    tempfile::TempDir,
+    rbuild_store::Store,
+    rbuild_digest::Digest,
+    Snapshotter,
+    rbuild_snapshot::Committed,
+) {
+    assert!(
+        is_root(),
+        "this test needs root, as the suite runs it (scripts/test.sh); it is not skipped"
+    );
+    let (t, store) = store();
+    let l1 = base_layer(&store);
+    let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
+    let c = step(&s, &[l1], &rbuild_layer::WriteOptions::default());
+    (t, store, l1, s, c)
+}
+
 #[test]
 fn committed_upper_is_the_layer_tree_and_layers_do_not_change() {
     assert!(
@@ -280,14 +299,7 @@ fn an_adopted_layer_is_written_from_its_tree_on_first_read() {
 /// the commit writes the blob instead of trusting a tree it did not make.
 #[test]
 fn unreferenced_deferred_layers_go_and_foreign_trees_are_not_trusted() {
-    assert!(
-        is_root(),
-        "this test needs root, as the suite runs it (scripts/test.sh); it is not skipped"
-    );
-    let (_t, store) = store();
-    let l1 = base_layer(&store);
-    let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
-    let c = step(&s, &[l1], &rbuild_layer::WriteOptions::default());
+    let (_t, store, l1, s, c) = adopted_step();
     assert!(store.is_deferred_only(&c.diff_id));
     let stats = store.gc().unwrap();
     assert_eq!(stats.deferred_removed, 1);
@@ -311,14 +323,7 @@ fn unreferenced_deferred_layers_go_and_foreign_trees_are_not_trusted() {
 /// `--no-cache` rebuild does): the commit does not trust the existing tree and writes the blob.
 #[test]
 fn committing_a_layer_again_heals_a_damaged_tree() {
-    assert!(
-        is_root(),
-        "this test needs root, as the suite runs it (scripts/test.sh); it is not skipped"
-    );
-    let (_t, store) = store();
-    let l1 = base_layer(&store);
-    let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
-    let c = step(&s, &[l1], &rbuild_layer::WriteOptions::default());
+    let (_t, store, l1, s, c) = adopted_step();
     let tree = s.committed_dir(&[l1, c.diff_id]).unwrap();
     std::fs::write(tree.join("etc/keep"), b"damaged").unwrap();
     assert!(store.open_blob(&c.diff_id).is_err());
@@ -355,14 +360,7 @@ fn inode(p: &std::path::Path) -> u64 {
 /// runs the step again, which heals it), and an unpacked one is unpacked again from its blob.
 #[test]
 fn trees_from_an_earlier_boot_are_checked_before_use() {
-    assert!(
-        is_root(),
-        "this test needs root, as the suite runs it (scripts/test.sh); it is not skipped"
-    );
-    let (_t, store) = store();
-    let l1 = base_layer(&store);
-    let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
-    let c = step(&s, &[l1], &rbuild_layer::WriteOptions::default());
+    let (_t, store, l1, s, c) = adopted_step();
     let d = c.diff_id;
     let tree = s.committed_dir(&[l1, d]).unwrap();
     let base_tree = s.committed_dir(&[l1]).unwrap();
