@@ -1,9 +1,13 @@
-//! A plain context COPY computes its layer from the sources before writing anything and, when
-//! the store already holds that layer, copies nothing. These tests build each COPY twice with
-//! `--no-cache`: the first build has no such layer and copies and commits as before; the second
-//! must find exactly that layer from its sources alone (it says "nothing copied") and give the
-//! same diff id. A plan that got one header byte wrong would find no layer and copy again, which
-//! fails the test. COPYs the plan does not cover must keep copying.
+//! A plain context COPY works from a plan of its layer computed from the sources: when the store
+//! already holds that layer it copies nothing; otherwise it writes the files and hashes the
+//! layer in one walk and keeps what it wrote as the layer's tree. These tests make each COPY's
+//! layer three ways: in one store through the copy-and-commit path (the same COPY with an
+//! `--exclude` that matches nothing, which the plan does not cover), and in another store with
+//! `--no-cache` twice: the first build must write it in one walk, the second must find it from its
+//! sources alone (it says "nothing copied"). All three must give the same diff id, and the one-walk
+//! tree must give back its layer on `save`, which checks every tar streamed from a tree against
+//! its diff id. A plan or a writer that got one header byte or one mode wrong fails the test.
+//! COPYs the plan does not cover must keep copying.
 
 mod common;
 
@@ -14,6 +18,8 @@ use std::process::Output;
 use common::*;
 
 const SKIPPED: &str = "is already in the store: nothing copied";
+/// The engine's debug record of a COPY written and hashed in one walk.
+const ONE_WALK: &str = "written and hashed in one walk";
 
 fn set_mtime(p: &Path, secs: i64) {
     let ts = rustix::fs::Timespec {
@@ -75,6 +81,7 @@ fn build(store: &Path, ctx: &Path, dockerfile: &str, tag: &str) -> (Vec<String>,
     std::fs::write(&file, dockerfile).unwrap();
     let out: Output = run_ok(
         rbuild(store)
+            .env("RUST_LOG", "rbuild_engine=debug")
             .args(["build", "--progress=plain", "--no-cache", "-t", tag, "-f"])
             .arg(&file)
             .arg(ctx),
@@ -96,13 +103,14 @@ fn build(store: &Path, ctx: &Path, dockerfile: &str, tag: &str) -> (Vec<String>,
 }
 
 #[test]
-fn a_plain_copy_finds_the_layer_the_copy_made() {
+fn a_plain_copy_writes_in_one_walk_and_finds_the_layer_the_copy_made() {
     assert!(
         rustix::process::geteuid().is_root(),
         "the plan applies to root builds with the overlay snapshotter: run this test as root"
     );
     let dir = tempfile::tempdir().unwrap();
-    let store = store_with_busybox(dir.path());
+    let reference = store_with_busybox(&dir.path().join("reference"));
+    let store = store_with_busybox(&dir.path().join("plain"));
     let ctx = dir.path().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     write_context(&ctx);
@@ -115,10 +123,21 @@ fn a_plain_copy_finds_the_layer_the_copy_made() {
         "FROM bb:1\nCOPY --chown=1000:1000 --chmod=u+rwX,go=rX tree /data\n",
     ];
     for (i, df) in cases.iter().enumerate() {
+        let copied = df.replacen("COPY ", "COPY --exclude=no-such-file ", 1);
+        let (want, log0) = build(&reference, &ctx, &copied, &format!("p{i}:0"));
+        assert!(
+            !log0.contains(SKIPPED) && !log0.contains(ONE_WALK),
+            "case {i}: a COPY with --exclude took the plan:\n{log0}"
+        );
         let (first, log1) = build(&store, &ctx, df, &format!("p{i}:1"));
         assert!(
-            !log1.contains(SKIPPED),
-            "case {i}: the first build found a layer it never made:\n{log1}"
+            log1.contains(ONE_WALK) && !log1.contains(SKIPPED),
+            "case {i}: the first build did not write the copy in one walk:\n{log1}"
+        );
+        assert_eq!(
+            want.last(),
+            first.last(),
+            "case {i}: the one-walk COPY made another layer than the copy-and-commit path"
         );
         let (second, log2) = build(&store, &ctx, df, &format!("p{i}:2"));
         assert!(
@@ -132,14 +151,27 @@ fn a_plain_copy_finds_the_layer_the_copy_made() {
             "case {i}: the COPY layers differ"
         );
     }
-    // The skipped COPY's layer is usable: a later step sees the files.
-    let (_, log) = build(
-        &store,
-        &ctx,
-        "FROM bb:1\nCOPY tree /opt/app/\nRUN cat /opt/app/link /opt/app/a/b/c/deep.txt && test ! -e /opt/app/debug.log && test -u /opt/app/run.sh\n",
-        "p9:1",
+    // The trees written in one walk give back their layers.
+    let saved = dir.path().join("saved.tar");
+    run_ok(
+        rbuild(&store)
+            .args(["save", "-o"])
+            .arg(&saved)
+            .args(["p0:1", "p1:1", "p2:1"]),
     );
-    assert!(log.contains(SKIPPED), "{log}");
+    // The layers the plan found or wrote are usable: a later step sees the files, with the
+    // source's mtime to the nanosecond as the copy keeps it.
+    for (dest, said) in [("/opt/app", SKIPPED), ("/opt/new", ONE_WALK)] {
+        let (_, log) = build(
+            &store,
+            &ctx,
+            &format!(
+                "FROM bb:1\nCOPY tree {dest}/\nRUN cat {dest}/link {dest}/a/b/c/deep.txt && test ! -e {dest}/debug.log && test -u {dest}/run.sh && stat -c %y {dest}/a.txt | grep -F 40.123456789\n"
+            ),
+            "p9:1",
+        );
+        assert!(log.contains(said), "{dest}: {log}");
+    }
     // `prune` drops the plan's index and the contexts' stat caches with the build cache; the next
     // COPY copies again.
     assert!(store.join("copyplan").is_dir());
@@ -171,7 +203,11 @@ fn copies_the_plan_does_not_cover_still_copy() {
         "FROM bb:1\nCOPY --parents tree/f /p/\n",
     ];
     for (i, df) in cases.iter().enumerate() {
-        let (first, _) = build(&store, &ctx, df, &format!("f{i}:1"));
+        let (first, log1) = build(&store, &ctx, df, &format!("f{i}:1"));
+        assert!(
+            !log1.contains(ONE_WALK),
+            "case {i} is not a plain copy:\n{log1}"
+        );
         let (second, log) = build(&store, &ctx, df, &format!("f{i}:2"));
         assert!(
             !log.contains(SKIPPED),

@@ -141,6 +141,23 @@ impl<'s> View<'s> {
         opts.owner_overrides.append(&mut self.owners);
         self.snap.commit(active, &opts, exclude).map_err(snap_err)
     }
+
+    /// Commits a view whose layer the caller computed while writing every change itself, in the
+    /// layer's order (see [`rbuild_snapshot::Snapshotter::commit_written`]).
+    pub fn commit_written(
+        mut self,
+        opts: &rbuild_layer::WriteOptions,
+        layer: &rbuild_layer::LayerInfo,
+    ) -> Result<rbuild_snapshot::Committed, BuildError> {
+        self.mount = None;
+        let active = self
+            .active
+            .take()
+            .ok_or_else(|| BuildError::Task("snapshot committed twice".into()))?;
+        self.snap
+            .commit_written(active, opts, layer)
+            .map_err(snap_err)
+    }
 }
 
 impl Drop for View<'_> {

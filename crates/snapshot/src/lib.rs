@@ -789,6 +789,67 @@ impl Snapshotter {
         Ok(committed)
     }
 
+    /// Commits an overlay upper directory whose layer the caller computed while writing it, entry
+    /// by entry in the layer's order, alone (the engine's plain COPY, which writes and hashes its
+    /// files in one walk): the upper is adopted as the tree of `layer` without being walked or
+    /// read again. The caller answers for the upper holding exactly what `layer` lists, as an
+    /// unpack of it would; [`Snapshotter::adopts`] must have said yes for `opts`. When the upper
+    /// cannot be adopted after all (another tree holds the layer), this is [`Snapshotter::commit`].
+    pub fn commit_written(
+        &self,
+        active: Active,
+        opts: &rbuild_layer::WriteOptions,
+        layer: &rbuild_layer::LayerInfo,
+    ) -> Result<Committed, SnapshotError> {
+        let written = self.adopt_written(&active, opts, layer);
+        let removed = self.remove(active);
+        let committed = written?;
+        removed?;
+        Ok(committed)
+    }
+
+    /// Whether a commit with `opts` keeps an overlay upper directory as the layer's tree (see
+    /// [`Snapshotter::commit`]), the precondition of [`Snapshotter::commit_written`].
+    pub fn adopts(&self, opts: &rbuild_layer::WriteOptions) -> bool {
+        self.adoptable(opts)
+    }
+
+    fn adopt_written(
+        &self,
+        active: &Active,
+        opts: &rbuild_layer::WriteOptions,
+        layer: &rbuild_layer::LayerInfo,
+    ) -> Result<Committed, SnapshotError> {
+        if !self.adoptable(opts) || !matches!(active.kind, ActiveKind::Overlay { .. }) {
+            return self.commit_changes(active, opts, &[]);
+        }
+        let c = Committed {
+            diff_id: layer.diff_id,
+            size: layer.size,
+            empty: false,
+            unmapped: Vec::new(),
+        };
+        let adopted = self.adopt_upper(active, &c, &[])?;
+        if self.store.is_written(&c.diff_id) {
+            return Ok(c);
+        }
+        if adopted {
+            self.record_deferred(&c)?;
+            return Ok(c);
+        }
+        self.commit_changes(active, opts, &[])
+    }
+
+    /// Records that the layer `c` is produced from its committed tree when read.
+    fn record_deferred(&self, c: &Committed) -> Result<(), SnapshotError> {
+        let record = rbuild_store::Deferred {
+            size: c.size,
+            recipe: serde_json::json!({ "tree": self.tree_kind_name(), "format": TREE_FORMAT }),
+        };
+        self.store.set_deferred(&c.diff_id, &record)?;
+        Ok(())
+    }
+
     fn commit_changes(
         &self,
         active: &Active,
@@ -868,11 +929,7 @@ impl Snapshotter {
             return Ok(c);
         }
         if adopted {
-            let record = rbuild_store::Deferred {
-                size: c.size,
-                recipe: serde_json::json!({ "tree": self.tree_kind_name(), "format": TREE_FORMAT }),
-            };
-            self.store.set_deferred(&c.diff_id, &record)?;
+            self.record_deferred(&c)?;
             return Ok(c);
         }
         // Another tree already holds this layer (unpacked from a blob since deleted, a build

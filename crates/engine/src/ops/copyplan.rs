@@ -16,8 +16,11 @@
 //! owner, mode (after `--chmod`) and mtime the copy gives each entry. The entries are written
 //! with [`rbuild_layer::LayerWriter::append_entry`], the same header code the commit uses, in
 //! the commit's order (depth first, names sorted), so the tar and its diff id are the same bytes.
-//! `builder-cli/tests/copyplan.rs` checks that the plan finds exactly the layer the
-//! copy-and-commit path made.
+//! When the layer is not in the store, the same walk writes the copy ([`Plan::write`]): each
+//! entry is created in the view and then hashed, so the commit adopts the upper directory as
+//! the layer's tree without walking and reading it again.
+//! `builder-cli/tests/copyplan.rs` checks that the plan finds, and the writer makes, exactly the
+//! layer the copy-and-commit path makes.
 //!
 //! Hashing every source costs a read of the whole copy, wasted when the layer turns out to be
 //! new. So the contents are hashed only when an index says they are worth it: after a plain
@@ -150,6 +153,32 @@ impl<'a> Plan<'a> {
         w.finish().map(|(_, info)| info).map_err(layer_err)
     }
 
+    /// Writes the copy into the view (`merged`) and computes its layer in the same walk, for a
+    /// COPY whose layer is not in the store. The copy-and-commit path walks twice: the copy,
+    /// then the commit, which lists the upper directory, compares it with the lowers and opens
+    /// and reads every file again to hash the layer. Here each entry is created through an open
+    /// handle on its parent (never a path resolved again), its data moved by the kernel
+    /// (`copy_file_range`) and hashed from the page cache through the same handle. The result is
+    /// the upper directory the copy-and-commit path leaves, which the caller commits as the tree
+    /// of the returned layer without reading it again
+    /// ([`rbuild_snapshot::Snapshotter::commit_written`]).
+    pub(crate) fn write(&self, opts: &WriteOptions) -> Result<LayerInfo, Stop> {
+        use rustix::fs::{Mode, OFlags};
+        let root = rustix::fs::open(
+            self.merged,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno(self.merged))?;
+        let w = Writer {
+            layer: LayerWriter::new(std::io::sink(), opts.clone()),
+            root: self.merged,
+            // The copy stamps the view's root as it stamps the destination's ancestors.
+            dirs: vec![(root, stamp(self.dir_time, 0, self.dir_time, 0))],
+        };
+        self.walk(opts, w)?.w.finish()
+    }
+
     /// A digest of the planned entries' metadata (names, kinds, modes, owners, mtimes, sizes),
     /// read without opening a file: the key under which the engine remembers the layer a copy of
     /// these entries made. A remembered layer still in the store is only a hint that hashing the
@@ -278,11 +307,24 @@ impl<'a> Plan<'a> {
 /// Where the planned entries go: the layer writer (the diff id), or a hash of their metadata
 /// alone (the index key, see [`Plan::index_key`]).
 trait Sink {
-    fn entry(&mut self, meta: &EntryMeta, data: Option<&Path>) -> Result<(), Stop>;
+    /// One entry, with where it comes from in the context (`None` for the destination and its
+    /// ancestors, which the copy creates or stamps).
+    fn entry(&mut self, meta: &EntryMeta, src: Option<Src<'_>>) -> Result<(), Stop>;
+}
+
+/// A planned entry's source: its path in the context (a file's data) and its metadata (the
+/// times the copy keeps).
+#[derive(Clone, Copy)]
+struct Src<'s> {
+    path: &'s Path,
+    md: &'s fs::Metadata,
 }
 
 impl Sink for LayerWriter<std::io::Sink> {
-    fn entry(&mut self, meta: &EntryMeta, data: Option<&Path>) -> Result<(), Stop> {
+    fn entry(&mut self, meta: &EntryMeta, src: Option<Src<'_>>) -> Result<(), Stop> {
+        let data = src
+            .filter(|_| matches!(meta.kind, EntryMetaKind::File))
+            .map(|s| s.path);
         let file = match data {
             Some(p) => Some((
                 p,
@@ -299,7 +341,7 @@ impl Sink for LayerWriter<std::io::Sink> {
 }
 
 impl Sink for rbuild_digest::Hasher {
-    fn entry(&mut self, meta: &EntryMeta, _data: Option<&Path>) -> Result<(), Stop> {
+    fn entry(&mut self, meta: &EntryMeta, _src: Option<Src<'_>>) -> Result<(), Stop> {
         let rel = meta.rel.as_os_str().as_bytes();
         let link: &[u8] = match &meta.kind {
             EntryMetaKind::Symlink(t) => t,
@@ -323,6 +365,155 @@ impl Sink for rbuild_digest::Hasher {
             meta.size,
         ] {
             self.update(&n.to_le_bytes());
+        }
+        Ok(())
+    }
+}
+
+fn errno(path: &Path) -> impl Fn(rustix::io::Errno) -> Stop + '_ {
+    move |e| Stop::Failed(BuildError::io(path, e.into()))
+}
+
+fn stamp(atime: i64, atime_ns: i64, mtime: i64, mtime_ns: i64) -> rustix::fs::Timestamps {
+    let ts = |sec: i64, nsec: i64| rustix::fs::Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec as _,
+    };
+    rustix::fs::Timestamps {
+        last_access: ts(atime, atime_ns),
+        last_modification: ts(mtime, mtime_ns),
+    }
+}
+
+/// The sink of [`Plan::write`]: each entry created in the view, then hashed into the layer.
+/// Owners and modes are what the plan says (the copy's, after `--chown` and `--chmod`), times
+/// the source's (to the nanosecond, as the copy keeps them); the destination and its ancestors
+/// are created 0755 with the copy's owner where missing and, like the view's root, stamped with
+/// the plan's directory time.
+struct Writer<'r> {
+    layer: LayerWriter<std::io::Sink>,
+    root: &'r Path,
+    /// The open directories along the current path, the view's root first, each with the times
+    /// it gets once its last entry is written (an entry written into it changes its mtime).
+    dirs: Vec<(rustix::fd::OwnedFd, rustix::fs::Timestamps)>,
+}
+
+impl Writer<'_> {
+    /// Stamps and closes the open directories deeper than `depth` (the root is depth 0).
+    fn close_to(&mut self, depth: usize) -> Result<(), Stop> {
+        while self.dirs.len() > depth + 1 {
+            if let Some((fd, times)) = self.dirs.pop() {
+                rustix::fs::futimens(&fd, &times).map_err(errno(self.root))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<LayerInfo, Stop> {
+        self.close_to(0)?;
+        if let Some((fd, times)) = self.dirs.pop() {
+            rustix::fs::futimens(&fd, &times).map_err(errno(self.root))?;
+        }
+        self.layer.finish().map(|(_, info)| info).map_err(layer_err)
+    }
+}
+
+impl Sink for Writer<'_> {
+    fn entry(&mut self, meta: &EntryMeta, src: Option<Src<'_>>) -> Result<(), Stop> {
+        use rustix::fs::{AtFlags, Gid, Mode, OFlags, Uid};
+        use std::io::{Seek, SeekFrom};
+        let depth = meta.rel.components().count();
+        let name = meta.rel.file_name().ok_or(Stop::NotPlain)?.to_os_string();
+        self.close_to(depth.saturating_sub(1))?;
+        let full = self.root.join(&meta.rel);
+        let e = errno(&full);
+        let Some((parent, _)) = self.dirs.get(depth.saturating_sub(1)).filter(|_| depth > 0) else {
+            return Err(Stop::NotPlain);
+        };
+        let owner = (Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)));
+        let mode = Mode::from_raw_mode(meta.mode);
+        let times = match src {
+            Some(s) => stamp(
+                s.md.atime(),
+                s.md.atime_nsec(),
+                s.md.mtime(),
+                s.md.mtime_nsec(),
+            ),
+            None => stamp(meta.mtime, 0, meta.mtime, 0),
+        };
+        let open_dir = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match &meta.kind {
+            EntryMetaKind::Dir => {
+                // The destination's ancestors that exist are kept as they are (the plan read
+                // their owner and mode); everything else is new.
+                let existing = match src {
+                    Some(_) => None,
+                    None => match rustix::fs::openat(parent, &name, open_dir, Mode::empty()) {
+                        Ok(fd) => Some(fd),
+                        Err(rustix::io::Errno::NOENT) => None,
+                        Err(err) => return Err(e(err)),
+                    },
+                };
+                let fd = match existing {
+                    Some(fd) => fd,
+                    None => {
+                        rustix::fs::mkdirat(parent, &name, Mode::from_raw_mode(0o700))
+                            .map_err(&e)?;
+                        let fd = rustix::fs::openat(parent, &name, open_dir, Mode::empty())
+                            .map_err(&e)?;
+                        rustix::fs::fchown(&fd, owner.0, owner.1).map_err(&e)?;
+                        rustix::fs::fchmod(&fd, mode).map_err(&e)?;
+                        fd
+                    }
+                };
+                self.layer.append_entry(meta, None).map_err(layer_err)?;
+                self.dirs.push((fd, times));
+            }
+            EntryMetaKind::File => {
+                let s = src.ok_or(Stop::NotPlain)?;
+                let mut input = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(OFlags::NOFOLLOW.bits() as i32)
+                    .open(s.path)
+                    .map_err(io(s.path))?;
+                let fd = rustix::fs::openat(
+                    parent,
+                    &name,
+                    OFlags::RDWR
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(&e)?;
+                let mut out = fs::File::from(fd);
+                let copied = std::io::copy(&mut input, &mut out).map_err(io(&full))?;
+                if copied != meta.size {
+                    // The layer would list the size the plan saw and the tree hold another.
+                    return Err(Stop::Failed(BuildError::Task(format!(
+                        "copy: {} changed while it was copied",
+                        s.path.display()
+                    ))));
+                }
+                // Owner first: a chown clears the setuid and setgid bits the mode may set.
+                rustix::fs::fchown(&out, owner.0, owner.1).map_err(&e)?;
+                rustix::fs::fchmod(&out, mode).map_err(&e)?;
+                rustix::fs::futimens(&out, &times).map_err(&e)?;
+                out.seek(SeekFrom::Start(0)).map_err(io(&full))?;
+                self.layer
+                    .append_entry(meta, Some((&full, out)))
+                    .map_err(layer_err)?;
+            }
+            EntryMetaKind::Symlink(target) => {
+                let target = std::ffi::OsStr::from_bytes(target);
+                rustix::fs::symlinkat(target, parent, &name).map_err(&e)?;
+                rustix::fs::chownat(parent, &name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(&e)?;
+                rustix::fs::utimensat(parent, &name, &times, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(&e)?;
+                self.layer.append_entry(meta, None).map_err(layer_err)?;
+            }
         }
         Ok(())
     }
@@ -362,6 +553,10 @@ impl<S: Sink> Walk<'_, '_, S> {
                 continue;
             }
             let rel = dst.join(&name);
+            let src = Src {
+                path: &child,
+                md: &md,
+            };
             let mut entry = EntryMeta {
                 rel: rel.clone(),
                 kind: EntryMetaKind::File,
@@ -377,7 +572,7 @@ impl<S: Sink> Walk<'_, '_, S> {
                 if let Some(c) = &self.chmod {
                     entry.mode = c.apply(entry.mode, true);
                 }
-                self.w.entry(&entry, None)?;
+                self.w.entry(&entry, Some(src))?;
                 self.dir(&child, &child_ctx, &rel)?;
             } else if ft.is_file() {
                 if md.nlink() > 1 {
@@ -387,13 +582,13 @@ impl<S: Sink> Walk<'_, '_, S> {
                     entry.mode = c.apply(entry.mode, false);
                 }
                 entry.size = md.len();
-                self.w.entry(&entry, Some(&child))?;
+                self.w.entry(&entry, Some(src))?;
             } else if ft.is_symlink() {
                 let target = fs::read_link(&child).map_err(io(&child))?;
                 entry.kind = EntryMetaKind::Symlink(target.into_os_string().into_encoded_bytes());
                 // A new symlink's mode; --chmod is not applied to links.
                 entry.mode = 0o777;
-                self.w.entry(&entry, None)?;
+                self.w.entry(&entry, Some(src))?;
             } else if ft.is_fifo_or_socket() {
                 // The copy leaves out a context's fifos and sockets.
                 continue;

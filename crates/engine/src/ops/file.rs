@@ -181,6 +181,15 @@ impl CopyOp {
                 });
                 return Ok(super::with_layer(sh, parent, layer.diff_id, layer.size));
             }
+            Planned::Written(layer, key) => {
+                if sh.cancel.is_cancelled() {
+                    return Err(BuildError::Cancelled);
+                }
+                let c = view.commit_written(&sh.write_options(), &layer)?;
+                // Only a hint for the next build, as below.
+                let _ = remember_layer(store, &key, &c.diff_id);
+                return Ok(super::with_layer(sh, parent, c.diff_id, c.size));
+            }
         };
 
         if !copy.heredocs.is_empty() {
@@ -278,9 +287,11 @@ impl CopyOp {
         Ok(chain)
     }
 
-    /// Whether this COPY's layer is already in the store (then nothing needs copying), computed
-    /// from the sources when it is the plain case `copyplan` covers and the index says the same
-    /// entries made a layer before; otherwise the key to remember the committed layer under.
+    /// For the plain case `copyplan` covers: whether this COPY's layer is already in the store
+    /// (then nothing needs copying), computed from the sources when the index says the same
+    /// entries made a layer before; else the copy written into the view with its layer computed
+    /// in the same walk, when the snapshotter keeps the upper directory as the layer's tree.
+    /// Otherwise the key to remember the committed layer under, if the COPY is plain.
     fn plan_layer(
         &self,
         sh: &Shared<'_>,
@@ -337,7 +348,24 @@ impl CopyOp {
                 Err(Stop::Failed(e)) => return Err(e),
             }
         }
-        Ok(Planned::Copy(Some(key)))
+        if !sh.snap.adopts(&opts) {
+            return Ok(Planned::Copy(Some(key)));
+        }
+        match plan.write(&opts) {
+            Ok(layer) => {
+                tracing::debug!(
+                    "COPY {source} {}: written and hashed in one walk: {}",
+                    dest.display(),
+                    layer.diff_id
+                );
+                Ok(Planned::Written(layer, key))
+            }
+            // The index key's walk found the plain case a moment ago: the sources changed since.
+            Err(Stop::NotPlain) => Err(BuildError::Task(format!(
+                "COPY {source}: the source changed while it was copied; build again"
+            ))),
+            Err(Stop::Failed(e)) => Err(e),
+        }
     }
 
     /// ADD of a URL: downloaded into a scratch dir, then copied as a local file would be.
@@ -389,6 +417,8 @@ enum Planned {
     Found(rbuild_layer::LayerInfo),
     /// Copy and commit, then remember the layer under this index key (when there is one).
     Copy(Option<rbuild_digest::Digest>),
+    /// Written into the view as this layer: commit it as that, then remember it under the key.
+    Written(rbuild_layer::LayerInfo, rbuild_digest::Digest),
 }
 
 /// Where the layer a plain COPY of the entries with this `copyplan` index key made is noted.
