@@ -17,7 +17,11 @@
 # The builders take turns within each round, in an order that rotates from round to round
 # (round 1: docker, buildah, rbuild; round 2: buildah, rbuild, docker; ...), so a slow spell of
 # the machine hits all three alike. Before every timed build the page cache is flushed (`sync`,
-# untimed), so no builder pays for writing back what the one before it left dirty. A rebuild
+# untimed), so no builder pays for writing back what the one before it left dirty, and the harness
+# waits (untimed, at most 60 s) until the disk of $BENCH_DIR has done no I/O for a second: what a
+# builder frees in the background after it returns (BuildKit's garbage collection, buildah's
+# removals, the discards of the freed blocks on a filesystem mounted with `discard`) would
+# otherwise land on the next builder's timed build. A rebuild
 # scenario builds once untimed just before its timed build (and the edit scenario then appends a
 # line to src/pkg07/file00007.txt, restored when the harness ends). Every build is quiet (-q), so
 # no terminal rendering is measured. A build that fails is recorded with the last line of its
@@ -202,6 +206,23 @@ declare -A WHAT=(
 RSS_GOAL_MB=64 # for scenario 7
 for s in $SCENARIOS; do [ -n "${NAME[$s]:-}" ] || die "no scenario $s (1-8)"; done
 
+# The block device under $BENCH_DIR, whose I/O `settle` watches ("" when it cannot be found).
+bench_dev=$(basename "$(findmnt -no SOURCE --target "$BENCH_DIR" | head -1)" 2>/dev/null)
+[ -r "/sys/class/block/$bench_dev/stat" ] || bench_dev=
+
+settle() { # waits until the bench disk spent no time on I/O for 5 checks in a row, 0.2 s apart
+    local stat=/sys/class/block/$bench_dev/stat prev cur quiet=0 checks=0
+    [ -n "$bench_dev" ] || return 0
+    prev=$(awk '{print $10}' "$stat") # io_ticks: milliseconds the device had I/O in flight
+    while [ "$quiet" -lt 5 ] && [ "$checks" -lt 300 ]; do
+        sleep 0.2
+        checks=$((checks + 1))
+        cur=$(awk '{print $10}' "$stat")
+        if [ "$cur" = "$prev" ]; then quiet=$((quiet + 1)); else quiet=0; fi
+        prev=$cur
+    done
+}
+
 build() { # TOOL SCENARIO [--no-cache]: one quiet build; rbuild's peak RSS (KB) goes to $run/rss
     local tool=$1 s=$2; shift 2
     local dir=$ctx/${CTX[$s]} tag=rbuild-bench/${CTX[$s]}:latest
@@ -227,6 +248,7 @@ turn() { # SCENARIO TOOL ROUND: appends "scenario tool round seconds|fail rss re
     esac
     rm -f "$run/rss"
     sync
+    settle
     t0=$(date +%s.%N)
     build "$tool" "$s" "${flags[@]}" >"$log" 2>&1
     rc=$?
@@ -276,7 +298,8 @@ write_results() { # ROUNDS_DONE [SCENARIO: the round after them is done up to th
         echo "- rbuild: commit $rbuild_commit ($("$RBUILD" --version)); \`rbuild build -q\`, store on the same filesystem"
         echo "- Base image: $base_kind"
         echo "- Cold builds use \`--no-cache\` for all three (the base image is already in every store); a rebuild"
-        echo "  is timed right after an untimed build of the same context. \`sync\` (untimed) before every timed build."
+        echo "  is timed right after an untimed build of the same context. \`sync\`, then a wait until the disk ($bench_dev) has been idle"
+        echo "  for a second (both untimed), before every timed build."
         echo
         echo "## Summary"
         echo
