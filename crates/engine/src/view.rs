@@ -132,14 +132,18 @@ impl<'s> View<'s> {
         opts: &rbuild_layer::WriteOptions,
         exclude: &[PathBuf],
     ) -> Result<rbuild_snapshot::Committed, BuildError> {
-        self.mount = None;
-        let active = self
-            .active
-            .take()
-            .ok_or_else(|| BuildError::Task("snapshot committed twice".into()))?;
+        let active = self.take_active()?;
         let mut opts = opts.clone();
         opts.owner_overrides.append(&mut self.owners);
         self.snap.commit(active, &opts, exclude).map_err(snap_err)
+    }
+
+    /// Unmounts the view and hands over its active snapshot, for a commit.
+    fn take_active(&mut self) -> Result<Active, BuildError> {
+        self.mount = None;
+        self.active
+            .take()
+            .ok_or_else(|| BuildError::Task("snapshot committed twice".into()))
     }
 
     /// Commits a view whose layer the caller computed while writing every change itself, in the
@@ -149,11 +153,7 @@ impl<'s> View<'s> {
         opts: &rbuild_layer::WriteOptions,
         layer: &rbuild_layer::LayerInfo,
     ) -> Result<rbuild_snapshot::Committed, BuildError> {
-        self.mount = None;
-        let active = self
-            .active
-            .take()
-            .ok_or_else(|| BuildError::Task("snapshot committed twice".into()))?;
+        let active = self.take_active()?;
         self.snap
             .commit_written(active, opts, layer)
             .map_err(snap_err)
