@@ -358,8 +358,8 @@ fn escape_overlay_path(p: &str) -> String {
 pub fn register_producer(store: &Store) {
     let root = store.root().join("snapshots");
     store.set_producer(Arc::new(TreeProducer {
-        marks: unsynced::Marks::new(&root, TREES_OVERLAY),
-        marks_userxattr: unsynced::Marks::new(&root, TREES_OVERLAY_USERXATTR),
+        marks: unsynced::Marks::new(store, &root, TREES_OVERLAY),
+        marks_userxattr: unsynced::Marks::new(store, &root, TREES_OVERLAY_USERXATTR),
         root,
     }));
 }
@@ -539,7 +539,7 @@ impl Snapshotter {
         let is_root = rustix::process::geteuid().is_root();
         let s = Snapshotter {
             store: store.clone(),
-            marks: unsynced::Marks::new(&root, kind_dir(kind)),
+            marks: unsynced::Marks::new(store, &root, kind_dir(kind)),
             root,
             kind,
             apply: rbuild_layer::ApplyOptions {
@@ -781,8 +781,16 @@ impl Snapshotter {
         opts: &rbuild_layer::WriteOptions,
         exclude: &[PathBuf],
     ) -> Result<Committed, SnapshotError> {
-        // Whatever happens, the active snapshot goes through `remove` (and so the remover).
-        let written = self.commit_changes(&active, opts, exclude);
+        self.commit_with(active, |a| self.commit_changes(a, opts, exclude))
+    }
+
+    /// Runs `commit` on `active`, then removes it whatever happened (through the remover).
+    fn commit_with(
+        &self,
+        active: Active,
+        commit: impl FnOnce(&Active) -> Result<Committed, SnapshotError>,
+    ) -> Result<Committed, SnapshotError> {
+        let written = commit(&active);
         let removed = self.remove(active);
         let committed = written?;
         removed?;
@@ -801,11 +809,7 @@ impl Snapshotter {
         opts: &rbuild_layer::WriteOptions,
         layer: &rbuild_layer::LayerInfo,
     ) -> Result<Committed, SnapshotError> {
-        let written = self.adopt_written(&active, opts, layer);
-        let removed = self.remove(active);
-        let committed = written?;
-        removed?;
-        Ok(committed)
+        self.commit_with(active, |a| self.adopt_written(a, opts, layer))
     }
 
     /// Whether a commit with `opts` keeps an overlay upper directory as the layer's tree (see
@@ -820,7 +824,7 @@ impl Snapshotter {
         opts: &rbuild_layer::WriteOptions,
         layer: &rbuild_layer::LayerInfo,
     ) -> Result<Committed, SnapshotError> {
-        if !self.adoptable(opts) || !matches!(active.kind, ActiveKind::Overlay { .. }) {
+        if !self.adoptable(opts) {
             return self.commit_changes(active, opts, &[]);
         }
         let c = Committed {
@@ -830,24 +834,28 @@ impl Snapshotter {
             unmapped: Vec::new(),
         };
         let adopted = self.adopt_upper(active, &c, &[])?;
-        if self.store.is_written(&c.diff_id) {
-            return Ok(c);
-        }
-        if adopted {
-            self.record_deferred(&c)?;
+        if self.in_store_after_adopting(&c, adopted)? {
             return Ok(c);
         }
         self.commit_changes(active, opts, &[])
     }
 
-    /// Records that the layer `c` is produced from its committed tree when read.
-    fn record_deferred(&self, c: &Committed) -> Result<(), SnapshotError> {
+    /// After [`Snapshotter::adopt_upper`]: whether the store has the layer `c`, as a blob
+    /// already, or as a deferred record of the tree just adopted (written here). `false` when
+    /// neither: another tree holds the layer, and the caller writes the blob from its upper.
+    fn in_store_after_adopting(&self, c: &Committed, adopted: bool) -> Result<bool, SnapshotError> {
+        if self.store.is_written(&c.diff_id) {
+            return Ok(true);
+        }
+        if !adopted {
+            return Ok(false);
+        }
         let record = rbuild_store::Deferred {
             size: c.size,
             recipe: serde_json::json!({ "tree": self.tree_kind_name(), "format": TREE_FORMAT }),
         };
         self.store.set_deferred(&c.diff_id, &record)?;
-        Ok(())
+        Ok(true)
     }
 
     fn commit_changes(
@@ -925,11 +933,7 @@ impl Snapshotter {
         let items = diff::complete_plan(root, plan);
         let c = diff::hash_items(root, &items, opts, active.key())?;
         let adopted = self.adopt_upper(active, &c, &opaque)?;
-        if self.store.is_written(&c.diff_id) {
-            return Ok(c);
-        }
-        if adopted {
-            self.record_deferred(&c)?;
+        if self.in_store_after_adopting(&c, adopted)? {
             return Ok(c);
         }
         // Another tree already holds this layer (unpacked from a blob since deleted, a build

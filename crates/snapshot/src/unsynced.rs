@@ -39,6 +39,8 @@ const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 pub(crate) struct Marks {
     dir: PathBuf,
     boot: Option<Arc<str>>,
+    /// Where a marker is written before it is renamed into place.
+    store: Store,
 }
 
 /// How far a published tree can be trusted.
@@ -53,8 +55,8 @@ pub(crate) enum Trust {
 }
 
 impl Marks {
-    /// The markers of the trees in `<snapshots>/<kind>`.
-    pub(crate) fn new(snapshots: &Path, kind: &str) -> Marks {
+    /// The markers of the trees in `<snapshots>/<kind>` of `store`.
+    pub(crate) fn new(store: &Store, snapshots: &Path, kind: &str) -> Marks {
         let boot = std::fs::read_to_string(BOOT_ID)
             .ok()
             .map(|s| s.trim().to_string())
@@ -63,6 +65,7 @@ impl Marks {
         Marks {
             dir: snapshots.join("unsynced").join(kind),
             boot,
+            store: store.clone(),
         }
     }
 
@@ -83,22 +86,17 @@ impl Marks {
         };
         fsx::mkdir_all(&self.dir)?;
         let path = self.path(d);
-        // A name no other writer uses (std's per-process random hash keys give the salt).
-        let salt = std::hash::BuildHasher::hash_one(
-            &std::collections::hash_map::RandomState::new(),
-            std::thread::current().id(),
-        );
-        let tmp = self.dir.join(format!(".{}-{salt:016x}", d.hex()));
-        let written = std::fs::File::create_new(&tmp)
+        // Written whole in a scratch directory of the store (swept if the process dies), then
+        // renamed into place.
+        let scratch = self.store.temp_dir("unsynced")?;
+        let tmp = scratch.path().join("marker");
+        std::fs::File::create_new(&tmp)
             .and_then(|mut f| {
                 f.write_all(boot.as_bytes())?;
                 f.sync_all()
             })
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io_err("write", &path)(e));
-        }
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(io_err("write", &path))?;
         sync_dir(&self.dir)?;
         Ok(true)
     }

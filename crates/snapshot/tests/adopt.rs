@@ -50,13 +50,12 @@ fn step(
     s.commit(active, opts, &excludes()).unwrap()
 }
 
-/// As root, a store with the base layer and one step committed on it (its upper adopted).
-fn adopted_step() -> (
+/// As root, a store with the base layer and an overlay snapshotter on it.
+fn root_overlay() -> (
     tempfile::TempDir,
     rbuild_store::Store,
     rbuild_digest::Digest,
     Snapshotter,
-    rbuild_snapshot::Committed,
 ) {
     assert!(
         is_root(),
@@ -65,19 +64,26 @@ fn adopted_step() -> (
     let (t, store) = store();
     let l1 = base_layer(&store);
     let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
+    (t, store, l1, s)
+}
+
+/// [`root_overlay`] with one step committed on the base layer (its upper adopted).
+fn adopted_step() -> (
+    tempfile::TempDir,
+    rbuild_store::Store,
+    rbuild_digest::Digest,
+    Snapshotter,
+    rbuild_snapshot::Committed,
+) {
+    let (t, store, l1, s) = root_overlay();
     let c = step(&s, &[l1], &rbuild_layer::WriteOptions::default());
     (t, store, l1, s, c)
 }
 
 #[test]
 fn committed_upper_is_the_layer_tree_and_layers_do_not_change() {
-    assert!(
-        is_root(),
-        "this test needs root, as the suite runs it (scripts/test.sh); it is not skipped"
-    );
-    let (_t, store) = store();
-    let (l1, l2) = (base_layer(&store), whiteout_layer(&store));
-    let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
+    let (_t, store, l1, s) = root_overlay();
+    let l2 = whiteout_layer(&store);
 
     let c = step(&s, &[l1, l2], &rbuild_layer::WriteOptions::default());
     let tree = s.committed_dir(&[l1, l2, c.diff_id]).unwrap();
@@ -147,13 +153,7 @@ fn committed_upper_is_the_layer_tree_and_layers_do_not_change() {
 
 #[test]
 fn rootless_style_options_are_never_adopted() {
-    assert!(
-        is_root(),
-        "this test needs root, as the suite runs it (scripts/test.sh); it is not skipped"
-    );
-    let (_t, store) = store();
-    let l1 = base_layer(&store);
-    let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
+    let (_t, store, l1, s) = root_overlay();
     let opts = rbuild_layer::WriteOptions {
         id_map: Some(rbuild_layer::IdMap {
             uids: vec![rbuild_layer::IdRange {
@@ -194,13 +194,8 @@ fn comparable(mut entries: Vec<rbuild_layer::TreeEntry>) -> Vec<rbuild_layer::Tr
 /// against the diff id; the tree is kept while it is the only copy.
 #[test]
 fn an_adopted_layer_is_written_from_its_tree_on_first_read() {
-    assert!(
-        is_root(),
-        "this test needs root, as the suite runs it (scripts/test.sh); it is not skipped"
-    );
-    let (_t, store) = store();
-    let (l1, l2) = (base_layer(&store), whiteout_layer(&store));
-    let s = Snapshotter::with_kind(&store, Kind::Overlay { userxattr: false }).unwrap();
+    let (_t, store, l1, s) = root_overlay();
+    let l2 = whiteout_layer(&store);
     let c = step(&s, &[l1, l2], &rbuild_layer::WriteOptions::default());
     let d = c.diff_id;
     let tree = s.committed_dir(&[l1, l2, d]).unwrap();
