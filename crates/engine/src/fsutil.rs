@@ -79,6 +79,18 @@ fn fd_path(handle: &pathrs::Handle, shown: &Path) -> Result<PathBuf, BuildError>
         .map_err(|e| BuildError::io(shown, e))
 }
 
+/// Access and modification times for `utimensat`/`futimens`, each as seconds and nanoseconds.
+pub(crate) fn timestamps(atime: (i64, i64), mtime: (i64, i64)) -> rustix::fs::Timestamps {
+    let ts = |(sec, nsec): (i64, i64)| rustix::fs::Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec as _,
+    };
+    rustix::fs::Timestamps {
+        last_access: ts(atime),
+        last_modification: ts(mtime),
+    }
+}
+
 /// Whether this process is root, which decides ownership handling and the snapshotter.
 pub(crate) fn is_root() -> bool {
     rustix::process::geteuid().is_root()

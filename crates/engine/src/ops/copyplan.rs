@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rbuild_layer::{EntryMeta, EntryMetaKind, LayerInfo, LayerWriter, WriteOptions};
 
+use crate::fsutil::timestamps;
 use crate::BuildError;
 
 /// What the plan needs to know about the COPY and the snapshot it would write into.
@@ -174,7 +175,7 @@ impl<'a> Plan<'a> {
             layer: LayerWriter::new(std::io::sink(), opts.clone()),
             root: self.merged,
             // The copy stamps the view's root as it stamps the destination's ancestors.
-            dirs: vec![(root, stamp(self.dir_time, 0, self.dir_time, 0))],
+            dirs: vec![(root, timestamps((self.dir_time, 0), (self.dir_time, 0)))],
         };
         self.walk(opts, w)?.w.finish()
     }
@@ -374,17 +375,6 @@ fn errno(path: &Path) -> impl Fn(rustix::io::Errno) -> Stop + '_ {
     move |e| Stop::Failed(BuildError::io(path, e.into()))
 }
 
-fn stamp(atime: i64, atime_ns: i64, mtime: i64, mtime_ns: i64) -> rustix::fs::Timestamps {
-    let ts = |sec: i64, nsec: i64| rustix::fs::Timespec {
-        tv_sec: sec,
-        tv_nsec: nsec as _,
-    };
-    rustix::fs::Timestamps {
-        last_access: ts(atime, atime_ns),
-        last_modification: ts(mtime, mtime_ns),
-    }
-}
-
 /// The sink of [`Plan::write`]: each entry created in the view, then hashed into the layer.
 /// Owners and modes are what the plan says (the copy's, after `--chown` and `--chmod`), times
 /// the source's (to the nanosecond, as the copy keeps them); the destination and its ancestors
@@ -399,9 +389,10 @@ struct Writer<'r> {
 }
 
 impl Writer<'_> {
-    /// Stamps and closes the open directories deeper than `depth` (the root is depth 0).
-    fn close_to(&mut self, depth: usize) -> Result<(), Stop> {
-        while self.dirs.len() > depth + 1 {
+    /// Stamps and closes the open directories but the first `keep` (the root, then one per
+    /// level: an entry at depth `n` keeps `n`, its parent last).
+    fn close_to(&mut self, keep: usize) -> Result<(), Stop> {
+        while self.dirs.len() > keep {
             if let Some((fd, times)) = self.dirs.pop() {
                 rustix::fs::futimens(&fd, &times).map_err(errno(self.root))?;
             }
@@ -411,9 +402,6 @@ impl Writer<'_> {
 
     fn finish(mut self) -> Result<LayerInfo, Stop> {
         self.close_to(0)?;
-        if let Some((fd, times)) = self.dirs.pop() {
-            rustix::fs::futimens(&fd, &times).map_err(errno(self.root))?;
-        }
         self.layer.finish().map(|(_, info)| info).map_err(layer_err)
     }
 }
@@ -424,22 +412,20 @@ impl Sink for Writer<'_> {
         use std::io::{Seek, SeekFrom};
         let depth = meta.rel.components().count();
         let name = meta.rel.file_name().ok_or(Stop::NotPlain)?.to_os_string();
-        self.close_to(depth.saturating_sub(1))?;
+        self.close_to(depth)?;
         let full = self.root.join(&meta.rel);
         let e = errno(&full);
-        let Some((parent, _)) = self.dirs.get(depth.saturating_sub(1)).filter(|_| depth > 0) else {
+        let Some((parent, _)) = self.dirs.last().filter(|_| self.dirs.len() == depth) else {
             return Err(Stop::NotPlain);
         };
         let owner = (Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)));
         let mode = Mode::from_raw_mode(meta.mode);
         let times = match src {
-            Some(s) => stamp(
-                s.md.atime(),
-                s.md.atime_nsec(),
-                s.md.mtime(),
-                s.md.mtime_nsec(),
+            Some(s) => timestamps(
+                (s.md.atime(), s.md.atime_nsec()),
+                (s.md.mtime(), s.md.mtime_nsec()),
             ),
-            None => stamp(meta.mtime, 0, meta.mtime, 0),
+            None => timestamps((meta.mtime, 0), (meta.mtime, 0)),
         };
         let open_dir = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         match &meta.kind {

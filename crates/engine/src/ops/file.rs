@@ -461,16 +461,7 @@ fn stamp_parents(root: &Path, dest: &Path, when: i64) -> Result<(), BuildError> 
             dirs.push(prefix.clone());
         }
     }
-    let ts = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: when,
-            tv_nsec: 0,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: when,
-            tv_nsec: 0,
-        },
-    };
+    let ts = crate::fsutil::timestamps((when, 0), (when, 0));
     for d in dirs {
         let Ok(real) = crate::fsutil::real_path_in_root(root, &d) else {
             break;
