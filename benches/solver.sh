@@ -365,4 +365,10 @@ for r in $(seq 1 "$ROUNDS"); do
     write_results "$r"
     echo "solver.sh: round $r done, wrote $RESULTS" >&2
 done
+# Untimed: what the builds left (images their tags moved off, build caches) is dropped, the base
+# images kept. Kept across runs, docker's build cache alone grew past 10 GB and filled the disk.
+$DOCKER builder prune -af >/dev/null 2>&1 || echo "solver.sh: docker builder prune failed" >&2
+$DOCKER image prune -f >/dev/null 2>&1 || echo "solver.sh: docker image prune failed" >&2
+buildah rmi --prune >/dev/null 2>&1 || echo "solver.sh: buildah rmi --prune failed" >&2
+"$RBUILD" prune >/dev/null 2>&1 || echo "solver.sh: rbuild prune failed" >&2
 cat "$RESULTS"
