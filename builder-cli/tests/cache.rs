@@ -234,3 +234,72 @@ fn exported_cache_seeds_a_fresh_store() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported type \"gha\""));
 }
+
+/// As with BuildKit, a rebuild that comes from the cache throughout is the same image (history
+/// and image times are when the layers were made, not when the build ran); `--no-cache` makes
+/// new layers and so a new image; metadata steps alone on a base keep the base's time.
+#[test]
+fn a_rebuild_from_the_cache_is_the_same_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_busybox(dir.path());
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb:1\nENV A=1\nCOPY f /f\nRUN echo x > /x\nCMD [\"sh\"]\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("f"), "f\n").unwrap();
+    let build = |extra: &[&str]| {
+        let out = run_ok(
+            rbuild(&store)
+                .args(["build", "-q", "-t", "same:1"])
+                .args(extra)
+                .arg(&ctx),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let inspect = |image: &str, format: &str| {
+        let out = run_ok(rbuild(&store).args(["inspect", "-f", format, image]));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let first = build(&[]);
+    assert!(first.starts_with("sha256:"), "{first}");
+    assert_eq!(build(&[]), first, "a cached rebuild made another image");
+    let fresh = build(&["--no-cache"]);
+    assert_ne!(fresh, first, "--no-cache kept the first build's times");
+
+    // Every history entry has a time; ENV takes the COPY's (the first layer step after it), CMD
+    // the RUN's, and the image the last step's.
+    let archive = dir.path().join("fresh.tar");
+    run_ok(
+        rbuild(&store)
+            .args(["save", "-o"])
+            .arg(&archive)
+            .arg(&fresh),
+    );
+    let history = read_docker_archive(&archive).config["history"].clone();
+    let times: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            h["created"]
+                .as_str()
+                .expect("a history entry without a time")
+        })
+        .collect();
+    let n = times.len();
+    assert!(n >= 5, "{history}");
+    assert_eq!(times[n - 4], times[n - 3], "ENV and COPY: {history}");
+    assert_eq!(times[n - 1], times[n - 2], "CMD and RUN: {history}");
+    assert_eq!(inspect(&fresh, "{{.Created}}"), times[n - 1]);
+
+    std::fs::write(ctx.join("Dockerfile"), "FROM bb:1\nLABEL x=y\n").unwrap();
+    let labelled = build(&[]);
+    assert_eq!(
+        inspect(&labelled, "{{.Created}}"),
+        inspect("bb:1", "{{.Created}}"),
+        "metadata steps alone took a time of their own"
+    );
+}

@@ -136,8 +136,10 @@ pub(crate) fn push_destinations(
     Ok(dests)
 }
 
-/// Commits a target stage as an image, history times from the steps that ran (the build's time
-/// for those that did not); `platform` names it in the error of a multi-platform build.
+/// Commits a target stage as an image. A step's history time is when its layer was made (kept by
+/// the cache, so a cached step keeps its first build's time), and the image's time is its last
+/// step's: a rebuild that hits the cache throughout gives the same image id, as BuildKit's does.
+/// `platform` names the stage in the error of a multi-platform build.
 pub(crate) fn commit_target(
     images: &Images,
     target: &crate::lower::LoweredStage,
@@ -152,16 +154,104 @@ pub(crate) fn commit_target(
         })
     })?;
     let mut config = target.config.config.clone();
-    let now = crate::meta::timestamp(req.source_date_epoch);
     for &(i, v) in &target.slots {
         if let Some(h) = config.history.get_mut(i) {
-            let ran = v.and_then(|v| solved.results[v].as_ref()?.created.clone());
-            h.created = Some(ran.unwrap_or_else(|| now.clone()));
+            h.created = v.and_then(|v| solved.results[v].as_ref()?.created.clone());
         }
     }
+    config.created = match req.source_date_epoch {
+        // SOURCE_DATE_EPOCH is the time of everything the build adds (the layers' steps already
+        // carry it: it is part of their cache keys).
+        Some(_) => {
+            let epoch = crate::meta::timestamp(req.source_date_epoch);
+            for &(i, _) in &target.slots {
+                if let Some(h) = config.history.get_mut(i) {
+                    h.created.get_or_insert_with(|| epoch.clone());
+                }
+            }
+            Some(epoch)
+        }
+        None => fill_history_times(&mut config.history),
+    };
     for (k, v) in &req.labels {
         config.set_label(k, v);
     }
-    config.created = Some(now);
     Ok(images.commit(&config, &chain.layers)?)
+}
+
+/// Gives every history entry without a time (the metadata-only steps) the time of the layer step
+/// before it, or of the first layer step after it when none of the stage's steps precedes it;
+/// returns the image's time, the last entry's. BuildKit's exporter does the same, so a stage of
+/// metadata steps alone on a base image takes the base's time, and one with no time anywhere
+/// (`FROM scratch` and metadata) has none.
+fn fill_history_times(history: &mut [rbuild_image::config::History]) -> Option<String> {
+    // The first time after an entry without one; else the last time there is.
+    let mut fill = None;
+    let mut gap = false;
+    for h in history.iter() {
+        match &h.created {
+            Some(t) => {
+                fill = Some(t.clone());
+                if gap {
+                    break;
+                }
+            }
+            None => gap = true,
+        }
+    }
+    let mut gap = false;
+    for h in history.iter_mut() {
+        match &h.created {
+            Some(t) if gap => fill = Some(t.clone()),
+            Some(_) => {}
+            None => {
+                gap = true;
+                h.created = fill.clone();
+            }
+        }
+    }
+    history.iter().rev().find_map(|h| h.created.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use rbuild_image::config::History;
+
+    fn times(entries: &[Option<&str>]) -> (Vec<Option<String>>, Option<String>) {
+        let mut history: Vec<History> = entries
+            .iter()
+            .map(|t| History {
+                created: t.map(str::to_string),
+                ..Default::default()
+            })
+            .collect();
+        let image = super::fill_history_times(&mut history);
+        (history.into_iter().map(|h| h.created).collect(), image)
+    }
+
+    fn some(v: &[&str]) -> Vec<Option<String>> {
+        v.iter().map(|t| Some(t.to_string())).collect()
+    }
+
+    #[test]
+    fn metadata_steps_take_the_time_of_the_layer_step_before_them() {
+        // base, ENV, COPY (t2), CMD, RUN (t4), LABEL
+        let (h, image) = times(&[Some("t0"), None, Some("t2"), None, Some("t4"), None]);
+        assert_eq!(h, some(&["t0", "t2", "t2", "t2", "t4", "t4"]));
+        assert_eq!(image.as_deref(), Some("t4"));
+    }
+
+    #[test]
+    fn metadata_steps_alone_take_the_base_time() {
+        let (h, image) = times(&[Some("t0"), Some("t1"), None, None]);
+        assert_eq!(h, some(&["t0", "t1", "t1", "t1"]));
+        assert_eq!(image.as_deref(), Some("t1"));
+    }
+
+    #[test]
+    fn no_time_anywhere_gives_none() {
+        let (h, image) = times(&[None, None]);
+        assert_eq!(h, vec![None, None]);
+        assert_eq!(image, None);
+    }
 }
