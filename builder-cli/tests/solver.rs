@@ -258,13 +258,13 @@ fn a_rebuild_explains_every_cache_miss() {
 }
 
 #[test]
-fn copy_layers_do_not_depend_on_when_they_were_built() {
+fn copy_and_workdir_layers_do_not_depend_on_when_they_were_built() {
     // Two runners: two stores from the same base, the same context, builds at different times.
     let dir = tempfile::tempdir().unwrap();
     let tar = busybox_tar(dir.path());
     let ctx = write_ctx(
         dir.path(),
-        "FROM bb:1\nCOPY a.txt /app/sub/a.txt\nCOPY a.txt /etc/\n",
+        "FROM bb:1\nCOPY a.txt /app/sub/a.txt\nCOPY a.txt /etc/\nWORKDIR /srv/www\n",
     );
     std::fs::write(ctx.join("a.txt"), "a\n").unwrap();
     let mut images = Vec::new();
@@ -279,9 +279,9 @@ fn copy_layers_do_not_depend_on_when_they_were_built() {
     }
     assert_eq!(
         images[0].config["rootfs"], images[1].config["rootfs"],
-        "the same COPY gave different layers"
+        "the same COPY or WORKDIR gave different layers"
     );
-    for dir in ["app", "app/sub", "etc"] {
+    for dir in ["app", "app/sub", "etc", "srv", "srv/www"] {
         let e = images[0]
             .tree
             .iter()

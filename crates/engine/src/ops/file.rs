@@ -126,7 +126,13 @@ impl FileOp {
                             .map_err(|e| sh.step_error(step, e))?,
                     ),
                 };
-                mkdir_all_in_root(&root, path, owner).map_err(|e| sh.step_error(step, e))?;
+                let made =
+                    mkdir_all_in_root(&root, path, owner).map_err(|e| sh.step_error(step, e))?;
+                if !made.is_empty() {
+                    // As COPY's: the layer is then a function of the path and the user alone.
+                    let when = sh.req.source_date_epoch.unwrap_or(FIXED_DIR_TIME);
+                    stamp_parents(&root, path, when).map_err(|e| sh.step_error(step, e))?;
+                }
                 // BuildKit keeps WORKDIR's layer even when the directory already existed.
                 commit_layer(sh, parent, view, &[], created_by)
             }
@@ -445,7 +451,8 @@ fn remember_layer(
 }
 
 /// The time COPY and ADD give the directories on the way to their destination (created, or
-/// changed by what was added into them) when `SOURCE_DATE_EPOCH` is not set: the Unix epoch.
+/// changed by what was added into them), and WORKDIR the ones it creates and their parents, when
+/// `SOURCE_DATE_EPOCH` is not set: the Unix epoch.
 /// Stamping them with the build's time (as BuildKit does) would make two runners' layers differ
 /// for the same inputs; with a fixed time the layer is a function of its inputs alone.
 pub(crate) const FIXED_DIR_TIME: i64 = 0;
