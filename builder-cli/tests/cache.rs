@@ -242,20 +242,16 @@ fn exported_cache_seeds_a_fresh_store() {
 fn a_rebuild_from_the_cache_is_the_same_image() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_busybox(dir.path());
-    let ctx = dir.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
+    let ctx = context_with(
         "FROM bb:1\nENV A=1\nCOPY f /f\nRUN echo x > /x\nCMD [\"sh\"]\n",
-    )
-    .unwrap();
-    std::fs::write(ctx.join("f"), "f\n").unwrap();
+        &[("f", "f\n")],
+    );
     let build = |extra: &[&str]| {
         let out = run_ok(
             rbuild(&store)
                 .args(["build", "-q", "-t", "same:1"])
                 .args(extra)
-                .arg(&ctx),
+                .arg(ctx.path()),
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
@@ -295,7 +291,7 @@ fn a_rebuild_from_the_cache_is_the_same_image() {
     assert_eq!(times[n - 1], times[n - 2], "CMD and RUN: {history}");
     assert_eq!(inspect(&fresh, "{{.Created}}"), times[n - 1]);
 
-    std::fs::write(ctx.join("Dockerfile"), "FROM bb:1\nLABEL x=y\n").unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM bb:1\nLABEL x=y\n").unwrap();
     let labelled = build(&[]);
     assert_eq!(
         inspect(&labelled, "{{.Created}}"),

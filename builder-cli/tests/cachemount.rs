@@ -10,16 +10,6 @@ use std::process::{Command, Output};
 
 use common::*;
 
-/// A context holding `dockerfile` (and `files`), for builds that outlive the helper.
-fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
-    for (name, body) in files {
-        std::fs::write(ctx.path().join(name), body).unwrap();
-    }
-    ctx
-}
-
 fn rbuild_build(store: &Path, ctx: &Path, args: &[&str]) -> Command {
     let mut c = rbuild(store);
     c.args(["build", "--progress", "plain"]).args(args).arg(ctx);
@@ -48,7 +38,7 @@ fn nonce() -> String {
 #[test]
 fn locked_cache_admits_one_build_at_a_time() {
     let store = store_with_base();
-    let ctx = context(
+    let ctx = context_with(
         &format!(
             "FROM {BUSYBOX}\n\
              ARG N\n\
@@ -98,7 +88,7 @@ fn locked_cache_admits_one_build_at_a_time() {
 #[test]
 fn private_cache_is_a_separate_copy_per_concurrent_holder() {
     let store = store_with_base();
-    let ctx = context(
+    let ctx = context_with(
         &format!(
             "FROM {BUSYBOX}\n\
              RUN --mount=type=cache,id=p,target=/a,sharing=private \
@@ -121,7 +111,7 @@ fn private_cache_is_a_separate_copy_per_concurrent_holder() {
 #[test]
 fn killed_build_leaves_no_lock_and_no_half_made_cache() {
     let store = store_with_base();
-    let ctx = context(
+    let ctx = context_with(
         &format!(
             "FROM {BUSYBOX}\n\
              ARG STEP\n\
@@ -216,7 +206,7 @@ fn cache_and_secret_options_match_docker() {
          FROM scratch\n\
          COPY --from=1 /o* /tmp/o* /\n"
     );
-    let ctx = context(&dockerfile, &[("s.txt", "secret\n")]);
+    let ctx = context_with(&dockerfile, &[("s.txt", "secret\n")]);
     let secret = format!("id=s,src={}", ctx.path().join("s.txt").display());
     let work = tempfile::tempdir().unwrap();
     let (ours, theirs) = (work.path().join("rbuild"), work.path().join("docker"));
@@ -273,7 +263,7 @@ fn cache_and_secret_options_match_docker() {
 #[test]
 fn cache_seeded_from_a_stage_keeps_writes_across_builds() {
     let store = store_with_base();
-    let ctx = context(
+    let ctx = context_with(
         &format!(
             "FROM {BUSYBOX} AS src\n\
              RUN mkdir /seed && echo seeded > /seed/f\n\
@@ -315,7 +305,7 @@ fn ssh_socket_has_the_requested_owner_and_mode() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("agent.sock");
     let _agent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let ctx = context(
+    let ctx = context_with(
         &format!(
             "FROM {BUSYBOX}\n\
              RUN --mount=type=ssh stat -c '%u:%g %a' \"$SSH_AUTH_SOCK\" > /default\n\

@@ -31,16 +31,6 @@ fn run_fail(cmd: &mut Command) -> Output {
     out
 }
 
-/// A build context with `Dockerfile` and the given files.
-fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
-    for (name, body) in files {
-        std::fs::write(dir.path().join(name), body).unwrap();
-    }
-    dir
-}
-
 fn docker_image_id(image: &str) -> String {
     let out = run_ok(docker().args(["image", "inspect", "--format", "{{.Id}}", image]));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -65,7 +55,7 @@ fn build_push_then_docker_pulls_and_runs_it() {
     let store = store_with_base();
     let reg = Registry::start();
     let tag = format!("{}/app/hello:1", reg.host());
-    let ctx = context(
+    let ctx = context_with(
         &format!("FROM {BUSYBOX}\nCOPY hello.txt /hello.txt\nCMD [\"cat\", \"/hello.txt\"]\n"),
         &[("hello.txt", "hello from rbuild\n")],
     );
@@ -118,7 +108,7 @@ fn skopeo_pushed_base_is_pulled_into_a_fresh_store() {
     let base = format!("{}/base/busybox:1", reg.host());
     skopeo_push_base(base_archive(), &base);
     let store = tempfile::tempdir().unwrap();
-    let ctx = context(&format!("FROM {base}\nCOPY f /f\n"), &[("f", "x")]);
+    let ctx = context_with(&format!("FROM {base}\nCOPY f /f\n"), &[("f", "x")]);
     let out = run_ok(
         rbuild(store.path())
             .args(["build", "-t", "derived:1"])
@@ -180,7 +170,7 @@ fn registries_conf_mirror_serves_docker_hub_names() {
     )
     .unwrap();
     let store = tempfile::tempdir().unwrap();
-    let ctx = context("FROM debian:bookworm\nCOPY f /f\n", &[("f", "x")]);
+    let ctx = context_with("FROM debian:bookworm\nCOPY f /f\n", &[("f", "x")]);
     run_ok(
         rbuild(store.path())
             .env("RBUILD_REGISTRIES_CONF", &conf)
@@ -207,7 +197,7 @@ fn local_base_needs_no_registry_but_pull_does() {
     let base = format!("{}/base/busybox:1", reg.host());
     skopeo_push_base(base_archive(), &base);
     let store = tempfile::tempdir().unwrap();
-    let ctx = context(&format!("FROM {base}\nCOPY f /f\n"), &[("f", "1")]);
+    let ctx = context_with(&format!("FROM {base}\nCOPY f /f\n"), &[("f", "1")]);
     run_ok(
         rbuild(store.path())
             .args(["build", "-t", "a:1"])
@@ -370,7 +360,7 @@ fn push_mounts_pulled_base_layers_from_their_repository() {
 
     let store = tempfile::tempdir().unwrap();
     run_ok(rbuild(store.path()).args(["pull", &base]));
-    let ctx = context(&format!("FROM {base}\nCOPY f /f\n"), &[("f", "app")]);
+    let ctx = context_with(&format!("FROM {base}\nCOPY f /f\n"), &[("f", "app")]);
     run_ok(
         rbuild(store.path())
             .args(["build", "-t", "app:1"])
@@ -440,7 +430,7 @@ fn pulled_image_stays_listed_as_none_when_its_tag_moves() {
     let pulled = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let short = &pulled["sha256:".len().."sha256:".len() + 12];
 
-    let ctx = context(&format!("FROM {base}\nCOPY f /f\n"), &[("f", "x")]);
+    let ctx = context_with(&format!("FROM {base}\nCOPY f /f\n"), &[("f", "x")]);
     run_ok(
         rbuild(store.path())
             .args(["build", "-t", &base])

@@ -353,18 +353,6 @@ fn prune_deletes_unused_snapshot_trees_and_kept_layers_still_save() {
     }
 }
 
-/// A context directory holding `files` (path, contents; parents are created) and `Dockerfile`.
-fn context_with(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
-    for (path, body) in files {
-        let p = ctx.path().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
-    ctx
-}
-
 /// `rbuild build ARGS CTX` with plain progress.
 fn build_context(
     store: &std::path::Path,

@@ -121,6 +121,18 @@ pub fn store_with_base() -> tempfile::TempDir {
     store
 }
 
+/// A context directory holding `files` (path, contents; parents are created) and `Dockerfile`.
+pub fn context_with(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    for (path, body) in files {
+        let p = ctx.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    ctx
+}
+
 /// A store with a busybox base imported as `bb:1` (no docker needed).
 pub fn store_with_busybox(dir: &Path) -> std::path::PathBuf {
     let tar = busybox_tar(dir);
