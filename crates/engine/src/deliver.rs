@@ -154,25 +154,19 @@ pub(crate) fn commit_target(
         })
     })?;
     let mut config = target.config.config.clone();
+    // SOURCE_DATE_EPOCH is the time of everything the build adds (the layer steps already carry
+    // it: it is part of their cache keys).
+    let epoch = req
+        .source_date_epoch
+        .map(|s| crate::meta::timestamp(Some(s)));
     for &(i, v) in &target.slots {
         if let Some(h) = config.history.get_mut(i) {
-            h.created = v.and_then(|v| solved.results[v].as_ref()?.created.clone());
+            h.created = v
+                .and_then(|v| solved.results[v].as_ref()?.created.clone())
+                .or_else(|| epoch.clone());
         }
     }
-    config.created = match req.source_date_epoch {
-        // SOURCE_DATE_EPOCH is the time of everything the build adds (the layers' steps already
-        // carry it: it is part of their cache keys).
-        Some(_) => {
-            let epoch = crate::meta::timestamp(req.source_date_epoch);
-            for &(i, _) in &target.slots {
-                if let Some(h) = config.history.get_mut(i) {
-                    h.created.get_or_insert_with(|| epoch.clone());
-                }
-            }
-            Some(epoch)
-        }
-        None => fill_history_times(&mut config.history),
-    };
+    config.created = epoch.or_else(|| fill_history_times(&mut config.history));
     for (k, v) in &req.labels {
         config.set_label(k, v);
     }

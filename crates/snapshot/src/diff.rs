@@ -599,7 +599,7 @@ fn tree_items(tree: &Path, userxattr: bool) -> Result<Vec<Item>, SnapshotError> 
     Ok(complete_plan(tree, tree_changes(tree, userxattr)?))
 }
 
-/// Trees are only adopted for layers written with the default options (see `adoptable`).
+/// Trees are only adopted for layers written with the default options (see `Snapshotter::adopts`).
 fn tree_write_options() -> rbuild_layer::WriteOptions {
     rbuild_layer::WriteOptions::default()
 }

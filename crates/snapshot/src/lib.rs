@@ -812,19 +812,13 @@ impl Snapshotter {
         self.commit_with(active, |a| self.adopt_written(a, opts, layer))
     }
 
-    /// Whether a commit with `opts` keeps an overlay upper directory as the layer's tree (see
-    /// [`Snapshotter::commit`]), the precondition of [`Snapshotter::commit_written`].
-    pub fn adopts(&self, opts: &rbuild_layer::WriteOptions) -> bool {
-        self.adoptable(opts)
-    }
-
     fn adopt_written(
         &self,
         active: &Active,
         opts: &rbuild_layer::WriteOptions,
         layer: &rbuild_layer::LayerInfo,
     ) -> Result<Committed, SnapshotError> {
-        if !self.adoptable(opts) {
+        if !self.adopts(opts) {
             return self.commit_changes(active, opts, &[]);
         }
         let c = Committed {
@@ -864,7 +858,7 @@ impl Snapshotter {
         opts: &rbuild_layer::WriteOptions,
         exclude: &[PathBuf],
     ) -> Result<Committed, SnapshotError> {
-        let adopt = self.adoptable(opts);
+        let adopt = self.adopts(opts);
         let ActiveKind::Overlay { upper, .. } = &active.kind else {
             return self.commit_plan(active, opts, exclude, adopt);
         };
@@ -948,10 +942,12 @@ impl Snapshotter {
         kind_dir(self.kind)
     }
 
-    /// Whether a committed upper directory is exactly what unpacking its layer would give here:
-    /// root, or root of a user namespace mapping every id the layer uses (files keep their
-    /// owners), overlay xattrs of this kind, owners written unchanged.
-    fn adoptable(&self, opts: &rbuild_layer::WriteOptions) -> bool {
+    /// Whether a commit with `opts` keeps an overlay upper directory as the layer's tree (see
+    /// [`Snapshotter::commit`]), the precondition of [`Snapshotter::commit_written`]: the upper
+    /// is exactly what unpacking its layer would give here (root, or root of a user namespace
+    /// mapping every id the layer uses, so files keep their owners; overlay xattrs of this kind;
+    /// owners written unchanged).
+    pub fn adopts(&self, opts: &rbuild_layer::WriteOptions) -> bool {
         matches!(self.kind, Kind::Overlay { .. })
             && self.apply.same_owner
             && self.apply.id_map.is_none()

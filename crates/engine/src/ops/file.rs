@@ -130,8 +130,7 @@ impl FileOp {
                     mkdir_all_in_root(&root, path, owner).map_err(|e| sh.step_error(step, e))?;
                 if !made.is_empty() {
                     // As COPY's: the layer is then a function of the path and the user alone.
-                    let when = sh.req.source_date_epoch.unwrap_or(FIXED_DIR_TIME);
-                    stamp_parents(&root, path, when).map_err(|e| sh.step_error(step, e))?;
+                    stamp_parents(&root, path, dir_time(sh)).map_err(|e| sh.step_error(step, e))?;
                 }
                 // BuildKit keeps WORKDIR's layer even when the directory already existed.
                 commit_layer(sh, parent, view, &[], created_by)
@@ -283,8 +282,7 @@ impl CopyOp {
             return Err(BuildError::Cancelled);
         }
         let dest = join_workdir(workdir, &copy.dest);
-        let when = sh.req.source_date_epoch.unwrap_or(FIXED_DIR_TIME);
-        stamp_parents(&root, &dest, when).map_err(|e| err(&e))?;
+        stamp_parents(&root, &dest, dir_time(sh)).map_err(|e| err(&e))?;
         let chain = commit_layer(sh, parent, view, &[], &self.created_by)?;
         if let (Some(key), Some(layer)) = (remember, chain.layers.last()) {
             // Only a hint for the next build: failing to write it costs that build a copy.
@@ -335,7 +333,7 @@ impl CopyOp {
             chmod: copy.chmod.as_deref(),
             merged: root,
             lowers: &lowers,
-            dir_time: sh.req.source_date_epoch.unwrap_or(FIXED_DIR_TIME),
+            dir_time: dir_time(sh),
             cancel: flag.as_ref(),
         };
         let opts = sh.write_options();
@@ -456,6 +454,11 @@ fn remember_layer(
 /// Stamping them with the build's time (as BuildKit does) would make two runners' layers differ
 /// for the same inputs; with a fixed time the layer is a function of its inputs alone.
 pub(crate) const FIXED_DIR_TIME: i64 = 0;
+
+/// The time of the directories a file op creates: `SOURCE_DATE_EPOCH`, else [`FIXED_DIR_TIME`].
+fn dir_time(sh: &Shared<'_>) -> i64 {
+    sh.req.source_date_epoch.unwrap_or(FIXED_DIR_TIME)
+}
 
 /// Sets the mtime of `/` and each directory on the path to `dest` (itself included when it is
 /// one) to `when`, resolving every component inside `root`.
